@@ -1,0 +1,1 @@
+//! The broker library: gRPC services, replica manager, replication, groups (filled by later issues).

@@ -1,0 +1,1 @@
+//! Async producer, consumer and admin client (filled by the single-broker issue).

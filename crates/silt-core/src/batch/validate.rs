@@ -1,0 +1,100 @@
+//! Batch checks: the framing a log scan needs, and the full check a leader runs before append.
+//!
+//! Neither re-encodes or copies: they read the header, hash the CRC range and walk the records.
+
+use super::decode::parse_record;
+use super::*;
+
+/// Why a batch was refused. Every variant says what was found, so an operator can tell a buggy
+/// client from a damaged disk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch is {len} bytes, shorter than the {HEADER_LEN}-byte header")]
+    TooShort { len: usize },
+    #[error("batch length {length} is outside [{min}, {max}]")]
+    LengthOutOfBounds { length: u64, min: u64, max: u64 },
+    #[error("batch declares {declared} bytes but {available} are present")]
+    Truncated { declared: usize, available: usize },
+    #[error("unknown batch magic {found} (expected {MAGIC})")]
+    BadMagic { found: u8 },
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("compression codec {codec} is not supported")]
+    UnsupportedCompression { codec: u16 },
+    #[error("record count {record_count} disagrees with last offset delta {last_offset_delta}")]
+    BadRecordCount { record_count: u32, last_offset_delta: u32 },
+    #[error("record {index} is corrupt: {reason}")]
+    CorruptRecord { index: u32, reason: &'static str },
+    #[error("record {index} has offset delta {found}, expected {index}")]
+    BadOffsetDelta { index: u32, found: i32 },
+    #[error("max timestamp {stored} disagrees with the records' maximum {computed}")]
+    BadMaxTimestamp { stored: i64, computed: i64 },
+    #[error("{extra} bytes follow the last record")]
+    TrailingBytes { extra: usize },
+}
+
+/// Checks what a reader needs to step over the batch at the start of `buf` safely: a whole
+/// header, a `batch_length` within `[HEADER_LEN - LOG_OVERHEAD, max_batch_bytes]`, the bytes it
+/// declares present, and the magic. Returns the header. `buf` may continue past the batch.
+pub fn check_framing(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let h = BatchHeader::parse(buf).ok_or(BatchError::TooShort { len: buf.len() })?;
+    let min = (HEADER_LEN - LOG_OVERHEAD) as u64;
+    let max = max_batch_bytes.min(MAX_BATCH_LEN_LIMIT).saturating_sub(LOG_OVERHEAD) as u64;
+    let length = u64::from(h.batch_length);
+    if length < min || length > max {
+        return Err(BatchError::LengthOutOfBounds { length, min, max });
+    }
+    if h.total_len() > buf.len() {
+        return Err(BatchError::Truncated { declared: h.total_len(), available: buf.len() });
+    }
+    if h.magic != MAGIC {
+        return Err(BatchError::BadMagic { found: h.magic });
+    }
+    Ok(h)
+}
+
+/// The full check a leader runs on a produced batch, and a follower on a replicated one: framing,
+/// CRC, codec, record count against the offset delta, and every record's framing, offset delta
+/// and timestamp. `batch` must be exactly one batch. Returns its header.
+pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let h = check_framing(batch, max_batch_bytes)?;
+    if h.total_len() != batch.len() {
+        return Err(BatchError::TrailingBytes { extra: batch.len() - h.total_len() });
+    }
+    let computed = crc_of(batch);
+    if computed != h.crc {
+        return Err(BatchError::CrcMismatch { stored: h.crc, computed });
+    }
+    if h.compression() != 0 {
+        return Err(BatchError::UnsupportedCompression { codec: h.compression() });
+    }
+    if h.record_count == 0 || h.record_count.checked_sub(1) != Some(h.last_offset_delta) {
+        return Err(BatchError::BadRecordCount {
+            record_count: h.record_count,
+            last_offset_delta: h.last_offset_delta,
+        });
+    }
+    let mut pos = HEADER_LEN;
+    let mut max_ts = i64::MIN;
+    for index in 0..h.record_count {
+        if pos >= batch.len() {
+            return Err(BatchError::CorruptRecord {
+                index,
+                reason: "batch ends before its records",
+            });
+        }
+        let raw = parse_record(batch, &mut pos, batch.len(), false)
+            .map_err(|reason| BatchError::CorruptRecord { index, reason })?;
+        if i64::from(raw.offset_delta) != i64::from(index) {
+            return Err(BatchError::BadOffsetDelta { index, found: raw.offset_delta });
+        }
+        max_ts = max_ts.max(h.base_timestamp.wrapping_add(raw.timestamp_delta));
+    }
+    if pos != batch.len() {
+        return Err(BatchError::TrailingBytes { extra: batch.len() - pos });
+    }
+    if max_ts != h.max_timestamp {
+        return Err(BatchError::BadMaxTimestamp { stored: h.max_timestamp, computed: max_ts });
+    }
+    Ok(h)
+}

@@ -1,0 +1,13 @@
+//! Silt's domain types, the record batch codec and pure decision logic.
+//!
+//! This crate does no I/O and knows nothing of async runtimes or gRPC: it is the vocabulary every
+//! other crate shares. The record batch layout it encodes is drawn byte by byte in `docs/format.md`.
+
+pub mod batch;
+mod ids;
+mod offset;
+mod topic_name;
+
+pub use ids::{LeaderEpoch, NodeId, PartitionId};
+pub use offset::Offset;
+pub use topic_name::{TopicName, TopicNameError};

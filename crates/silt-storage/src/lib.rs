@@ -1,0 +1,1 @@
+//! Segmented, memory-mapped partition logs: segments, indexes, recovery, retention.
