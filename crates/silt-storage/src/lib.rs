@@ -1,1 +1,27 @@
-//! Segmented, memory-mapped partition logs: segments, indexes, recovery, retention.
+//! Segmented, memory-mapped partition logs.
+//!
+//! A [`Log`] is one partition replica's directory: segments named by their 20-digit base offset,
+//! each a `.log` of record batches back to back plus a sparse `.index` (offset -> position) and a
+//! `.timeindex` (timestamp -> offset), and a few small checkpoint files. The code is synchronous
+//! (`std::fs`); the broker drives each log from one task. This is the only crate that maps files,
+//! and all of its `unsafe` lives in `mmap.rs`. The layout on disk is drawn in `docs/format.md`.
+
+mod checkpoint;
+mod config;
+mod epoch_cache;
+mod error;
+mod file_util;
+mod index_file;
+mod log;
+mod mmap;
+mod offset_index;
+mod recovery;
+pub mod retention;
+mod segment;
+mod time_index;
+
+pub use config::LogConfig;
+pub use epoch_cache::{EpochEntry, LeaderEpochCache};
+pub use error::StorageError;
+pub use log::{AppendInfo, Log, ReadResult, RetentionOutcome};
+pub use segment::{SEGMENT_NAME_DIGITS, segment_file_name};

@@ -1,0 +1,312 @@
+//! Behaviour of a partition log: appends, reads, rolls, reopen, truncation, retention, epochs.
+
+mod common;
+
+use common::*;
+use silt_core::batch::{BatchHeader, CRC_POS};
+use silt_core::{LeaderEpoch, Offset};
+use silt_storage::{Log, LogConfig, StorageError};
+
+#[test]
+fn append_assigns_consecutive_offsets_and_read_returns_the_same_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..5u64 {
+        let mut b = batch(&format!("b{i}"), 3, 10, 1000 + i as i64);
+        let info = log.append(&mut b, EPOCH, 0).unwrap();
+        assert_eq!(info.base_offset, Offset(i * 3));
+        assert_eq!(info.last_offset, Offset(i * 3 + 2));
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (Offset(i * 3), EPOCH));
+        expected.extend_from_slice(&b);
+    }
+    assert_eq!(log.log_end_offset(), Offset(15));
+    assert_eq!(read_all(&log), expected);
+    // A read from the middle of a batch starts at that batch.
+    let r = log.read(Offset(4), 1 << 20).unwrap();
+    assert_eq!(r.first_offset, Offset(3));
+    assert_eq!(values(&r.data)[0], (Offset(3), "b1-0".to_string()));
+}
+
+#[test]
+fn read_respects_max_bytes_but_always_returns_one_batch_and_stops_below_upper() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    let mut sizes = Vec::new();
+    for i in 0..4 {
+        let mut b = batch("x", 2, 100, i);
+        sizes.push(b.len());
+        log.append(&mut b, EPOCH, 0).unwrap();
+    }
+    let one = log.read(Offset(0), 1).unwrap();
+    assert_eq!(one.data.len(), sizes[0]);
+    assert_eq!(one.next_offset, Offset(2));
+    let two = log.read(Offset(0), sizes[0] + sizes[1]).unwrap();
+    assert_eq!(two.next_offset, Offset(4));
+    let below = log.read_upto(Offset(0), 1 << 20, Offset(5)).unwrap();
+    assert_eq!(below.next_offset, Offset(4), "the batch holding offset 5 is not below the limit");
+    let nothing = log.read_upto(Offset(4), 1 << 20, Offset(5)).unwrap();
+    assert!(nothing.data.is_empty());
+    let at_end = log.read(Offset(8), 100).unwrap();
+    assert!(at_end.data.is_empty());
+}
+
+#[test]
+fn offsets_out_of_range_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    log.append(&mut batch("x", 2, 10, 0), EPOCH, 0).unwrap();
+    assert!(matches!(
+        log.read(Offset(3), 10),
+        Err(StorageError::OffsetOutOfRange { offset: Offset(3), .. })
+    ));
+}
+
+#[test]
+fn bad_batches_are_refused_and_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    log.append(&mut batch("x", 2, 10, 0), EPOCH, 0).unwrap();
+    let mut bad = batch("y", 2, 10, 0);
+    bad[CRC_POS] ^= 1;
+    assert!(matches!(log.append(&mut bad, EPOCH, 0), Err(StorageError::InvalidBatch(_))));
+    let mut huge = batch("z", 1, 9000, 0);
+    assert!(matches!(log.append(&mut huge, EPOCH, 0), Err(StorageError::BatchTooLarge { .. })));
+    assert!(matches!(
+        log.append(&mut batch("w", 1, 1, 0), LeaderEpoch(0), 0),
+        Err(StorageError::StaleEpoch { .. })
+    ));
+    assert_eq!(log.log_end_offset(), Offset(2));
+    assert_eq!(values(&read_all(&log)).len(), 2);
+}
+
+#[test]
+fn segments_roll_by_size_and_by_age() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), LogConfig { segment_ms: 1000, ..small_config() }, 0).unwrap();
+    for i in 0..40 {
+        log.append(&mut batch("s", 4, 200, i), EPOCH, 0).unwrap();
+    }
+    let by_size = log.segment_count();
+    assert!(by_size >= 3, "40 x ~850 B batches in 16 KiB segments: {by_size} segments");
+    log.append(&mut batch("t", 1, 10, 0), EPOCH, 1500).unwrap();
+    assert_eq!(log.segment_count(), by_size + 1, "an old active segment rolls");
+    for name in
+        ["00000000000000000000.log", "00000000000000000000.index", "00000000000000000000.timeindex"]
+    {
+        assert!(d.path().join(name).exists(), "{name}");
+    }
+    let all = values(&read_all(&log));
+    assert_eq!(all.len(), 161);
+    assert!(all.iter().enumerate().all(|(i, (o, _))| o.0 == i as u64));
+}
+
+#[test]
+fn clean_reopen_keeps_everything_and_does_not_scan() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..30 {
+        log.append(&mut batch("c", 3, 100, i), EPOCH, 0).unwrap();
+    }
+    let before = read_all(&log);
+    let end = log.log_end_offset();
+    let active = *log.segment_bases().last().unwrap();
+    log.close().unwrap();
+    assert!(d.path().join("clean-shutdown").exists());
+
+    // Damage the last batch's payload: a scan would cut it, a clean open must not look.
+    let path = d.path().join(silt_storage::segment_file_name(active, "log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert!(!d.path().join("clean-shutdown").exists(), "marker consumed on open");
+    assert_eq!(log.log_end_offset(), end, "no scan, so the damaged batch is still counted");
+    // ...but it is never served: the read-time CRC check reports it.
+    let last = log.read(Offset(end.0 - 3), 1 << 20);
+    assert!(matches!(last, Err(StorageError::Corrupt { .. })), "{last:?}");
+    assert_eq!(
+        read_all_until(&log, Offset(end.0 - 3)),
+        before[..before.len() - bytes_of_last(&before)]
+    );
+}
+
+fn bytes_of_last(all: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut last = 0;
+    while pos < all.len() {
+        last = BatchHeader::parse(&all[pos..]).unwrap().total_len();
+        pos += last;
+    }
+    last
+}
+
+fn read_all_until(log: &Log, upper: Offset) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < upper {
+        let r = log.read_upto(at, 1 << 20, upper).unwrap();
+        out.extend_from_slice(&r.data);
+        at = r.next_offset;
+    }
+    out
+}
+
+#[test]
+fn unclean_reopen_after_appends_and_syncs_keeps_synced_data() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..50 {
+        log.append(&mut batch("u", 2, 150, i), EPOCH, 0).unwrap();
+        if i % 7 == 0 {
+            assert_eq!(log.sync().unwrap(), log.log_end_offset());
+        }
+    }
+    let before = read_all(&log);
+    drop(log); // crash: no close
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(read_all(&log), before, "the page cache survived, so nothing is cut");
+    assert_eq!(log.log_end_offset(), Offset(100));
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after_the_time() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    // Timestamps 0, 10, 20, ... one batch of 2 records each (both records share the time).
+    for i in 0..60 {
+        log.append(&mut batch("t", 2, 300, i * 10), EPOCH, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.offset_for_timestamp(-5).unwrap(), Some((Offset(0), 0)));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((Offset(0), 0)));
+    assert_eq!(log.offset_for_timestamp(1).unwrap(), Some((Offset(2), 10)));
+    assert_eq!(log.offset_for_timestamp(255).unwrap(), Some((Offset(52), 260)));
+    assert_eq!(log.offset_for_timestamp(590).unwrap(), Some((Offset(118), 590)));
+    assert_eq!(log.offset_for_timestamp(591).unwrap(), None);
+    // The same answers after a clean reopen (indexes read back from disk).
+    let dir = log.dir().to_owned();
+    log.close().unwrap();
+    let log = Log::open(&dir, small_config(), 0).unwrap();
+    assert_eq!(log.offset_for_timestamp(255).unwrap(), Some((Offset(52), 260)));
+    assert_eq!(log.offset_for_timestamp(590).unwrap(), Some((Offset(118), 590)));
+}
+
+#[test]
+fn truncation_removes_the_suffix_durably_and_appends_continue() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..40 {
+        let epoch = if i < 30 { EPOCH } else { LeaderEpoch(2) };
+        log.append(&mut batch("a", 2, 200, i), epoch, 0).unwrap();
+    }
+    assert_eq!(log.end_offset_for_epoch(EPOCH), Some((EPOCH, Offset(60))));
+    let segs = log.segment_count();
+    // Offset 21 is inside the batch [20, 21]: the whole batch goes.
+    assert_eq!(log.truncate_to(Offset(21)).unwrap(), Offset(20));
+    assert!(log.segment_count() < segs);
+    assert_eq!(log.epochs().latest_epoch(), Some(EPOCH), "epoch 2 started past the cut");
+    assert_eq!(
+        log.append(&mut batch("b", 1, 10, 0), LeaderEpoch(3), 0).unwrap().base_offset,
+        Offset(20)
+    );
+    let vals = values(&read_all(&log));
+    assert_eq!(vals.len(), 21);
+    assert_eq!(vals[20].1, "b-0");
+    // A crash right after: the truncated batches must not come back.
+    drop(log);
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(21));
+    assert_eq!(values(&read_all(&log))[20].1, "b-0");
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(2)), Some((EPOCH, Offset(20))));
+}
+
+#[test]
+fn truncating_below_the_log_start_restarts_the_log_there() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    log.append(&mut batch("a", 2, 10, 0), EPOCH, 0).unwrap();
+    log.truncate_fully_and_start_at(Offset(100)).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(100), Offset(100)));
+    assert_eq!(log.append(&mut batch("b", 1, 10, 0), EPOCH, 0).unwrap().base_offset, Offset(100));
+    drop(log);
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(100), Offset(101)));
+}
+
+#[test]
+fn replicated_appends_keep_the_leaders_offsets_and_must_be_contiguous() {
+    let d = tempfile::tempdir().unwrap();
+    let mut leader = Log::open(&d.path().join("l"), small_config(), 0).unwrap();
+    let mut follower = Log::open(&d.path().join("f"), small_config(), 0).unwrap();
+    let mut b1 = batch("r", 3, 10, 0);
+    let mut b2 = batch("r", 3, 10, 0);
+    leader.append(&mut b1, LeaderEpoch(4), 0).unwrap();
+    leader.append(&mut b2, LeaderEpoch(4), 0).unwrap();
+    assert!(matches!(follower.append_replicated(&b2, 0), Err(StorageError::NonContiguous { .. })));
+    follower.append_replicated(&b1, 0).unwrap();
+    follower.append_replicated(&b2, 0).unwrap();
+    assert_eq!(read_all(&follower), read_all(&leader));
+    assert_eq!(follower.epochs().latest_epoch(), Some(LeaderEpoch(4)));
+}
+
+#[test]
+fn retention_by_bytes_and_time_deletes_whole_segments_and_persists_the_start() {
+    let d = tempfile::tempdir().unwrap();
+    let config =
+        LogConfig { retention_bytes: Some(40 * 1024), retention_ms: Some(1000), ..small_config() };
+    let mut log = Log::open(d.path(), config.clone(), 0).unwrap();
+    for i in 0..100 {
+        log.append(&mut batch("r", 4, 200, i * 100), EPOCH, 0).unwrap();
+    }
+    let total = log.size_bytes();
+    let out = log.apply_retention(0).unwrap(); // at time 0 nothing is old: bytes only
+    assert!(out.deleted_segments > 0);
+    assert!(log.size_bytes() >= 40 * 1024 && log.size_bytes() < total);
+    assert_eq!(out.log_start, log.log_start_offset());
+    assert_eq!(log.log_start_offset(), log.segment_bases()[0]);
+    assert!(matches!(log.read(Offset(0), 10), Err(StorageError::OffsetOutOfRange { .. })));
+    // By time: at t=100 s every record (<= 9.9 s) is older than 1 s; only the active segment stays.
+    let out = log.apply_retention(100_000).unwrap();
+    assert!(out.deleted_segments > 0);
+    assert_eq!(log.segment_count(), 1);
+    let start = log.log_start_offset();
+    assert_eq!(values(&read_all(&log)).first().map(|v| v.0), Some(start));
+    drop(log);
+    let log = Log::open(d.path(), config, 0).unwrap();
+    assert_eq!(log.log_start_offset(), start, "log start persisted across a crash");
+}
+
+#[test]
+fn damaged_index_files_are_rebuilt_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..60 {
+        log.append(&mut batch("i", 2, 150, i * 10), EPOCH, 0).unwrap();
+    }
+    let before = read_all(&log);
+    log.close().unwrap();
+    // Garbage in the first segment's offset index, a ragged time index.
+    std::fs::write(d.path().join("00000000000000000000.index"), [0xffu8; 24]).unwrap();
+    std::fs::write(d.path().join("00000000000000000000.timeindex"), [1u8; 13]).unwrap();
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(read_all(&log), before);
+    assert_eq!(log.offset_for_timestamp(255).unwrap(), Some((Offset(52), 260)));
+    assert!(std::fs::metadata(d.path().join("00000000000000000000.index")).unwrap().len() > 0);
+}
+
+#[test]
+fn damaged_epoch_checkpoint_is_rebuilt_from_the_batches() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    log.append(&mut batch("e", 2, 10, 0), LeaderEpoch(1), 0).unwrap();
+    log.append(&mut batch("e", 2, 10, 0), LeaderEpoch(5), 0).unwrap();
+    log.close().unwrap();
+    std::fs::write(d.path().join("leader-epoch-checkpoint"), "garbage").unwrap();
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(1)), Some((LeaderEpoch(1), Offset(2))));
+    assert_eq!(log.epochs().latest_epoch(), Some(LeaderEpoch(5)));
+}
