@@ -296,3 +296,6 @@ impl Log {
         std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(dir, e))
     }
 }
+
+#[cfg(test)]
+mod disk_full_test;
