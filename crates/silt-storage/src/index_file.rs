@@ -37,17 +37,7 @@ impl IndexFile {
         entry_len: usize,
         max_bytes: u64,
     ) -> Result<IndexFile, StorageError> {
-        let file =
-            OpenOptions::new().read(true).write(true).create_new(true).open(path).at(path)?;
-        let mut idx = IndexFile {
-            path: path.to_owned(),
-            file,
-            map: Map::Sealed(None),
-            entry_len,
-            entries: 0,
-        };
-        idx.make_writable(max_bytes)?;
-        Ok(idx)
+        Self::empty_writable(path, entry_len, max_bytes, true)
     }
 
     /// Opens an existing sealed (trimmed) index file. Its length must be a whole number of
@@ -74,19 +64,29 @@ impl IndexFile {
         Ok(idx)
     }
 
-    /// Opens an index file for rebuilding: writable and empty.
+    /// Opens an index file for rebuilding: writable and emptied.
     pub(crate) fn open_empty_writable(
         path: &Path,
         entry_len: usize,
         max_bytes: u64,
     ) -> Result<IndexFile, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .at(path)?;
+        Self::empty_writable(path, entry_len, max_bytes, false)
+    }
+
+    fn empty_writable(
+        path: &Path,
+        entry_len: usize,
+        max_bytes: u64,
+        create_new: bool,
+    ) -> Result<IndexFile, StorageError> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if create_new {
+            opts.create_new(true);
+        } else {
+            opts.create(true).truncate(true);
+        }
+        let file = opts.open(path).at(path)?;
         let mut idx = IndexFile {
             path: path.to_owned(),
             file,

@@ -70,22 +70,11 @@ impl Segment {
             let offset_index = OffsetIndex::create(&paths[1], config.index_max_bytes)?;
             let time_index = TimeIndex::create(&paths[2], config.index_max_bytes)?;
             sync_dir(dir)?;
-            Ok(Segment {
-                base,
-                log_path: paths[0].clone(),
-                file,
-                data,
-                size: 0,
-                next_offset: base,
-                max_timestamp: i64::MIN,
-                max_timestamp_rel: 0,
-                offset_index,
-                time_index,
-                bytes_since_offset_entry: 0,
-                bytes_since_time_entry: 0,
-                created_ms: now_ms,
-                active: true,
-            })
+            let mut seg =
+                Segment::assemble(base, paths[0].clone(), file, data, (offset_index, time_index));
+            seg.created_ms = now_ms;
+            seg.active = true;
+            Ok(seg)
         })();
         if result.is_err() {
             for p in &paths {
@@ -105,13 +94,7 @@ impl Segment {
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(segment_file_name(base, "log"));
         let file = open_log_file(&log_path, false)?;
-        let meta = file.metadata().at(&log_path)?;
-        let size = meta.len();
-        let created_ms = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
+        let size = file.metadata().at(&log_path)?.len();
         let data = map_read(&file, size).at(&log_path)?;
         let idx_path = dir.join(segment_file_name(base, "index"));
         let tidx_path = dir.join(segment_file_name(base, "timeindex"));
@@ -122,22 +105,8 @@ impl Segment {
             (Ok(o), Ok(t)) => (o, t),
             _ => Self::empty_indexes(dir, base, config)?,
         };
-        let mut seg = Segment {
-            base,
-            log_path,
-            file,
-            data,
-            size,
-            next_offset: base,
-            max_timestamp: i64::MIN,
-            max_timestamp_rel: 0,
-            offset_index,
-            time_index,
-            bytes_since_offset_entry: 0,
-            bytes_since_time_entry: 0,
-            created_ms,
-            active: false,
-        };
+        let mut seg = Segment::assemble(base, log_path, file, data, (offset_index, time_index));
+        seg.size = size;
         let index_ok = seg.offset_index.check(size).is_ok();
         // Walk from the last indexed batch to the end to learn the end offset.
         let (start_rel, start_pos) =
@@ -198,33 +167,46 @@ impl Segment {
             }
         }
         let next_offset = walk.next_offset();
-        let (offset_index, time_index) = Self::empty_indexes(dir, base, config)?;
-        let mut seg = Segment {
+        let indexes = Self::empty_indexes(dir, base, config)?;
+        let mut seg = Segment::assemble(base, log_path, file, data, indexes);
+        seg.size = valid;
+        seg.next_offset = next_offset;
+        seg.active = true;
+        seg.rebuild_indexes(config)?;
+        seg.seal()?;
+        Ok((seg, stop))
+    }
+
+    /// A segment over opened files with no batches accounted yet; callers set what they know.
+    fn assemble(
+        base: Offset,
+        log_path: PathBuf,
+        file: File,
+        data: Bytes,
+        (offset_index, time_index): (OffsetIndex, TimeIndex),
+    ) -> Segment {
+        let created_ms = file
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        Segment {
             base,
             log_path,
             file,
             data,
-            size: valid,
-            next_offset,
+            size: 0,
+            next_offset: base,
             max_timestamp: i64::MIN,
             max_timestamp_rel: 0,
             offset_index,
             time_index,
             bytes_since_offset_entry: 0,
             bytes_since_time_entry: 0,
-            created_ms: 0,
-            active: true,
-        };
-        seg.created_ms = seg
-            .file
-            .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
-        seg.rebuild_indexes(config)?;
-        seg.seal()?;
-        Ok((seg, stop))
+            created_ms,
+            active: false,
+        }
     }
 
     fn empty_indexes(
