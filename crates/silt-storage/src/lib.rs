@@ -20,7 +20,7 @@ pub mod retention;
 mod segment;
 mod time_index;
 
-pub use config::LogConfig;
+pub use config::{LogConfig, MIN_SEGMENT_MAX_BYTES};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadResult, RetentionOutcome};

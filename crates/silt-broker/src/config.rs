@@ -1,0 +1,271 @@
+//! `BrokerConfig`: everything `siltd` is told, as one struct that TOML files, `SILT_*`
+//! environment variables and flags fill in (file < env < flags; the binary does the layering).
+//! Every field has a default from a named const and a unit in its name; `validate` checks the
+//! rules across fields and names the key that is wrong.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::topic_config::{REQUEST_OVERHEAD_BYTES, TopicConfig};
+
+/// Default gRPC listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9300";
+/// Default HTTP (metrics, health) address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9301";
+/// Default largest gRPC request (and so the largest produce request) in bytes.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Default largest gRPC response (and so the largest fetch response) in bytes.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Default time an `acks=all` produce may wait for its records to be committed.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Default interval between retention passes.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 60_000;
+/// Default flush interval for `durability=replicated` topics.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1_000;
+/// Default longest a fetch may long-poll.
+pub const DEFAULT_MAX_FETCH_WAIT_MS: u64 = 30_000;
+
+/// Defaults for new topics (`siltd.toml` section `[topic_defaults]`), with Kafka's meanings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// `-1` keeps records forever.
+    pub retention_ms: i64,
+    /// `-1` means no size limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub min_insync_replicas: u32,
+    pub max_message_bytes: usize,
+    /// `fsync` or `replicated`.
+    pub durability: crate::topic_config::Durability,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        let t = TopicConfig::default();
+        TopicDefaults {
+            partitions: 1,
+            replication_factor: 1,
+            retention_ms: t.retention_ms.unwrap_or(-1),
+            retention_bytes: t.retention_bytes.map_or(-1, |n| n as i64),
+            segment_bytes: t.segment_bytes,
+            segment_ms: t.segment_ms,
+            min_insync_replicas: t.min_insync_replicas,
+            max_message_bytes: t.max_message_bytes,
+            durability: t.durability,
+        }
+    }
+}
+
+impl TopicDefaults {
+    /// The topic configuration a topic without overrides gets.
+    pub fn topic_config(&self) -> TopicConfig {
+        TopicConfig {
+            retention_ms: (self.retention_ms > 0).then_some(self.retention_ms),
+            retention_bytes: (self.retention_bytes > 0).then_some(self.retention_bytes as u64),
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            min_insync_replicas: self.min_insync_replicas,
+            max_message_bytes: self.max_message_bytes,
+            unclean_leader_election: false,
+            durability: self.durability,
+        }
+    }
+}
+
+/// The broker's configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub node_id: u64,
+    /// gRPC listen address; port 0 picks a free port (tests).
+    pub listen: String,
+    /// Address clients and other brokers use; defaults to the bound listen address.
+    pub advertise: Option<String>,
+    /// HTTP address for `/healthz`, `/readyz` (and `/metrics` later); empty disables it.
+    pub http: String,
+    pub data_dir: PathBuf,
+    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...` (multi-broker clusters are a
+    /// later milestone; only a list naming this broker alone is accepted now).
+    pub peers: Option<String>,
+    pub rack: Option<String>,
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_fetch_wait_ms: u64,
+    pub retention_check_interval_ms: u64,
+    pub flush_interval_ms: u64,
+    pub topic_defaults: TopicDefaults,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            listen: DEFAULT_LISTEN.to_string(),
+            advertise: None,
+            http: DEFAULT_HTTP.to_string(),
+            data_dir: PathBuf::from("./silt-data"),
+            peers: None,
+            rack: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_fetch_wait_ms: DEFAULT_MAX_FETCH_WAIT_MS,
+            retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            topic_defaults: TopicDefaults::default(),
+        }
+    }
+}
+
+/// A configuration problem: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration {key}: {reason}")]
+pub struct BrokerConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> BrokerConfigError {
+    BrokerConfigError { key: key.to_string(), reason: reason.into() }
+}
+
+impl BrokerConfig {
+    /// A config for tests: port 0 on loopback, data in `data_dir`, no HTTP port.
+    pub fn for_test(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            listen: "127.0.0.1:0".to_string(),
+            http: String::new(),
+            data_dir: data_dir.into(),
+            ..BrokerConfig::default()
+        }
+    }
+
+    /// Parses a `siltd.toml` (unknown keys are errors); unset keys keep their defaults.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, BrokerConfigError> {
+        toml::from_str(text).map_err(|e| bad("config file", e.to_string()))
+    }
+
+    /// Checks every rule; the error names the key.
+    pub fn validate(&self) -> Result<(), BrokerConfigError> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| bad("listen", format!("{:?}: {e}", self.listen)))?;
+        if !self.http.is_empty() {
+            self.http
+                .parse::<SocketAddr>()
+                .map_err(|e| bad("http", format!("{:?}: {e}", self.http)))?;
+        }
+        if let Some(a) = &self.advertise
+            && (a.is_empty() || !a.contains(':'))
+        {
+            return Err(bad("advertise", format!("{a:?} is not HOST:PORT")));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir", "must not be empty"));
+        }
+        if let Some(peers) = &self.peers {
+            let ids: Vec<u64> = parse_peers(peers)?.into_iter().map(|(id, _)| id).collect();
+            if ids != [self.node_id] {
+                return Err(bad(
+                    "peers",
+                    "multi-broker clusters are not supported yet; omit peers or list only this broker",
+                ));
+            }
+        }
+        if self.max_request_bytes < 2 * REQUEST_OVERHEAD_BYTES {
+            return Err(bad(
+                "max_request_bytes",
+                format!("must be at least {}", 2 * REQUEST_OVERHEAD_BYTES),
+            ));
+        }
+        if self.max_response_bytes < self.max_request_bytes {
+            return Err(bad(
+                "max_response_bytes",
+                "must be at least max_request_bytes, so any stored batch can be fetched",
+            ));
+        }
+        for (key, v) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("retention_check_interval_ms", self.retention_check_interval_ms),
+            ("flush_interval_ms", self.flush_interval_ms),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be positive"));
+            }
+        }
+        let d = &self.topic_defaults;
+        if d.partitions == 0 {
+            return Err(bad("topic_defaults.partitions", "must be at least 1"));
+        }
+        if d.replication_factor != 1 {
+            return Err(bad(
+                "topic_defaults.replication_factor",
+                "only 1 is possible on a single broker",
+            ));
+        }
+        d.topic_config()
+            .validate(self.max_request_bytes)
+            .map_err(|e| bad(&format!("topic_defaults.{}", e.key.replace('.', "_")), e.reason))?;
+        Ok(())
+    }
+}
+
+/// Parses `ID@HOST:PORT,ID@HOST:PORT,...`.
+pub fn parse_peers(s: &str) -> Result<Vec<(u64, String)>, BrokerConfigError> {
+    s.split(',')
+        .map(|p| {
+            let (id, addr) = p
+                .trim()
+                .split_once('@')
+                .ok_or_else(|| bad("peers", format!("{p:?} is not ID@HOST:PORT")))?;
+            let id = id.parse().map_err(|_| bad("peers", format!("{id:?} is not a node id")))?;
+            if !addr.contains(':') {
+                return Err(bad("peers", format!("{addr:?} is not HOST:PORT")));
+            }
+            Ok((id, addr.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_key() {
+        assert!(BrokerConfig::default().validate().is_ok());
+        let key = |c: BrokerConfig| c.validate().unwrap_err().key;
+        assert_eq!(key(BrokerConfig { listen: "nope".into(), ..Default::default() }), "listen");
+        assert_eq!(
+            key(BrokerConfig { max_request_bytes: 10, ..Default::default() }),
+            "max_request_bytes"
+        );
+        assert_eq!(
+            key(BrokerConfig { peers: Some("1@a:1,2@b:2".into()), ..Default::default() }),
+            "peers"
+        );
+        assert_eq!(key(BrokerConfig { peers: Some("x".into()), ..Default::default() }), "peers");
+        let mut c = BrokerConfig::default();
+        c.topic_defaults.max_message_bytes = 100 << 20;
+        assert_eq!(key(c), "topic_defaults.max_message_bytes");
+        assert!(
+            BrokerConfig { peers: Some("1@127.0.0.1:9300".into()), ..Default::default() }
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn toml_with_unknown_keys_is_refused() {
+        let c = BrokerConfig::from_toml("node_id = 3\n[topic_defaults]\npartitions = 6\n").unwrap();
+        assert_eq!((c.node_id, c.topic_defaults.partitions), (3, 6));
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        let e = BrokerConfig::from_toml("nodeid = 3\n").unwrap_err();
+        assert!(e.reason.contains("nodeid"), "{e}");
+    }
+}
