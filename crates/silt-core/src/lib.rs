@@ -6,6 +6,7 @@
 pub mod batch;
 mod ids;
 mod offset;
+pub mod partitioner;
 mod topic_name;
 
 pub use ids::{LeaderEpoch, NodeId, PartitionId};
