@@ -1,1 +1,19 @@
-//! Code generated from proto/ and conversions to silt-core types (filled by the single-broker issue).
+//! Code generated from `proto/` (the gRPC contract) and conversions to `silt-core` types.
+//!
+//! `v1` is the client contract (`silt.v1`): the `Metadata`, `Data` (produce, fetch, list
+//! offsets) and `Admin` services. Every proto `bytes` field is a `bytes::Bytes`, so record
+//! batches travel from the log to the wire without a copy in Silt's code.
+
+mod convert;
+
+pub use convert::{ConvertError, decoded_to_fetched, record_from_proto, record_to_proto};
+
+/// The client services and messages (`package silt.v1`).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("silt.v1");
+}
+
+// Broker-to-broker services (Raft, ReplicaFetch, AlterPartition, BrokerHeartbeat) will live in
+// `proto/silt/internal/v1/` (package `silt.internal.v1`) with their milestones, apart from the
+// client contract.

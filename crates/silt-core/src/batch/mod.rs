@@ -30,7 +30,7 @@ mod validate;
 mod varint;
 
 pub use builder::{BatchBuilder, Header, Record};
-pub use decode::{BatchIter, DecodedRecord, RecordIter};
+pub use decode::{BatchIter, DecodedRecord, MAX_HEADERS_PER_RECORD, RecordIter};
 pub use header::{BatchHeader, patch_base_offset_and_epoch};
 pub use validate::{BatchError, check_framing, validate};
 
