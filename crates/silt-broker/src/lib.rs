@@ -2,9 +2,15 @@
 //! services (`Broker::bind(config)` / `run(shutdown)`). `siltd` is a thin main around it, and
 //! tests start brokers in-process on port 0.
 
+mod broker;
 pub mod config;
+mod error;
+mod health;
 pub mod partition;
+pub mod replica_manager;
+mod service;
 pub mod topic_config;
 pub mod topic_store;
 
+pub use broker::{Broker, StartError};
 pub use config::BrokerConfig;

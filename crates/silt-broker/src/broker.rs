@@ -1,0 +1,192 @@
+//! `Broker`: binds the gRPC port, opens every hosted partition, serves the client services until
+//! told to stop, then closes every log cleanly. Tests start it on `127.0.0.1:0`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use silt_proto::v1::admin_server::AdminServer;
+use silt_proto::v1::data_server::DataServer;
+use silt_proto::v1::metadata_server::MetadataServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{BrokerConfig, BrokerConfigError};
+use crate::replica_manager::ReplicaManager;
+use crate::service::{AdminService, DataService, MetadataService};
+use crate::topic_config::TopicConfig;
+use crate::topic_store::{FileTopicStore, TopicRecord, TopicStore, TopicStoreError};
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] BrokerConfigError),
+    #[error(transparent)]
+    Metadata(#[from] TopicStoreError),
+    #[error("cannot open partitions of topic {topic}: {source}")]
+    Partition {
+        topic: String,
+        #[source]
+        source: silt_storage::StorageError,
+    },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the services share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub advertised: String,
+    pub store: Box<dyn TopicStore>,
+    pub replicas: ReplicaManager,
+    /// Effective configuration of each topic (defaults + overrides).
+    pub topic_configs: RwLock<HashMap<String, TopicConfig>>,
+    /// Serializes topic creation, deletion and config changes.
+    pub admin_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn topic_config(&self, topic: &str) -> Option<TopicConfig> {
+        self.topic_configs.read().unwrap_or_else(|p| p.into_inner()).get(topic).cloned()
+    }
+
+    pub fn set_topic_config(&self, topic: &str, config: Option<TopicConfig>) {
+        let mut m = self.topic_configs.write().unwrap_or_else(|p| p.into_inner());
+        match config {
+            Some(c) => m.insert(topic.to_string(), c),
+            None => m.remove(topic),
+        };
+    }
+
+    /// The effective config for a stored topic.
+    pub fn effective_config(
+        &self,
+        t: &TopicRecord,
+    ) -> Result<TopicConfig, crate::topic_config::ConfigError> {
+        self.config
+            .topic_defaults
+            .topic_config()
+            .with_overrides(&t.overrides, self.config.max_request_bytes)
+    }
+}
+
+/// A bound, ready broker (see the module doc).
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Broker {
+    /// Validates `config`, recovers every partition in the data directory and binds the port.
+    pub async fn bind(config: BrokerConfig) -> Result<Broker, StartError> {
+        config.validate()?;
+        let store = FileTopicStore::open(&config.data_dir)?;
+        let replicas = ReplicaManager::new(&config.data_dir);
+        let topics = store.list();
+        let known: BTreeMap<String, u32> =
+            topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
+        replicas.remove_orphans(&known);
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
+        let advertised = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+        let shared = Arc::new(Shared {
+            config,
+            advertised,
+            store: Box::new(store),
+            replicas,
+            topic_configs: RwLock::new(HashMap::new()),
+            admin_lock: tokio::sync::Mutex::new(()),
+        });
+        for t in topics {
+            let tc = shared.effective_config(&t).unwrap_or_else(|e| {
+                tracing::warn!(topic = %t.name, error = %e, "stored topic config no longer valid; using defaults");
+                shared.config.topic_defaults.topic_config()
+            });
+            shared
+                .replicas
+                .open_topic(&t.name, t.partitions, &tc)
+                .await
+                .map_err(|source| StartError::Partition { topic: t.name.clone(), source })?;
+            shared.set_topic_config(&t.name, Some(tc));
+        }
+        tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, "broker bound");
+        Ok(Broker { shared, listener, local_addr })
+    }
+
+    /// The bound gRPC address (the real port when `listen` used port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains requests and closes every log cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let shared = self.shared;
+        let ticker = tokio::spawn(tick_loop(shared.clone()));
+        let http =
+            if shared.config.http.is_empty() {
+                None
+            } else {
+                Some(crate::health::serve(&shared.config.http).await.map_err(|source| {
+                    StartError::Bind { addr: shared.config.http.clone(), source }
+                })?)
+            };
+        let c = &shared.config;
+        let data = DataServer::new(DataService::new(shared.clone()))
+            .max_decoding_message_size(c.max_request_bytes)
+            .max_encoding_message_size(c.max_response_bytes);
+        let admin = AdminServer::new(AdminService::new(shared.clone()))
+            .max_decoding_message_size(c.max_request_bytes)
+            .max_encoding_message_size(c.max_response_bytes);
+        let metadata = MetadataServer::new(MetadataService::new(shared.clone()))
+            .max_decoding_message_size(c.max_request_bytes)
+            .max_encoding_message_size(c.max_response_bytes);
+        let result = tonic::transport::Server::builder()
+            .add_service(data)
+            .add_service(admin)
+            .add_service(metadata)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        tracing::info!("shutting down: closing partitions");
+        ticker.abort();
+        if let Some(h) = http {
+            h.abort();
+        }
+        shared.replicas.close_all().await;
+        tracing::info!("broker stopped");
+        result.map_err(StartError::from)
+    }
+}
+
+/// Drives retention passes and the background flush of `replicated` topics.
+async fn tick_loop(shared: Arc<Shared>) {
+    let flush = Duration::from_millis(shared.config.flush_interval_ms);
+    let retention = Duration::from_millis(shared.config.retention_check_interval_ms);
+    let mut since_retention = Duration::ZERO;
+    loop {
+        tokio::time::sleep(flush).await;
+        since_retention += flush;
+        let do_retention = since_retention >= retention;
+        if do_retention {
+            since_retention = Duration::ZERO;
+        }
+        for p in shared.replicas.all() {
+            p.tick(do_retention);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `ReplicaManager`: the partitions this broker hosts, by topic and index, each a worker handle.
+//! It opens a topic's partition logs (`<data_dir>/<topic>-<partition>/`), closes or deletes them,
+//! and removes directories that no topic claims (left by an interrupted delete).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use silt_storage::StorageError;
+
+use crate::partition::PartitionHandle;
+use crate::topic_config::TopicConfig;
+
+/// The hosted partitions.
+#[derive(Debug)]
+pub struct ReplicaManager {
+    data_dir: PathBuf,
+    topics: RwLock<HashMap<String, Vec<PartitionHandle>>>,
+}
+
+/// The directory of one partition.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+impl ReplicaManager {
+    pub fn new(data_dir: &Path) -> ReplicaManager {
+        ReplicaManager { data_dir: data_dir.to_owned(), topics: RwLock::new(HashMap::new()) }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<PartitionHandle>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<PartitionHandle>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens (recovering) every partition of `topic`. On failure the partitions opened so far
+    /// are closed again.
+    pub async fn open_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        config: &TopicConfig,
+    ) -> Result<(), StorageError> {
+        let mut handles = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let dir = partition_dir(&self.data_dir, topic, p);
+            match PartitionHandle::open(format!("{topic}-{p}"), dir, config.clone()).await {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    for h in &handles {
+                        let _ = h.close(false).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.write().insert(topic.to_string(), handles);
+        Ok(())
+    }
+
+    /// The worker of one partition.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<PartitionHandle> {
+        self.read().get(topic)?.get(partition as usize).cloned()
+    }
+
+    /// All workers of a topic.
+    pub fn partitions(&self, topic: &str) -> Option<Vec<PartitionHandle>> {
+        self.read().get(topic).cloned()
+    }
+
+    /// Every hosted partition.
+    pub fn all(&self) -> Vec<PartitionHandle> {
+        self.read().values().flatten().cloned().collect()
+    }
+
+    /// Stops a topic's workers and deletes its directories.
+    pub async fn delete_topic(&self, topic: &str) {
+        let handles = self.write().remove(topic).unwrap_or_default();
+        for (p, h) in handles.iter().enumerate() {
+            if let Err(e) = h.close(true).await {
+                tracing::warn!(topic, partition = p, error = %e, "deleting partition failed");
+            }
+        }
+    }
+
+    /// Applies a changed config to every partition of `topic`.
+    pub async fn set_config(&self, topic: &str, config: &TopicConfig) -> Result<(), String> {
+        for h in self.partitions(topic).unwrap_or_default() {
+            h.set_config(config.clone()).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Closes every log cleanly (shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self.write().drain().collect();
+        for (topic, handles) in all {
+            for (p, h) in handles.iter().enumerate() {
+                if let Err(e) = h.close(false).await {
+                    tracing::warn!(topic, partition = p, error = %e, "closing partition failed");
+                }
+            }
+        }
+    }
+
+    /// Deletes partition directories of topics not in `known` (name -> partition count).
+    pub fn remove_orphans(&self, known: &BTreeMap<String, u32>) {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else { return };
+        for e in entries.flatten() {
+            if !e.path().is_dir() {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((topic, p)) = name.rsplit_once('-') else { continue };
+            let Ok(p) = p.parse::<u32>() else { continue };
+            if known.get(topic).is_none_or(|&n| p >= n) {
+                tracing::warn!(dir = %e.path().display(), "removing the directory of a deleted partition");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}

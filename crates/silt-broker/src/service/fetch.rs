@@ -1,0 +1,243 @@
+//! `Fetch` (long poll over the partitions' high-watermark watches) and `ListOffsets`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use silt_core::Offset;
+use silt_core::batch::{BatchIter, RecordIter};
+use silt_proto::decoded_to_fetched;
+use silt_proto::v1::{self, ErrorCode};
+
+use crate::broker::Shared;
+use crate::error::WireError;
+use crate::partition::PartitionHandle;
+
+/// Room kept in a fetch response for everything but record bytes.
+const RESPONSE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// One requested partition, resolved.
+struct Wanted {
+    topic_index: usize,
+    partition: u32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    handle: Result<PartitionHandle, WireError>,
+}
+
+pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchResponse {
+    let limit = shared.config.max_response_bytes.saturating_sub(RESPONSE_OVERHEAD_BYTES);
+    let max_bytes = if req.max_bytes == 0 { limit } else { (req.max_bytes as usize).min(limit) };
+    let wait =
+        Duration::from_millis(u64::from(req.max_wait_ms).min(shared.config.max_fetch_wait_ms));
+    let deadline = Instant::now() + wait;
+    let mut topics: Vec<v1::TopicFetchResponse> = Vec::new();
+    let mut wanted = Vec::new();
+    for (ti, t) in req.topics.into_iter().enumerate() {
+        let known = shared.topic_config(&t.topic).is_some();
+        for p in t.partitions {
+            let handle = if !known {
+                Err(WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {}", t.topic)))
+            } else {
+                shared.replicas.partition(&t.topic, p.partition).ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::UnknownPartition,
+                        format!("topic {} has no partition {}", t.topic, p.partition),
+                    )
+                })
+            };
+            let pmax = if p.partition_max_bytes == 0 {
+                max_bytes
+            } else {
+                (p.partition_max_bytes as usize).min(max_bytes)
+            };
+            wanted.push(Wanted {
+                topic_index: ti,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: pmax,
+                handle,
+            });
+        }
+        topics.push(v1::TopicFetchResponse { topic: t.topic, partitions: Vec::new() });
+    }
+    loop {
+        // Take the watches first, so a change between the reads and the wait still wakes us.
+        let mut watches: Vec<_> =
+            wanted.iter().filter_map(|w| w.handle.as_ref().ok().map(|h| h.watch())).collect();
+        for w in &mut watches {
+            w.borrow_and_update();
+        }
+        let mut results = Vec::with_capacity(wanted.len());
+        let mut total = 0usize;
+        let mut any_error = false;
+        for w in &wanted {
+            let budget = max_bytes.saturating_sub(total);
+            let r = read_partition(w, budget, total == 0, req.decode_records).await;
+            if let Ok((_, bytes)) = &r {
+                total += bytes;
+            } else {
+                any_error = true;
+            }
+            results.push(r);
+        }
+        let now = Instant::now();
+        if total >= req.min_bytes as usize || any_error || now >= deadline || watches.is_empty() {
+            for (w, r) in wanted.iter().zip(results) {
+                topics[w.topic_index].partitions.push(match r {
+                    Ok((resp, _)) => resp,
+                    Err(e) => error_response(w.partition, e),
+                });
+            }
+            return v1::FetchResponse { topics };
+        }
+        let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout(deadline - now, changed).await.is_err() {
+            // Deadline: one last read, answered whatever it holds.
+            continue;
+        }
+    }
+}
+
+/// Reads one partition; returns the response item and the record bytes it carries. `budget` is
+/// what is left of the response; the first partition with data always gets at least one batch.
+async fn read_partition(
+    w: &Wanted,
+    budget: usize,
+    first: bool,
+    decode: bool,
+) -> Result<(v1::PartitionFetchResponse, usize), WireError> {
+    let handle = w.handle.as_ref().map_err(Clone::clone)?;
+    let state = handle.state();
+    if w.fetch_offset < 0 {
+        return Err(WireError::new(
+            ErrorCode::OffsetOutOfRange,
+            format!("fetch offset {} is negative", w.fetch_offset),
+        ));
+    }
+    let from = Offset(w.fetch_offset as u64);
+    let max = w.max_bytes.min(budget);
+    let data = if max == 0 && !first {
+        Bytes::new()
+    } else {
+        let r = handle.read(from, max.max(1)).await?;
+        if !first && r.data.len() > max { Bytes::new() } else { r.data }
+    };
+    let bytes = data.len();
+    let mut resp = v1::PartitionFetchResponse {
+        partition: w.partition,
+        error_code: ErrorCode::None as i32,
+        error_message: String::new(),
+        high_watermark: state.high_watermark.0 as i64,
+        log_start_offset: state.log_start.0 as i64,
+        last_stable_offset: state.high_watermark.0 as i64,
+        record_batches: Bytes::new(),
+        records: Vec::new(),
+        leader: None,
+    };
+    if decode {
+        resp.records = decode_from(data, from)?;
+    } else {
+        resp.record_batches = data;
+    }
+    Ok((resp, bytes))
+}
+
+/// Decodes stored batches into records at or after `from`.
+fn decode_from(data: Bytes, from: Offset) -> Result<Vec<v1::FetchedRecord>, WireError> {
+    let corrupt = |e: silt_core::batch::BatchError| {
+        WireError::new(ErrorCode::StorageError, format!("stored batch unreadable: {e}"))
+    };
+    let mut out = Vec::new();
+    for b in BatchIter::new(data) {
+        for r in RecordIter::new(b.map_err(corrupt)?).map_err(corrupt)? {
+            let r = r.map_err(corrupt)?;
+            if r.offset >= from {
+                out.push(decoded_to_fetched(r));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn error_response(partition: u32, e: WireError) -> v1::PartitionFetchResponse {
+    v1::PartitionFetchResponse {
+        partition,
+        error_code: e.code as i32,
+        error_message: e.message,
+        high_watermark: -1,
+        log_start_offset: -1,
+        last_stable_offset: -1,
+        record_batches: Bytes::new(),
+        records: Vec::new(),
+        leader: None,
+    }
+}
+
+pub(crate) async fn list_offsets(
+    shared: &Shared,
+    req: v1::ListOffsetsRequest,
+) -> v1::ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let known = shared.topic_config(&t.topic).is_some();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let r = if known {
+                list_partition(shared, &t.topic, &p).await
+            } else {
+                Err(WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {}", t.topic)))
+            };
+            parts.push(match r {
+                Ok((offset, timestamp_ms)) => v1::PartitionListOffsetsResponse {
+                    partition: p.partition,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                    offset,
+                    timestamp_ms,
+                    leader: None,
+                },
+                Err(e) => v1::PartitionListOffsetsResponse {
+                    partition: p.partition,
+                    error_code: e.code as i32,
+                    error_message: e.message,
+                    offset: -1,
+                    timestamp_ms: -1,
+                    leader: None,
+                },
+            });
+        }
+        topics.push(v1::TopicListOffsetsResponse { topic: t.topic, partitions: parts });
+    }
+    v1::ListOffsetsResponse { topics }
+}
+
+async fn list_partition(
+    shared: &Shared,
+    topic: &str,
+    p: &v1::PartitionListOffsets,
+) -> Result<(i64, i64), WireError> {
+    use v1::partition_list_offsets::Spec;
+    let handle = shared.replicas.partition(topic, p.partition).ok_or_else(|| {
+        WireError::new(
+            ErrorCode::UnknownPartition,
+            format!("topic {topic} has no partition {}", p.partition),
+        )
+    })?;
+    let state = handle.state();
+    match p.spec {
+        Some(Spec::Position(pos)) => match v1::OffsetSpec::try_from(pos) {
+            Ok(v1::OffsetSpec::Earliest) => Ok((state.log_start.0 as i64, -1)),
+            Ok(v1::OffsetSpec::Latest) => Ok((state.high_watermark.0 as i64, -1)),
+            _ => Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("unknown offset position {pos}"),
+            )),
+        },
+        Some(Spec::TimestampMs(ts)) => Ok(match handle.offset_for_timestamp(ts).await? {
+            Some((offset, ts)) => (offset.0 as i64, ts),
+            None => (-1, -1),
+        }),
+        None => Err(WireError::new(ErrorCode::InvalidRequest, "no offset spec")),
+    }
+}

@@ -1,0 +1,221 @@
+//! `Produce`: check and encode each partition's data, append it through the partition worker,
+//! and answer per `acks`. Every batch of a partition is checked before any is appended, so a bad
+//! request changes nothing.
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use silt_core::batch::{BatchBuilder, BatchIter, validate};
+use silt_proto::record_from_proto;
+use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
+
+use super::now_ms;
+use crate::broker::Shared;
+use crate::error::WireError;
+use crate::partition::WaitFor;
+use crate::topic_config::{Durability, TopicConfig};
+
+/// The longest a client may ask an `acks=all` produce to wait.
+const MAX_PRODUCE_TIMEOUT_MS: u64 = 300_000;
+
+pub(crate) async fn produce(shared: &Shared, req: v1::ProduceRequest) -> v1::ProduceResponse {
+    let acks = match v1::Acks::try_from(req.acks) {
+        Ok(v1::Acks::None) => v1::Acks::None,
+        Ok(v1::Acks::Leader) => v1::Acks::Leader,
+        Ok(v1::Acks::All) | Ok(v1::Acks::Unspecified) => v1::Acks::All,
+        Err(_) => {
+            let e = WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("unknown acks value {}", req.acks),
+            );
+            return reject_all(req, e);
+        }
+    };
+    let timeout_ms = if req.timeout_ms == 0 {
+        shared.config.request_timeout_ms
+    } else {
+        u64::from(req.timeout_ms)
+    };
+    let timeout = std::time::Duration::from_millis(timeout_ms.min(MAX_PRODUCE_TIMEOUT_MS));
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let config = shared.topic_config(&t.topic);
+        let parts = join_all(t.partitions.into_iter().map(|p| {
+            let config = config.clone();
+            let topic = t.topic.as_str();
+            async move {
+                let partition = p.partition;
+                let outcome = match config {
+                    None => Err(WireError::new(
+                        ErrorCode::UnknownTopic,
+                        format!("unknown topic {topic}"),
+                    )),
+                    Some(config) => {
+                        produce_partition(shared, topic, p, &config, acks, timeout).await
+                    }
+                };
+                partition_response(partition, outcome)
+            }
+        }))
+        .await;
+        topics.push(v1::TopicProduceResponse { topic: t.topic, partitions: parts });
+    }
+    v1::ProduceResponse { topics }
+}
+
+/// What a successful partition produce reports.
+struct Produced {
+    base_offset: i64,
+    log_start: i64,
+    durability: v1::DurabilityLevel,
+}
+
+async fn produce_partition(
+    shared: &Shared,
+    topic: &str,
+    p: v1::PartitionProduceData,
+    config: &TopicConfig,
+    acks: v1::Acks,
+    timeout: std::time::Duration,
+) -> Result<Produced, WireError> {
+    let handle = shared.replicas.partition(topic, p.partition).ok_or_else(|| {
+        WireError::new(
+            ErrorCode::UnknownPartition,
+            format!("topic {topic} has no partition {}", p.partition),
+        )
+    })?;
+    let batches = match p.data {
+        Some(Data::RecordBatches(bytes)) => split_batches(bytes, config.max_message_bytes)?,
+        Some(Data::Records(list)) => vec![encode_records(list, config.max_message_bytes)?],
+        None => return Err(WireError::new(ErrorCode::InvalidRequest, "partition data is empty")),
+    };
+    // One broker: the ISR is the leader alone.
+    let isr = 1;
+    if acks == v1::Acks::All && isr < config.min_insync_replicas {
+        return Err(WireError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "ISR has {isr} member(s), min.insync.replicas is {}; nothing was appended",
+                config.min_insync_replicas
+            ),
+        ));
+    }
+    if acks == v1::Acks::None {
+        let state = handle.state();
+        if !handle.append_no_wait(batches) {
+            tracing::debug!(
+                topic,
+                partition = p.partition,
+                "acks=0 produce dropped: partition queue full or closed"
+            );
+        }
+        return Ok(Produced {
+            base_offset: -1,
+            log_start: state.log_start.0 as i64,
+            durability: v1::DurabilityLevel::None,
+        });
+    }
+    let wait = if acks == v1::Acks::All { WaitFor::Commit } else { WaitFor::Append };
+    let appended =
+        tokio::time::timeout(timeout, handle.append(batches, wait)).await.map_err(|_| {
+            WireError::new(
+                ErrorCode::RequestTimedOut,
+                "timed out waiting for the append; outcome unknown",
+            )
+        })??;
+    let durability = match (appended.synced, config.durability, acks) {
+        (true, _, _) => v1::DurabilityLevel::ReplicatedDisk,
+        (false, Durability::Replicated, v1::Acks::All) => v1::DurabilityLevel::ReplicatedMemory,
+        (false, _, _) => v1::DurabilityLevel::LeaderMemory,
+    };
+    Ok(Produced {
+        base_offset: appended.base_offset.0 as i64,
+        log_start: appended.log_start.0 as i64,
+        durability,
+    })
+}
+
+/// Splits pre-encoded data into batches, checking each fully; any bad batch fails the partition.
+fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>, WireError> {
+    if bytes.is_empty() {
+        return Err(WireError::new(ErrorCode::InvalidRequest, "record_batches is empty"));
+    }
+    let mut out = Vec::new();
+    for b in BatchIter::new(bytes) {
+        let b = b.map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        if b.len() > max_message_bytes {
+            return Err(too_large(b.len(), max_message_bytes));
+        }
+        validate(&b, max_message_bytes)
+            .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        out.push(b.to_vec());
+    }
+    Ok(out)
+}
+
+fn too_large(size: usize, max: usize) -> WireError {
+    WireError::new(
+        ErrorCode::MessageTooLarge,
+        format!("batch of {size} bytes exceeds max.message.bytes = {max}"),
+    )
+}
+
+/// Encodes plain records into one batch.
+fn encode_records(list: v1::RecordList, max_message_bytes: usize) -> Result<Vec<u8>, WireError> {
+    let now = now_ms();
+    let mut builder = BatchBuilder::new();
+    for r in list.records {
+        let r = record_from_proto(r, now)
+            .map_err(|e| WireError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        let size = builder.size_with(&r);
+        if size > max_message_bytes {
+            return Err(too_large(size, max_message_bytes));
+        }
+        builder.push(&r);
+    }
+    builder.build_vec().ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "no records"))
+}
+
+fn partition_response(
+    partition: u32,
+    outcome: Result<Produced, WireError>,
+) -> v1::PartitionProduceResponse {
+    match outcome {
+        Ok(p) => v1::PartitionProduceResponse {
+            partition,
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+            base_offset: p.base_offset,
+            log_append_time_ms: if p.base_offset >= 0 { now_ms() } else { -1 },
+            log_start_offset: p.log_start,
+            durability: p.durability as i32,
+            leader: None,
+        },
+        Err(e) => v1::PartitionProduceResponse {
+            partition,
+            error_code: e.code as i32,
+            error_message: e.message,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+            durability: v1::DurabilityLevel::Unspecified as i32,
+            leader: None,
+        },
+    }
+}
+
+fn reject_all(req: v1::ProduceRequest, e: WireError) -> v1::ProduceResponse {
+    v1::ProduceResponse {
+        topics: req
+            .topics
+            .into_iter()
+            .map(|t| v1::TopicProduceResponse {
+                topic: t.topic,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| partition_response(p.partition, Err(e.clone())))
+                    .collect(),
+            })
+            .collect(),
+    }
+}

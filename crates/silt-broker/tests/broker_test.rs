@@ -1,0 +1,291 @@
+//! End-to-end behaviour of one broker through its gRPC contract: produce / fetch round trips at
+//! every acks level, replay by offset and time, long polls, admin, and bad input answered with
+//! its error code and leaving the log unchanged.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use silt_core::batch::CRC_POS;
+use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
+
+#[tokio::test]
+async fn produce_then_fetch_round_trips_raw_and_decoded_at_every_acks_level() {
+    let b = TestBroker::start().await;
+    assert_eq!(b.create_topic("orders", 2, &[]).await.error_code(), ErrorCode::None);
+    let mut c = b.data().await;
+    let r = produce(&mut c, "orders", 1, v1::Acks::All, batch("all", 3, 1000)).await;
+    assert_eq!((r.error_code(), r.base_offset), (ErrorCode::None, 0));
+    assert_eq!(r.durability(), v1::DurabilityLevel::ReplicatedDisk);
+    let r = produce(&mut c, "orders", 1, v1::Acks::Leader, batch("one", 2, 1001)).await;
+    assert_eq!((r.error_code(), r.base_offset), (ErrorCode::None, 3));
+    let r = produce(&mut c, "orders", 1, v1::Acks::None, batch("zero", 1, 1002)).await;
+    assert_eq!((r.error_code(), r.base_offset), (ErrorCode::None, -1));
+    // Plain protobuf records, encoded by the broker.
+    let records = v1::RecordList {
+        records: vec![v1::Record {
+            key: None,
+            value: Some(Bytes::from_static(b"pb-0")),
+            headers: vec![],
+            timestamp_ms: 0,
+        }],
+    };
+    let resp = c
+        .produce(produce_req("orders", 1, v1::Acks::All, Data::Records(records)))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!((p.error_code(), p.base_offset), (ErrorCode::None, 6));
+
+    let (code, vals) = fetch_values(&mut c, "orders", 1, 0).await;
+    assert_eq!(code, ErrorCode::None);
+    let values: Vec<&str> = vals.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, ["all-0", "all-1", "all-2", "one-0", "one-1", "zero-0", "pb-0"]);
+    assert!(vals.iter().enumerate().all(|(i, (o, _))| *o == i as i64));
+    // Raw batches are served byte for byte; a fetch from the middle of a batch starts at it.
+    let raw = c.fetch(fetch_req("orders", 1, 4, 0, false)).await.unwrap().into_inner();
+    let p = &raw.topics[0].partitions[0];
+    assert_eq!(p.high_watermark, 7);
+    let first = silt_core::batch::BatchHeader::parse(&p.record_batches).unwrap();
+    assert_eq!(first.base_offset.0, 3);
+    // The other partition is untouched.
+    assert!(fetch_values(&mut c, "orders", 0, 0).await.1.is_empty());
+}
+
+#[tokio::test]
+async fn replay_by_offset_and_by_timestamp() {
+    let b = TestBroker::start().await;
+    b.create_topic("events", 1, &[]).await;
+    let mut c = b.data().await;
+    for (i, ts) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        produce(&mut c, "events", 0, v1::Acks::All, batch(&format!("t{i}"), 2, ts)).await;
+    }
+    let (_, from4) = fetch_values(&mut c, "events", 0, 4).await;
+    assert_eq!(from4.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [4, 5]);
+    let list = |spec| v1::ListOffsetsRequest {
+        topics: vec![v1::TopicListOffsets {
+            topic: "events".into(),
+            partitions: vec![v1::PartitionListOffsets { partition: 0, spec: Some(spec) }],
+        }],
+    };
+    use v1::partition_list_offsets::Spec;
+    let at = |spec| {
+        let mut c = c.clone();
+        async move {
+            c.list_offsets(list(spec)).await.unwrap().into_inner().topics[0].partitions[0].clone()
+        }
+    };
+    assert_eq!(at(Spec::TimestampMs(1_500)).await.offset, 2);
+    assert_eq!(at(Spec::TimestampMs(3_000)).await.offset, 4);
+    assert_eq!(at(Spec::TimestampMs(3_001)).await.offset, -1);
+    assert_eq!(at(Spec::Position(v1::OffsetSpec::Earliest as i32)).await.offset, 0);
+    assert_eq!(at(Spec::Position(v1::OffsetSpec::Latest as i32)).await.offset, 6);
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_when_data_arrives() {
+    let b = TestBroker::start().await;
+    b.create_topic("wake", 1, &[]).await;
+    let mut c = b.data().await;
+    let mut c2 = c.clone();
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        c2.fetch(fetch_req("wake", 0, 0, 20_000, true)).await.unwrap().into_inner()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    produce(&mut c, "wake", 0, v1::Acks::All, batch("w", 1, 1)).await;
+    let r =
+        tokio::time::timeout(Duration::from_secs(30), poll).await.expect("fetch returns").unwrap();
+    assert_eq!(r.topics[0].partitions[0].records.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "woken by the append, not by the 20 s deadline"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_error_code_and_changes_nothing() {
+    let b = TestBroker::start().await;
+    b.create_topic("t", 1, &[("max.message.bytes", "2000")]).await;
+    let mut c = b.data().await;
+    produce(&mut c, "t", 0, v1::Acks::All, batch("ok", 1, 1)).await;
+
+    let code = |r: v1::PartitionProduceResponse| r.error_code();
+    assert_eq!(
+        code(produce(&mut c, "nope", 0, v1::Acks::All, batch("x", 1, 1)).await),
+        ErrorCode::UnknownTopic
+    );
+    assert_eq!(
+        code(produce(&mut c, "t", 5, v1::Acks::All, batch("x", 1, 1)).await),
+        ErrorCode::UnknownPartition
+    );
+    let mut bad_crc = batch("x", 2, 1).to_vec();
+    bad_crc[CRC_POS] ^= 0xff;
+    assert_eq!(
+        code(produce(&mut c, "t", 0, v1::Acks::All, Bytes::from(bad_crc)).await),
+        ErrorCode::CorruptMessage
+    );
+    let mut lying = batch("x", 2, 1).to_vec();
+    lying[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(
+        code(produce(&mut c, "t", 0, v1::Acks::All, Bytes::from(lying)).await),
+        ErrorCode::CorruptMessage
+    );
+    assert_eq!(
+        code(produce(&mut c, "t", 0, v1::Acks::All, Bytes::from_static(b"garbage")).await),
+        ErrorCode::CorruptMessage
+    );
+    let big = {
+        let mut bb = silt_core::batch::BatchBuilder::new();
+        bb.push(&silt_core::batch::Record::value(vec![7u8; 5000], 1));
+        bb.build().unwrap()
+    };
+    assert_eq!(code(produce(&mut c, "t", 0, v1::Acks::All, big).await), ErrorCode::MessageTooLarge);
+    // One good batch followed by a bad one: nothing of the request is appended.
+    let mut mixed = batch("good", 1, 1).to_vec();
+    mixed.extend_from_slice(&[1, 2, 3]);
+    assert_eq!(
+        code(produce(&mut c, "t", 0, v1::Acks::All, Bytes::from(mixed)).await),
+        ErrorCode::CorruptMessage
+    );
+
+    let (_, vals) = fetch_values(&mut c, "t", 0, 0).await;
+    assert_eq!(vals, [(0, "ok-0".to_string())], "the log is unchanged");
+
+    assert_eq!(fetch_values(&mut c, "t", 0, -1).await.0, ErrorCode::OffsetOutOfRange);
+    assert_eq!(fetch_values(&mut c, "t", 0, 99).await.0, ErrorCode::OffsetOutOfRange);
+    assert_eq!(
+        fetch_values(&mut c, "t", 0, 1).await,
+        (ErrorCode::None, vec![]),
+        "the log end is a valid, empty position"
+    );
+    assert_eq!(fetch_values(&mut c, "nope", 0, 0).await.0, ErrorCode::UnknownTopic);
+
+    // min.insync.replicas above the ISR: acks=all refused before appending.
+    b.create_topic("strict", 1, &[("min.insync.replicas", "2")]).await;
+    let r = produce(&mut c, "strict", 0, v1::Acks::All, batch("s", 1, 1)).await;
+    assert_eq!(r.error_code(), ErrorCode::NotEnoughReplicas);
+    assert!(ErrorCode::NotEnoughReplicas.definitely_not_stored());
+    assert_eq!(
+        produce(&mut c, "strict", 0, v1::Acks::Leader, batch("s", 1, 1)).await.error_code(),
+        ErrorCode::None
+    );
+}
+
+#[tokio::test]
+async fn admin_validates_names_and_configs_and_manages_topics() {
+    let b = TestBroker::start().await;
+    assert_eq!(b.create_topic("bad/name", 1, &[]).await.error_code(), ErrorCode::InvalidTopic);
+    assert_eq!(b.create_topic("__internal", 1, &[]).await.error_code(), ErrorCode::InvalidTopic);
+    assert_eq!(
+        b.create_topic("t", 1, &[("retention.ms", "soon")]).await.error_code(),
+        ErrorCode::InvalidConfig
+    );
+    assert_eq!(
+        b.create_topic("t", 1, &[("bogus.key", "1")]).await.error_code(),
+        ErrorCode::InvalidConfig
+    );
+    assert_eq!(b.create_topic("t", 100_000, &[]).await.error_code(), ErrorCode::InvalidPartitions);
+    let mut admin = b.admin().await;
+    let rf3 = admin
+        .create_topics(v1::CreateTopicsRequest {
+            topics: vec![v1::NewTopic {
+                name: "t".into(),
+                partitions: 1,
+                replication_factor: 3,
+                configs: Default::default(),
+            }],
+            validate_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rf3.topics[0].error_code(), ErrorCode::InvalidReplicationFactor);
+    let listed = admin
+        .describe_topics(v1::DescribeTopicsRequest { topics: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.topics.is_empty(), "failed creations left nothing behind");
+
+    assert_eq!(
+        b.create_topic("t", 3, &[("retention.ms", "60000")]).await.error_code(),
+        ErrorCode::None
+    );
+    assert_eq!(b.create_topic("t", 3, &[]).await.error_code(), ErrorCode::TopicAlreadyExists);
+    let d = admin
+        .describe_topics(v1::DescribeTopicsRequest { topics: vec!["t".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = &d.topics[0];
+    assert_eq!((t.partitions.len(), t.configs["retention.ms"].as_str()), (3, "60000"));
+    assert_eq!(t.configs["durability"], "fsync");
+
+    let alter = |set: &[(&str, &str)], delete: &[&str]| v1::AlterTopicConfigRequest {
+        topic: "t".into(),
+        set: set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        delete: delete.iter().map(|k| k.to_string()).collect(),
+    };
+    let r = admin
+        .alter_topic_config(alter(&[("durability", "sometimes")], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.result.unwrap().error_code(), ErrorCode::InvalidConfig);
+    let r = admin
+        .alter_topic_config(alter(&[("durability", "replicated")], &["retention.ms"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.result.unwrap().error_code(), ErrorCode::None);
+    let d = admin
+        .describe_topics(v1::DescribeTopicsRequest { topics: vec!["t".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.topics[0].configs["durability"], "replicated");
+    assert_eq!(d.topics[0].configs["retention.ms"], "604800000", "back to the default");
+
+    // Delete, then re-create: the new topic starts empty.
+    let mut c = b.data().await;
+    produce(&mut c, "t", 0, v1::Acks::All, batch("old", 2, 1)).await;
+    let del = admin
+        .delete_topics(v1::DeleteTopicsRequest { topics: vec!["t".into(), "t".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(del.topics[0].error_code(), ErrorCode::None);
+    assert_eq!(del.topics[1].error_code(), ErrorCode::UnknownTopic);
+    assert_eq!(b.create_topic("t", 1, &[]).await.error_code(), ErrorCode::None);
+    assert_eq!(fetch_values(&mut c, "t", 0, 0).await, (ErrorCode::None, vec![]));
+}
+
+#[tokio::test]
+async fn a_clean_restart_keeps_topics_and_records() {
+    let b = TestBroker::start().await;
+    b.create_topic("keep", 2, &[("retention.ms", "-1")]).await;
+    let mut c = b.data().await;
+    for i in 0..5 {
+        produce(&mut c, "keep", i % 2, v1::Acks::All, batch(&format!("r{i}"), 3, i as i64)).await;
+    }
+    let dir = b.dir.clone();
+    let tmp = b.stop().await;
+    let b = TestBroker::start_in(dir, silt_broker::BrokerConfig::for_test).await;
+    let mut c = b.data().await;
+    assert_eq!(fetch_values(&mut c, "keep", 0, 0).await.1.len(), 9);
+    assert_eq!(fetch_values(&mut c, "keep", 1, 0).await.1.len(), 6);
+    let d = b
+        .admin()
+        .await
+        .describe_topics(v1::DescribeTopicsRequest { topics: vec!["keep".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.topics[0].configs["retention.ms"], "-1");
+    drop(b);
+    drop(tmp);
+}
