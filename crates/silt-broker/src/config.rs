@@ -269,3 +269,19 @@ mod tests {
         assert!(e.reason.contains("nodeid"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod shipped_file_test {
+    use super::*;
+
+    #[test]
+    fn the_shipped_siltd_toml_parses_to_the_defaults() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/siltd.toml"
+        ))
+        .unwrap();
+        let c = BrokerConfig::from_toml(&text).unwrap();
+        assert_eq!(c, BrokerConfig::default(), "deploy/siltd.toml shows every default");
+    }
+}
