@@ -1,6 +1,47 @@
-//! The `silt` command-line tool. Not built yet: the single-broker issue fills it in (see CLI.md).
+//! `silt`: the command-line client (CLI.md). Exit codes: 0 success, 1 the operation failed,
+//! 2 usage error. Errors are one line on stderr: `error: <what> (<code>)`.
 
-fn main() {
-    eprintln!("error: the silt CLI is not implemented yet (unimplemented)");
-    std::process::exit(2);
+mod args;
+mod bench;
+mod cluster;
+mod consume;
+mod error;
+mod produce;
+mod topic;
+
+use clap::Parser;
+
+use crate::args::{BenchCmd, Cli, Command};
+use crate::error::CliError;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            return CliError::failed(format!("cannot start the runtime: {e}"), "RUNTIME").report();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let bootstrap: Vec<String> =
+        cli.bootstrap.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if bootstrap.is_empty() {
+        return Err(CliError::usage("--bootstrap names no broker"));
+    }
+    let client = silt_client::Client::connect(&bootstrap).await?;
+    let out = cli.output;
+    match cli.command {
+        Command::Cluster(cmd) => cluster::run(&client, cmd, out).await,
+        Command::Topic(cmd) => topic::run(&client, cmd, out).await,
+        Command::Produce(a) => produce::run(&client, a).await,
+        Command::Consume(a) => consume::run(&client, a).await,
+        Command::Bench(BenchCmd::Produce(a)) => bench::produce(&client, a, out).await,
+        Command::Bench(BenchCmd::Consume(a)) => bench::consume(&client, a, out).await,
+    }
 }

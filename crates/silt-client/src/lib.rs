@@ -1,1 +1,17 @@
-//! Async producer, consumer and admin client (filled by the single-broker issue).
+//! The Silt client library: a [`Client`] that knows the cluster (bootstrap, metadata cache, one
+//! gRPC channel per broker), a batching [`Producer`], an assign/seek [`Consumer`] and an
+//! [`Admin`] client. Depends only on `silt-core` and `silt-proto`.
+
+mod admin;
+mod client;
+mod consumer;
+mod error;
+mod producer;
+
+pub use admin::Admin;
+pub use client::Client;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
+pub use error::{ClientError, ProduceError};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};

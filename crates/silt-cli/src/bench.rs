@@ -1,0 +1,200 @@
+//! `silt bench produce|consume`: throughput and latency percentiles (HDR histogram, µs
+//! resolution). Produce latency is send-to-acknowledgement per record; consume latency is the
+//! time of each poll that returned records.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use silt_client::{Client, ConsumerConfig, ProducerConfig, ProducerRecord, Seek, TopicPartition};
+
+use crate::args::{BenchConsumeArgs, BenchProduceArgs, Output};
+use crate::error::CliError;
+use crate::produce::acks;
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Report {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Latencies in microseconds.
+    pub latency_us: Histogram<u64>,
+    pub failed: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("invariant: valid histogram bounds")
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        json!({
+            "records": self.records,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "records_per_sec": self.records as f64 / self.seconds.max(1e-9),
+            "mb_per_sec": self.bytes as f64 / 1e6 / self.seconds.max(1e-9),
+            "failed": self.failed,
+            "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": self.latency_us.max() as f64 / 1000.0},
+        })
+    }
+
+    fn print(&self, what: &str, out: Output) {
+        match out {
+            Output::Json => println!("{}", self.to_json()),
+            Output::Text => {
+                let j = self.to_json();
+                let l = &j["latency_ms"];
+                println!(
+                    "{} records {what} in {:.2} s: {:.0} records/s, {:.2} MB/s; latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}{}",
+                    self.records,
+                    self.seconds,
+                    j["records_per_sec"].as_f64().unwrap_or(0.0),
+                    j["mb_per_sec"].as_f64().unwrap_or(0.0),
+                    l["p50"].as_f64().unwrap_or(0.0),
+                    l["p99"].as_f64().unwrap_or(0.0),
+                    l["p999"].as_f64().unwrap_or(0.0),
+                    l["max"].as_f64().unwrap_or(0.0),
+                    if self.failed > 0 {
+                        format!("; {} failed", self.failed)
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+        }
+    }
+}
+
+pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Result<(), CliError> {
+    if a.producers == 0 || a.record_size == 0 {
+        return Err(CliError::usage("--producers and --record-size must be positive"));
+    }
+    client.partition_count(&a.topic).await?;
+    let hist = Arc::new(Mutex::new(histogram()));
+    let value = Bytes::from(vec![b'x'; a.record_size]);
+    let per_producer = a.records / a.producers as u64;
+    let extra = a.records % a.producers as u64;
+    let rate_each = a.rate as f64 / a.producers as f64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..a.producers {
+        let n = per_producer + u64::from((i as u64) < extra);
+        let producer = client.producer(ProducerConfig {
+            acks: acks(a.acks),
+            linger_ms: a.linger_ms,
+            batch_max_bytes: a.batch_bytes,
+            ..ProducerConfig::default()
+        });
+        let (topic, value, hist) = (a.topic.clone(), value.clone(), hist.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            let mut failed = 0u64;
+            let mut record = |r: Result<silt_client::RecordMetadata, silt_client::ProduceError>,
+                              t: Duration| {
+                match r {
+                    Ok(_) => {
+                        let _ = hist
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .record(t.as_micros().max(1) as u64);
+                    }
+                    Err(_) => failed += 1,
+                }
+            };
+            let start = Instant::now();
+            for j in 0..n {
+                if rate_each > 0.0 {
+                    let due = start + Duration::from_secs_f64(j as f64 / rate_each);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent = Instant::now();
+                let fut = producer.send(ProducerRecord::new(topic.clone(), value.clone())).await?;
+                pending.push(async move { (fut.await, sent.elapsed()) });
+                while let Some(Some((r, t))) = futures_util::FutureExt::now_or_never(pending.next())
+                {
+                    record(r, t);
+                }
+            }
+            producer.flush().await?;
+            while let Some((r, t)) = pending.next().await {
+                record(r, t);
+            }
+            producer.close().await?;
+            Ok::<u64, silt_client::ClientError>(failed)
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed +=
+            t.await.map_err(|e| CliError::failed(format!("producer task: {e}"), "INTERNAL"))??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let latency_us = Arc::try_unwrap(hist)
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_else(|_| histogram());
+    let ok = a.records - failed;
+    let report =
+        Report { records: ok, bytes: ok * a.record_size as u64, seconds, latency_us, failed };
+    report.print("produced", out);
+    if failed > 0 {
+        return Err(CliError::failed(
+            format!("{failed} of {} records failed", a.records),
+            "PRODUCE_FAILED",
+        ));
+    }
+    Ok(())
+}
+
+/// Stop a consume bench after this long without any record.
+const CONSUME_IDLE: Duration = Duration::from_secs(10);
+
+pub async fn consume(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<(), CliError> {
+    if a.group.is_some() {
+        return Err(CliError::failed(
+            "consumer groups are not available yet (a later milestone)",
+            "UNSUPPORTED",
+        ));
+    }
+    let n = client.partition_count(&a.topic).await?;
+    let mut consumer = client.consumer(ConsumerConfig::default());
+    let tps =
+        (0..n).map(|partition| TopicPartition { topic: a.topic.clone(), partition }).collect();
+    consumer.assign(tps, Seek::Earliest).await?;
+    let mut hist = histogram();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let started = Instant::now();
+    let mut last = Instant::now();
+    while records < a.records && last.elapsed() < CONSUME_IDLE {
+        let t = Instant::now();
+        let batch = consumer.poll().await?;
+        if batch.is_empty() {
+            continue;
+        }
+        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+        last = Instant::now();
+        records += batch.len() as u64;
+        bytes += batch.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64).sum::<u64>();
+    }
+    let report = Report {
+        records,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        latency_us: hist,
+        failed: 0,
+    };
+    report.print("consumed", out);
+    if records < a.records {
+        return Err(CliError::failed(
+            format!("only {records} of {} records arrived", a.records),
+            "INCOMPLETE",
+        ));
+    }
+    Ok(())
+}

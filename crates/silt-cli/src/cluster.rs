@@ -1,0 +1,45 @@
+//! `silt cluster info`.
+
+use serde_json::json;
+use silt_client::Client;
+
+use crate::args::{ClusterCmd, Output};
+use crate::error::CliError;
+
+pub async fn run(client: &Client, cmd: ClusterCmd, out: Output) -> Result<(), CliError> {
+    match cmd {
+        ClusterCmd::Info => {
+            let c = client.admin().describe_cluster().await?;
+            match out {
+                Output::Json => {
+                    let brokers: Vec<_> = c
+                        .brokers
+                        .iter()
+                        .map(|b| json!({"id": b.node_id, "address": b.address, "rack": b.rack, "alive": b.alive}))
+                        .collect();
+                    let doc = json!({"controller": c.controller_id, "raft_term": c.raft_term, "cluster_id": c.cluster_id, "brokers": brokers});
+                    println!("{doc}");
+                }
+                Output::Text => {
+                    let controller =
+                        c.controller_id.map_or("none".to_string(), |id| id.to_string());
+                    println!(
+                        "cluster {}  controller {}  raft term {}",
+                        c.cluster_id, controller, c.raft_term
+                    );
+                    println!("{:<6} {:<24} {:<10} ALIVE", "ID", "ADDRESS", "RACK");
+                    for b in &c.brokers {
+                        let alive = if b.alive { "yes" } else { "no" };
+                        println!(
+                            "{:<6} {:<24} {:<10} {alive}",
+                            b.node_id,
+                            b.address,
+                            b.rack.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

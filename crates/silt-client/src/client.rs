@@ -1,0 +1,188 @@
+//! `Client`: bootstrap, the metadata cache (topic -> partition leaders, broker addresses), and one
+//! lazily connected gRPC channel per broker address.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use silt_proto::v1::data_client::DataClient;
+use silt_proto::v1::metadata_client::MetadataClient;
+use silt_proto::v1::{self, ErrorCode};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig};
+
+/// Time allowed to open a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for a metadata call.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response the client decodes (the broker's default max_response_bytes).
+pub(crate) const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest request the client encodes.
+pub(crate) const MAX_ENCODE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct MetaCache {
+    brokers: HashMap<u64, String>,
+    /// Leader node id per partition (None: no leader).
+    topics: HashMap<String, Vec<Option<u64>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    bootstrap: Vec<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    meta: RwLock<MetaCache>,
+}
+
+/// A handle on a Silt cluster (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects through the first reachable bootstrap broker.
+    pub async fn connect(bootstrap: &[String]) -> Result<Client, ClientError> {
+        if bootstrap.is_empty() {
+            return Err(ClientError::InvalidArgument("no bootstrap address".into()));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                bootstrap: bootstrap.to_vec(),
+                channels: Mutex::new(HashMap::new()),
+                meta: RwLock::new(MetaCache::default()),
+            }),
+        };
+        client.metadata(&[]).await?;
+        Ok(client)
+    }
+
+    /// The channel to `addr` (HOST:PORT), created on first use.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::InvalidArgument(format!("bad broker address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) fn data(&self, addr: &str) -> Result<DataClient<Channel>, ClientError> {
+        Ok(DataClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_DECODE_BYTES)
+            .max_encoding_message_size(MAX_ENCODE_BYTES))
+    }
+
+    /// Addresses to try for cluster-wide calls: known brokers first, then the bootstrap list.
+    pub(crate) fn any_addresses(&self) -> Vec<String> {
+        let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+        let mut addrs: Vec<String> = meta.brokers.values().cloned().collect();
+        addrs.sort();
+        for b in &self.inner.bootstrap {
+            if !addrs.contains(b) {
+                addrs.push(b.clone());
+            }
+        }
+        addrs
+    }
+
+    /// Fetches metadata (for `topics`, or all when empty) from any broker and refreshes the cache.
+    pub async fn metadata(&self, topics: &[String]) -> Result<v1::MetadataResponse, ClientError> {
+        let mut last = ClientError::Connect("no broker answered".into());
+        for addr in self.any_addresses() {
+            let mut c = MetadataClient::new(self.channel(&addr)?)
+                .max_decoding_message_size(MAX_DECODE_BYTES);
+            let call = c.get_metadata(v1::MetadataRequest { topics: topics.to_vec() });
+            match tokio::time::timeout(METADATA_TIMEOUT, call).await {
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    self.update_cache(&resp, topics.is_empty());
+                    return Ok(resp);
+                }
+                Ok(Err(status)) => {
+                    last = ClientError::Connect(format!("{addr}: {}", status.message()))
+                }
+                Err(_) => last = ClientError::Connect(format!("{addr}: timed out")),
+            }
+        }
+        Err(last)
+    }
+
+    fn update_cache(&self, resp: &v1::MetadataResponse, all: bool) {
+        let mut meta = self.inner.meta.write().unwrap_or_else(|p| p.into_inner());
+        meta.brokers = resp.brokers.iter().map(|b| (b.node_id, b.address.clone())).collect();
+        if all {
+            meta.topics.clear();
+        }
+        for t in &resp.topics {
+            if t.error_code == ErrorCode::None as i32 {
+                let mut leaders = vec![None; t.partitions.len()];
+                for p in &t.partitions {
+                    if let Some(slot) = leaders.get_mut(p.partition as usize) {
+                        *slot = p.leader;
+                    }
+                }
+                meta.topics.insert(t.name.clone(), leaders);
+            } else {
+                meta.topics.remove(&t.name);
+            }
+        }
+    }
+
+    /// The number of partitions of `topic` (refreshing the cache when unknown).
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(n) = self.cached_partitions(topic) {
+            return Ok(n);
+        }
+        self.metadata(&[topic.to_string()]).await?;
+        self.cached_partitions(topic).ok_or_else(|| ClientError::UnknownTopic(topic.to_string()))
+    }
+
+    fn cached_partitions(&self, topic: &str) -> Option<u32> {
+        let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+        meta.topics.get(topic).map(|l| l.len() as u32)
+    }
+
+    /// The address of the leader of a partition, from the cache.
+    pub(crate) fn leader_address(&self, topic: &str, partition: u32) -> Option<String> {
+        let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+        let leader = (*meta.topics.get(topic)?.get(partition as usize)?)?;
+        meta.brokers.get(&leader).cloned()
+    }
+
+    /// The leader address, refreshing metadata once if it is not cached.
+    pub(crate) async fn leader(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
+        if let Some(a) = self.leader_address(topic, partition) {
+            return Ok(a);
+        }
+        self.metadata(&[topic.to_string()]).await?;
+        match self.leader_address(topic, partition) {
+            Some(a) => Ok(a),
+            None if self.cached_partitions(topic).is_none() => {
+                Err(ClientError::UnknownTopic(topic.to_string()))
+            }
+            None => Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                message: format!("{topic}/{partition} has no leader"),
+            }),
+        }
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.clone())
+    }
+
+    pub fn producer(&self, config: ProducerConfig) -> Producer {
+        Producer::new(self.clone(), config)
+    }
+
+    pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
+        Consumer::new(self.clone(), config)
+    }
+}

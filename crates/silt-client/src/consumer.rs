@@ -1,0 +1,332 @@
+//! `Consumer`: assigned partitions with a position each; `poll` long-polls the leaders, checks
+//! every batch (CRC included) and returns the records at or after the positions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use silt_core::batch::{BatchIter, Header, RecordIter, validate};
+use silt_proto::v1::{self, ErrorCode};
+
+use crate::{Client, ClientError};
+
+/// Fetch settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Longest a poll waits for data at the broker.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    pub max_bytes: u32,
+    pub partition_max_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 16 * 1024 * 1024,
+            partition_max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+/// Where to start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    Offset(i64),
+    /// The first record with a timestamp >= this (ms); the end if there is none.
+    Timestamp(i64),
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+}
+
+/// A record as consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// A consumer of explicitly assigned partitions.
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    positions: BTreeMap<TopicPartition, i64>,
+}
+
+/// Decodes raw batches of `tp`, keeping records at or after `position`; every batch is fully
+/// validated first. Returns the records and the next position.
+pub(crate) fn decode_batches(
+    tp: &TopicPartition,
+    data: Bytes,
+    position: i64,
+) -> Result<(Vec<ConsumerRecord>, i64), ClientError> {
+    let mut out = Vec::new();
+    let mut next = position;
+    let corrupt = |e: silt_core::batch::BatchError| {
+        ClientError::Corrupt(format!("{}/{}: {e}", tp.topic, tp.partition))
+    };
+    for batch in BatchIter::new(data) {
+        let batch = batch.map_err(corrupt)?;
+        validate(&batch, silt_core::batch::MAX_BATCH_LEN_LIMIT).map_err(corrupt)?;
+        for r in RecordIter::new(batch).map_err(corrupt)? {
+            let r = r.map_err(corrupt)?;
+            let offset = r.offset.0 as i64;
+            if offset >= position {
+                out.push(ConsumerRecord {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                });
+                next = next.max(offset + 1);
+            }
+        }
+    }
+    Ok((out, next))
+}
+
+impl Consumer {
+    pub(crate) fn new(client: Client, config: ConsumerConfig) -> Consumer {
+        Consumer { client, config, positions: BTreeMap::new() }
+    }
+
+    /// Replaces the assignment and positions every partition at `start`.
+    pub async fn assign(
+        &mut self,
+        partitions: Vec<TopicPartition>,
+        start: Seek,
+    ) -> Result<(), ClientError> {
+        self.positions.clear();
+        for tp in partitions {
+            let n = self.client.partition_count(&tp.topic).await?;
+            if tp.partition >= n {
+                return Err(ClientError::Server {
+                    code: ErrorCode::UnknownPartition,
+                    message: format!("topic {} has no partition {}", tp.topic, tp.partition),
+                });
+            }
+            self.seek(&tp, start).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves one partition's position.
+    pub async fn seek(&mut self, tp: &TopicPartition, to: Seek) -> Result<(), ClientError> {
+        use v1::partition_list_offsets::Spec;
+        let spec = match to {
+            Seek::Offset(o) if o < 0 => {
+                return Err(ClientError::InvalidArgument(format!("offset {o} is negative")));
+            }
+            Seek::Offset(o) => {
+                self.positions.insert(tp.clone(), o);
+                return Ok(());
+            }
+            Seek::Earliest => Spec::Position(v1::OffsetSpec::Earliest as i32),
+            Seek::Latest => Spec::Position(v1::OffsetSpec::Latest as i32),
+            Seek::Timestamp(ts) => Spec::TimestampMs(ts),
+        };
+        let mut offset = self.list_offset(tp, spec).await?;
+        if offset < 0 {
+            offset = self.list_offset(tp, Spec::Position(v1::OffsetSpec::Latest as i32)).await?;
+        }
+        self.positions.insert(tp.clone(), offset);
+        Ok(())
+    }
+
+    async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        spec: v1::partition_list_offsets::Spec,
+    ) -> Result<i64, ClientError> {
+        let addr = self.client.leader(&tp.topic, tp.partition).await?;
+        let req = v1::ListOffsetsRequest {
+            topics: vec![v1::TopicListOffsets {
+                topic: tp.topic.clone(),
+                partitions: vec![v1::PartitionListOffsets {
+                    partition: tp.partition,
+                    spec: Some(spec),
+                }],
+            }],
+        };
+        let resp = self.client.data(&addr)?.list_offsets(req).await?.into_inner();
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Corrupt("empty list-offsets answer".into()))?;
+        if p.error_code != ErrorCode::None as i32 {
+            return Err(ClientError::server(p.error_code, &p.error_message));
+        }
+        Ok(p.offset)
+    }
+
+    /// The next offset to read of an assigned partition.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.positions.get(tp).copied()
+    }
+
+    /// One round of fetches (one long poll per leader broker, concurrently); returns what
+    /// arrived, in offset order per partition.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.positions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(u64::from(self.config.max_wait_ms))).await;
+            return Ok(Vec::new());
+        }
+        let mut by_leader: HashMap<String, Vec<(TopicPartition, i64)>> = HashMap::new();
+        for (tp, pos) in &self.positions {
+            let addr = self.client.leader(&tp.topic, tp.partition).await?;
+            by_leader.entry(addr).or_default().push((tp.clone(), *pos));
+        }
+        let calls = by_leader.into_iter().map(|(addr, parts)| self.fetch_from(addr, parts));
+        let mut out = Vec::new();
+        let mut refresh = false;
+        for result in join_all(calls).await {
+            for (tp, records, next, stale) in result? {
+                refresh |= stale;
+                if let Some(p) = self.positions.get_mut(&tp) {
+                    *p = next;
+                }
+                out.extend(records);
+            }
+        }
+        if refresh {
+            let topics: Vec<String> = self.positions.keys().map(|tp| tp.topic.clone()).collect();
+            let _ = self.client.metadata(&topics).await;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn fetch_from(
+        &self,
+        addr: String,
+        parts: Vec<(TopicPartition, i64)>,
+    ) -> Result<Vec<(TopicPartition, Vec<ConsumerRecord>, i64, bool)>, ClientError> {
+        let mut topics: Vec<v1::TopicFetchData> = Vec::new();
+        for (tp, pos) in &parts {
+            let p = v1::PartitionFetchData {
+                partition: tp.partition,
+                fetch_offset: *pos,
+                partition_max_bytes: self.config.partition_max_bytes,
+                current_leader_epoch: None,
+            };
+            match topics.iter_mut().find(|t| t.topic == tp.topic) {
+                Some(t) => t.partitions.push(p),
+                None => {
+                    topics.push(v1::TopicFetchData { topic: tp.topic.clone(), partitions: vec![p] })
+                }
+            }
+        }
+        let req = v1::FetchRequest {
+            max_wait_ms: self.config.max_wait_ms,
+            min_bytes: self.config.min_bytes,
+            max_bytes: self.config.max_bytes,
+            decode_records: false,
+            topics,
+        };
+        let deadline = Duration::from_millis(u64::from(self.config.max_wait_ms) + 30_000);
+        let resp = tokio::time::timeout(deadline, self.client.data(&addr)?.fetch(req))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let mut out = Vec::new();
+        for t in resp.into_inner().topics {
+            for p in t.partitions {
+                let tp = TopicPartition { topic: t.topic.clone(), partition: p.partition };
+                let Some(&(_, pos)) = parts.iter().find(|(x, _)| *x == tp) else { continue };
+                let code =
+                    ErrorCode::try_from(p.error_code).unwrap_or(ErrorCode::UnknownServerError);
+                match code {
+                    ErrorCode::None => {
+                        let (records, next) = decode_batches(&tp, p.record_batches, pos)?;
+                        out.push((tp, records, next, false));
+                    }
+                    c if c.is_retriable() => out.push((tp, Vec::new(), pos, true)),
+                    _ => return Err(ClientError::server(p.error_code, &p.error_message)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records as a stream (each poll's records in order); ends at the first error.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<ConsumerRecord, ClientError>> {
+        futures_util::stream::unfold(
+            (self, std::collections::VecDeque::new(), false),
+            |(mut c, mut buf, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    if let Some(r) = buf.pop_front() {
+                        return Some((Ok(r), (c, buf, false)));
+                    }
+                    match c.poll().await {
+                        Ok(records) => buf.extend(records),
+                        Err(e) => return Some((Err(e), (c, buf, true))),
+                    }
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use silt_core::batch::{BatchBuilder, CRC_POS, Record, patch_base_offset_and_epoch};
+    use silt_core::{LeaderEpoch, Offset};
+
+    use super::*;
+
+    fn stored(base: u64, n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        for i in 0..n {
+            b.push(&Record::value(format!("v{}", base + i as u64), 1));
+        }
+        let mut v = b.build_vec().unwrap();
+        patch_base_offset_and_epoch(&mut v, Offset(base), LeaderEpoch(0));
+        v
+    }
+
+    #[test]
+    fn decoding_skips_records_before_the_position_and_advances_it() {
+        let tp = TopicPartition { topic: "t".into(), partition: 0 };
+        let mut data = stored(10, 5);
+        data.extend(stored(15, 2));
+        let (records, next) = decode_batches(&tp, Bytes::from(data), 12).unwrap();
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [12, 13, 14, 15, 16]);
+        assert_eq!(records[0].value.as_deref(), Some(&b"v12"[..]));
+        assert_eq!(next, 17);
+        let (none, same) = decode_batches(&tp, Bytes::new(), 17).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(same, 17);
+    }
+
+    #[test]
+    fn a_corrupted_batch_is_an_error_not_data() {
+        let tp = TopicPartition { topic: "t".into(), partition: 0 };
+        let mut data = stored(0, 3);
+        data[CRC_POS + 1] ^= 1;
+        assert!(matches!(decode_batches(&tp, Bytes::from(data), 0), Err(ClientError::Corrupt(_))));
+    }
+}

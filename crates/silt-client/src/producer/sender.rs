@@ -1,0 +1,250 @@
+//! Sending sealed batches: group them per leader broker, one `Produce` request per group with
+//! at most `max_in_flight` requests at once, and retry retriable failures with exponential
+//! backoff (refreshing metadata) until `retries` or `delivery_timeout_ms` runs out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use silt_proto::v1::{self, ErrorCode};
+use tokio::sync::{Semaphore, watch};
+
+use super::accumulator::Sealed;
+use super::{Acks, ProducerConfig, RecordMetadata, Waiter};
+use crate::{Client, ClientError, ProduceError};
+
+/// A batch on its way, with what its attempts taught us.
+struct InFlight {
+    batch: Sealed<Waiter>,
+    attempts: u32,
+    started: Instant,
+    /// An earlier attempt may have stored it (so a final failure is "unknown", not "not stored").
+    maybe_stored: bool,
+    last_error: Option<ProduceError>,
+}
+
+/// The backoff before retry number `attempt` (1-based): `base` doubling, capped at 1 s.
+pub(crate) fn backoff(base_ms: u64, attempt: u32) -> Duration {
+    let ms = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    Duration::from_millis(ms.min(1000).max(base_ms.min(1000)))
+}
+
+/// Sends `sealed` batches in the background, holding one in-flight permit per request group.
+pub(super) async fn dispatch(
+    client: &Client,
+    config: &Arc<ProducerConfig>,
+    inflight: &Arc<Semaphore>,
+    counter: &Arc<watch::Sender<u64>>,
+    sealed: Vec<Sealed<Waiter>>,
+) {
+    if sealed.is_empty() {
+        return;
+    }
+    let Ok(permit) = inflight.clone().acquire_owned().await else { return };
+    let batches = sealed
+        .into_iter()
+        .map(|batch| InFlight {
+            batch,
+            attempts: 0,
+            started: Instant::now(),
+            maybe_stored: false,
+            last_error: None,
+        })
+        .collect();
+    let (client, config, counter) = (client.clone(), config.clone(), counter.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        deliver(&client, &config, &counter, batches).await;
+    });
+}
+
+/// Sends until every batch is acknowledged or has failed for good.
+async fn deliver(
+    client: &Client,
+    config: &ProducerConfig,
+    counter: &watch::Sender<u64>,
+    mut queue: Vec<InFlight>,
+) {
+    while !queue.is_empty() {
+        let mut groups: HashMap<String, Vec<InFlight>> = HashMap::new();
+        let mut retry = Vec::new();
+        for mut b in queue {
+            match client.leader(&b.batch.topic, b.batch.partition).await {
+                Ok(addr) => groups.entry(addr).or_default().push(b),
+                Err(e) => {
+                    let retriable =
+                        e.code().is_none_or(|c| c.is_retriable() || c == ErrorCode::UnknownTopic);
+                    b.last_error = Some(ProduceError {
+                        code: e.code(),
+                        message: e.to_string(),
+                        definitely_not_stored: true,
+                    });
+                    if retriable { retry.push(b) } else { fail(b, counter) }
+                }
+            }
+        }
+        for (addr, group) in groups {
+            retry.extend(send_once(client, config, &addr, group, counter).await);
+        }
+        queue = Vec::new();
+        let mut max_attempt = 0;
+        for mut b in retry {
+            b.attempts += 1;
+            let expired = b.started.elapsed() >= Duration::from_millis(config.delivery_timeout_ms);
+            if b.attempts > config.retries || expired {
+                fail(b, counter);
+            } else {
+                max_attempt = max_attempt.max(b.attempts);
+                queue.push(b);
+            }
+        }
+        if !queue.is_empty() {
+            tokio::time::sleep(backoff(config.retry_backoff_ms, max_attempt)).await;
+            let mut topics: Vec<String> = queue.iter().map(|b| b.batch.topic.clone()).collect();
+            topics.sort();
+            topics.dedup();
+            if let Err(e) = client.metadata(&topics).await {
+                tracing::debug!(error = %e, "metadata refresh before a retry failed");
+            }
+        }
+    }
+}
+
+fn resolve(waiter: Waiter, r: Result<RecordMetadata, ProduceError>, counter: &watch::Sender<u64>) {
+    let _ = waiter.send(r);
+    counter.send_modify(|n| *n = n.saturating_sub(1));
+}
+
+fn fail(b: InFlight, counter: &watch::Sender<u64>) {
+    let mut err = b.last_error.unwrap_or_else(|| ProduceError {
+        code: None,
+        message: "delivery failed".into(),
+        definitely_not_stored: false,
+    });
+    err.definitely_not_stored &= !b.maybe_stored;
+    for w in b.batch.waiters {
+        resolve(w, Err(err.clone()), counter);
+    }
+}
+
+/// One request to `addr` for `group`; returns the batches to retry.
+async fn send_once(
+    client: &Client,
+    config: &ProducerConfig,
+    addr: &str,
+    group: Vec<InFlight>,
+    counter: &watch::Sender<u64>,
+) -> Vec<InFlight> {
+    let acks = match config.acks {
+        Acks::None => v1::Acks::None,
+        Acks::Leader => v1::Acks::Leader,
+        Acks::All => v1::Acks::All,
+    };
+    let mut topics: Vec<v1::TopicProduceData> = Vec::new();
+    for b in &group {
+        let data = v1::PartitionProduceData {
+            partition: b.batch.partition,
+            data: Some(v1::partition_produce_data::Data::RecordBatches(b.batch.data.clone())),
+        };
+        match topics.iter_mut().find(|t| t.topic == b.batch.topic) {
+            Some(t) => t.partitions.push(data),
+            None => topics.push(v1::TopicProduceData {
+                topic: b.batch.topic.clone(),
+                partitions: vec![data],
+            }),
+        }
+    }
+    let req =
+        v1::ProduceRequest { acks: acks as i32, timeout_ms: config.request_timeout_ms, topics };
+    let deadline = Duration::from_millis(u64::from(config.request_timeout_ms) + 5_000);
+    let outcome = match client.data(addr) {
+        Ok(mut c) => match tokio::time::timeout(deadline, c.produce(req)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(ClientError::Transport(status).to_string()),
+            Err(_) => Err("produce request timed out".to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let resp = match outcome {
+        Ok(r) => r,
+        Err(message) => {
+            // The request may have reached the broker: outcome unknown.
+            return group
+                .into_iter()
+                .map(|mut b| {
+                    b.maybe_stored = true;
+                    b.last_error = Some(ProduceError {
+                        code: None,
+                        message: format!("{addr}: {message}"),
+                        definitely_not_stored: false,
+                    });
+                    b
+                })
+                .collect();
+        }
+    };
+    let mut answers: HashMap<(String, u32), v1::PartitionProduceResponse> = HashMap::new();
+    for t in resp.topics {
+        for p in t.partitions {
+            answers.insert((t.topic.clone(), p.partition), p);
+        }
+    }
+    let mut retry = Vec::new();
+    for mut b in group {
+        let Some(a) = answers.remove(&(b.batch.topic.clone(), b.batch.partition)) else {
+            b.maybe_stored = true;
+            b.last_error = Some(ProduceError {
+                code: None,
+                message: "the broker's answer left out this partition".into(),
+                definitely_not_stored: false,
+            });
+            retry.push(b);
+            continue;
+        };
+        let code = ErrorCode::try_from(a.error_code).unwrap_or(ErrorCode::UnknownServerError);
+        if code == ErrorCode::None {
+            let (topic, partition) = (b.batch.topic.clone(), b.batch.partition);
+            for (i, (w, ts)) in b.batch.waiters.into_iter().zip(b.batch.timestamps).enumerate() {
+                let offset = if a.base_offset >= 0 { a.base_offset + i as i64 } else { -1 };
+                resolve(
+                    w,
+                    Ok(RecordMetadata {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                        timestamp_ms: ts,
+                    }),
+                    counter,
+                );
+            }
+            continue;
+        }
+        let message = if a.error_message.is_empty() {
+            code.as_str_name().to_string()
+        } else {
+            a.error_message
+        };
+        b.maybe_stored |= !code.definitely_not_stored();
+        b.last_error = Some(ProduceError {
+            code: Some(code),
+            message,
+            definitely_not_stored: code.definitely_not_stored(),
+        });
+        if code.is_retriable() { retry.push(b) } else { fail(b, counter) }
+    }
+    retry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(100, 1), Duration::from_millis(100));
+        assert_eq!(backoff(100, 2), Duration::from_millis(200));
+        assert_eq!(backoff(100, 3), Duration::from_millis(400));
+        assert_eq!(backoff(100, 5), Duration::from_millis(1000));
+        assert_eq!(backoff(100, 60), Duration::from_millis(1000));
+    }
+}
