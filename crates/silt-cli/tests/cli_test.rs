@@ -1,0 +1,241 @@
+//! The `silt` binary against an in-process broker on port 0: the CLI.md contract (commands,
+//! JSON shapes, exit codes, the error line) and end-to-end produce/consume through the client.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use silt_broker::{Broker, BrokerConfig};
+
+/// A broker on its own runtime thread; stopped on drop.
+struct TestBroker {
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    fn start() -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::for_test(dir.path());
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let broker = Broker::bind(config).await.unwrap();
+                addr_tx.send(broker.local_addr().to_string()).unwrap();
+                broker
+                    .run(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        TestBroker { addr, stop: Some(stop), thread: Some(thread), _dir: dir }
+    }
+
+    fn silt(&self, args: &[&str]) -> Output {
+        self.silt_stdin(args, "")
+    }
+
+    fn silt_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+            .arg("-b")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[test]
+fn topic_commands_follow_the_contract() {
+    let b = TestBroker::start();
+    let o = b.silt(&["topic", "create", "orders", "-p", "3", "-c", "retention.ms=60000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.silt(&["topic", "create", "orders"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim(), "error: topic orders already exists (TOPIC_ALREADY_EXISTS)");
+    assert_eq!(b.silt(&["topic", "create", "x", "-c", "novalue"]).status.code(), Some(2));
+    assert_eq!(b.silt(&["topic", "frobnicate"]).status.code(), Some(2));
+
+    let list = json(&b.silt(&["-o", "json", "topic", "list"]));
+    assert_eq!(
+        list,
+        serde_json::json!([{"name": "orders", "partitions": 3, "replication_factor": 1}])
+    );
+    let d = json(&b.silt(&["-o", "json", "topic", "describe", "orders"]));
+    assert_eq!(d["name"], "orders");
+    assert_eq!(d["config"]["retention.ms"], "60000");
+    let p0 = &d["partitions"][0];
+    for key in [
+        "partition",
+        "leader",
+        "leader_epoch",
+        "replicas",
+        "isr",
+        "log_start_offset",
+        "high_watermark",
+    ] {
+        assert!(!p0[key].is_null(), "describe has {key}");
+    }
+    assert!(b.silt(&["topic", "alter", "orders", "-c", "retention.ms="]).status.success());
+    let d = json(&b.silt(&["-o", "json", "topic", "describe", "orders"]));
+    assert_eq!(d["config"]["retention.ms"], "604800000");
+    let o = b.silt(&["topic", "describe", "missing"]);
+    assert_eq!((o.status.code(), stderr(&o).trim().ends_with("(UNKNOWN_TOPIC)")), (Some(1), true));
+    assert!(b.silt(&["topic", "delete", "orders"]).status.success());
+    assert_eq!(json(&b.silt(&["-o", "json", "topic", "list"])), serde_json::json!([]));
+
+    let c = json(&b.silt(&["-o", "json", "cluster", "info"]));
+    assert_eq!(c["brokers"][0]["address"], b.addr.as_str());
+    assert_eq!(c["brokers"][0]["alive"], true);
+    assert!(c["controller"].is_u64() && c["raft_term"].is_u64());
+}
+
+#[test]
+fn produce_and_consume_round_trip_with_keys_formats_and_replay() {
+    let b = TestBroker::start();
+    assert!(b.silt(&["topic", "create", "events", "-p", "4"]).status.success());
+    let input: String = (0..40).map(|i| format!("user{}|value-{i}\n", i % 5)).collect();
+    let o = b.silt_stdin(&["produce", "events", "--key-separator", "|"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("produced 40 records"));
+
+    let o = b.silt(&["consume", "events", "--from-beginning", "-n", "40", "-f", "%p %o %k %v"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 40);
+    // Keyed partitioning is stable and Kafka-compatible: every key on murmur2's partition.
+    for l in &lines {
+        let parts: Vec<&str> = l.split(' ').collect();
+        let expected = silt_core::partitioner::partition_for_key(parts[2].as_bytes(), 4);
+        assert_eq!(parts[0], expected.to_string(), "{l}");
+    }
+    // Per key, the values come back in the order sent.
+    for k in 0..5 {
+        let vals: Vec<u32> = lines
+            .iter()
+            .filter(|l| l.split(' ').nth(2) == Some(&format!("user{k}")))
+            .map(|l| l.rsplit('-').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(vals.windows(2).all(|w| w[0] < w[1]), "{vals:?}");
+        assert_eq!(vals.len(), 8);
+    }
+    // Replay one partition from an offset; stop after a quiet timeout.
+    let p = lines[0].split(' ').next().unwrap().to_string();
+    let o = b.silt(&[
+        "consume",
+        "events",
+        "--partition",
+        &p,
+        "--offset",
+        "1",
+        "--timeout-ms",
+        "300",
+        "-f",
+        "%o",
+    ]);
+    assert!(o.status.success());
+    let offsets: Vec<i64> = stdout(&o).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(offsets.first(), Some(&1));
+    // From a timestamp in the future: nothing, and a clean exit after the timeout.
+    let o =
+        b.silt(&["consume", "events", "--from-timestamp", "99999999999999", "--timeout-ms", "300"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).is_empty());
+    // Default start is latest: nothing old is printed.
+    let o = b.silt(&["consume", "events", "--timeout-ms", "300"]);
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn failures_exit_1_with_one_error_line() {
+    let b = TestBroker::start();
+    let o = b.silt_stdin(&["produce", "nope"], "x\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).lines().any(|l| l.starts_with("error: ") && l.ends_with("(UNKNOWN_TOPIC)")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(b.silt(&["topic", "create", "strict", "-c", "min.insync.replicas=2"]).status.success());
+    let o = b.silt_stdin(&["produce", "strict", "--acks", "all"], "x\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("(NOT_ENOUGH_REPLICAS)"), "{}", stderr(&o));
+    let o = b.silt_stdin(&["produce", "strict", "--acks", "1"], "x\n");
+    assert!(o.status.success(), "acks=1 does not need the ISR: {}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["-b", "127.0.0.1:1", "topic", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn bench_reports_the_json_fields_of_the_contract() {
+    let b = TestBroker::start();
+    assert!(b.silt(&["topic", "create", "bench", "-p", "2"]).status.success());
+    let o = b.silt(&[
+        "-o",
+        "json",
+        "bench",
+        "produce",
+        "--topic",
+        "bench",
+        "--records",
+        "2000",
+        "--record-size",
+        "100",
+        "--producers",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["records"], 2000);
+    assert_eq!(j["bytes"], 200_000);
+    for key in ["seconds", "records_per_sec", "mb_per_sec"] {
+        assert!(j[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    for q in ["p50", "p99", "p999", "max"] {
+        assert!(j["latency_ms"][q].as_f64().unwrap() > 0.0, "{q}");
+    }
+    let o = b.silt(&["-o", "json", "bench", "consume", "--topic", "bench", "--records", "2000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["records"], 2000);
+}
