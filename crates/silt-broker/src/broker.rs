@@ -11,6 +11,7 @@ use silt_proto::v1::admin_server::AdminServer;
 use silt_proto::v1::data_server::DataServer;
 use silt_proto::v1::metadata_server::MetadataServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{BrokerConfig, BrokerConfigError};
@@ -41,6 +42,13 @@ pub enum StartError {
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
+
+/// HTTP/2 flow-control windows: large enough that a multi-megabyte produce or fetch is not
+/// throttled by 64 KiB window updates (h2's default).
+const HTTP2_STREAM_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// Largest HTTP/2 frame this server accepts (clients send produce data in fewer frames).
+const HTTP2_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// What the services share.
 #[derive(Debug)]
@@ -157,10 +165,22 @@ impl Broker {
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
         let result = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
+            .max_frame_size(Some(HTTP2_MAX_FRAME_BYTES))
+            .tcp_nodelay(true)
             .add_service(data)
             .add_service(admin)
             .add_service(metadata)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                // The builder's tcp_nodelay does not reach sockets from our own listener.
+                TcpListenerStream::new(self.listener).map(|s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                }),
+                shutdown,
+            )
             .await;
         tracing::info!("shutting down: closing partitions");
         ticker.abort();

@@ -67,7 +67,11 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ClientError::InvalidArgument(format!("bad broker address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // h2's 64 KiB default windows throttle multi-megabyte fetches and produces.
+            .initial_stream_window_size(32 * 1024 * 1024)
+            .initial_connection_window_size(64 * 1024 * 1024)
+            .max_frame_size(1024 * 1024);
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use silt_core::batch::{BatchIter, Header, RecordIter, validate};
 use silt_proto::v1::{self, ErrorCode};
+use tokio::task::JoinHandle;
 
 use crate::{Client, ClientError};
 
@@ -61,12 +62,92 @@ pub struct ConsumerRecord {
     pub headers: Vec<Header>,
 }
 
+/// What one fetch round brought back per partition: the position asked for and the answer.
+type RawRound = Vec<(TopicPartition, i64, v1::PartitionFetchResponse)>;
+
+/// A fetch round already requested, with the positions it was requested from.
+type Prefetch = (Vec<(TopicPartition, i64)>, JoinHandle<Result<RawRound, ClientError>>);
+
 /// A consumer of explicitly assigned partitions.
 #[derive(Debug)]
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     positions: BTreeMap<TopicPartition, i64>,
+    /// The next round, already requested, and the positions it was requested from.
+    prefetch: Option<Prefetch>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some((_, h)) = self.prefetch.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Fetches every partition from its leader (one request per leader, concurrently).
+async fn fetch_round(
+    client: Client,
+    config: ConsumerConfig,
+    positions: Vec<(TopicPartition, i64)>,
+) -> Result<RawRound, ClientError> {
+    let mut by_leader: HashMap<String, Vec<(TopicPartition, i64)>> = HashMap::new();
+    for (tp, pos) in positions {
+        let addr = client.leader(&tp.topic, tp.partition).await?;
+        by_leader.entry(addr).or_default().push((tp, pos));
+    }
+    let calls =
+        by_leader.into_iter().map(|(addr, parts)| fetch_from(&client, &config, addr, parts));
+    let mut out = Vec::new();
+    for r in join_all(calls).await {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+async fn fetch_from(
+    client: &Client,
+    config: &ConsumerConfig,
+    addr: String,
+    parts: Vec<(TopicPartition, i64)>,
+) -> Result<RawRound, ClientError> {
+    let mut topics: Vec<v1::TopicFetchData> = Vec::new();
+    for (tp, pos) in &parts {
+        let p = v1::PartitionFetchData {
+            partition: tp.partition,
+            fetch_offset: *pos,
+            partition_max_bytes: config.partition_max_bytes,
+            current_leader_epoch: None,
+        };
+        match topics.iter_mut().find(|t| t.topic == tp.topic) {
+            Some(t) => t.partitions.push(p),
+            None => {
+                topics.push(v1::TopicFetchData { topic: tp.topic.clone(), partitions: vec![p] })
+            }
+        }
+    }
+    let req = v1::FetchRequest {
+        max_wait_ms: config.max_wait_ms,
+        min_bytes: config.min_bytes,
+        max_bytes: config.max_bytes,
+        decode_records: false,
+        topics,
+    };
+    let deadline = Duration::from_millis(u64::from(config.max_wait_ms) + 30_000);
+    let resp = tokio::time::timeout(deadline, client.data(&addr)?.fetch(req))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    let mut out = Vec::new();
+    for t in resp.into_inner().topics {
+        for p in t.partitions {
+            let tp = TopicPartition { topic: t.topic.clone(), partition: p.partition };
+            if let Some(&(_, pos)) = parts.iter().find(|(x, _)| *x == tp) {
+                out.push((tp, pos, p));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Decodes raw batches of `tp`, keeping records at or after `position`; every batch is fully
@@ -106,7 +187,7 @@ pub(crate) fn decode_batches(
 
 impl Consumer {
     pub(crate) fn new(client: Client, config: ConsumerConfig) -> Consumer {
-        Consumer { client, config, positions: BTreeMap::new() }
+        Consumer { client, config, positions: BTreeMap::new(), prefetch: None }
     }
 
     /// Replaces the assignment and positions every partition at `start`.
@@ -132,6 +213,7 @@ impl Consumer {
     /// Moves one partition's position.
     pub async fn seek(&mut self, tp: &TopicPartition, to: Seek) -> Result<(), ClientError> {
         use v1::partition_list_offsets::Spec;
+        self.drop_prefetch();
         let spec = match to {
             Seek::Offset(o) if o < 0 => {
                 return Err(ClientError::InvalidArgument(format!("offset {o} is negative")));
@@ -184,85 +266,60 @@ impl Consumer {
         self.positions.get(tp).copied()
     }
 
+    fn drop_prefetch(&mut self) {
+        if let Some((_, h)) = self.prefetch.take() {
+            h.abort();
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(TopicPartition, i64)> {
+        self.positions.iter().map(|(tp, p)| (tp.clone(), *p)).collect()
+    }
+
     /// One round of fetches (one long poll per leader broker, concurrently); returns what
-    /// arrived, in offset order per partition.
+    /// arrived, in offset order per partition. The next round is requested before this one
+    /// returns (a prefetch from the new positions), so the broker works while the caller
+    /// processes; a seek discards it.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
         if self.positions.is_empty() {
             tokio::time::sleep(Duration::from_millis(u64::from(self.config.max_wait_ms))).await;
             return Ok(Vec::new());
         }
-        let mut by_leader: HashMap<String, Vec<(TopicPartition, i64)>> = HashMap::new();
-        for (tp, pos) in &self.positions {
-            let addr = self.client.leader(&tp.topic, tp.partition).await?;
-            by_leader.entry(addr).or_default().push((tp.clone(), *pos));
-        }
-        let calls = by_leader.into_iter().map(|(addr, parts)| self.fetch_from(addr, parts));
+        let current = self.snapshot();
+        let handle = match self.prefetch.take() {
+            Some((from, h)) if from == current => h,
+            other => {
+                if let Some((_, h)) = other {
+                    h.abort();
+                }
+                tokio::spawn(fetch_round(self.client.clone(), self.config.clone(), current))
+            }
+        };
+        let raw = handle.await.map_err(|e| ClientError::Connect(format!("fetch task: {e}")))??;
         let mut out = Vec::new();
         let mut refresh = false;
-        for result in join_all(calls).await {
-            for (tp, records, next, stale) in result? {
-                refresh |= stale;
-                if let Some(p) = self.positions.get_mut(&tp) {
-                    *p = next;
+        for (tp, pos, p) in raw {
+            let code = ErrorCode::try_from(p.error_code).unwrap_or(ErrorCode::UnknownServerError);
+            match code {
+                ErrorCode::None => {
+                    let (records, next) = decode_batches(&tp, p.record_batches, pos)?;
+                    if let Some(at) = self.positions.get_mut(&tp) {
+                        *at = next;
+                    }
+                    out.extend(records);
                 }
-                out.extend(records);
+                c if c.is_retriable() => refresh = true,
+                _ => return Err(ClientError::server(p.error_code, &p.error_message)),
             }
         }
         if refresh {
             let topics: Vec<String> = self.positions.keys().map(|tp| tp.topic.clone()).collect();
             let _ = self.client.metadata(&topics).await;
-        }
-        Ok(out)
-    }
-
-    #[allow(clippy::type_complexity)]
-    async fn fetch_from(
-        &self,
-        addr: String,
-        parts: Vec<(TopicPartition, i64)>,
-    ) -> Result<Vec<(TopicPartition, Vec<ConsumerRecord>, i64, bool)>, ClientError> {
-        let mut topics: Vec<v1::TopicFetchData> = Vec::new();
-        for (tp, pos) in &parts {
-            let p = v1::PartitionFetchData {
-                partition: tp.partition,
-                fetch_offset: *pos,
-                partition_max_bytes: self.config.partition_max_bytes,
-                current_leader_epoch: None,
-            };
-            match topics.iter_mut().find(|t| t.topic == tp.topic) {
-                Some(t) => t.partitions.push(p),
-                None => {
-                    topics.push(v1::TopicFetchData { topic: tp.topic.clone(), partitions: vec![p] })
-                }
-            }
-        }
-        let req = v1::FetchRequest {
-            max_wait_ms: self.config.max_wait_ms,
-            min_bytes: self.config.min_bytes,
-            max_bytes: self.config.max_bytes,
-            decode_records: false,
-            topics,
-        };
-        let deadline = Duration::from_millis(u64::from(self.config.max_wait_ms) + 30_000);
-        let resp = tokio::time::timeout(deadline, self.client.data(&addr)?.fetch(req))
-            .await
-            .map_err(|_| ClientError::Timeout)??;
-        let mut out = Vec::new();
-        for t in resp.into_inner().topics {
-            for p in t.partitions {
-                let tp = TopicPartition { topic: t.topic.clone(), partition: p.partition };
-                let Some(&(_, pos)) = parts.iter().find(|(x, _)| *x == tp) else { continue };
-                let code =
-                    ErrorCode::try_from(p.error_code).unwrap_or(ErrorCode::UnknownServerError);
-                match code {
-                    ErrorCode::None => {
-                        let (records, next) = decode_batches(&tp, p.record_batches, pos)?;
-                        out.push((tp, records, next, false));
-                    }
-                    c if c.is_retriable() => out.push((tp, Vec::new(), pos, true)),
-                    _ => return Err(ClientError::server(p.error_code, &p.error_message)),
-                }
-            }
+        } else {
+            let next = self.snapshot();
+            let task =
+                tokio::spawn(fetch_round(self.client.clone(), self.config.clone(), next.clone()));
+            self.prefetch = Some((next, task));
         }
         Ok(out)
     }

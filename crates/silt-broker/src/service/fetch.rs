@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::select_all;
+use futures_util::future::{join_all, select_all};
 use silt_core::Offset;
 use silt_core::batch::{BatchIter, RecordIter};
 use silt_proto::decoded_to_fetched;
@@ -68,19 +68,24 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let mut results = Vec::with_capacity(wanted.len());
-        let mut total = 0usize;
-        let mut any_error = false;
-        for w in &wanted {
-            let budget = max_bytes.saturating_sub(total);
-            let r = read_partition(w, budget, total == 0, req.decode_records).await;
-            if let Ok((_, bytes)) = &r {
-                total += bytes;
-            } else {
-                any_error = true;
+        let results = if wanted.iter().map(|w| w.max_bytes).sum::<usize>() <= max_bytes {
+            // The response limit cannot bind: read every partition at once (each worker thread
+            // checks its own CRCs in parallel).
+            join_all(wanted.iter().map(|w| read_partition(w, max_bytes, true, req.decode_records)))
+                .await
+        } else {
+            let mut results = Vec::with_capacity(wanted.len());
+            let mut total = 0usize;
+            for w in &wanted {
+                let budget = max_bytes.saturating_sub(total);
+                let r = read_partition(w, budget, total == 0, req.decode_records).await;
+                total += r.as_ref().map_or(0, |(_, bytes)| *bytes);
+                results.push(r);
             }
-            results.push(r);
-        }
+            results
+        };
+        let total: usize = results.iter().map(|r| r.as_ref().map_or(0, |(_, bytes)| *bytes)).sum();
+        let any_error = results.iter().any(Result::is_err);
         let now = Instant::now();
         if total >= req.min_bytes as usize || any_error || now >= deadline || watches.is_empty() {
             for (w, r) in wanted.iter().zip(results) {
