@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Single-broker throughput and latency with `silt bench`, as ratios to the raw disk bandwidth
 # measured in the same run (dd ... conv=fdatasync on the disk holding the data directory).
-# Usage (repository root): benches/broker-vs-dd.sh [RECORDS]   (default 300000 x 1 KiB)
+# Usage (repository root): benches/broker-vs-dd.sh [RECORDS]   (default 1000000 x 1 KiB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-records=${1:-300000}
+records=${1:-1000000}
 cargo build --release -q -p siltd -p silt-cli
 bin=target/release
 work=$(mktemp -d -p "${CARGO_TARGET_DIR:-target}")
