@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use silt_core::batch::{BatchIter, Header, RecordIter, validate};
+use silt_core::batch::{BatchIter, Header, RecordIter, verify_crc};
 use silt_proto::v1::{self, ErrorCode};
 use tokio::task::JoinHandle;
 
@@ -164,7 +164,7 @@ pub(crate) fn decode_batches(
     };
     for batch in BatchIter::new(data) {
         let batch = batch.map_err(corrupt)?;
-        validate(&batch, silt_core::batch::MAX_BATCH_LEN_LIMIT).map_err(corrupt)?;
+        verify_crc(&batch, silt_core::batch::MAX_BATCH_LEN_LIMIT).map_err(corrupt)?;
         for r in RecordIter::new(batch).map_err(corrupt)? {
             let r = r.map_err(corrupt)?;
             let offset = r.offset.0 as i64;

@@ -4,6 +4,7 @@
 //! offsets) and `Admin` services. Every proto `bytes` field is a `bytes::Bytes`, so record
 //! batches travel from the log to the wire without a copy in Silt's code.
 
+pub mod codec;
 mod convert;
 
 pub use convert::{ConvertError, decoded_to_fetched, record_from_proto, record_to_proto};

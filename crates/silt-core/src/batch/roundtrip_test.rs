@@ -181,3 +181,13 @@ fn garbage_never_panics_the_decoders() {
         }
     }
 }
+
+#[test]
+fn verify_crc_catches_flips_and_accepts_stamped_batches() {
+    let mut batch = build(&sample());
+    patch_base_offset_and_epoch(&mut batch, Offset(9), LeaderEpoch(2));
+    assert_eq!(verify_crc(&batch, 1 << 20).unwrap().base_offset, Offset(9));
+    let mut bad = batch.clone();
+    bad[HEADER_LEN + 2] ^= 4;
+    assert!(matches!(verify_crc(&bad, 1 << 20), Err(BatchError::CrcMismatch { .. })));
+}

@@ -53,6 +53,20 @@ pub fn check_framing(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, 
     Ok(h)
 }
 
+/// What a consumer checks before decoding a fetched batch: framing and CRC (the records'
+/// structure is checked as they are decoded). `batch` must be exactly one batch.
+pub fn verify_crc(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let h = check_framing(batch, max_batch_bytes)?;
+    if h.total_len() != batch.len() {
+        return Err(BatchError::TrailingBytes { extra: batch.len() - h.total_len() });
+    }
+    let computed = crc_of(batch);
+    if computed != h.crc {
+        return Err(BatchError::CrcMismatch { stored: h.crc, computed });
+    }
+    Ok(h)
+}
+
 /// The full check a leader runs on a produced batch, and a follower on a replicated one: framing,
 /// CRC, codec, record count against the offset delta, and every record's framing, offset delta
 /// and timestamp. `batch` must be exactly one batch. Returns its header.
