@@ -1,1 +1,19 @@
-//! The metadata quorum on openraft: cluster image state machine, log store, network (filled by the metadata-quorum issue).
+//! The metadata quorum on openraft: the cluster image (brokers, topics, partitions, ISR, leader
+//! epochs) as a Raft state machine, a durable log store, and (next) the network. The only crate
+//! that names openraft; its generics stay in `typ`.
+
+// openraft's `StorageError` is large and its traits return it; boxing it here would only add
+// conversions at every trait boundary.
+#![allow(clippy::result_large_err)]
+
+mod files;
+pub mod image;
+mod log_store;
+mod state_machine;
+pub mod typ;
+
+pub use image::{
+    BrokerRecord, ClusterImage, Command, CommandResponse, PartitionImage, TopicImage, elect_leader,
+};
+pub use log_store::{LogStore, MAX_ENTRY_BYTES};
+pub use state_machine::{MAX_SNAPSHOT_BYTES, StateMachineStore};

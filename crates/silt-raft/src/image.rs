@@ -1,0 +1,525 @@
+//! The cluster image: what the metadata quorum agrees on — brokers, topics, partitions (replicas,
+//! leader, leader epoch, partition epoch, ISR), topic configs, producer-id blocks — and the
+//! commands that change it. `apply` is pure and deterministic: every broker applies the same
+//! committed commands in the same order and reaches the same image.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: u64,
+    pub address: String,
+    pub rack: Option<String>,
+    /// Bumped at every registration, so a restarted broker's stale requests can be refused.
+    pub epoch: u64,
+    /// A fenced broker leads nothing and is not in any ISR it could be removed from.
+    pub fenced: bool,
+}
+
+/// One partition's replication state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionImage {
+    /// Replica broker ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+    /// Bumped at every leader change.
+    pub leader_epoch: u32,
+    /// Bumped at every change of leader or ISR (fences stale `AlterPartition` requests).
+    pub partition_epoch: u32,
+    pub isr: Vec<u64>,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub id: u64,
+    /// Config overrides with Kafka's key names.
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionImage>,
+}
+
+impl TopicImage {
+    fn unclean_allowed(&self) -> bool {
+        self.configs.get("unclean.leader.election.enable").is_some_and(|v| v == "true")
+    }
+}
+
+/// The whole replicated metadata state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterImage {
+    pub brokers: BTreeMap<u64, BrokerRecord>,
+    pub topics: BTreeMap<String, TopicImage>,
+    pub next_topic_id: u64,
+    pub next_broker_epoch: u64,
+    pub next_producer_id: i64,
+}
+
+/// A change to the image, proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker (re)starts: new epoch, unfenced; partitions waiting for it get a leader.
+    RegisterBroker {
+        id: u64,
+        address: String,
+        rack: Option<String>,
+    },
+    /// A broker missed its session: it leads nothing and leaves ISRs (never emptying one).
+    FenceBroker {
+        id: u64,
+        epoch: u64,
+    },
+    /// Controlled shutdown: move every leadership of `id` to another in-sync replica.
+    MoveLeadershipAway {
+        id: u64,
+        epoch: u64,
+    },
+    CreateTopic {
+        name: String,
+        assignment: Vec<Vec<u64>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterTopicConfig {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A leader changes its ISR; refused unless its leader and partition epochs are current.
+    AlterPartition {
+        topic: String,
+        partition: u32,
+        leader: u64,
+        leader_epoch: u32,
+        partition_epoch: u32,
+        isr: Vec<u64>,
+    },
+    AllocateProducerIds {
+        broker: u64,
+        count: u32,
+    },
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    Done,
+    BrokerEpoch(u64),
+    TopicId(u64),
+    /// The new partition epoch after an accepted `AlterPartition`.
+    PartitionEpoch(u32),
+    ProducerIds {
+        start: i64,
+        count: u32,
+    },
+    /// The command was refused; the image is unchanged.
+    Rejected(String),
+}
+
+/// The leader to elect: the first replica (in replica order) that is in the ISR and not fenced;
+/// with `unclean`, failing that, the first unfenced replica at all.
+pub fn elect_leader(
+    replicas: &[u64],
+    isr: &[u64],
+    fenced: impl Fn(u64) -> bool,
+    unclean: bool,
+) -> Option<u64> {
+    replicas
+        .iter()
+        .copied()
+        .find(|r| isr.contains(r) && !fenced(*r))
+        .or_else(|| if unclean { replicas.iter().copied().find(|r| !fenced(*r)) } else { None })
+}
+
+impl ClusterImage {
+    /// Applies one committed command.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
+        match cmd {
+            Command::RegisterBroker { id, address, rack } => {
+                self.next_broker_epoch += 1;
+                let epoch = self.next_broker_epoch;
+                self.brokers.insert(
+                    *id,
+                    BrokerRecord {
+                        id: *id,
+                        address: address.clone(),
+                        rack: rack.clone(),
+                        epoch,
+                        fenced: false,
+                    },
+                );
+                self.elect_leaderless();
+                CommandResponse::BrokerEpoch(epoch)
+            }
+            Command::FenceBroker { id, epoch } => match self.brokers.get_mut(id) {
+                Some(b) if b.epoch == *epoch => {
+                    b.fenced = true;
+                    self.fence_partitions(*id);
+                    CommandResponse::Done
+                }
+                Some(b) => CommandResponse::Rejected(format!(
+                    "broker {id} epoch {epoch} is stale (current {})",
+                    b.epoch
+                )),
+                None => CommandResponse::Rejected(format!("unknown broker {id}")),
+            },
+            Command::MoveLeadershipAway { id, epoch } => match self.brokers.get(id) {
+                Some(b) if b.epoch == *epoch => {
+                    self.move_leaders(*id);
+                    CommandResponse::Done
+                }
+                _ => CommandResponse::Rejected(format!("broker {id} epoch {epoch} is not current")),
+            },
+            Command::CreateTopic { name, assignment, configs } => {
+                if self.topics.contains_key(name) {
+                    return CommandResponse::Rejected(format!("topic {name} already exists"));
+                }
+                if assignment.is_empty()
+                    || assignment
+                        .iter()
+                        .any(|r| r.is_empty() || r.iter().collect::<BTreeSet<_>>().len() != r.len())
+                {
+                    return CommandResponse::Rejected(
+                        "every partition needs distinct replicas".into(),
+                    );
+                }
+                self.next_topic_id += 1;
+                let id = self.next_topic_id;
+                let partitions = assignment
+                    .iter()
+                    .map(|replicas| {
+                        let leader = elect_leader(replicas, replicas, |b| self.is_fenced(b), false);
+                        PartitionImage {
+                            replicas: replicas.clone(),
+                            leader,
+                            leader_epoch: 0,
+                            partition_epoch: 0,
+                            isr: replicas.clone(),
+                        }
+                    })
+                    .collect();
+                self.topics
+                    .insert(name.clone(), TopicImage { id, configs: configs.clone(), partitions });
+                CommandResponse::TopicId(id)
+            }
+            Command::DeleteTopic { name } => match self.topics.remove(name) {
+                Some(_) => CommandResponse::Done,
+                None => CommandResponse::Rejected(format!("unknown topic {name}")),
+            },
+            Command::AlterTopicConfig { name, configs } => match self.topics.get_mut(name) {
+                Some(t) => {
+                    t.configs = configs.clone();
+                    CommandResponse::Done
+                }
+                None => CommandResponse::Rejected(format!("unknown topic {name}")),
+            },
+            Command::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let Some(p) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                else {
+                    return CommandResponse::Rejected(format!(
+                        "unknown partition {topic}/{partition}"
+                    ));
+                };
+                if p.leader != Some(*leader)
+                    || p.leader_epoch != *leader_epoch
+                    || p.partition_epoch != *partition_epoch
+                {
+                    return CommandResponse::Rejected(format!(
+                        "stale request: leader {leader} epochs {leader_epoch}/{partition_epoch}, current {:?} {}/{}",
+                        p.leader, p.leader_epoch, p.partition_epoch
+                    ));
+                }
+                if !isr.contains(leader) || isr.iter().any(|r| !p.replicas.contains(r)) {
+                    return CommandResponse::Rejected(
+                        "the ISR must hold the leader and only replicas".into(),
+                    );
+                }
+                p.isr = isr.clone();
+                p.partition_epoch += 1;
+                CommandResponse::PartitionEpoch(p.partition_epoch)
+            }
+            Command::AllocateProducerIds { broker, count } => {
+                if !self.brokers.contains_key(broker) || *count == 0 {
+                    return CommandResponse::Rejected(format!(
+                        "cannot allocate {count} ids to broker {broker}"
+                    ));
+                }
+                let start = self.next_producer_id;
+                self.next_producer_id += i64::from(*count);
+                CommandResponse::ProducerIds { start, count: *count }
+            }
+        }
+    }
+
+    /// Whether broker `id` is fenced or unknown.
+    pub fn is_fenced(&self, id: u64) -> bool {
+        self.brokers.get(&id).is_none_or(|b| b.fenced)
+    }
+
+    fn fence_partitions(&mut self, id: u64) {
+        let fenced: BTreeSet<u64> =
+            self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect();
+        for t in self.topics.values_mut() {
+            let unclean = t.unclean_allowed();
+            for p in &mut t.partitions {
+                let mut changed = false;
+                if p.isr.contains(&id) && p.isr.len() > 1 {
+                    p.isr.retain(|r| *r != id);
+                    changed = true;
+                }
+                if p.leader == Some(id) {
+                    p.leader = elect_leader(&p.replicas, &p.isr, |b| fenced.contains(&b), unclean);
+                    if let Some(l) = p.leader
+                        && !p.isr.contains(&l)
+                    {
+                        p.isr = vec![l]; // unclean election: the new leader's log is the truth
+                    }
+                    p.leader_epoch += 1;
+                    changed = true;
+                }
+                if changed {
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    fn move_leaders(&mut self, id: u64) {
+        let fenced: BTreeSet<u64> =
+            self.brokers.values().filter(|b| b.fenced).map(|b| b.id).chain([id]).collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.leader == Some(id)
+                    && let Some(l) =
+                        elect_leader(&p.replicas, &p.isr, |b| fenced.contains(&b), false)
+                {
+                    p.leader = Some(l);
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    fn elect_leaderless(&mut self) {
+        let fenced: BTreeSet<u64> =
+            self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect();
+        let known: BTreeSet<u64> = self.brokers.keys().copied().collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.leader.is_none()
+                    && let Some(l) = elect_leader(
+                        &p.replicas,
+                        &p.isr,
+                        |b| fenced.contains(&b) || !known.contains(&b),
+                        false,
+                    )
+                {
+                    p.leader = Some(l);
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with_brokers(ids: &[u64]) -> ClusterImage {
+        let mut img = ClusterImage::default();
+        for &id in ids {
+            img.apply(&Command::RegisterBroker { id, address: format!("b{id}:9300"), rack: None });
+        }
+        img
+    }
+
+    fn create(img: &mut ClusterImage, name: &str, assignment: Vec<Vec<u64>>) {
+        let r = img.apply(&Command::CreateTopic {
+            name: name.into(),
+            assignment,
+            configs: BTreeMap::new(),
+        });
+        assert!(matches!(r, CommandResponse::TopicId(_)), "{r:?}");
+    }
+
+    fn epoch(img: &ClusterImage, id: u64) -> u64 {
+        img.brokers[&id].epoch
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_the_next_isr_member_with_a_higher_epoch() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
+        assert_eq!(img.topics["t"].partitions[0].leader, Some(1));
+        let e = epoch(&img, 1);
+        assert_eq!(img.apply(&Command::FenceBroker { id: 1, epoch: e }), CommandResponse::Done);
+        let p0 = &img.topics["t"].partitions[0];
+        assert_eq!((p0.leader, p0.leader_epoch, p0.isr.clone()), (Some(2), 1, vec![2, 3]));
+        let p1 = &img.topics["t"].partitions[1];
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (Some(2), 0, vec![2, 3]),
+            "only the ISR changed"
+        );
+        assert!(p1.partition_epoch > 0);
+    }
+
+    #[test]
+    fn the_last_isr_member_stays_and_no_unclean_election_happens_by_default() {
+        let mut img = image_with_brokers(&[1, 2]);
+        create(&mut img, "t", vec![vec![1, 2]]);
+        let isr_only_1 = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: vec![1],
+        };
+        assert_eq!(img.apply(&isr_only_1), CommandResponse::PartitionEpoch(1));
+        let e = epoch(&img, 1);
+        img.apply(&Command::FenceBroker { id: 1, epoch: e });
+        let p = &img.topics["t"].partitions[0];
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (None, vec![1]),
+            "waits for broker 1 instead of losing data"
+        );
+        // Broker 1 comes back: it leads again, with a new epoch.
+        img.apply(&Command::RegisterBroker { id: 1, address: "b1:9300".into(), rack: None });
+        let p = &img.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (Some(1), 2));
+    }
+
+    #[test]
+    fn unclean_election_only_when_the_topic_allows_it() {
+        let mut img = image_with_brokers(&[1, 2]);
+        let configs =
+            BTreeMap::from([("unclean.leader.election.enable".to_string(), "true".to_string())]);
+        img.apply(&Command::CreateTopic {
+            name: "u".into(),
+            assignment: vec![vec![1, 2]],
+            configs,
+        });
+        img.apply(&Command::AlterPartition {
+            topic: "u".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: vec![1],
+        });
+        let e = epoch(&img, 1);
+        img.apply(&Command::FenceBroker { id: 1, epoch: e });
+        let p = &img.topics["u"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (Some(2), vec![2]));
+    }
+
+    #[test]
+    fn stale_alter_partition_requests_are_fenced() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3]]);
+        let e = epoch(&img, 1);
+        img.apply(&Command::FenceBroker { id: 1, epoch: e });
+        // The old leader (zombie) tries to shrink the ISR with its old epochs.
+        let zombie = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: vec![1],
+        };
+        assert!(matches!(img.apply(&zombie), CommandResponse::Rejected(_)));
+        let p = img.topics["t"].partitions[0].clone();
+        let bad_isr = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![3],
+        };
+        assert!(
+            matches!(img.apply(&bad_isr), CommandResponse::Rejected(_)),
+            "the ISR must hold the leader"
+        );
+        let ok = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![2, 3, 1],
+        };
+        assert_eq!(img.apply(&ok), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
+        // A fence with an old broker epoch (the broker re-registered since) is refused.
+        img.apply(&Command::RegisterBroker { id: 1, address: "b1".into(), rack: None });
+        assert!(matches!(
+            img.apply(&Command::FenceBroker { id: 1, epoch: e }),
+            CommandResponse::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leaderships_to_in_sync_replicas() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3], vec![1, 3, 2], vec![2, 1, 3]]);
+        let e = epoch(&img, 1);
+        img.apply(&Command::MoveLeadershipAway { id: 1, epoch: e });
+        let leaders: Vec<_> = img.topics["t"].partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, [Some(2), Some(3), Some(2)]);
+        assert_eq!(
+            img.topics["t"].partitions[2].leader_epoch, 0,
+            "untouched partitions keep their epoch"
+        );
+    }
+
+    #[test]
+    fn topics_and_producer_ids() {
+        let mut img = image_with_brokers(&[1]);
+        create(&mut img, "a", vec![vec![1]]);
+        assert!(matches!(
+            img.apply(&Command::CreateTopic {
+                name: "a".into(),
+                assignment: vec![vec![1]],
+                configs: BTreeMap::new()
+            }),
+            CommandResponse::Rejected(_)
+        ));
+        assert!(matches!(
+            img.apply(&Command::CreateTopic {
+                name: "b".into(),
+                assignment: vec![vec![1, 1]],
+                configs: BTreeMap::new()
+            }),
+            CommandResponse::Rejected(_)
+        ));
+        assert_eq!(
+            img.apply(&Command::AllocateProducerIds { broker: 1, count: 100 }),
+            CommandResponse::ProducerIds { start: 0, count: 100 }
+        );
+        assert_eq!(
+            img.apply(&Command::AllocateProducerIds { broker: 1, count: 10 }),
+            CommandResponse::ProducerIds { start: 100, count: 10 }
+        );
+        assert_eq!(img.apply(&Command::DeleteTopic { name: "a".into() }), CommandResponse::Done);
+        assert!(img.topics.is_empty());
+    }
+}
