@@ -15,6 +15,9 @@ pub mod v1 {
     tonic::include_proto!("silt.v1");
 }
 
-// Broker-to-broker services (Raft, ReplicaFetch, AlterPartition, BrokerHeartbeat) will live in
-// `proto/silt/internal/v1/` (package `silt.internal.v1`) with their milestones, apart from the
-// client contract.
+/// Broker-to-broker services (`package silt.internal.v1`): the Raft transport today;
+/// replication and heartbeats join with their milestones.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod internal {
+    tonic::include_proto!("silt.internal.v1");
+}

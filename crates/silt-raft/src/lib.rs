@@ -1,5 +1,6 @@
 //! The metadata quorum on openraft: the cluster image (brokers, topics, partitions, ISR, leader
-//! epochs) as a Raft state machine, a durable log store, and (next) the network. The only crate
+//! epochs) as a Raft state machine, a durable log store, the gRPC transport, and
+//! `MetadataNode`, the facade a broker runs. The only crate
 //! that names openraft; its generics stay in `typ`.
 
 // openraft's `StorageError` is large and its traits return it; boxing it here would only add
@@ -9,6 +10,9 @@
 mod files;
 pub mod image;
 mod log_store;
+mod network;
+mod node;
+mod service;
 mod state_machine;
 pub mod typ;
 
@@ -16,4 +20,7 @@ pub use image::{
     BrokerRecord, ClusterImage, Command, CommandResponse, PartitionImage, TopicImage, elect_leader,
 };
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
+pub use network::{MAX_RAFT_MESSAGE_BYTES, Network};
+pub use node::{MetadataNode, NodeConfig, NodeError};
+pub use service::RaftService;
 pub use state_machine::{MAX_SNAPSHOT_BYTES, StateMachineStore};
