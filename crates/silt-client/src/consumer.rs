@@ -27,8 +27,8 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             max_wait_ms: 500,
             min_bytes: 1,
-            max_bytes: 16 * 1024 * 1024,
-            partition_max_bytes: 4 * 1024 * 1024,
+            max_bytes: 8 * 1024 * 1024,
+            partition_max_bytes: 2 * 1024 * 1024,
         }
     }
 }
