@@ -5,8 +5,10 @@
 
 pub mod batch;
 mod ids;
+pub mod liveness;
 mod offset;
 pub mod partitioner;
+pub mod placement;
 mod topic_name;
 
 pub use ids::{LeaderEpoch, NodeId, PartitionId};
