@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     pub topic_configs: RwLock<HashMap<String, TopicConfig>>,
     /// Serializes topic creation, deletion and config changes.
     pub admin_lock: tokio::sync::Mutex<()>,
+    /// Turns true when shutdown starts, so long polls answer at once instead of holding the
+    /// drain up for `max_wait_ms`.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -120,6 +123,7 @@ impl Broker {
             replicas,
             topic_configs: RwLock::new(HashMap::new()),
             admin_lock: tokio::sync::Mutex::new(()),
+            stopping: tokio::sync::watch::channel(false).0,
         });
         for t in topics {
             let tc = shared.effective_config(&t).unwrap_or_else(|e| {
@@ -179,7 +183,10 @@ impl Broker {
                         let _ = s.set_nodelay(true);
                     })
                 }),
-                shutdown,
+                async {
+                    shutdown.await;
+                    shared.stopping.send_replace(true);
+                },
             )
             .await;
         tracing::info!("shutting down: closing partitions");

@@ -289,3 +289,22 @@ async fn a_clean_restart_keeps_topics_and_records() {
     drop(b);
     drop(tmp);
 }
+
+#[tokio::test]
+async fn shutdown_answers_pending_long_polls_instead_of_waiting_them_out() {
+    let b = TestBroker::start().await;
+    b.create_topic("idle", 1, &[]).await;
+    let mut c = b.data().await;
+    let poll = tokio::spawn(async move { c.fetch(fetch_req("idle", 0, 0, 25_000, true)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let _tmp = b.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain did not wait for the 25 s long poll"
+    );
+    let r =
+        tokio::time::timeout(Duration::from_secs(5), poll).await.expect("the poll ended").unwrap();
+    let r = r.expect("answered, not cut off").into_inner();
+    assert!(r.topics[0].partitions[0].records.is_empty());
+}

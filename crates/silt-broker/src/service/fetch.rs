@@ -30,7 +30,7 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
     let max_bytes = if req.max_bytes == 0 { limit } else { (req.max_bytes as usize).min(limit) };
     let wait =
         Duration::from_millis(u64::from(req.max_wait_ms).min(shared.config.max_fetch_wait_ms));
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
     let mut topics: Vec<v1::TopicFetchResponse> = Vec::new();
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
@@ -96,10 +96,15 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
             }
             return v1::FetchResponse { topics };
         }
-        let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-        if tokio::time::timeout(deadline - now, changed).await.is_err() {
-            // Deadline: one last read, answered whatever it holds.
+        let mut stopping = shared.stopping.subscribe();
+        if *stopping.borrow_and_update() {
+            deadline = now; // shutting down: answer with what there is
             continue;
+        }
+        let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        tokio::select! {
+            _ = tokio::time::timeout(deadline - now, changed) => {}
+            _ = stopping.changed() => deadline = Instant::now(),
         }
     }
 }
