@@ -25,16 +25,16 @@ pub fn record_from_proto(r: v1::Record, now_ms: i64) -> Result<Record, ConvertEr
     })
 }
 
+fn headers_to_proto(headers: Vec<Header>) -> Vec<v1::RecordHeader> {
+    headers.into_iter().map(|h| v1::RecordHeader { key: h.key, value: h.value }).collect()
+}
+
 /// A core record as a wire produce record.
 pub fn record_to_proto(r: Record) -> v1::Record {
     v1::Record {
         key: r.key,
         value: r.value,
-        headers: r
-            .headers
-            .into_iter()
-            .map(|h| v1::RecordHeader { key: h.key, value: h.value })
-            .collect(),
+        headers: headers_to_proto(r.headers),
         timestamp_ms: r.timestamp_ms,
     }
 }
@@ -46,11 +46,7 @@ pub fn decoded_to_fetched(r: DecodedRecord) -> v1::FetchedRecord {
         timestamp_ms: r.timestamp_ms,
         key: r.key,
         value: r.value,
-        headers: r
-            .headers
-            .into_iter()
-            .map(|h| v1::RecordHeader { key: h.key, value: h.value })
-            .collect(),
+        headers: headers_to_proto(r.headers),
     }
 }
 

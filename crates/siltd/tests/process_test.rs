@@ -47,6 +47,23 @@ fn start(dir: &Path) -> Siltd {
     Siltd { child, addr }
 }
 
+/// Creates the one-partition topic `durable` on the broker at `addr`.
+async fn create_durable_topic(addr: &str) {
+    let mut admin = AdminClient::connect(format!("http://{addr}")).await.unwrap();
+    let topic = v1::NewTopic {
+        name: "durable".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: Default::default(),
+    };
+    let created = admin
+        .create_topics(v1::CreateTopicsRequest { topics: vec![topic], validate_only: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.topics[0].error_code(), ErrorCode::None);
+}
+
 fn batch(i: usize) -> Bytes {
     let mut b = BatchBuilder::new();
     for j in 0..4 {
@@ -104,21 +121,7 @@ fn a_bad_config_exits_at_once_naming_the_key() {
 async fn kill_9_then_restart_keeps_every_acks_all_record() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path());
-    let mut admin = AdminClient::connect(format!("http://{}", broker.addr)).await.unwrap();
-    let created = admin
-        .create_topics(v1::CreateTopicsRequest {
-            topics: vec![v1::NewTopic {
-                name: "durable".into(),
-                partitions: 1,
-                replication_factor: 1,
-                configs: Default::default(),
-            }],
-            validate_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(created.topics[0].error_code(), ErrorCode::None);
+    create_durable_topic(&broker.addr).await;
     let mut c = DataClient::connect(format!("http://{}", broker.addr)).await.unwrap();
     let mut acked = Vec::new();
     for i in 0..100 {
@@ -149,19 +152,7 @@ async fn kill_9_then_restart_keeps_every_acks_all_record() {
 async fn sigterm_shuts_down_cleanly_with_exit_code_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = start(dir.path());
-    let mut admin = AdminClient::connect(format!("http://{}", broker.addr)).await.unwrap();
-    admin
-        .create_topics(v1::CreateTopicsRequest {
-            topics: vec![v1::NewTopic {
-                name: "durable".into(),
-                partitions: 1,
-                replication_factor: 1,
-                configs: Default::default(),
-            }],
-            validate_only: false,
-        })
-        .await
-        .unwrap();
+    create_durable_topic(&broker.addr).await;
     let pid = broker.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -71,14 +71,7 @@ pub fn verify_crc(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, B
 /// CRC, codec, record count against the offset delta, and every record's framing, offset delta
 /// and timestamp. `batch` must be exactly one batch. Returns its header.
 pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
-    let h = check_framing(batch, max_batch_bytes)?;
-    if h.total_len() != batch.len() {
-        return Err(BatchError::TrailingBytes { extra: batch.len() - h.total_len() });
-    }
-    let computed = crc_of(batch);
-    if computed != h.crc {
-        return Err(BatchError::CrcMismatch { stored: h.crc, computed });
-    }
+    let h = verify_crc(batch, max_batch_bytes)?;
     if h.compression() != 0 {
         return Err(BatchError::UnsupportedCompression { codec: h.compression() });
     }
