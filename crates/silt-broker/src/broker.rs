@@ -132,7 +132,7 @@ impl Broker {
             });
             shared
                 .replicas
-                .open_topic(&t.name, t.partitions, &tc)
+                .open_topic(&t.name, &(0..t.partitions).collect::<Vec<_>>(), &tc)
                 .await
                 .map_err(|source| StartError::Partition { topic: t.name.clone(), source })?;
             shared.set_topic_config(&t.name, Some(tc));

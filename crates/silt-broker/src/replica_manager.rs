@@ -15,7 +15,7 @@ use crate::topic_config::TopicConfig;
 #[derive(Debug)]
 pub struct ReplicaManager {
     data_dir: PathBuf,
-    topics: RwLock<HashMap<String, Vec<PartitionHandle>>>,
+    topics: RwLock<HashMap<String, BTreeMap<u32, PartitionHandle>>>,
 }
 
 /// The directory of one partition.
@@ -28,58 +28,72 @@ impl ReplicaManager {
         ReplicaManager { data_dir: data_dir.to_owned(), topics: RwLock::new(HashMap::new()) }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<PartitionHandle>>> {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, BTreeMap<u32, PartitionHandle>>> {
         self.topics.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<PartitionHandle>>> {
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, BTreeMap<u32, PartitionHandle>>> {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens (recovering) every partition of `topic`. On failure the partitions opened so far
-    /// are closed again.
+    /// Opens (recovering) the given partitions of `topic` that are not open yet. On failure
+    /// the partitions opened by this call are closed again.
     pub async fn open_topic(
         &self,
         topic: &str,
-        partitions: u32,
+        partitions: &[u32],
         config: &TopicConfig,
     ) -> Result<(), StorageError> {
-        let mut handles = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
+        let mut opened = BTreeMap::new();
+        for &p in partitions {
+            if self.partition(topic, p).is_some() {
+                continue;
+            }
             let dir = partition_dir(&self.data_dir, topic, p);
             match PartitionHandle::open(format!("{topic}-{p}"), dir, config.clone()).await {
-                Ok(h) => handles.push(h),
+                Ok(h) => {
+                    opened.insert(p, h);
+                }
                 Err(e) => {
-                    for h in &handles {
+                    for h in opened.values() {
                         let _ = h.close(false).await;
                     }
                     return Err(e);
                 }
             }
         }
-        self.write().insert(topic.to_string(), handles);
+        self.write().entry(topic.to_string()).or_default().extend(opened);
         Ok(())
+    }
+
+    /// Names of the topics with at least one hosted partition.
+    pub fn topics(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
     }
 
     /// The worker of one partition.
     pub fn partition(&self, topic: &str, partition: u32) -> Option<PartitionHandle> {
-        self.read().get(topic)?.get(partition as usize).cloned()
+        self.read().get(topic)?.get(&partition).cloned()
     }
 
-    /// All workers of a topic.
-    pub fn partitions(&self, topic: &str) -> Option<Vec<PartitionHandle>> {
+    /// The hosted workers of a topic, by partition.
+    pub fn partitions(&self, topic: &str) -> Option<BTreeMap<u32, PartitionHandle>> {
         self.read().get(topic).cloned()
     }
 
     /// Every hosted partition.
     pub fn all(&self) -> Vec<PartitionHandle> {
-        self.read().values().flatten().cloned().collect()
+        self.read().values().flat_map(|m| m.values().cloned()).collect()
     }
 
     /// Stops a topic's workers and deletes its directories.
     pub async fn delete_topic(&self, topic: &str) {
         let handles = self.write().remove(topic).unwrap_or_default();
-        for (p, h) in handles.iter().enumerate() {
+        for (p, h) in &handles {
             if let Err(e) = h.close(true).await {
                 tracing::warn!(topic, partition = p, error = %e, "deleting partition failed");
             }
@@ -88,7 +102,7 @@ impl ReplicaManager {
 
     /// Applies a changed config to every partition of `topic`.
     pub async fn set_config(&self, topic: &str, config: &TopicConfig) -> Result<(), String> {
-        for h in self.partitions(topic).unwrap_or_default() {
+        for h in self.partitions(topic).unwrap_or_default().into_values() {
             h.set_config(config.clone()).await.map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -98,7 +112,7 @@ impl ReplicaManager {
     pub async fn close_all(&self) {
         let all: Vec<_> = self.write().drain().collect();
         for (topic, handles) in all {
-            for (p, h) in handles.iter().enumerate() {
+            for (p, h) in &handles {
                 if let Err(e) = h.close(false).await {
                     tracing::warn!(topic, partition = p, error = %e, "closing partition failed");
                 }

@@ -96,7 +96,9 @@ impl AdminService {
             return Ok(());
         }
         shared.store.create(record).map_err(store_error)?;
-        if let Err(e) = shared.replicas.open_topic(&t.name, partitions, &config).await {
+        if let Err(e) =
+            shared.replicas.open_topic(&t.name, &(0..partitions).collect::<Vec<_>>(), &config).await
+        {
             let _ = shared.store.delete(&t.name);
             shared.replicas.delete_topic(&t.name).await;
             return Err(WireError::from(&e));
@@ -125,8 +127,7 @@ impl AdminService {
         let parts = partitions(shared, t.partitions)
             .into_iter()
             .map(|p| {
-                let state =
-                    handles.get(p.partition as usize).map(|h| h.state()).unwrap_or_default();
+                let state = handles.get(&p.partition).map(|h| h.state()).unwrap_or_default();
                 v1::PartitionDescription {
                     partition: p.partition,
                     leader: p.leader,
