@@ -39,6 +39,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("metadata quorum: {0}")]
+    Quorum(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -64,11 +66,59 @@ pub(crate) struct Shared {
     /// Turns true when shutdown starts, so long polls answer at once instead of holding the
     /// drain up for `max_wait_ms`.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Set in cluster mode (`peers` configured).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Shared {
     pub fn topic_config(&self, topic: &str) -> Option<TopicConfig> {
         self.topic_configs.read().unwrap_or_else(|p| p.into_inner()).get(topic).cloned()
+    }
+
+    /// Names of the topics with a known config.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topic_configs.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// The worker of a partition this broker leads, or the client's error (`NOT_LEADER` with a
+    /// hint in cluster mode, `UNKNOWN_*` otherwise).
+    pub fn leader_handle(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<crate::partition::PartitionHandle, crate::error::WireError> {
+        use silt_proto::v1::ErrorCode;
+        if self.topic_config(topic).is_none() {
+            return Err(crate::error::WireError::new(
+                ErrorCode::UnknownTopic,
+                format!("unknown topic {topic}"),
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            crate::cluster::check_leader(&c.image(), self.config.node_id, topic, partition)?;
+            // The image names this broker leader, but its replica may still be opening.
+            return self.replicas.partition(topic, partition).ok_or_else(|| {
+                crate::error::WireError::new(
+                    ErrorCode::BrokerNotAvailable,
+                    format!("{topic}/{partition} is still opening here; retry"),
+                )
+            });
+        }
+        self.replicas.partition(topic, partition).ok_or_else(|| {
+            crate::error::WireError::new(
+                ErrorCode::UnknownPartition,
+                format!("topic {topic} has no partition {partition}"),
+            )
+        })
+    }
+
+    /// Members of the partition's ISR (1 on a single broker).
+    pub fn isr_size(&self, topic: &str, partition: u32) -> usize {
+        match &self.cluster {
+            Some(c) => crate::cluster::partition_image(&c.image(), topic, partition)
+                .map_or(0, |p| p.isr.len()),
+            None => 1,
+        }
     }
 
     pub fn set_topic_config(&self, topic: &str, config: Option<TopicConfig>) {
@@ -103,19 +153,35 @@ impl Broker {
     /// Validates `config`, recovers every partition in the data directory and binds the port.
     pub async fn bind(config: BrokerConfig) -> Result<Broker, StartError> {
         config.validate()?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
+        Self::bind_listener(config, listener).await
+    }
+
+    /// Like [`bind`](Self::bind) on an already bound listener (tests that must know every
+    /// broker's address before any starts, to list them as peers).
+    pub async fn bind_listener(
+        config: BrokerConfig,
+        listener: TcpListener,
+    ) -> Result<Broker, StartError> {
+        config.validate()?;
         let store = FileTopicStore::open(&config.data_dir)?;
         let replicas = ReplicaManager::new(&config.data_dir);
         let topics = store.list();
         let known: BTreeMap<String, u32> =
             topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
         replicas.remove_orphans(&known);
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
         let advertised = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+        let cluster = match &config.peers {
+            Some(peers) => Some(crate::cluster::Cluster::start(&config, peers).await?),
+            None => None,
+        };
+        // In cluster mode topics come from the image (opened by `cluster::run`), not the file.
+        let topics = if cluster.is_some() { Vec::new() } else { topics };
         let shared = Arc::new(Shared {
             config,
             advertised,
@@ -124,6 +190,7 @@ impl Broker {
             topic_configs: RwLock::new(HashMap::new()),
             admin_lock: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::channel(false).0,
+            cluster,
         });
         for t in topics {
             let tc = shared.effective_config(&t).unwrap_or_else(|e| {
@@ -150,6 +217,7 @@ impl Broker {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let shared = self.shared;
         let ticker = tokio::spawn(tick_loop(shared.clone()));
+        let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let http =
             if shared.config.http.is_empty() {
                 None
@@ -168,6 +236,7 @@ impl Broker {
         let metadata = MetadataServer::new(MetadataService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
+        let raft = shared.cluster.as_ref().map(|c| c.node.service());
         let result = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
@@ -176,6 +245,7 @@ impl Broker {
             .add_service(data)
             .add_service(admin)
             .add_service(metadata)
+            .add_optional_service(raft)
             .serve_with_incoming_shutdown(
                 // The builder's tcp_nodelay does not reach sockets from our own listener.
                 TcpListenerStream::new(self.listener).map(|s| {
@@ -191,6 +261,10 @@ impl Broker {
             .await;
         tracing::info!("shutting down: closing partitions");
         ticker.abort();
+        follower.abort();
+        if let Some(c) = &shared.cluster {
+            c.node.shutdown().await;
+        }
         if let Some(h) = http {
             h.abort();
         }

@@ -88,8 +88,8 @@ pub struct BrokerConfig {
     /// HTTP address for `/healthz`, `/readyz` (and `/metrics` later); empty disables it.
     pub http: String,
     pub data_dir: PathBuf,
-    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...` (multi-broker clusters are a
-    /// later milestone; only a list naming this broker alone is accepted now).
+    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...` (this broker included): cluster
+    /// mode. Absent: a single broker with its topics in `topics.json`.
     pub peers: Option<String>,
     pub rack: Option<String>,
     pub max_request_bytes: usize,
@@ -170,11 +170,17 @@ impl BrokerConfig {
         }
         if let Some(peers) = &self.peers {
             let ids: Vec<u64> = parse_peers(peers)?.into_iter().map(|(id, _)| id).collect();
-            if ids != [self.node_id] {
+            if !ids.contains(&self.node_id) {
                 return Err(bad(
                     "peers",
-                    "multi-broker clusters are not supported yet; omit peers or list only this broker",
+                    format!(
+                        "node_id {} is not in the list; joining as a learner is not supported yet",
+                        self.node_id
+                    ),
                 ));
+            }
+            if ids.iter().collect::<std::collections::BTreeSet<_>>().len() != ids.len() {
+                return Err(bad("peers", "a node id appears twice"));
             }
         }
         if self.max_request_bytes < 2 * REQUEST_OVERHEAD_BYTES {
@@ -202,11 +208,8 @@ impl BrokerConfig {
         if d.partitions == 0 {
             return Err(bad("topic_defaults.partitions", "must be at least 1"));
         }
-        if d.replication_factor != 1 {
-            return Err(bad(
-                "topic_defaults.replication_factor",
-                "only 1 is possible on a single broker",
-            ));
+        if d.replication_factor == 0 {
+            return Err(bad("topic_defaults.replication_factor", "must be at least 1"));
         }
         d.topic_config()
             .validate(self.max_request_bytes)
@@ -246,7 +249,7 @@ mod tests {
             "max_request_bytes"
         );
         assert_eq!(
-            key(BrokerConfig { peers: Some("1@a:1,2@b:2".into()), ..Default::default() }),
+            key(BrokerConfig { peers: Some("2@a:1,3@b:2".into()), ..Default::default() }),
             "peers"
         );
         assert_eq!(key(BrokerConfig { peers: Some("x".into()), ..Default::default() }), "peers");

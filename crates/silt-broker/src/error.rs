@@ -10,11 +10,13 @@ use crate::partition::PartitionError;
 pub struct WireError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `NOT_LEADER`: where the leader is, so the client retries there at once.
+    pub leader: Option<silt_proto::v1::LeaderHint>,
 }
 
 impl WireError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
-        WireError { code, message: message.into() }
+        WireError { code, message: message.into(), leader: None }
     }
 }
 

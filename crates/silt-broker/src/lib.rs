@@ -3,6 +3,7 @@
 //! tests start brokers in-process on port 0.
 
 mod broker;
+mod cluster;
 pub mod config;
 mod error;
 mod health;

@@ -49,6 +49,8 @@ pub struct Appended {
 type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
 enum Command {
+    /// The leader epoch to stamp on appended batches (from the cluster image).
+    SetLeaderEpoch(LeaderEpoch),
     Append {
         batches: Vec<Vec<u8>>,
         wait: WaitFor,
@@ -101,6 +103,7 @@ impl std::fmt::Debug for Command {
             Command::Read { .. } => "Read",
             Command::OffsetForTime { .. } => "OffsetForTime",
             Command::SetConfig { .. } => "SetConfig",
+            Command::SetLeaderEpoch(_) => "SetLeaderEpoch",
             Command::Tick { .. } => "Tick",
             Command::Close { .. } => "Close",
         })
@@ -189,6 +192,11 @@ impl PartitionHandle {
     /// Applies a changed topic configuration.
     pub async fn set_config(&self, config: TopicConfig) -> Result<(), PartitionError> {
         self.call(|reply| Command::SetConfig { config, reply }).await
+    }
+
+    /// Sets the leader epoch stamped on appended batches; does not wait.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
+        let _ = self.tx.try_send(Command::SetLeaderEpoch(epoch));
     }
 
     /// Asks for a retention pass (and a flush); does not wait.
@@ -343,6 +351,11 @@ impl Worker {
                     self.config = config;
                 }
                 let _ = reply.send(r);
+            }
+            Command::SetLeaderEpoch(epoch) => {
+                if epoch > self.epoch {
+                    self.epoch = epoch;
+                }
             }
             Command::Tick { retention } => {
                 if self.config.durability == Durability::Replicated

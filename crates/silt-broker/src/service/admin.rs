@@ -8,10 +8,13 @@ use silt_core::TopicName;
 use silt_proto::v1::{self, ErrorCode};
 use tonic::{Request, Response, Status};
 
-use super::metadata::{CLUSTER_ID, partitions, self_info};
+use super::metadata::{TopicView, view};
 use crate::broker::Shared;
 use crate::error::WireError;
+use crate::topic_config::TopicConfig;
 use crate::topic_store::{TopicRecord, TopicStoreError};
+use silt_core::placement::{BrokerSlot, place_replicas};
+use silt_raft::{Command, CommandResponse};
 
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -71,10 +74,13 @@ impl AdminService {
         }
         let rf =
             if t.replication_factor == 0 { d.replication_factor } else { t.replication_factor };
-        if rf != 1 {
+        let brokers = view(shared).brokers.iter().filter(|b| b.alive).count().max(1);
+        if rf == 0 || rf as usize > brokers {
             return Err(WireError::new(
                 ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {rf} needs {rf} brokers; this cluster has 1"),
+                format!(
+                    "replication factor {rf} needs {rf} live brokers; this cluster has {brokers}"
+                ),
             ));
         }
         let overrides: BTreeMap<String, String> = t.configs.into_iter().collect();
@@ -89,11 +95,14 @@ impl AdminService {
             .effective_config(&record)
             .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         let _guard = shared.admin_lock.lock().await;
-        if shared.store.get(&t.name).is_some() {
+        if view(shared).topics.contains_key(&t.name) {
             return Err(store_error(TopicStoreError::Exists(t.name)));
         }
         if validate_only {
             return Ok(());
+        }
+        if shared.cluster.is_some() {
+            return self.create_in_cluster(record, config).await;
         }
         shared.store.create(record).map_err(store_error)?;
         if let Err(e) =
@@ -111,6 +120,10 @@ impl AdminService {
     async fn delete(&self, name: &str) -> Result<(), WireError> {
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
+        if shared.cluster.is_some() {
+            self.propose(Command::DeleteTopic { name: name.to_string() }).await?;
+            return self.await_local(name, |c| c.is_none()).await;
+        }
         shared.store.delete(name).map_err(store_error)?;
         shared.set_topic_config(name, None);
         shared.replicas.delete_topic(name).await;
@@ -118,29 +131,31 @@ impl AdminService {
         Ok(())
     }
 
-    async fn describe(&self, t: &TopicRecord) -> v1::TopicDescription {
+    fn describe(&self, name: &str, t: &TopicView) -> v1::TopicDescription {
         let shared = &self.shared;
         let config = shared
-            .topic_config(&t.name)
+            .topic_config(name)
             .unwrap_or_else(|| shared.config.topic_defaults.topic_config());
-        let handles = shared.replicas.partitions(&t.name).unwrap_or_default();
-        let parts = partitions(shared, t.partitions)
-            .into_iter()
+        let handles = shared.replicas.partitions(name).unwrap_or_default();
+        let parts = t
+            .partitions
+            .iter()
             .map(|p| {
-                let state = handles.get(&p.partition).map(|h| h.state()).unwrap_or_default();
+                // Offsets are known where a replica is hosted; -1 elsewhere.
+                let state = handles.get(&p.partition).map(|h| h.state());
                 v1::PartitionDescription {
                     partition: p.partition,
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
-                    replicas: p.replicas,
-                    isr: p.isr,
-                    log_start_offset: state.log_start.0 as i64,
-                    high_watermark: state.high_watermark.0 as i64,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    log_start_offset: state.map_or(-1, |s| s.log_start.0 as i64),
+                    high_watermark: state.map_or(-1, |s| s.high_watermark.0 as i64),
                 }
             })
             .collect();
         v1::TopicDescription {
-            name: t.name.clone(),
+            name: name.to_string(),
             error_code: ErrorCode::None as i32,
             error_message: String::new(),
             configs: config.to_map().into_iter().collect(),
@@ -149,13 +164,100 @@ impl AdminService {
         }
     }
 
+    /// Commits a metadata command through the quorum (forwarded to the controller if needed).
+    async fn propose(&self, cmd: Command) -> Result<CommandResponse, WireError> {
+        let cluster = self.shared.cluster.as_ref().expect("invariant: called in cluster mode");
+        match cluster.node.propose(cmd).await {
+            Ok(CommandResponse::Rejected(why)) if why.contains("already exists") => {
+                Err(WireError::new(ErrorCode::TopicAlreadyExists, why))
+            }
+            Ok(CommandResponse::Rejected(why)) if why.contains("unknown topic") => {
+                Err(WireError::new(ErrorCode::UnknownTopic, why))
+            }
+            Ok(CommandResponse::Rejected(why)) => {
+                Err(WireError::new(ErrorCode::InvalidRequest, why))
+            }
+            Ok(r) => Ok(r),
+            Err(e) => {
+                Err(WireError::new(ErrorCode::RequestTimedOut, format!("metadata quorum: {e}")))
+            }
+        }
+    }
+
+    /// Waits (bounded) until this broker's view of `topic`'s config satisfies `done`, so an admin
+    /// call returns once the change is visible here.
+    async fn await_local(
+        &self,
+        topic: &str,
+        done: impl Fn(Option<TopicConfig>) -> bool,
+    ) -> Result<(), WireError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done(self.shared.topic_config(topic)) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WireError::new(
+                    ErrorCode::RequestTimedOut,
+                    "committed, but not yet applied on this broker",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn create_in_cluster(
+        &self,
+        record: TopicRecord,
+        config: TopicConfig,
+    ) -> Result<(), WireError> {
+        let image = self.shared.cluster.as_ref().expect("invariant: cluster mode").image();
+        let brokers: Vec<BrokerSlot> = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| BrokerSlot { id: b.id, rack: b.rack.clone() })
+            .collect();
+        let start = silt_core::partitioner::murmur2(record.name.as_bytes()) as u32 as u64;
+        let assignment =
+            place_replicas(&brokers, record.partitions, record.replication_factor, start)
+                .map_err(|e| WireError::new(ErrorCode::InvalidReplicationFactor, e.to_string()))?;
+        let name = record.name.clone();
+        self.propose(Command::CreateTopic {
+            name: name.clone(),
+            assignment,
+            configs: record.overrides,
+        })
+        .await?;
+        self.await_local(&name, |c| c.is_some_and(|c| c == config)).await?;
+        tracing::info!(topic = %name, partitions = record.partitions, rf = record.replication_factor, "created topic");
+        Ok(())
+    }
+
     async fn alter(&self, req: v1::AlterTopicConfigRequest) -> Result<(), WireError> {
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
-        let mut t = shared
-            .store
-            .get(&req.topic)
-            .ok_or_else(|| store_error(TopicStoreError::Unknown(req.topic.clone())))?;
+        let mut t = match &shared.cluster {
+            Some(c) => {
+                let image = c.image();
+                let it = image
+                    .topics
+                    .get(&req.topic)
+                    .ok_or_else(|| store_error(TopicStoreError::Unknown(req.topic.clone())))?;
+                TopicRecord {
+                    name: req.topic.clone(),
+                    id: it.id,
+                    partitions: it.partitions.len() as u32,
+                    replication_factor: it
+                        .partitions
+                        .first()
+                        .map_or(1, |p| p.replicas.len() as u32),
+                    overrides: it.configs.clone(),
+                }
+            }
+            None => shared
+                .store
+                .get(&req.topic)
+                .ok_or_else(|| store_error(TopicStoreError::Unknown(req.topic.clone())))?,
+        };
         for k in &req.delete {
             if !crate::topic_config::KEYS.contains(&k.as_str()) {
                 return Err(WireError::new(
@@ -169,6 +271,14 @@ impl AdminService {
         let config = shared
             .effective_config(&t)
             .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        if shared.cluster.is_some() {
+            self.propose(Command::AlterTopicConfig {
+                name: t.name.clone(),
+                configs: t.overrides.clone(),
+            })
+            .await?;
+            return self.await_local(&t.name, |c| c.is_some_and(|c| c == config)).await;
+        }
         shared.store.set_overrides(&t.name, t.overrides.clone()).map_err(store_error)?;
         shared
             .replicas
@@ -213,24 +323,21 @@ impl v1::admin_server::Admin for AdminService {
         req: Request<v1::DescribeTopicsRequest>,
     ) -> Result<Response<v1::DescribeTopicsResponse>, Status> {
         let names = req.into_inner().topics;
-        let mut topics = Vec::new();
-        if names.is_empty() {
-            for t in self.shared.store.list() {
-                topics.push(self.describe(&t).await);
-            }
-        } else {
-            for name in names {
-                topics.push(match self.shared.store.get(&name) {
-                    Some(t) => self.describe(&t).await,
-                    None => v1::TopicDescription {
-                        error_code: ErrorCode::UnknownTopic as i32,
-                        error_message: format!("unknown topic {name}"),
-                        name,
-                        ..Default::default()
-                    },
-                });
-            }
-        }
+        let v = view(&self.shared);
+        let names: Vec<String> =
+            if names.is_empty() { v.topics.keys().cloned().collect() } else { names };
+        let topics = names
+            .into_iter()
+            .map(|name| match v.topics.get(&name) {
+                Some(t) => self.describe(&name, t),
+                None => v1::TopicDescription {
+                    error_code: ErrorCode::UnknownTopic as i32,
+                    error_message: format!("unknown topic {name}"),
+                    name,
+                    ..Default::default()
+                },
+            })
+            .collect();
         Ok(Response::new(v1::DescribeTopicsResponse { topics }))
     }
 
@@ -249,11 +356,12 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         _req: Request<v1::DescribeClusterRequest>,
     ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        let v = view(&self.shared);
         Ok(Response::new(v1::DescribeClusterResponse {
-            brokers: vec![self_info(&self.shared)],
-            controller_id: Some(self.shared.config.node_id),
-            raft_term: 0,
-            cluster_id: CLUSTER_ID.to_string(),
+            brokers: v.brokers,
+            controller_id: v.controller,
+            raft_term: v.raft_term,
+            cluster_id: v.cluster_id.to_string(),
         }))
     }
 }

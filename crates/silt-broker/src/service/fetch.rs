@@ -34,18 +34,8 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
     let mut topics: Vec<v1::TopicFetchResponse> = Vec::new();
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
-        let known = shared.topic_config(&t.topic).is_some();
         for p in t.partitions {
-            let handle = if !known {
-                Err(WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {}", t.topic)))
-            } else {
-                shared.replicas.partition(&t.topic, p.partition).ok_or_else(|| {
-                    WireError::new(
-                        ErrorCode::UnknownPartition,
-                        format!("topic {} has no partition {}", t.topic, p.partition),
-                    )
-                })
-            };
+            let handle = shared.leader_handle(&t.topic, p.partition);
             let pmax = if p.partition_max_bytes == 0 {
                 max_bytes
             } else {
@@ -180,7 +170,7 @@ fn error_response(partition: u32, e: WireError) -> v1::PartitionFetchResponse {
         last_stable_offset: -1,
         record_batches: Bytes::new(),
         records: Vec::new(),
-        leader: None,
+        leader: e.leader,
     }
 }
 
@@ -213,7 +203,7 @@ pub(crate) async fn list_offsets(
                     error_message: e.message,
                     offset: -1,
                     timestamp_ms: -1,
-                    leader: None,
+                    leader: e.leader,
                 },
             });
         }
@@ -228,12 +218,7 @@ async fn list_partition(
     p: &v1::PartitionListOffsets,
 ) -> Result<(i64, i64), WireError> {
     use v1::partition_list_offsets::Spec;
-    let handle = shared.replicas.partition(topic, p.partition).ok_or_else(|| {
-        WireError::new(
-            ErrorCode::UnknownPartition,
-            format!("topic {topic} has no partition {}", p.partition),
-        )
-    })?;
+    let handle = shared.leader_handle(topic, p.partition)?;
     let state = handle.state();
     match p.spec {
         Some(Spec::Position(pos)) => match v1::OffsetSpec::try_from(pos) {

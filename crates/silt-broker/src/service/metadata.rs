@@ -1,6 +1,9 @@
-//! `Metadata`: brokers and partition leaders, from this broker's view. On a single broker it
-//! leads every partition, with leader epoch 0.
+//! `Metadata`, and the cluster view it shares with the admin service: brokers, controller, Raft
+//! term and each topic's partitions (leader, epochs, replicas, ISR). On a single broker the view
+//! is built from the topic store (it leads everything, epoch 0); in cluster mode, from the local
+//! copy of the cluster image, so any broker answers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use silt_proto::v1::{self, ErrorCode};
@@ -8,8 +11,102 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Shared;
 
-/// The single-broker cluster's id (the Raft milestone makes it a real, persisted id).
+/// The single-broker cluster's id.
 pub(crate) const CLUSTER_ID: &str = "silt-single-broker";
+/// The id of a cluster formed by a metadata quorum.
+pub(crate) const QUORUM_CLUSTER_ID: &str = "silt";
+
+/// One topic as the view shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicView {
+    pub replication_factor: u32,
+    pub partitions: Vec<v1::PartitionMetadata>,
+}
+
+/// What this broker knows of the cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    pub cluster_id: &'static str,
+    pub brokers: Vec<v1::BrokerInfo>,
+    pub controller: Option<u64>,
+    pub raft_term: u64,
+    pub topics: BTreeMap<String, TopicView>,
+}
+
+/// Builds the view (see the module doc).
+pub(crate) fn view(shared: &Shared) -> View {
+    match &shared.cluster {
+        Some(c) => {
+            let image = c.image();
+            View {
+                cluster_id: QUORUM_CLUSTER_ID,
+                brokers: image
+                    .brokers
+                    .values()
+                    .map(|b| v1::BrokerInfo {
+                        node_id: b.id,
+                        address: b.address.clone(),
+                        rack: b.rack.clone(),
+                        alive: !b.fenced,
+                    })
+                    .collect(),
+                controller: c.node.leader(),
+                raft_term: c.node.term(),
+                topics: image
+                    .topics
+                    .iter()
+                    .map(|(name, t)| {
+                        let partitions = t
+                            .partitions
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| v1::PartitionMetadata {
+                                partition: i as u32,
+                                leader: p.leader,
+                                leader_epoch: p.leader_epoch,
+                                replicas: p.replicas.clone(),
+                                isr: p.isr.clone(),
+                            })
+                            .collect();
+                        let rf = t.partitions.first().map_or(0, |p| p.replicas.len() as u32);
+                        (name.clone(), TopicView { replication_factor: rf, partitions })
+                    })
+                    .collect(),
+            }
+        }
+        None => {
+            let me = shared.config.node_id;
+            View {
+                cluster_id: CLUSTER_ID,
+                brokers: vec![v1::BrokerInfo {
+                    node_id: me,
+                    address: shared.advertised.clone(),
+                    rack: shared.config.rack.clone(),
+                    alive: true,
+                }],
+                controller: Some(me),
+                raft_term: 0,
+                topics: shared
+                    .store
+                    .list()
+                    .into_iter()
+                    .map(|t| {
+                        let partitions = (0..t.partitions)
+                            .map(|p| v1::PartitionMetadata {
+                                partition: p,
+                                leader: Some(me),
+                                leader_epoch: 0,
+                                replicas: vec![me],
+                                isr: vec![me],
+                            })
+                            .collect();
+                        (t.name, TopicView { replication_factor: t.replication_factor, partitions })
+                    })
+                    .collect(),
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct MetadataService {
@@ -22,69 +119,35 @@ impl MetadataService {
     }
 }
 
-/// This broker as the cluster's only member.
-pub(crate) fn self_info(shared: &Shared) -> v1::BrokerInfo {
-    v1::BrokerInfo {
-        node_id: shared.config.node_id,
-        address: shared.advertised.clone(),
-        rack: shared.config.rack.clone(),
-        alive: true,
-    }
-}
-
-/// Leader, epoch, replicas and ISR of each partition of a topic with `n` partitions.
-pub(crate) fn partitions(shared: &Shared, n: u32) -> Vec<v1::PartitionMetadata> {
-    let me = shared.config.node_id;
-    (0..n)
-        .map(|p| v1::PartitionMetadata {
-            partition: p,
-            leader: Some(me),
-            leader_epoch: 0,
-            replicas: vec![me],
-            isr: vec![me],
-        })
-        .collect()
-}
-
 #[tonic::async_trait]
 impl v1::metadata_server::Metadata for MetadataService {
     async fn get_metadata(
         &self,
         req: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
-        let shared = &self.shared;
         let req = req.into_inner();
-        let stored = shared.store.list();
-        let topics = if req.topics.is_empty() {
-            stored
-                .iter()
-                .map(|t| v1::TopicMetadata {
-                    name: t.name.clone(),
+        let v = view(&self.shared);
+        let names: Vec<String> =
+            if req.topics.is_empty() { v.topics.keys().cloned().collect() } else { req.topics };
+        let topics = names
+            .into_iter()
+            .map(|name| match v.topics.get(&name) {
+                Some(t) => v1::TopicMetadata {
+                    name,
                     error_code: ErrorCode::None as i32,
-                    partitions: partitions(shared, t.partitions),
-                })
-                .collect()
-        } else {
-            req.topics
-                .into_iter()
-                .map(|name| match stored.iter().find(|t| t.name == name) {
-                    Some(t) => v1::TopicMetadata {
-                        name,
-                        error_code: ErrorCode::None as i32,
-                        partitions: partitions(shared, t.partitions),
-                    },
-                    None => v1::TopicMetadata {
-                        name,
-                        error_code: ErrorCode::UnknownTopic as i32,
-                        partitions: vec![],
-                    },
-                })
-                .collect()
-        };
+                    partitions: t.partitions.clone(),
+                },
+                None => v1::TopicMetadata {
+                    name,
+                    error_code: ErrorCode::UnknownTopic as i32,
+                    partitions: vec![],
+                },
+            })
+            .collect();
         Ok(Response::new(v1::MetadataResponse {
-            brokers: vec![self_info(shared)],
-            controller_id: Some(shared.config.node_id),
-            cluster_id: CLUSTER_ID.to_string(),
+            brokers: v.brokers,
+            controller_id: v.controller,
+            cluster_id: v.cluster_id.to_string(),
             topics,
         }))
     }

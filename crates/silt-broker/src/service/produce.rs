@@ -77,19 +77,23 @@ async fn produce_partition(
     acks: v1::Acks,
     timeout: std::time::Duration,
 ) -> Result<Produced, WireError> {
-    let handle = shared.replicas.partition(topic, p.partition).ok_or_else(|| {
-        WireError::new(
-            ErrorCode::UnknownPartition,
-            format!("topic {topic} has no partition {}", p.partition),
-        )
-    })?;
+    let handle = shared.leader_handle(topic, p.partition)?;
     let batches = match p.data {
         Some(Data::RecordBatches(bytes)) => split_batches(bytes, config.max_message_bytes)?,
         Some(Data::Records(list)) => vec![encode_records(list, config.max_message_bytes)?],
         None => return Err(WireError::new(ErrorCode::InvalidRequest, "partition data is empty")),
     };
-    // One broker: the ISR is the leader alone.
-    let isr = 1;
+    let isr = shared.isr_size(topic, p.partition) as u32;
+    if acks == v1::Acks::All && isr > 1 {
+        // Followers are placed but do not copy yet (ISR replication is the next milestone), so
+        // "every in-sync replica has it" cannot be true: refuse rather than acknowledge falsely.
+        return Err(WireError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "acks=all needs replication to the {isr} in-sync replicas, which is not implemented yet; nothing was appended"
+            ),
+        ));
+    }
     if acks == v1::Acks::All && isr < config.min_insync_replicas {
         return Err(WireError::new(
             ErrorCode::NotEnoughReplicas,
@@ -198,7 +202,7 @@ fn partition_response(
             log_append_time_ms: -1,
             log_start_offset: -1,
             durability: v1::DurabilityLevel::Unspecified as i32,
-            leader: None,
+            leader: e.leader,
         },
     }
 }

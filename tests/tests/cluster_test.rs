@@ -1,0 +1,222 @@
+//! Three brokers in cluster mode, in-process on 127.0.0.1:0: the metadata quorum forms from the
+//! peer list, every broker serves the same cluster view, a topic created on any broker is placed
+//! over all of them and described identically everywhere, produce goes to partition leaders (a
+//! non-leader answers NOT_LEADER with the leader's address), and the controller can be killed.
+//! Replication and leader failover are the next milestone: not tested here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use silt_broker::{Broker, BrokerConfig};
+use silt_client::{
+    Acks, Client, ConsumerConfig, ProducerConfig, ProducerRecord, Seek, TopicPartition,
+};
+use silt_proto::v1::{self, ErrorCode};
+use tokio::net::TcpListener;
+
+struct Running {
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn kill(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+    }
+}
+
+async fn start(id: u64, dir: std::path::PathBuf, listener: TcpListener, peers: &str) -> Running {
+    let addr = listener.local_addr().unwrap().to_string();
+    let config =
+        BrokerConfig { node_id: id, peers: Some(peers.to_string()), ..BrokerConfig::for_test(dir) };
+    let broker = Broker::bind_listener(config, listener).await.expect("broker binds");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = broker
+            .run(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Running { addr, stop: Some(stop), task }
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn cluster_view(addr: &str) -> Option<v1::DescribeClusterResponse> {
+    let client = Client::connect(&[addr.to_string()]).await.ok()?;
+    client.admin().describe_cluster().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let peers: Vec<String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("{}@{}", i + 1, l.local_addr().unwrap()))
+        .collect();
+    let peers = peers.join(",");
+    let mut brokers = BTreeMap::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        brokers.insert(id, start(id, tmp.path().join(format!("b{id}")), l, &peers).await);
+    }
+
+    tracing::info!("--- formation: every broker sees three live brokers and one controller");
+    let addrs: Vec<String> = brokers.values().map(|b| b.addr.clone()).collect();
+    eventually(30, "a common view", || {
+        let addrs = addrs.clone();
+        async move {
+            let mut controllers = Vec::new();
+            for a in &addrs {
+                match cluster_view(a).await {
+                    Some(v)
+                        if v.brokers.iter().filter(|b| b.alive).count() == 3
+                            && v.controller_id.is_some() =>
+                    {
+                        controllers.push(v.controller_id)
+                    }
+                    _ => return false,
+                }
+            }
+            controllers.windows(2).all(|w| w[0] == w[1])
+        }
+    })
+    .await;
+    let view = cluster_view(&brokers[&1].addr).await.unwrap();
+    assert!(view.raft_term > 0);
+
+    tracing::info!("--- a topic created on broker 2 is described the same by all");
+    let c2 = Client::connect(&[brokers[&2].addr.clone()]).await.unwrap();
+    c2.admin().create_topic("orders", 3, 3, BTreeMap::new()).await.unwrap();
+    let mut described = Vec::new();
+    for b in brokers.values() {
+        let c = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+        let t = c.admin().describe_topics(&["orders".to_string()]).await.unwrap().remove(0);
+        described
+            .push(t.partitions.iter().map(|p| (p.leader, p.replicas.clone())).collect::<Vec<_>>());
+    }
+    assert!(described.windows(2).all(|w| w[0] == w[1]), "{described:?}");
+    let leaders: std::collections::BTreeSet<_> =
+        described[0].iter().map(|(l, _)| l.unwrap()).collect();
+    assert_eq!(leaders.len(), 3, "leaderships spread over the brokers: {described:?}");
+    assert!(described[0].iter().all(|(_, r)| r.len() == 3));
+    assert!(
+        c2.admin().create_topic("bad", 1, 4, BTreeMap::new()).await.is_err(),
+        "rf above the broker count"
+    );
+
+    tracing::info!("--- produce through the client goes to each partition's leader");
+    let c1 = Client::connect(&[brokers[&1].addr.clone()]).await.unwrap();
+    let producer =
+        c1.producer(ProducerConfig { acks: Acks::Leader, linger_ms: 1, ..Default::default() });
+    let mut futures = Vec::new();
+    for i in 0..60 {
+        futures.push(
+            producer
+                .send(ProducerRecord::new("orders", format!("v{i}")).with_key(format!("k{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await.unwrap();
+    for f in futures {
+        f.await.expect("acknowledged by the leader");
+    }
+    let mut consumer = c1.consumer(ConsumerConfig { max_wait_ms: 100, ..Default::default() });
+    let tps =
+        (0..3).map(|partition| TopicPartition { topic: "orders".into(), partition }).collect();
+    consumer.assign(tps, Seek::Earliest).await.unwrap();
+    let mut got = 0;
+    for _ in 0..50 {
+        got += consumer.poll().await.unwrap().len();
+        if got >= 60 {
+            break;
+        }
+    }
+    assert_eq!(got, 60);
+
+    tracing::info!("--- a non-leader answers NOT_LEADER with the leader's address");
+    let (leader0, _) = &described[0][0];
+    let leader0 = leader0.unwrap();
+    let other = *brokers.keys().find(|id| **id != leader0).unwrap();
+    let mut raw = v1::data_client::DataClient::connect(format!("http://{}", brokers[&other].addr))
+        .await
+        .unwrap();
+    let mut b = silt_core::batch::BatchBuilder::new();
+    b.push(&silt_core::batch::Record::value("x", 1));
+    let req = v1::ProduceRequest {
+        acks: v1::Acks::Leader as i32,
+        timeout_ms: 5_000,
+        topics: vec![v1::TopicProduceData {
+            topic: "orders".into(),
+            partitions: vec![v1::PartitionProduceData {
+                partition: 0,
+                data: Some(v1::partition_produce_data::Data::RecordBatches(b.build().unwrap())),
+            }],
+        }],
+    };
+    let p =
+        raw.produce(req.clone()).await.unwrap().into_inner().topics.remove(0).partitions.remove(0);
+    assert_eq!(p.error_code(), ErrorCode::NotLeader);
+    let hint = p.leader.expect("a leader hint");
+    assert_eq!(
+        (hint.leader_id, hint.leader_address.as_str()),
+        (Some(leader0), brokers[&leader0].addr.as_str())
+    );
+
+    tracing::info!("--- acks=all is refused on RF 3 until followers replicate (next milestone)");
+    let mut all = req;
+    all.acks = v1::Acks::All as i32;
+    let mut to_leader =
+        v1::data_client::DataClient::connect(format!("http://{}", brokers[&leader0].addr))
+            .await
+            .unwrap();
+    let p =
+        to_leader.produce(all).await.unwrap().into_inner().topics.remove(0).partitions.remove(0);
+    assert_eq!(p.error_code(), ErrorCode::NotEnoughReplicas);
+
+    tracing::info!("--- kill the controller: the survivors elect another, the topic stays");
+    let controller = cluster_view(&brokers[&1].addr).await.unwrap().controller_id.unwrap();
+    brokers.remove(&controller).unwrap().kill().await;
+    let survivor = brokers.values().next().unwrap().addr.clone();
+    eventually(30, "a new controller", || {
+        let survivor = survivor.clone();
+        async move {
+            cluster_view(&survivor)
+                .await
+                .and_then(|v| v.controller_id)
+                .is_some_and(|c| c != controller)
+        }
+    })
+    .await;
+    let c = Client::connect(&[survivor]).await.unwrap();
+    assert_eq!(
+        c.admin().describe_topics(&["orders".to_string()]).await.unwrap()[0].partitions.len(),
+        3
+    );
+    c.admin()
+        .create_topic("after", 1, 2, BTreeMap::new())
+        .await
+        .expect("metadata writes work with 2 of 3");
+    for (_, b) in brokers {
+        b.kill().await;
+    }
+}
