@@ -237,6 +237,11 @@ impl Broker {
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
         let raft = shared.cluster.as_ref().map(|c| c.node.service());
+        let controller = shared.cluster.as_ref().map(|_| {
+            silt_proto::internal::controller_server::ControllerServer::new(
+                crate::cluster::ControllerService::new(shared.clone()),
+            )
+        });
         let result = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
@@ -246,6 +251,7 @@ impl Broker {
             .add_service(admin)
             .add_service(metadata)
             .add_optional_service(raft)
+            .add_optional_service(controller)
             .serve_with_incoming_shutdown(
                 // The builder's tcp_nodelay does not reach sockets from our own listener.
                 TcpListenerStream::new(self.listener).map(|s| {
@@ -255,6 +261,7 @@ impl Broker {
                 }),
                 async {
                     shutdown.await;
+                    crate::cluster::move_leadership_away(&shared).await;
                     shared.stopping.send_replace(true);
                 },
             )

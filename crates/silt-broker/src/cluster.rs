@@ -5,11 +5,14 @@
 //! hint. Not yet (next milestones): heartbeats and fencing, ISR replication to followers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use silt_core::LeaderEpoch;
+use silt_core::liveness::Liveness;
+use silt_proto::internal::controller_client::ControllerClient;
+use silt_proto::internal::{HeartbeatRequest, HeartbeatResponse};
 use silt_proto::v1::{self, ErrorCode};
 use silt_raft::{ClusterImage, Command, CommandResponse, MetadataNode, NodeConfig, PartitionImage};
 
@@ -23,6 +26,9 @@ pub(crate) struct Cluster {
     pub node: MetadataNode,
     /// The epoch the quorum gave this broker's registration (0 until registered).
     pub epoch: AtomicU64,
+    /// Controller state while this broker leads the quorum: liveness since it took over, and
+    /// the term it took over in.
+    pub liveness: Mutex<Option<(u64, Liveness)>>,
 }
 
 impl Cluster {
@@ -32,7 +38,7 @@ impl Cluster {
             MetadataNode::start(NodeConfig::new(config.node_id, config.data_dir.clone(), peers))
                 .await
                 .map_err(|e| StartError::Quorum(e.to_string()))?;
-        Ok(Cluster { node, epoch: AtomicU64::new(0) })
+        Ok(Cluster { node, epoch: AtomicU64::new(0), liveness: Mutex::new(None) })
     }
 
     pub fn image(&self) -> Arc<ClusterImage> {
@@ -89,11 +95,10 @@ pub(crate) fn check_leader(
     Err(e)
 }
 
-/// Registers this broker, then follows the image until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+/// Registers this broker (again, when it finds itself fenced), retrying while the quorum forms.
+async fn register(shared: &Shared, cluster: &Cluster) {
     let me = shared.config.node_id;
-    let register = Command::RegisterBroker {
+    let command = Command::RegisterBroker {
         id: me,
         address: shared.advertised.clone(),
         rack: shared.config.rack.clone(),
@@ -102,7 +107,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if *shared.stopping.borrow() {
             return;
         }
-        match cluster.node.propose(register.clone()).await {
+        match cluster.node.propose(command.clone()).await {
             Ok(CommandResponse::BrokerEpoch(e)) => {
                 cluster.epoch.store(e, Ordering::SeqCst);
                 tracing::info!(node = me, epoch = e, "registered with the cluster");
@@ -115,6 +120,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Registers this broker, then heartbeats, runs the controller duties when it leads, and
+/// follows the image, until shutdown.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.as_ref() else { return };
+    register(&shared, cluster).await;
+    let heartbeats = tokio::spawn(heartbeat_loop(shared.clone()));
+    let controller = tokio::spawn(controller_loop(shared.clone()));
+    let _abort = AbortOnDrop(vec![heartbeats, controller]);
     let mut images = cluster.node.subscribe();
     loop {
         let image = images.borrow_and_update().clone();
@@ -177,5 +192,161 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
         if !image.topics.contains_key(&name) {
             shared.set_topic_config(&name, None);
         }
+    }
+}
+
+/// Aborts background tasks when the owner goes away.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Heartbeats the controller every `broker_heartbeat_interval_ms`; re-registers when the image
+/// shows this broker fenced (it was silent too long, e.g. paused).
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let me = shared.config.node_id;
+    let interval = Duration::from_millis(shared.config.broker_heartbeat_interval_ms);
+    loop {
+        tokio::time::sleep(interval).await;
+        let epoch = cluster.epoch.load(Ordering::SeqCst);
+        let image = cluster.image();
+        if image.brokers.get(&me).is_some_and(|b| b.fenced && b.epoch == epoch) {
+            tracing::warn!(node = me, epoch, "this broker was fenced; registering again");
+            register(&shared, cluster).await;
+            continue;
+        }
+        let Some(addr) =
+            cluster.node.leader().and_then(|l| image.brokers.get(&l)).map(|b| b.address.clone())
+        else {
+            continue;
+        };
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+            continue;
+        };
+        let call = async {
+            let channel = endpoint.connect_timeout(interval).connect().await.ok()?;
+            ControllerClient::new(channel)
+                .broker_heartbeat(HeartbeatRequest { node_id: me, broker_epoch: epoch })
+                .await
+                .ok()
+        };
+        if tokio::time::timeout(interval * 2, call).await.ok().flatten().is_none() {
+            tracing::debug!(controller = %addr, "heartbeat not delivered");
+        }
+    }
+}
+
+/// While this broker leads the quorum: fence brokers silent for the session timeout (after a
+/// grace period of one session timeout from taking over).
+async fn controller_loop(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let me = shared.config.node_id;
+    let session = Duration::from_millis(shared.config.broker_session_timeout_ms);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if cluster.node.leader() != Some(me) {
+            *cluster.liveness.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            continue;
+        }
+        let term = cluster.node.term();
+        let now = std::time::Instant::now();
+        let image = cluster.image();
+        let due = {
+            let mut guard = cluster.liveness.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.as_ref().is_none_or(|(t, _)| *t != term) {
+                tracing::info!(
+                    node = me,
+                    term,
+                    "became controller; fencing waits one session timeout"
+                );
+                *guard = Some((term, Liveness::new(now, session)));
+            }
+            let (_, liveness) = guard.as_mut().expect("invariant: just set");
+            liveness.heartbeat(me, cluster.epoch.load(Ordering::SeqCst), now);
+            for b in image.brokers.values().filter(|b| !b.fenced) {
+                liveness.observe_registration(b.id, b.epoch, now);
+            }
+            liveness.to_fence(
+                now,
+                image.brokers.values().filter(|b| !b.fenced).map(|b| (b.id, b.epoch)),
+            )
+        };
+        for (id, epoch) in due {
+            tracing::warn!(broker = id, epoch, "broker missed its session; fencing it");
+            match cluster.node.propose(Command::FenceBroker { id, epoch }).await {
+                Ok(CommandResponse::Done) => {
+                    tracing::info!(broker = id, "fenced; its leaderships moved")
+                }
+                Ok(other) => tracing::debug!(?other, "fence not applied"),
+                Err(e) => tracing::warn!(error = %e, "fencing failed"),
+            }
+        }
+    }
+}
+
+/// The controller's heartbeat endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct ControllerService {
+    shared: Arc<Shared>,
+}
+
+impl ControllerService {
+    pub fn new(shared: Arc<Shared>) -> ControllerService {
+        ControllerService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl silt_proto::internal::controller_server::Controller for ControllerService {
+    async fn broker_heartbeat(
+        &self,
+        req: tonic::Request<HeartbeatRequest>,
+    ) -> Result<tonic::Response<HeartbeatResponse>, tonic::Status> {
+        let req = req.into_inner();
+        let Some(cluster) = self.shared.cluster.as_ref() else {
+            return Err(tonic::Status::failed_precondition("not in cluster mode"));
+        };
+        let mut guard = cluster.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let accepted = match guard.as_mut() {
+            Some((_, liveness)) if cluster.node.leader() == Some(self.shared.config.node_id) => {
+                liveness.heartbeat(req.node_id, req.broker_epoch, std::time::Instant::now());
+                true
+            }
+            _ => false,
+        };
+        Ok(tonic::Response::new(HeartbeatResponse {
+            accepted,
+            controller_id: cluster.node.leader(),
+        }))
+    }
+}
+
+/// Controlled shutdown: asks the quorum to move this broker's leaderships to in-sync replicas
+/// before the broker stops serving (bounded, so a lost quorum cannot block a shutdown).
+pub(crate) async fn move_leadership_away(shared: &Shared) {
+    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let me = shared.config.node_id;
+    let epoch = cluster.epoch.load(Ordering::SeqCst);
+    if epoch == 0 {
+        return;
+    }
+    let cmd = Command::MoveLeadershipAway { id: me, epoch };
+    match tokio::time::timeout(Duration::from_secs(5), cluster.node.propose(cmd)).await {
+        Ok(Ok(CommandResponse::Rejected(why))) => {
+            tracing::warn!(%why, "leaderships not moved before shutdown")
+        }
+        Ok(Ok(_)) => {
+            // Let the image reach the new leaders before this broker stops answering.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tracing::info!(node = me, "leaderships moved away before shutdown");
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not move leaderships before shutdown"),
+        Err(_) => tracing::warn!("moving leaderships timed out; shutting down anyway"),
     }
 }

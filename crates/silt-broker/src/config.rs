@@ -22,6 +22,10 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Default flush interval for `durability=replicated` topics.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1_000;
+/// Default interval of broker heartbeats to the controller.
+pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Default session timeout after which a silent broker is fenced.
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 /// Default longest a fetch may long-poll.
 pub const DEFAULT_MAX_FETCH_WAIT_MS: u64 = 30_000;
 
@@ -98,6 +102,10 @@ pub struct BrokerConfig {
     pub max_fetch_wait_ms: u64,
     pub retention_check_interval_ms: u64,
     pub flush_interval_ms: u64,
+    /// Cluster mode: how often a broker heartbeats the controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// Cluster mode: a broker silent this long is fenced and loses its leaderships.
+    pub broker_session_timeout_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -117,6 +125,8 @@ impl Default for BrokerConfig {
             max_fetch_wait_ms: DEFAULT_MAX_FETCH_WAIT_MS,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            broker_heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+            broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -199,10 +209,18 @@ impl BrokerConfig {
             ("request_timeout_ms", self.request_timeout_ms),
             ("retention_check_interval_ms", self.retention_check_interval_ms),
             ("flush_interval_ms", self.flush_interval_ms),
+            ("broker_heartbeat_interval_ms", self.broker_heartbeat_interval_ms),
+            ("broker_session_timeout_ms", self.broker_session_timeout_ms),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be positive"));
             }
+        }
+        if self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms {
+            return Err(bad(
+                "broker_session_timeout_ms",
+                "must be at least twice broker_heartbeat_interval_ms",
+            ));
         }
         let d = &self.topic_defaults;
         if d.partitions == 0 {

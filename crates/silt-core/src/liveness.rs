@@ -25,6 +25,14 @@ impl Liveness {
         self.last.insert(id, (epoch, now));
     }
 
+    /// Counts a (re-)registration seen in the image as a heartbeat: a broker that just
+    /// registered with a new epoch gets a full session before it can be fenced.
+    pub fn observe_registration(&mut self, id: u64, epoch: u64, now: Instant) {
+        if self.last.get(&id).is_none_or(|(e, _)| *e != epoch) {
+            self.last.insert(id, (epoch, now));
+        }
+    }
+
     /// Whether broker `id` at `epoch` heartbeated within the session timeout.
     pub fn is_alive(&self, id: u64, epoch: u64, now: Instant) -> bool {
         self.last
@@ -71,5 +79,18 @@ mod tests {
         // A heartbeat from an old epoch does not keep the new registration alive.
         l.heartbeat(3, 1, t0 + Duration::from_secs(6));
         assert_eq!(l.to_fence(t0 + Duration::from_secs(6), [(3, 2)]), [(3, 2)]);
+    }
+
+    #[test]
+    fn a_new_registration_gets_a_full_session_before_it_can_be_fenced() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(3);
+        let mut l = Liveness::new(t0, s);
+        l.heartbeat(3, 1, t0);
+        let later = t0 + Duration::from_secs(10);
+        l.observe_registration(3, 2, later);
+        assert!(l.to_fence(later + Duration::from_secs(1), [(3, 2)]).is_empty());
+        l.observe_registration(3, 2, later + Duration::from_secs(2)); // same epoch: no refresh
+        assert_eq!(l.to_fence(later + Duration::from_secs(3), [(3, 2)]), [(3, 2)]);
     }
 }
