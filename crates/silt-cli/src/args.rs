@@ -36,6 +36,21 @@ pub enum Command {
     /// Measure produce and consume throughput and latency.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Run a local cluster of brokers in this process, until Ctrl-C.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Number of brokers (all metadata-quorum voters).
+    #[arg(long, default_value_t = 3)]
+    pub brokers: u32,
+    /// Data directory; broker N keeps its data in DIR/broker-N.
+    #[arg(long, default_value = "./silt-data")]
+    pub data_dir: std::path::PathBuf,
+    /// gRPC port of broker 1; broker N listens on PORT + 10*(N-1), its health port one above.
+    #[arg(long, default_value_t = 9300)]
+    pub base_port: u16,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod cluster;
 mod consume;
+mod dev;
 mod error;
 mod produce;
 mod topic;
@@ -29,6 +30,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Dev(a) = cli.command {
+        return dev::run(a, cli.output).await;
+    }
     let bootstrap: Vec<String> =
         cli.bootstrap.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if bootstrap.is_empty() {
@@ -43,5 +47,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consume(a) => consume::run(&client, a).await,
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&client, a, out).await,
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&client, a, out).await,
+        Command::Dev(_) => unreachable!("handled before connecting"),
     }
 }

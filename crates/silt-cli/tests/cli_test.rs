@@ -239,3 +239,48 @@ fn bench_reports_the_json_fields_of_the_contract() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["records"], 2000);
 }
+
+#[test]
+fn silt_dev_runs_a_local_cluster_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port for broker 1's gRPC (its health port is the next one).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["dev", "--brokers", "1", "--base-port", &port.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(b) = line.strip_prefix("bootstrap: ") {
+                let _ = tx.send(b.to_string());
+            }
+        }
+    });
+    let bootstrap =
+        rx.recv_timeout(std::time::Duration::from_secs(60)).expect("silt dev prints its bootstrap");
+    let info = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["-b", &bootstrap, "-o", "json", "cluster", "info"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["brokers"][0]["alive"], true);
+    assert_eq!(v["controller"], 1);
+    assert!(
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "silt dev did not stop on Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+}
