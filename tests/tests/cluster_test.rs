@@ -193,6 +193,26 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
         to_leader.produce(all).await.unwrap().into_inner().topics.remove(0).partitions.remove(0);
     assert_eq!(p.error_code(), ErrorCode::NotEnoughReplicas);
 
+    tracing::info!(
+        "--- a fourth broker outside the peer list joins as a learner and hosts replicas"
+    );
+    let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    brokers.insert(4, start(4, tmp.path().join("b4"), l4, &peers).await);
+    let a4 = brokers[&4].addr.clone();
+    eventually(30, "four live brokers", || {
+        let a4 = a4.clone();
+        async move {
+            cluster_view(&a4)
+                .await
+                .is_some_and(|v| v.brokers.iter().filter(|b| b.alive).count() == 4)
+        }
+    })
+    .await;
+    let c4 = Client::connect(std::slice::from_ref(&a4)).await.unwrap();
+    c4.admin().create_topic("wide", 4, 4, BTreeMap::new()).await.unwrap();
+    let wide = c4.admin().describe_topics(&["wide".to_string()]).await.unwrap().remove(0);
+    assert!(wide.partitions.iter().all(|p| p.replicas.contains(&4)));
+
     tracing::info!("--- kill the controller: the survivors elect another, the topic stays");
     let controller = cluster_view(&brokers[&1].addr).await.unwrap().controller_id.unwrap();
     brokers.remove(&controller).unwrap().kill().await;

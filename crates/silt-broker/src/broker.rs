@@ -177,7 +177,7 @@ impl Broker {
             .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
         let advertised = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
         let cluster = match &config.peers {
-            Some(peers) => Some(crate::cluster::Cluster::start(&config, peers).await?),
+            Some(peers) => Some(crate::cluster::Cluster::start(&config, peers, &advertised).await?),
             None => None,
         };
         // In cluster mode topics come from the image (opened by `cluster::run`), not the file.

@@ -32,12 +32,17 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub async fn start(config: &BrokerConfig, peers: &str) -> Result<Cluster, StartError> {
+    pub async fn start(
+        config: &BrokerConfig,
+        peers: &str,
+        advertised: &str,
+    ) -> Result<Cluster, StartError> {
         let peers: BTreeMap<u64, String> = parse_peers(peers)?.into_iter().collect();
-        let node =
-            MetadataNode::start(NodeConfig::new(config.node_id, config.data_dir.clone(), peers))
-                .await
-                .map_err(|e| StartError::Quorum(e.to_string()))?;
+        let mut node_config = NodeConfig::new(config.node_id, config.data_dir.clone(), peers);
+        node_config.advertise = advertised.to_string();
+        let node = MetadataNode::start(node_config)
+            .await
+            .map_err(|e| StartError::Quorum(e.to_string()))?;
         Ok(Cluster { node, epoch: AtomicU64::new(0), liveness: Mutex::new(None) })
     }
 
@@ -248,6 +253,9 @@ async fn controller_loop(shared: Arc<Shared>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
     let me = shared.config.node_id;
     let session = Duration::from_millis(shared.config.broker_session_timeout_ms);
+    // Three heartbeat intervals for live brokers to find a new controller (see docs: a full
+    // session timeout here made failovers that also lose the controller take ~6.5 s).
+    let grace = Duration::from_millis(3 * shared.config.broker_heartbeat_interval_ms);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if cluster.node.leader() != Some(me) {
@@ -263,9 +271,9 @@ async fn controller_loop(shared: Arc<Shared>) {
                 tracing::info!(
                     node = me,
                     term,
-                    "became controller; fencing waits one session timeout"
+                    "became controller; fencing waits for the grace period"
                 );
-                *guard = Some((term, Liveness::new(now, session)));
+                *guard = Some((term, Liveness::new(now, session, grace)));
             }
             let (_, liveness) = guard.as_mut().expect("invariant: just set");
             liveness.heartbeat(me, cluster.epoch.load(Ordering::SeqCst), now);

@@ -92,8 +92,8 @@ pub struct BrokerConfig {
     /// HTTP address for `/healthz`, `/readyz` (and `/metrics` later); empty disables it.
     pub http: String,
     pub data_dir: PathBuf,
-    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...` (this broker included): cluster
-    /// mode. Absent: a single broker with its topics in `topics.json`.
+    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`: cluster mode. A broker not in
+    /// the list joins as a learner. Absent: a single broker with its topics in `topics.json`.
     pub peers: Option<String>,
     pub rack: Option<String>,
     pub max_request_bytes: usize,
@@ -180,15 +180,6 @@ impl BrokerConfig {
         }
         if let Some(peers) = &self.peers {
             let ids: Vec<u64> = parse_peers(peers)?.into_iter().map(|(id, _)| id).collect();
-            if !ids.contains(&self.node_id) {
-                return Err(bad(
-                    "peers",
-                    format!(
-                        "node_id {} is not in the list; joining as a learner is not supported yet",
-                        self.node_id
-                    ),
-                ));
-            }
             if ids.iter().collect::<std::collections::BTreeSet<_>>().len() != ids.len() {
                 return Err(bad("peers", "a node id appears twice"));
             }
@@ -267,7 +258,7 @@ mod tests {
             "max_request_bytes"
         );
         assert_eq!(
-            key(BrokerConfig { peers: Some("2@a:1,3@b:2".into()), ..Default::default() }),
+            key(BrokerConfig { peers: Some("2@a:1,2@b:2".into()), ..Default::default() }),
             "peers"
         );
         assert_eq!(key(BrokerConfig { peers: Some("x".into()), ..Default::default() }), "peers");

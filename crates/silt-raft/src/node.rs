@@ -1,7 +1,8 @@
 //! `MetadataNode`: one broker's member of the metadata quorum. It opens the durable log and state
 //! machine, starts openraft with timeouts suited to a loaded 2-core machine, forms the cluster
 //! from the peer list alone (every voter calls `initialize` with the same membership; a node whose
-//! log is not empty was initialized before and skips it), proposes commands (forwarding to the
+//! log is not empty was initialized before and skips it; a node outside the list joins as a
+//! learner through any peer), proposes commands (forwarding to the
 //! leader when needed), and exposes the image and Raft state.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The initial voters, id -> HOST:PORT of their gRPC port (this node included).
     pub peers: BTreeMap<NodeId, String>,
+    /// This node's own HOST:PORT (used to join as a learner when it is not among `peers`).
+    pub advertise: String,
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
@@ -44,10 +47,12 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn new(node_id: NodeId, data_dir: PathBuf, peers: BTreeMap<NodeId, String>) -> NodeConfig {
+        let advertise = peers.get(&node_id).cloned().unwrap_or_default();
         NodeConfig {
             node_id,
             data_dir,
             peers,
+            advertise,
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_min_ms: DEFAULT_ELECTION_MIN_MS,
             election_max_ms: DEFAULT_ELECTION_MAX_MS,
@@ -121,7 +126,51 @@ impl MetadataNode {
                 Err(e) => return Err(NodeError::Raft(e.to_string())),
             }
         }
-        Ok(MetadataNode { id: config.node_id, raft, sm, network })
+        let node = MetadataNode { id: config.node_id, raft, sm, network };
+        if !config.peers.contains_key(&config.node_id) {
+            let (n, peers, addr) = (node.clone(), config.peers.clone(), config.advertise.clone());
+            tokio::spawn(async move { n.join_as_learner(&peers, &addr).await });
+        }
+        Ok(node)
+    }
+
+    /// Asks the quorum (through any peer; forwarded to the leader) to add this node as a
+    /// learner, retrying until it is in the membership.
+    async fn join_as_learner(&self, peers: &BTreeMap<NodeId, String>, addr: &str) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_some()
+            {
+                tracing::info!(node = self.id, "joined the metadata quorum as a learner");
+                return;
+            }
+            let mut targets: Vec<String> = peers.values().cloned().collect();
+            if let Some(leader) =
+                self.raft.metrics().borrow().current_leader.and_then(|l| peers.get(&l))
+            {
+                targets.insert(0, leader.clone());
+            }
+            for target in targets {
+                let Ok(mut client) = self.network.client(&target) else { continue };
+                let Ok(json) = serde_json::to_vec(&(self.id, addr)) else { return };
+                let call = client.add_learner(RaftPayload { json: json.into() });
+                if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(10), call).await
+                    && let Ok(Proposed::Committed(_)) =
+                        serde_json::from_slice::<Proposed>(&resp.into_inner().json)
+                {
+                    break;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// The gRPC service to add to this broker's server.

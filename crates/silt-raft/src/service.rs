@@ -72,6 +72,19 @@ impl RaftRpc for RaftService {
         encode(&r)
     }
 
+    async fn add_learner(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let (id, addr): (u64, String) = decode(req.get_ref())?;
+        let r = match self.raft.add_learner(id, openraft::BasicNode { addr }, true).await {
+            Ok(_) => Proposed::Committed(CommandResponse::Done),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Proposed::NotLeader,
+            Err(e) => Proposed::Failed(e.to_string()),
+        };
+        encode(&r)
+    }
+
     async fn propose(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let cmd: Command = decode(req.get_ref())?;
         let r = match self.raft.client_write(cmd).await {

@@ -127,13 +127,16 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
     .await;
 
     let mut failovers = Vec::new();
-    for round in 0..3 {
+    for round in 0..5 {
         // A fresh topic each round: a fenced broker leaves every ISR, and followers do not copy
         // yet (next milestone) so nothing rejoins an ISR; a new topic starts with a full ISR.
         let topic = format!("orders{round}");
         let probe_addr = nodes[&1].addr.clone();
-        let c = Client::connect(std::slice::from_ref(&probe_addr)).await.unwrap();
-        c.admin().create_topic(&topic, 3, 3, BTreeMap::new()).await.unwrap();
+        wait_for(20, "the round's topic created", async || {
+            let c = Client::connect(std::slice::from_ref(&probe_addr)).await.ok()?;
+            c.admin().create_topic(&topic, 3, 3, BTreeMap::new()).await.ok()
+        })
+        .await;
         let (leader, epoch) =
             wait_for(20, "a leader of p0", async || leader_of(&probe_addr, &topic, 0).await).await;
         let survivor = nodes.values().find(|n| n.id != leader).unwrap().addr.clone();
@@ -164,8 +167,12 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
 
     // Controlled shutdown: SIGTERM the leader of p1; leadership moves before it exits.
     let probe_addr = nodes[&1].addr.clone();
-    let c = Client::connect(std::slice::from_ref(&probe_addr)).await.unwrap();
-    c.admin().create_topic("orders", 3, 3, BTreeMap::new()).await.unwrap();
+    // Broker 1 may have just restarted: its view catches up within moments.
+    wait_for(20, "topic orders created", async || {
+        let c = Client::connect(std::slice::from_ref(&probe_addr)).await.ok()?;
+        c.admin().create_topic("orders", 3, 3, BTreeMap::new()).await.ok()
+    })
+    .await;
     let (leader, epoch) =
         wait_for(20, "a leader of p1", async || leader_of(&probe_addr, "orders", 1).await).await;
     let survivor = nodes.values().find(|n| n.id != leader).unwrap().addr.clone();

@@ -230,7 +230,10 @@ async fn send_once(
             message,
             definitely_not_stored: code.definitely_not_stored(),
         });
-        if code.is_retriable() { retry.push(b) } else { fail(b, counter) }
+        // The topic existed in the metadata `send` checked, so a broker that does not know it
+        // yet is lagging behind the metadata quorum: retry like Kafka does.
+        let lagging = matches!(code, ErrorCode::UnknownTopic | ErrorCode::UnknownPartition);
+        if code.is_retriable() || lagging { retry.push(b) } else { fail(b, counter) }
     }
     retry
 }
