@@ -1,13 +1,14 @@
 //! A three-broker cluster of `siltd` processes (cluster mode via `--peers`, loopback ports):
 //! kill -9 the leader of a partition and a new leader with a higher epoch takes over within the
 //! session timeout plus election time (measured and printed; a generous bound catches hangs),
-//! the killed broker rejoins after a restart, and SIGTERM moves leaderships away before exiting.
+//! the killed broker rejoins after a restart, and SIGTERM moves leaderships away before exiting
+//! with no failed produce on the moved partition.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use silt_client::Client;
+use silt_client::{Acks, Client, ProducerConfig, ProducerRecord};
 
 struct Node {
     id: u64,
@@ -176,9 +177,36 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
     let (leader, epoch) =
         wait_for(20, "a leader of p1", async || leader_of(&probe_addr, "orders", 1).await).await;
     let survivor = nodes.values().find(|n| n.id != leader).unwrap().addr.clone();
+    // A producer keeps writing to p1 across the shutdown: no send may fail.
+    let client = Client::connect(std::slice::from_ref(&survivor)).await.unwrap();
+    let producer =
+        client.producer(ProducerConfig { acks: Acks::Leader, linger_ms: 0, ..Default::default() });
+    let sender = tokio::spawn(async move {
+        let mut results = Vec::new();
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut i = 0u64;
+        while Instant::now() < until {
+            let f = producer
+                .send(ProducerRecord::new("orders", format!("m{i}")).with_partition(1))
+                .await;
+            results.push(match f {
+                Ok(f) => f.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            });
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        results
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = Instant::now();
     let code = nodes.get_mut(&leader).unwrap().sigterm_and_wait();
     assert_eq!(code, Some(0), "clean exit");
+    let results = sender.await.unwrap();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!("controlled shutdown under load: {} sends, {} failed", results.len(), failed.len());
+    assert!(results.len() > 50);
+    assert!(failed.is_empty(), "sends failed across a controlled shutdown: {failed:?}");
     let (moved_to, moved_epoch) = leader_of(&survivor, "orders", 1).await.expect("p1 described");
     eprintln!(
         "SIGTERM of broker {leader}: p1 led by {moved_to} (epoch {epoch} -> {moved_epoch}), exit after {:?}",
