@@ -67,12 +67,16 @@ impl v1::ErrorCode {
     }
 
     /// Whether a failed produce definitely stored nothing (so a retry cannot duplicate). `false`
-    /// for codes whose outcome is unknown (the records may be in the log).
+    /// for codes whose outcome is unknown (the records may be in the log), and for `None`
+    /// (success: the records are stored).
     pub fn definitely_not_stored(self) -> bool {
         use v1::ErrorCode::*;
         !matches!(
             self,
-            NotEnoughReplicasAfterAppend | RequestTimedOut | StorageError | UnknownServerError
+            None | NotEnoughReplicasAfterAppend
+                | RequestTimedOut
+                | StorageError
+                | UnknownServerError
         )
     }
 }
@@ -121,6 +125,17 @@ mod tests {
         assert!(!NotEnoughReplicasAfterAppend.definitely_not_stored());
         assert!(!RequestTimedOut.definitely_not_stored());
         assert!(!CorruptMessage.is_retriable() && CorruptMessage.definitely_not_stored());
+        assert!(!None.definitely_not_stored(), "success means stored");
+        assert!(!None.is_retriable());
+        for c in [NotLeader, NotEnoughReplicas, RequestTimedOut, BrokerNotAvailable] {
+            assert!(c.is_retriable(), "{c:?}");
+        }
+        for c in [UnknownLeaderEpoch, FencedLeaderEpoch] {
+            assert!(c.is_retriable(), "{c:?}");
+        }
+        for c in [UnknownTopic, MessageTooLarge, InvalidRequest, TopicAlreadyExists] {
+            assert!(!c.is_retriable(), "{c:?}");
+        }
     }
 
     #[test]
