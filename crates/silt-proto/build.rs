@@ -26,5 +26,9 @@ fn main() {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&root]).expect("proto files compile");
-    tonic_prost_build::configure().bytes(".").compile_fds(fds).expect("code generation succeeds");
+    tonic_prost_build::configure()
+        .bytes(".")
+        .codec_path("crate::codec::SiltCodec")
+        .compile_fds(fds)
+        .expect("code generation succeeds");
 }
