@@ -121,6 +121,11 @@ impl Shared {
         }
     }
 
+    /// Where to reach broker `id` for broker-to-broker traffic (cluster mode).
+    pub fn peer_address(&self, id: u64) -> Option<String> {
+        self.cluster.as_ref()?.peer_address(id)
+    }
+
     pub fn set_topic_config(&self, topic: &str, config: Option<TopicConfig>) {
         let mut m = self.topic_configs.write().unwrap_or_else(|p| p.into_inner());
         match config {
@@ -167,7 +172,7 @@ impl Broker {
     ) -> Result<Broker, StartError> {
         config.validate()?;
         let store = FileTopicStore::open(&config.data_dir)?;
-        let replicas = ReplicaManager::new(&config.data_dir);
+        let replicas = ReplicaManager::new(&config.data_dir, config.peers.is_some());
         let topics = store.list();
         let known: BTreeMap<String, u32> =
             topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
@@ -237,6 +242,13 @@ impl Broker {
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
         let raft = shared.cluster.as_ref().map(|c| c.node.service());
+        let replication = shared.cluster.as_ref().map(|_| {
+            silt_proto::internal::replication_server::ReplicationServer::new(
+                crate::replication::ReplicationService::new(shared.clone()),
+            )
+            .max_decoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES)
+        });
         let controller = shared.cluster.as_ref().map(|_| {
             silt_proto::internal::controller_server::ControllerServer::new(
                 crate::cluster::ControllerService::new(shared.clone()),
@@ -252,6 +264,7 @@ impl Broker {
             .add_service(metadata)
             .add_optional_service(raft)
             .add_optional_service(controller)
+            .add_optional_service(replication)
             .serve_with_incoming_shutdown(
                 // The builder's tcp_nodelay does not reach sockets from our own listener.
                 TcpListenerStream::new(self.listener).map(|s| {

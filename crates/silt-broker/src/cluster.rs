@@ -2,7 +2,9 @@
 //! itself, and keeps its hosted partitions and topic configs in line with the cluster image:
 //! opens the replicas placed on it, stamps the image's leader epochs, and deletes partitions of
 //! deleted topics. Produce and fetch go to partition leaders; others answer `NOT_LEADER` with a
-//! hint. Not yet (next milestones): heartbeats and fencing, ISR replication to followers.
+//! hint. It heartbeats the controller, fences silent brokers while it is the controller, gives
+//! each hosted replica its role (leader with its ISR, or follower) and runs the replica fetchers
+//! (`crate::replication`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,7 @@ use silt_raft::{ClusterImage, Command, CommandResponse, MetadataNode, NodeConfig
 use crate::broker::{Shared, StartError};
 use crate::config::{BrokerConfig, parse_peers};
 use crate::error::WireError;
+use crate::partition::{LeaderView, RoleSpec};
 
 /// This broker's membership in the metadata quorum.
 #[derive(Debug)]
@@ -29,6 +32,9 @@ pub(crate) struct Cluster {
     /// Controller state while this broker leads the quorum: liveness since it took over, and
     /// the term it took over in.
     pub liveness: Mutex<Option<(u64, Liveness)>>,
+    /// This broker's addresses for its peers (the `peers` setting): broker-to-broker traffic
+    /// (Raft, heartbeats, replication) uses them before the advertised client addresses.
+    pub peers: BTreeMap<u64, String>,
 }
 
 impl Cluster {
@@ -38,16 +44,25 @@ impl Cluster {
         advertised: &str,
     ) -> Result<Cluster, StartError> {
         let peers: BTreeMap<u64, String> = parse_peers(peers)?.into_iter().collect();
-        let mut node_config = NodeConfig::new(config.node_id, config.data_dir.clone(), peers);
+        let mut node_config =
+            NodeConfig::new(config.node_id, config.data_dir.clone(), peers.clone());
         node_config.advertise = advertised.to_string();
         let node = MetadataNode::start(node_config)
             .await
             .map_err(|e| StartError::Quorum(e.to_string()))?;
-        Ok(Cluster { node, epoch: AtomicU64::new(0), liveness: Mutex::new(None) })
+        Ok(Cluster { node, epoch: AtomicU64::new(0), liveness: Mutex::new(None), peers })
     }
 
     pub fn image(&self) -> Arc<ClusterImage> {
         self.node.image()
+    }
+
+    /// Where to reach broker `id`: this broker's `peers` entry, else its registered address.
+    pub fn peer_address(&self, id: u64) -> Option<String> {
+        self.peers
+            .get(&id)
+            .cloned()
+            .or_else(|| self.image().brokers.get(&id).map(|b| b.address.clone()))
     }
 }
 
@@ -134,18 +149,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     register(&shared, cluster).await;
     let heartbeats = tokio::spawn(heartbeat_loop(shared.clone()));
     let controller = tokio::spawn(controller_loop(shared.clone()));
-    let _abort = AbortOnDrop(vec![heartbeats, controller]);
+    let isr = tokio::spawn(crate::replication::isr_loop(shared.clone()));
+    let _abort = AbortOnDrop(vec![heartbeats, controller, isr]);
+    let mut fetchers = crate::replication::Fetchers::default();
     let mut images = cluster.node.subscribe();
     loop {
         let image = images.borrow_and_update().clone();
         reconcile(&shared, &image).await;
+        fetchers.update(&shared, &image);
         if images.changed().await.is_err() {
             return;
         }
     }
 }
 
-/// Makes the hosted partitions and topic configs match `image`.
+/// Makes the hosted partitions, their roles and topic configs match `image`.
 async fn reconcile(shared: &Shared, image: &ClusterImage) {
     let me = shared.config.node_id;
     for (name, t) in &image.topics {
@@ -172,17 +190,34 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
             .collect();
         // Open the replicas before publishing the topic here, so a request that sees the topic
         // finds its partitions.
-        if !hosted.is_empty()
-            && let Err(e) = shared.replicas.open_topic(name, &hosted, &config).await
-        {
-            tracing::error!(topic = %name, error = %e, "cannot open hosted partitions");
+        if !hosted.is_empty() {
+            match shared.replicas.open_topic(name, &hosted, &config).await {
+                Ok(damaged) => {
+                    for p in damaged {
+                        report_damaged(shared, name, p).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "cannot open hosted partitions")
+                }
+            }
         }
         for p in hosted {
             let part = &t.partitions[p as usize];
-            if part.leader == Some(me)
-                && let Some(h) = shared.replicas.partition(name, p)
-            {
-                h.set_leader_epoch(LeaderEpoch(part.leader_epoch));
+            let Some(h) = shared.replicas.partition(name, p) else { continue };
+            let role = if part.leader == Some(me) {
+                RoleSpec::Leader(LeaderView {
+                    me,
+                    leader_epoch: LeaderEpoch(part.leader_epoch),
+                    partition_epoch: part.partition_epoch,
+                    replicas: part.replicas.clone(),
+                    isr: part.isr.clone(),
+                })
+            } else {
+                RoleSpec::Follower { leader_epoch: LeaderEpoch(part.leader_epoch) }
+            };
+            if let Err(e) = h.set_role(role).await {
+                tracing::warn!(topic = %name, partition = p, error = %e, "cannot set the replica's role");
             }
         }
         shared.set_topic_config(name, Some(config));
@@ -196,6 +231,30 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
     for name in shared.topic_names() {
         if !image.topics.contains_key(&name) {
             shared.set_topic_config(&name, None);
+        }
+    }
+}
+
+/// A replica whose recovery cut data leaves the ISR (unless it is the only copy) and gives up
+/// leadership until it has caught up and rejoined (Kafka's KIP-966 concern: a replica that lost
+/// its tail must not be elected over ones that have it).
+async fn report_damaged(shared: &Shared, topic: &str, partition: u32) {
+    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cmd = Command::ReportDamagedReplica {
+        broker: shared.config.node_id,
+        epoch: cluster.epoch.load(Ordering::SeqCst),
+        topic: topic.to_string(),
+        partition,
+    };
+    tracing::warn!(
+        topic,
+        partition,
+        "recovery cut data from this replica; leaving the ISR until it catches up"
+    );
+    match cluster.node.propose(cmd).await {
+        Ok(r) => tracing::info!(topic, partition, ?r, "reported the damaged replica"),
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "could not report the damaged replica")
         }
     }
 }
@@ -226,9 +285,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             register(&shared, cluster).await;
             continue;
         }
-        let Some(addr) =
-            cluster.node.leader().and_then(|l| image.brokers.get(&l)).map(|b| b.address.clone())
-        else {
+        let Some(addr) = cluster.node.leader().and_then(|l| cluster.peer_address(l)) else {
             continue;
         };
         let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {

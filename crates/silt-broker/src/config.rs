@@ -26,6 +26,8 @@ pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
 /// Default session timeout after which a silent broker is fenced.
 pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
+/// A follower that has not caught up with its leader for this long leaves the ISR.
+pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
 /// Default longest a fetch may long-poll.
 pub const DEFAULT_MAX_FETCH_WAIT_MS: u64 = 30_000;
 
@@ -106,6 +108,9 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// Cluster mode: a broker silent this long is fenced and loses its leaderships.
     pub broker_session_timeout_ms: u64,
+    /// Cluster mode: a follower that has not caught up with its leader for this long leaves
+    /// the ISR (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -127,6 +132,7 @@ impl Default for BrokerConfig {
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
             broker_heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+            replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -202,6 +208,7 @@ impl BrokerConfig {
             ("flush_interval_ms", self.flush_interval_ms),
             ("broker_heartbeat_interval_ms", self.broker_heartbeat_interval_ms),
             ("broker_session_timeout_ms", self.broker_session_timeout_ms),
+            ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be positive"));

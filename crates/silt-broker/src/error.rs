@@ -45,6 +45,22 @@ impl From<PartitionError> for WireError {
                 ErrorCode::UnknownTopic,
                 "the partition was deleted or the broker is stopping",
             ),
+            e @ (PartitionError::NotLeader | PartitionError::NotFollower(_)) => {
+                WireError::new(ErrorCode::NotLeader, e.to_string())
+            }
+            e @ PartitionError::FencedEpoch { .. } => {
+                WireError::new(ErrorCode::FencedLeaderEpoch, e.to_string())
+            }
+            e @ PartitionError::UnknownEpoch { .. } => {
+                WireError::new(ErrorCode::UnknownLeaderEpoch, e.to_string())
+            }
+            e @ PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+                WireError::new(ErrorCode::NotEnoughReplicasAfterAppend, e.to_string())
+            }
+            // Unknown outcome: the records may or may not survive under the new leader.
+            e @ PartitionError::LeadershipLost => {
+                WireError::new(ErrorCode::RequestTimedOut, e.to_string())
+            }
         }
     }
 }

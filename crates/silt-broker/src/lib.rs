@@ -9,6 +9,7 @@ mod error;
 mod health;
 pub mod partition;
 pub mod replica_manager;
+mod replication;
 mod service;
 pub mod topic_config;
 pub mod topic_store;

@@ -8,13 +8,18 @@ use std::sync::RwLock;
 
 use silt_storage::StorageError;
 
-use crate::partition::PartitionHandle;
+use silt_core::LeaderEpoch;
+
+use crate::partition::{LeaderView, PartitionHandle, RoleSpec};
 use crate::topic_config::TopicConfig;
 
 /// The hosted partitions.
 #[derive(Debug)]
 pub struct ReplicaManager {
     data_dir: PathBuf,
+    /// Cluster mode: partitions start as followers with the HW from their checkpoint, and wait
+    /// for the image to give them a role.
+    clustered: bool,
     topics: RwLock<HashMap<String, BTreeMap<u32, PartitionHandle>>>,
 }
 
@@ -24,8 +29,12 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
 }
 
 impl ReplicaManager {
-    pub fn new(data_dir: &Path) -> ReplicaManager {
-        ReplicaManager { data_dir: data_dir.to_owned(), topics: RwLock::new(HashMap::new()) }
+    pub fn new(data_dir: &Path, clustered: bool) -> ReplicaManager {
+        ReplicaManager {
+            data_dir: data_dir.to_owned(),
+            clustered,
+            topics: RwLock::new(HashMap::new()),
+        }
     }
 
     fn read(
@@ -40,22 +49,35 @@ impl ReplicaManager {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens (recovering) the given partitions of `topic` that are not open yet. On failure
-    /// the partitions opened by this call are closed again.
+    /// Opens (recovering) the given partitions of `topic` that are not open yet; returns those
+    /// whose recovery cut damaged or torn data. On failure the partitions opened by this call are
+    /// closed again.
     pub async fn open_topic(
         &self,
         topic: &str,
         partitions: &[u32],
         config: &TopicConfig,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<u32>, StorageError> {
+        let role = if self.clustered {
+            RoleSpec::Follower { leader_epoch: LeaderEpoch(0) }
+        } else {
+            RoleSpec::Leader(LeaderView::single())
+        };
+        let mut damaged = Vec::new();
         let mut opened = BTreeMap::new();
         for &p in partitions {
             if self.partition(topic, p).is_some() {
                 continue;
             }
             let dir = partition_dir(&self.data_dir, topic, p);
-            match PartitionHandle::open(format!("{topic}-{p}"), dir, config.clone()).await {
-                Ok(h) => {
+            let name = format!("{topic}-{p}");
+            match PartitionHandle::open(name, dir, config.clone(), role.clone(), self.clustered)
+                .await
+            {
+                Ok((h, was_damaged)) => {
+                    if was_damaged {
+                        damaged.push(p);
+                    }
                     opened.insert(p, h);
                 }
                 Err(e) => {
@@ -67,7 +89,7 @@ impl ReplicaManager {
             }
         }
         self.write().entry(topic.to_string()).or_default().extend(opened);
-        Ok(())
+        Ok(damaged)
     }
 
     /// Names of the topics with at least one hosted partition.

@@ -101,6 +101,15 @@ pub enum Command {
         broker: u64,
         count: u32,
     },
+    /// A replica found its log damaged or its tail lost on restart: it leaves the ISR (unless
+    /// it is the last member: then there is no better copy) and gives up leadership, so it is not
+    /// elected before it has caught up from the others and rejoined.
+    ReportDamagedReplica {
+        broker: u64,
+        epoch: u64,
+        topic: String,
+        partition: u32,
+    },
 }
 
 /// What applying a command produced.
@@ -248,6 +257,39 @@ impl ClusterImage {
                     );
                 }
                 p.isr = isr.clone();
+                p.partition_epoch += 1;
+                CommandResponse::PartitionEpoch(p.partition_epoch)
+            }
+            Command::ReportDamagedReplica { broker, epoch, topic, partition } => {
+                if self.brokers.get(broker).is_none_or(|b| b.epoch != *epoch) {
+                    return CommandResponse::Rejected(format!(
+                        "broker {broker} epoch {epoch} is not current"
+                    ));
+                }
+                let fenced: BTreeSet<u64> =
+                    self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect();
+                let Some(p) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                else {
+                    return CommandResponse::Rejected(format!(
+                        "unknown partition {topic}/{partition}"
+                    ));
+                };
+                if !p.isr.contains(broker) || p.isr.len() == 1 {
+                    return CommandResponse::Done;
+                }
+                p.isr.retain(|r| r != broker);
+                if p.leader == Some(*broker) {
+                    p.leader = elect_leader(
+                        &p.replicas,
+                        &p.isr,
+                        |b| b == *broker || fenced.contains(&b),
+                        false,
+                    );
+                    p.leader_epoch += 1;
+                }
                 p.partition_epoch += 1;
                 CommandResponse::PartitionEpoch(p.partition_epoch)
             }
@@ -521,5 +563,28 @@ mod tests {
         );
         assert_eq!(img.apply(&Command::DeleteTopic { name: "a".into() }), CommandResponse::Done);
         assert!(img.topics.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_replica_leaves_the_isr_and_leadership_unless_it_is_the_last_copy() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3], vec![1]]);
+        let epoch = img.brokers[&1].epoch;
+        let report =
+            |p| Command::ReportDamagedReplica { broker: 1, epoch, topic: "t".into(), partition: p };
+        assert_eq!(img.apply(&report(0)), CommandResponse::PartitionEpoch(1));
+        let p = &img.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (Some(2), 1, vec![2, 3]));
+        // The only copy stays (there is nothing better to elect).
+        assert_eq!(img.apply(&report(1)), CommandResponse::Done);
+        assert_eq!(img.topics["t"].partitions[1].isr, vec![1]);
+        // A stale broker epoch changes nothing.
+        let stale = Command::ReportDamagedReplica {
+            broker: 2,
+            epoch: 999,
+            topic: "t".into(),
+            partition: 0,
+        };
+        assert!(matches!(img.apply(&stale), CommandResponse::Rejected(_)));
     }
 }

@@ -31,9 +31,22 @@ type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, Raf
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// This node's own addresses for its peers (its `peers` setting): they win over the
+    /// addresses in the Raft membership, which are whatever the initializing node configured.
+    /// So each broker can reach the others by its own route (a private network, a test proxy).
+    local_addresses: Arc<std::collections::BTreeMap<NodeId, String>>,
 }
 
 impl Network {
+    pub(crate) fn new(local_addresses: std::collections::BTreeMap<NodeId, String>) -> Network {
+        Network { channels: Arc::default(), local_addresses: Arc::new(local_addresses) }
+    }
+
+    /// The address to use for `target`: this node's own setting, else `fallback`.
+    pub(crate) fn address_of(&self, target: NodeId, fallback: &str) -> String {
+        self.local_addresses.get(&target).cloned().unwrap_or_else(|| fallback.to_string())
+    }
+
     /// The client for `addr` (HOST:PORT), created on first use.
     pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,7 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        Connection { network: self.clone(), target, addr: node.addr.clone() }
+        Connection { network: self.clone(), target, addr: self.address_of(target, &node.addr) }
     }
 }
 

@@ -107,7 +107,7 @@ impl MetadataNode {
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let network = Network::default();
+        let network = Network::new(config.peers.clone());
         let raft =
             Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log, sm.clone())
                 .await
@@ -235,9 +235,11 @@ impl MetadataNode {
             let attempt = match self.raft.client_write(cmd.clone()).await {
                 Ok(r) => return Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    match f.leader_node {
-                        Some(n) => self.forward(&n.addr, &cmd).await,
-                        None => Err(NodeError::NoLeader),
+                    match (f.leader_id, f.leader_node) {
+                        (Some(id), Some(n)) => {
+                            self.forward(&self.network.address_of(id, &n.addr), &cmd).await
+                        }
+                        _ => Err(NodeError::NoLeader),
                     }
                 }
                 Err(e) => return Err(NodeError::Raft(e.to_string())),

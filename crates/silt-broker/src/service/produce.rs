@@ -84,16 +84,6 @@ async fn produce_partition(
         None => return Err(WireError::new(ErrorCode::InvalidRequest, "partition data is empty")),
     };
     let isr = shared.isr_size(topic, p.partition) as u32;
-    if acks == v1::Acks::All && isr > 1 {
-        // Followers are placed but do not copy yet (ISR replication is the next milestone), so
-        // "every in-sync replica has it" cannot be true: refuse rather than acknowledge falsely.
-        return Err(WireError::new(
-            ErrorCode::NotEnoughReplicas,
-            format!(
-                "acks=all needs replication to the {isr} in-sync replicas, which is not implemented yet; nothing was appended"
-            ),
-        ));
-    }
     if acks == v1::Acks::All && isr < config.min_insync_replicas {
         return Err(WireError::new(
             ErrorCode::NotEnoughReplicas,

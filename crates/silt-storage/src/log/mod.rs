@@ -49,6 +49,8 @@ pub struct Log {
     log_start: Offset,
     epochs: LeaderEpochCache,
     synced: Offset,
+    /// Recovery on open cut bytes or dropped segments (a lost tail or corruption).
+    damaged_on_open: bool,
 }
 
 impl Log {
@@ -97,6 +99,13 @@ impl Log {
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<Offset> {
         self.segments.iter().map(Segment::base).collect()
+    }
+
+    /// Whether recovery on open cut invalid bytes or dropped segments: a torn or lost tail, or
+    /// corruption. Such a replica may miss records others count on, so it must catch up from the
+    /// leader before it may lead (see the broker's replication docs).
+    pub fn damaged_on_open(&self) -> bool {
+        self.damaged_on_open
     }
 
     /// The leader-epoch checkpoint.

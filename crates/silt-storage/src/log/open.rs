@@ -71,6 +71,7 @@ impl Log {
             }
         };
         let mut segments: Vec<Segment> = Vec::new();
+        let mut damaged = false;
         let bases = list_segments(dir)?;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(prev) = segments.last()
@@ -78,6 +79,7 @@ impl Log {
             {
                 tracing::warn!(dir = %dir.display(), base = base.0, expected = prev.next_offset().0, "segment does not follow its predecessor, dropping it and later ones");
                 delete_files(dir, &bases[i..])?;
+                damaged = true;
                 break;
             }
             let trusted = base < recovery_point;
@@ -100,6 +102,7 @@ impl Log {
                 tracing::warn!(segment = %seg.path().display(), position = pos, reason = %reason, "log cut at an invalid batch");
             }
             segments.push(seg);
+            damaged |= cut;
             if cut {
                 delete_files(dir, &bases[i + 1..])?;
                 break;
@@ -126,6 +129,7 @@ impl Log {
             log_start,
             epochs: loaded_epochs,
             synced: end,
+            damaged_on_open: damaged,
         };
         if !epochs_ok {
             log.rebuild_epochs()?;

@@ -1,0 +1,253 @@
+//! What a partition leader knows of its followers: each one's log end offset (LEO) as its last
+//! fetch reported it and when it was last caught up. From that come the high watermark (the
+//! smallest position over the ISR) and the ISR changes to propose (shrink a follower that has
+//! not caught up within `replica.lag.time.max.ms`, expand one that reached the HW). Pure logic:
+//! the worker feeds it fetches and the clock.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use silt_core::{LeaderEpoch, Offset};
+
+/// The cluster image's view of a partition this broker leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderView {
+    pub me: u64,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: u32,
+    pub replicas: Vec<u64>,
+    pub isr: Vec<u64>,
+}
+
+impl LeaderView {
+    /// A single broker: the only replica and the whole ISR.
+    pub fn single() -> LeaderView {
+        LeaderView {
+            me: 0,
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: 0,
+            replicas: vec![0],
+            isr: vec![0],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Follower {
+    /// The position the follower last reported (None: not since this broker became leader).
+    leo: Option<Offset>,
+    last_caught_up: Instant,
+    /// The leader's LEO and the time of the follower's previous fetch (Kafka's rule: a follower
+    /// that fetches at or past the leader's LEO of its previous fetch was caught up back then).
+    prev_fetch_leader_leo: Offset,
+    prev_fetch_time: Instant,
+}
+
+/// A proposed ISR, with the epochs the controller checks against the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: u32,
+    pub isr: Vec<u64>,
+}
+
+/// The leader's replication state for one partition.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    pub view: LeaderView,
+    followers: BTreeMap<u64, Follower>,
+    /// The log end when this broker became leader in `view.leader_epoch`: a follower joins the
+    /// ISR only once it holds everything up to here (it has truncated to this epoch).
+    epoch_start: Offset,
+}
+
+impl LeaderState {
+    /// Becoming leader: followers' positions are unknown until they fetch; the lag clock starts
+    /// now, so nobody is shrunk for time spent before this broker led.
+    pub fn new(view: LeaderView, log_end: Offset, now: Instant) -> LeaderState {
+        let followers = view
+            .replicas
+            .iter()
+            .filter(|r| **r != view.me)
+            .map(|r| {
+                (
+                    *r,
+                    Follower {
+                        leo: None,
+                        last_caught_up: now,
+                        prev_fetch_leader_leo: Offset::ZERO,
+                        prev_fetch_time: now,
+                    },
+                )
+            })
+            .collect();
+        LeaderState { view, followers, epoch_start: log_end }
+    }
+
+    /// A newer image for the same leadership (ISR or partition epoch changed). A replica that
+    /// just entered the ISR counts as caught up now.
+    pub fn update_view(&mut self, view: LeaderView, now: Instant) {
+        for r in &view.isr {
+            if !self.view.isr.contains(r)
+                && let Some(f) = self.followers.get_mut(r)
+            {
+                f.last_caught_up = now;
+            }
+        }
+        self.view = view;
+    }
+
+    /// Whether `replica` is one of this partition's followers.
+    pub fn is_follower(&self, replica: u64) -> bool {
+        self.followers.contains_key(&replica)
+    }
+
+    /// Records a follower's fetch at `fetch_offset` while the leader's LEO is `leader_leo`.
+    pub fn on_fetch(
+        &mut self,
+        replica: u64,
+        fetch_offset: Offset,
+        leader_leo: Offset,
+        now: Instant,
+    ) {
+        let Some(f) = self.followers.get_mut(&replica) else { return };
+        if fetch_offset >= leader_leo {
+            f.last_caught_up = now;
+        } else if fetch_offset >= f.prev_fetch_leader_leo {
+            f.last_caught_up = f.last_caught_up.max(f.prev_fetch_time);
+        }
+        f.prev_fetch_leader_leo = leader_leo;
+        f.prev_fetch_time = now;
+        f.leo = Some(fetch_offset);
+    }
+
+    /// The smallest position over the ISR, given the leader's own countable end (its synced end
+    /// for `fsync` topics, its LEO otherwise). A member that has not fetched yet holds it at 0.
+    pub fn isr_min(&self, own: Offset) -> Offset {
+        self.view
+            .isr
+            .iter()
+            .filter(|r| **r != self.view.me)
+            .map(|r| self.followers.get(r).and_then(|f| f.leo).unwrap_or(Offset::ZERO))
+            .fold(own, Offset::min)
+    }
+
+    /// The ISR to propose, if it should change: members that have not caught up within `lag_max`
+    /// leave; replicas whose position reached both `hw` and this epoch's start join.
+    pub fn isr_change(&self, hw: Offset, now: Instant, lag_max: Duration) -> Option<IsrChange> {
+        let mut isr: Vec<u64> = self
+            .view
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.view.me
+                    || self
+                        .followers
+                        .get(r)
+                        .is_none_or(|f| now.duration_since(f.last_caught_up) <= lag_max)
+            })
+            .collect();
+        for (r, f) in &self.followers {
+            if !isr.contains(r)
+                && self.view.replicas.contains(r)
+                && f.leo.is_some_and(|leo| leo >= hw && leo >= self.epoch_start)
+                && now.duration_since(f.last_caught_up) <= lag_max
+            {
+                isr.push(*r);
+            }
+        }
+        if !isr.contains(&self.view.me) {
+            isr.push(self.view.me);
+        }
+        isr.sort_by_key(|r| self.view.replicas.iter().position(|x| x == r));
+        let mut current = self.view.isr.clone();
+        current.sort_by_key(|r| self.view.replicas.iter().position(|x| x == r));
+        (isr != current).then_some(IsrChange {
+            leader_epoch: self.view.leader_epoch,
+            partition_epoch: self.view.partition_epoch,
+            isr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(isr: &[u64]) -> LeaderView {
+        LeaderView {
+            me: 1,
+            leader_epoch: LeaderEpoch(3),
+            partition_epoch: 7,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn hw_is_the_smallest_isr_position_and_unknown_followers_hold_it() {
+        let t0 = Instant::now();
+        let mut s = LeaderState::new(view(&[1, 2, 3]), Offset(10), t0);
+        assert_eq!(s.isr_min(Offset(10)), Offset(0));
+        s.on_fetch(2, Offset(8), Offset(10), t0);
+        assert_eq!(s.isr_min(Offset(10)), Offset(0));
+        s.on_fetch(3, Offset(9), Offset(10), t0);
+        assert_eq!(s.isr_min(Offset(10)), Offset(8));
+        // The leader's own (synced) end bounds it too.
+        assert_eq!(s.isr_min(Offset(5)), Offset(5));
+        // A replica outside the ISR does not count.
+        s.update_view(view(&[1, 3]), t0);
+        assert_eq!(s.isr_min(Offset(10)), Offset(9));
+    }
+
+    #[test]
+    fn a_lagging_follower_is_shrunk_after_the_lag_time_and_rejoins_at_the_hw() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let mut s = LeaderState::new(view(&[1, 2, 3]), Offset(0), t0);
+        s.on_fetch(2, Offset(0), Offset(0), t0);
+        s.on_fetch(3, Offset(0), Offset(0), t0);
+        // Leader moves ahead; 2 keeps up, 3 stops fetching.
+        let t1 = t0 + Duration::from_secs(6);
+        s.on_fetch(2, Offset(50), Offset(50), t1);
+        assert_eq!(s.isr_change(Offset(0), t1, lag), None);
+        let t2 = t0 + Duration::from_secs(11);
+        s.on_fetch(2, Offset(90), Offset(100), t2);
+        let c = s.isr_change(Offset(0), t2, lag).expect("3 is shrunk");
+        assert_eq!(
+            c,
+            IsrChange { leader_epoch: LeaderEpoch(3), partition_epoch: 7, isr: vec![1, 2] }
+        );
+        s.update_view(view(&[1, 2]), t2);
+        // 3 comes back and reaches the HW: it rejoins.
+        s.on_fetch(3, Offset(60), Offset(100), t2);
+        assert_eq!(s.isr_change(Offset(90), t2, lag), None, "below the HW it stays out");
+        s.on_fetch(3, Offset(100), Offset(100), t2);
+        assert_eq!(s.isr_change(Offset(90), t2, lag).map(|c| c.isr), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_follower_fetching_the_previous_leo_counts_as_caught_up_then() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let mut s = LeaderState::new(view(&[1, 2]), Offset(0), t0);
+        // Under steady load the follower is always one fetch behind, never at the LEO.
+        for i in 1..30u64 {
+            let t = t0 + Duration::from_secs(i);
+            s.on_fetch(2, Offset(i * 10 - 10), Offset(i * 10), t);
+        }
+        assert_eq!(s.isr_change(Offset(0), t0 + Duration::from_secs(30), lag), None);
+    }
+
+    #[test]
+    fn a_follower_joins_only_past_this_epochs_start() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let mut s = LeaderState::new(view(&[1]), Offset(40), t0);
+        s.on_fetch(2, Offset(30), Offset(40), t0);
+        assert_eq!(s.isr_change(Offset(20), t0, lag), None);
+        s.on_fetch(2, Offset(40), Offset(40), t0);
+        assert_eq!(s.isr_change(Offset(20), t0, lag).map(|c| c.isr), Some(vec![1, 2]));
+    }
+}

@@ -1,0 +1,352 @@
+//! The partition worker: one thread per partition owns its `Log` and serves commands from a
+//! channel, in order. As leader it appends produce batches (group-committed: one sync covers every
+//! append of a round), serves its followers' `ReplicaFetch` reads, tracks their positions and
+//! advances the high watermark to the smallest position over the ISR; `acks=all` waiters are
+//! answered when the HW passes their last offset. As follower it truncates by leader epoch and
+//! appends what its fetcher copied (synced first for `fsync` topics). The offsets are published on
+//! a `watch` channel so long polls wake when they move. A single broker is a leader whose ISR is
+//! itself.
+
+mod leader;
+mod worker;
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use silt_core::{LeaderEpoch, Offset};
+use silt_storage::{ReadResult, StorageError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use leader::{IsrChange, LeaderView};
+
+use crate::topic_config::TopicConfig;
+
+/// Commands queued per partition before senders wait.
+const QUEUE_DEPTH: usize = 1024;
+
+/// Offsets a partition publishes after every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionState {
+    pub log_start: Offset,
+    pub high_watermark: Offset,
+    pub log_end: Offset,
+}
+
+/// When an append is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// After the leader's append (acks=0/1).
+    Append,
+    /// After the high watermark passed the records (acks=all).
+    Commit,
+}
+
+/// What an append reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub log_start: Offset,
+    /// The records are committed on every in-sync replica's disk (`fsync` topics).
+    pub synced: bool,
+}
+
+/// The role the cluster image gives this replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleSpec {
+    Leader(LeaderView),
+    /// Follows the leader of `leader_epoch` (or waits, when the partition has no leader).
+    Follower {
+        leader_epoch: LeaderEpoch,
+    },
+}
+
+/// Records a leader serves to one follower, with the offsets it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRead {
+    pub data: Bytes,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+    pub log_end: Offset,
+}
+
+/// The leader's answer to `OffsetForLeaderEpoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    /// The largest epoch <= the asked one, and where it ended (None: no such epoch here).
+    pub found: Option<(LeaderEpoch, Offset)>,
+    pub log_start: Offset,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, PartitionError>>;
+
+enum Command {
+    SetRole(RoleSpec),
+    Append {
+        batches: Vec<Vec<u8>>,
+        wait: WaitFor,
+        reply: Reply<Appended>,
+    },
+    Read {
+        from: Offset,
+        max_bytes: usize,
+        reply: Reply<ReadResult>,
+    },
+    OffsetForTime {
+        timestamp_ms: i64,
+        reply: Reply<Option<(Offset, i64)>>,
+    },
+    SetConfig {
+        config: TopicConfig,
+        reply: Reply<()>,
+    },
+    /// Leader: a follower's fetch (records its position, reads from it).
+    ReplicaFetch {
+        replica: u64,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        max_bytes: usize,
+        reply: Reply<ReplicaRead>,
+    },
+    /// Leader: `OffsetForLeaderEpoch`.
+    EpochEnd {
+        current_leader_epoch: LeaderEpoch,
+        epoch: LeaderEpoch,
+        reply: Reply<EpochEnd>,
+    },
+    /// Follower: the latest epoch in the log (None: empty log) and the log end.
+    LatestEpoch {
+        reply: Reply<(Option<LeaderEpoch>, Offset)>,
+    },
+    /// Follower: drop the suffix that diverges from the leader's log; answers the new log end.
+    TruncateByEpoch {
+        leader_epoch: LeaderEpoch,
+        leader: EpochEnd,
+        reply: Reply<Offset>,
+    },
+    /// Follower: append copied batches; answers the new (synced, for fsync topics) log end.
+    AppendReplicated {
+        leader_epoch: LeaderEpoch,
+        data: Bytes,
+        leader_hw: Offset,
+        reply: Reply<Offset>,
+    },
+    /// Leader: the ISR change to propose now, if any.
+    IsrCheck {
+        lag_max: std::time::Duration,
+        reply: Reply<Option<IsrChange>>,
+    },
+    /// Retention, the background flush of `replicated` topics, the HW checkpoint.
+    Tick {
+        retention: bool,
+    },
+    Close {
+        delete: bool,
+        reply: Reply<()>,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::SetRole(_) => "SetRole",
+            Command::Append { .. } => "Append",
+            Command::Read { .. } => "Read",
+            Command::OffsetForTime { .. } => "OffsetForTime",
+            Command::SetConfig { .. } => "SetConfig",
+            Command::ReplicaFetch { .. } => "ReplicaFetch",
+            Command::EpochEnd { .. } => "EpochEnd",
+            Command::LatestEpoch { .. } => "LatestEpoch",
+            Command::TruncateByEpoch { .. } => "TruncateByEpoch",
+            Command::AppendReplicated { .. } => "AppendReplicated",
+            Command::IsrCheck { .. } => "IsrCheck",
+            Command::Tick { .. } => "Tick",
+            Command::Close { .. } => "Close",
+        })
+    }
+}
+
+/// Why a command could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The worker has stopped (topic deleted, broker shutting down).
+    #[error("partition is closed")]
+    Closed,
+    /// This replica does not lead the partition (nothing was appended).
+    #[error("this replica is not the partition leader")]
+    NotLeader,
+    /// This replica is not a follower of the asking leader epoch.
+    #[error("this replica does not follow leader epoch {0}")]
+    NotFollower(u32),
+    /// The asker's leader epoch is older than this replica's.
+    #[error("leader epoch {asked} is fenced; the current one is {current}")]
+    FencedEpoch { asked: u32, current: u32 },
+    /// The asker's leader epoch is newer than this replica knows.
+    #[error("leader epoch {asked} is not known here yet (current {current})")]
+    UnknownEpoch { asked: u32, current: u32 },
+    /// The ISR fell below `min.insync.replicas` after the records were appended.
+    #[error(
+        "the ISR shrank to {isr} below min.insync.replicas = {min} after the append; outcome unknown"
+    )]
+    NotEnoughReplicasAfterAppend { isr: usize, min: u32 },
+    /// Leadership moved before the records were committed.
+    #[error("leadership moved before the records were committed; outcome unknown")]
+    LeadershipLost,
+}
+
+/// A cheap, cloneable handle to a partition worker.
+#[derive(Debug, Clone)]
+pub struct PartitionHandle {
+    tx: mpsc::Sender<Command>,
+    state: watch::Receiver<PartitionState>,
+}
+
+impl PartitionHandle {
+    /// Opens (recovering if needed) the log in `dir` on a new worker thread, in `role`.
+    /// `replicated`: the partition belongs to a cluster, so its high watermark starts from the
+    /// checkpoint instead of the log end.
+    pub async fn open(
+        name: String,
+        dir: PathBuf,
+        config: TopicConfig,
+        role: RoleSpec,
+        replicated: bool,
+    ) -> Result<(PartitionHandle, bool), StorageError> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (opened_tx, opened_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("part-{name}"))
+            .spawn(move || worker::run(dir, config, role, replicated, rx, opened_tx))
+            .map_err(|e| StorageError::io("worker thread", e))?;
+        let (state, damaged) = opened_rx.await.map_err(|_| {
+            StorageError::io("worker thread", std::io::Error::other("worker died"))
+        })??;
+        Ok((PartitionHandle { tx, state }, damaged))
+    }
+
+    /// The latest published offsets.
+    pub fn state(&self) -> PartitionState {
+        *self.state.borrow()
+    }
+
+    /// A receiver that sees every change of the offsets (for long polls).
+    pub fn watch(&self) -> watch::Receiver<PartitionState> {
+        self.state.clone()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, PartitionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| PartitionError::Closed)?;
+        rx.await.map_err(|_| PartitionError::Closed)?
+    }
+
+    /// Appends already-validated batches as leader; answers per `wait`.
+    pub async fn append(
+        &self,
+        batches: Vec<Vec<u8>>,
+        wait: WaitFor,
+    ) -> Result<Appended, PartitionError> {
+        self.call(|reply| Command::Append { batches, wait, reply }).await
+    }
+
+    /// Queues an append without waiting for any answer (acks=0). `false` if the partition is
+    /// closed or its queue is full.
+    pub fn append_no_wait(&self, batches: Vec<Vec<u8>>) -> bool {
+        let (reply, _) = oneshot::channel();
+        self.tx.try_send(Command::Append { batches, wait: WaitFor::Append, reply }).is_ok()
+    }
+
+    /// Reads committed batches (below the HW) from `from`.
+    pub async fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadResult, PartitionError> {
+        self.call(|reply| Command::Read { from, max_bytes, reply }).await
+    }
+
+    /// The first committed record at or after `timestamp_ms`.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, PartitionError> {
+        self.call(|reply| Command::OffsetForTime { timestamp_ms, reply }).await
+    }
+
+    /// Applies a changed topic configuration.
+    pub async fn set_config(&self, config: TopicConfig) -> Result<(), PartitionError> {
+        self.call(|reply| Command::SetConfig { config, reply }).await
+    }
+
+    /// Sets this replica's role (from the cluster image); waits until the worker has it.
+    pub async fn set_role(&self, role: RoleSpec) -> Result<(), PartitionError> {
+        self.tx.send(Command::SetRole(role)).await.map_err(|_| PartitionError::Closed)
+    }
+
+    /// Leader: serves a follower's fetch.
+    pub async fn replica_fetch(
+        &self,
+        replica: u64,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReplicaRead, PartitionError> {
+        self.call(|reply| Command::ReplicaFetch {
+            replica,
+            leader_epoch,
+            fetch_offset,
+            max_bytes,
+            reply,
+        })
+        .await
+    }
+
+    /// Leader: `OffsetForLeaderEpoch`.
+    pub async fn epoch_end(
+        &self,
+        current_leader_epoch: LeaderEpoch,
+        epoch: LeaderEpoch,
+    ) -> Result<EpochEnd, PartitionError> {
+        self.call(|reply| Command::EpochEnd { current_leader_epoch, epoch, reply }).await
+    }
+
+    /// Follower: the latest epoch in the log and the log end.
+    pub async fn latest_epoch(&self) -> Result<(Option<LeaderEpoch>, Offset), PartitionError> {
+        self.call(|reply| Command::LatestEpoch { reply }).await
+    }
+
+    /// Follower: truncates the suffix that diverges from the leader's answer.
+    pub async fn truncate_by_epoch(
+        &self,
+        leader_epoch: LeaderEpoch,
+        leader: EpochEnd,
+    ) -> Result<Offset, PartitionError> {
+        self.call(|reply| Command::TruncateByEpoch { leader_epoch, leader, reply }).await
+    }
+
+    /// Follower: appends copied batches and learns the leader's HW.
+    pub async fn append_replicated(
+        &self,
+        leader_epoch: LeaderEpoch,
+        data: Bytes,
+        leader_hw: Offset,
+    ) -> Result<Offset, PartitionError> {
+        self.call(|reply| Command::AppendReplicated { leader_epoch, data, leader_hw, reply }).await
+    }
+
+    /// Leader: the ISR change due now, if any.
+    pub async fn isr_check(
+        &self,
+        lag_max: std::time::Duration,
+    ) -> Result<Option<IsrChange>, PartitionError> {
+        self.call(|reply| Command::IsrCheck { lag_max, reply }).await
+    }
+
+    /// Asks for a retention pass (and a flush); does not wait.
+    pub fn tick(&self, retention: bool) {
+        let _ = self.tx.try_send(Command::Tick { retention });
+    }
+
+    /// Closes the log cleanly (`delete`: and removes its directory); the worker then exits.
+    pub async fn close(&self, delete: bool) -> Result<(), PartitionError> {
+        self.call(|reply| Command::Close { delete, reply }).await
+    }
+}

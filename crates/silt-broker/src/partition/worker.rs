@@ -1,0 +1,502 @@
+//! The worker thread behind a [`PartitionHandle`](super::PartitionHandle): the run loop with its
+//! group commit, the leader's HW and `acks=all` waiters, and the follower's truncation and
+//! replicated appends.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use silt_core::batch::BatchIter;
+use silt_core::{LeaderEpoch, Offset};
+use silt_storage::{Log, StorageError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::leader::LeaderState;
+use super::{
+    Appended, Command, EpochEnd, PartitionError, PartitionState, ReplicaRead, Reply, RoleSpec,
+    WaitFor,
+};
+use crate::topic_config::{Durability, TopicConfig};
+
+/// Most commands handled between two syncs (bounds the latency of the first waiter).
+const GROUP_COMMIT_MAX: usize = 256;
+/// The high-watermark checkpoint, written lazily (on ticks) in the partition directory.
+const HW_CHECKPOINT_FILE: &str = "high-watermark";
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+type Opened = Result<(watch::Receiver<PartitionState>, bool), StorageError>;
+
+/// The thread body: opens the log, reports, then serves commands until closed.
+pub(super) fn run(
+    dir: PathBuf,
+    config: TopicConfig,
+    role: RoleSpec,
+    replicated: bool,
+    rx: mpsc::Receiver<Command>,
+    opened: oneshot::Sender<Opened>,
+) {
+    match Log::open(&dir, config.log_config(), now_ms()) {
+        Ok(log) => {
+            let damaged = log.damaged_on_open();
+            let mut w = Worker::new(log, config, replicated);
+            w.set_role(role);
+            let (state_tx, state_rx) = watch::channel(w.state());
+            if opened.send(Ok((state_rx, damaged))).is_ok() {
+                w.run(rx, state_tx);
+            }
+        }
+        Err(e) => {
+            let _ = opened.send(Err(e));
+        }
+    }
+}
+
+enum Role {
+    Leader(LeaderState),
+    Follower { leader_epoch: LeaderEpoch },
+}
+
+/// An `acks=all` append waiting for the HW to pass `appended.last_offset`.
+struct Waiter {
+    appended: Appended,
+    reply: Reply<Appended>,
+}
+
+/// The state owned by the worker thread.
+struct Worker {
+    log: Option<Log>,
+    config: TopicConfig,
+    role: Role,
+    high_watermark: Offset,
+    hw_checkpointed: Offset,
+    /// In offset order (appends are).
+    waiters: VecDeque<Waiter>,
+}
+
+fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
+    let s = std::fs::read_to_string(dir.join(HW_CHECKPOINT_FILE)).ok()?;
+    s.trim().parse().ok().map(Offset)
+}
+
+fn write_hw_checkpoint(dir: &Path, hw: Offset) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{HW_CHECKPOINT_FILE}.tmp"));
+    std::fs::write(&tmp, hw.0.to_string())?;
+    std::fs::rename(tmp, dir.join(HW_CHECKPOINT_FILE))
+}
+
+impl Worker {
+    fn new(log: Log, config: TopicConfig, replicated: bool) -> Worker {
+        let end = log.log_end_offset();
+        // A single broker's recovered log is all its own, so all committed; a cluster replica
+        // only knows what the HW checkpoint says (the leader advances it from its followers).
+        let hw = if replicated {
+            read_hw_checkpoint(log.dir())
+                .unwrap_or(Offset::ZERO)
+                .min(end)
+                .max(log.log_start_offset())
+        } else {
+            end
+        };
+        Worker {
+            log: Some(log),
+            config,
+            role: Role::Follower { leader_epoch: LeaderEpoch(0) },
+            high_watermark: hw,
+            hw_checkpointed: hw,
+            waiters: VecDeque::new(),
+        }
+    }
+
+    fn log(&mut self) -> &mut Log {
+        self.log.as_mut().expect("invariant: the log lives until Close")
+    }
+
+    fn log_ref(&self) -> &Log {
+        self.log.as_ref().expect("invariant: the log lives until Close")
+    }
+
+    fn state(&self) -> PartitionState {
+        let log = self.log_ref();
+        PartitionState {
+            log_start: log.log_start_offset(),
+            high_watermark: self.high_watermark,
+            log_end: log.log_end_offset(),
+        }
+    }
+
+    fn current_epoch(&self) -> LeaderEpoch {
+        match &self.role {
+            Role::Leader(s) => s.view.leader_epoch,
+            Role::Follower { leader_epoch } => *leader_epoch,
+        }
+    }
+
+    fn set_role(&mut self, spec: RoleSpec) {
+        let now = Instant::now();
+        let current = self.current_epoch();
+        match (spec, &mut self.role) {
+            (RoleSpec::Leader(view), Role::Leader(s))
+                if view.leader_epoch == s.view.leader_epoch =>
+            {
+                s.update_view(view, now);
+            }
+            (RoleSpec::Leader(view), _) if view.leader_epoch >= current => {
+                let end = self.log_ref().log_end_offset();
+                tracing::info!(dir = %self.log_ref().dir().display(), epoch = view.leader_epoch.0, isr = ?view.isr, log_end = end.0, "became leader");
+                self.role = Role::Leader(LeaderState::new(view, end, now));
+            }
+            (RoleSpec::Follower { leader_epoch }, _) if leader_epoch >= current => {
+                if matches!(self.role, Role::Leader(_)) {
+                    tracing::info!(dir = %self.log_ref().dir().display(), epoch = leader_epoch.0, "became follower");
+                }
+                self.role = Role::Follower { leader_epoch };
+                for w in self.waiters.drain(..) {
+                    let _ = w.reply.send(Err(PartitionError::LeadershipLost));
+                }
+            }
+            (spec, _) => {
+                tracing::debug!(?spec, current = current.0, "stale role ignored");
+            }
+        }
+    }
+
+    fn run(&mut self, mut rx: mpsc::Receiver<Command>, state: watch::Sender<PartitionState>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut appended = false;
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(cmd) = next.take() {
+                handled += 1;
+                match cmd {
+                    Command::Append { batches, wait, reply } => match self.append(batches) {
+                        Ok(a) => {
+                            appended = true;
+                            if wait == WaitFor::Commit {
+                                self.waiters.push_back(Waiter { appended: a, reply });
+                            } else {
+                                let _ = reply.send(Ok(a));
+                            }
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
+                    Command::Close { delete, reply } => {
+                        self.commit(appended, &state);
+                        for w in self.waiters.drain(..) {
+                            let _ = w.reply.send(Err(PartitionError::LeadershipLost));
+                        }
+                        let _ = reply.send(self.close(delete));
+                        return;
+                    }
+                    other => self.handle(other),
+                }
+                if handled < GROUP_COMMIT_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.commit(appended, &state);
+        }
+        // All handles dropped without Close (broker torn down): close cleanly anyway.
+        let _ = self.close(false);
+    }
+
+    fn append(&mut self, batches: Vec<Vec<u8>>) -> Result<Appended, PartitionError> {
+        let Role::Leader(s) = &self.role else { return Err(PartitionError::NotLeader) };
+        let epoch = s.view.leader_epoch;
+        let now = now_ms();
+        let log = self.log();
+        let mut first = None;
+        let mut last = Offset::ZERO;
+        for mut b in batches {
+            let info = log.append(&mut b, epoch, now)?;
+            first.get_or_insert(info.base_offset);
+            last = info.last_offset;
+        }
+        let base_offset = first.unwrap_or(log.log_end_offset());
+        Ok(Appended {
+            base_offset,
+            last_offset: last,
+            log_start: log.log_start_offset(),
+            synced: false,
+        })
+    }
+
+    /// The end of a round: the group commit (one sync for everything appended in it, leaders of
+    /// `fsync` topics), then the HW, the waiters and the published offsets.
+    fn commit(&mut self, appended: bool, state: &watch::Sender<PartitionState>) {
+        if appended
+            && self.config.durability == Durability::Fsync
+            && let Err(e) = self.log().sync()
+        {
+            tracing::error!(dir = %self.log_ref().dir().display(), error = %e, "sync failed; records stay uncommitted");
+        }
+        self.advance_hw();
+        self.drop_abandoned_waiters();
+        let now = self.state();
+        state.send_if_modified(|s| std::mem::replace(s, now) != now);
+    }
+
+    /// What this replica counts of its own log towards the HW: synced data for `fsync` topics.
+    fn own_countable_end(&self) -> Offset {
+        let log = self.log_ref();
+        match self.config.durability {
+            Durability::Fsync => log.synced_offset().min(log.log_end_offset()),
+            Durability::Replicated => log.log_end_offset(),
+        }
+    }
+
+    /// Leader: HW = the smallest position over the ISR (never moving back), then answers the
+    /// `acks=all` waiters it passed — with an error if the ISR is below `min.insync.replicas`.
+    fn advance_hw(&mut self) {
+        let own = self.own_countable_end();
+        let Role::Leader(s) = &self.role else { return };
+        let candidate = s.isr_min(own);
+        let isr = s.view.isr.len();
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+        }
+        let min = self.config.min_insync_replicas;
+        let synced = self.config.durability == Durability::Fsync;
+        while self.waiters.front().is_some_and(|w| w.appended.last_offset < self.high_watermark) {
+            let w = self.waiters.pop_front().expect("invariant: front exists");
+            let r = if isr >= min as usize {
+                Ok(Appended { synced, ..w.appended })
+            } else {
+                Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min })
+            };
+            let _ = w.reply.send(r);
+        }
+    }
+
+    /// Forgets waiters whose producer gave up (timed out), so a stalled HW cannot pile them up.
+    fn drop_abandoned_waiters(&mut self) {
+        if self.waiters.len() > 64 {
+            self.waiters.retain(|w| !w.reply.is_closed());
+        }
+    }
+
+    fn check_epoch(&self, asked: LeaderEpoch) -> Result<(), PartitionError> {
+        let current = self.current_epoch();
+        if asked < current {
+            Err(PartitionError::FencedEpoch { asked: asked.0, current: current.0 })
+        } else if asked > current {
+            Err(PartitionError::UnknownEpoch { asked: asked.0, current: current.0 })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::SetRole(spec) => {
+                self.set_role(spec);
+                self.advance_hw();
+            }
+            Command::Read { from, max_bytes, reply } => {
+                let hw = self.high_watermark;
+                let _ = reply.send(self.log().read_upto(from, max_bytes, hw).map_err(Into::into));
+            }
+            Command::OffsetForTime { timestamp_ms, reply } => {
+                let hw = self.high_watermark;
+                let r = self
+                    .log()
+                    .offset_for_timestamp(timestamp_ms)
+                    .map(|o| o.filter(|(off, _)| *off < hw))
+                    .map_err(Into::into);
+                let _ = reply.send(r);
+            }
+            Command::SetConfig { config, reply } => {
+                let r = self.log().set_config(config.log_config());
+                if r.is_ok() {
+                    self.config = config;
+                }
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            Command::ReplicaFetch { replica, leader_epoch, fetch_offset, max_bytes, reply } => {
+                let _ =
+                    reply.send(self.replica_fetch(replica, leader_epoch, fetch_offset, max_bytes));
+            }
+            Command::EpochEnd { current_leader_epoch, epoch, reply } => {
+                let r = self.check_epoch(current_leader_epoch).and_then(|()| {
+                    if !matches!(self.role, Role::Leader(_)) {
+                        return Err(PartitionError::NotLeader);
+                    }
+                    let log = self.log_ref();
+                    Ok(EpochEnd {
+                        found: log.end_offset_for_epoch(epoch),
+                        log_start: log.log_start_offset(),
+                    })
+                });
+                let _ = reply.send(r);
+            }
+            Command::LatestEpoch { reply } => {
+                let log = self.log_ref();
+                let _ = reply.send(Ok((log.epochs().latest_epoch(), log.log_end_offset())));
+            }
+            Command::TruncateByEpoch { leader_epoch, leader, reply } => {
+                let r =
+                    self.follower_check(leader_epoch).and_then(|()| self.truncate_by_epoch(leader));
+                let _ = reply.send(r);
+            }
+            Command::AppendReplicated { leader_epoch, data, leader_hw, reply } => {
+                let r = self
+                    .follower_check(leader_epoch)
+                    .and_then(|()| self.append_replicated(data, leader_hw));
+                let _ = reply.send(r);
+            }
+            Command::IsrCheck { lag_max, reply } => {
+                let r = match &self.role {
+                    Role::Leader(s) => {
+                        Ok(s.isr_change(self.high_watermark, Instant::now(), lag_max))
+                    }
+                    Role::Follower { .. } => Err(PartitionError::NotLeader),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Tick { retention } => {
+                if self.config.durability == Durability::Replicated
+                    && let Err(e) = self.log().sync()
+                {
+                    tracing::error!(error = %e, "background flush failed");
+                }
+                if retention && let Err(e) = self.log().apply_retention(now_ms()) {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+                self.checkpoint_hw();
+            }
+            Command::Append { .. } | Command::Close { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn checkpoint_hw(&mut self) {
+        if self.high_watermark != self.hw_checkpointed {
+            let hw = self.high_watermark;
+            match write_hw_checkpoint(self.log_ref().dir(), hw) {
+                Ok(()) => self.hw_checkpointed = hw,
+                Err(e) => tracing::warn!(error = %e, "cannot write the high-watermark checkpoint"),
+            }
+        }
+    }
+
+    fn replica_fetch(
+        &mut self,
+        replica: u64,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReplicaRead, PartitionError> {
+        self.check_epoch(leader_epoch)?;
+        let (start, end) = {
+            let log = self.log_ref();
+            (log.log_start_offset(), log.log_end_offset())
+        };
+        let Role::Leader(s) = &mut self.role else { return Err(PartitionError::NotLeader) };
+        if !s.is_follower(replica) {
+            return Err(PartitionError::NotLeader);
+        }
+        if fetch_offset < start || fetch_offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start: start,
+                log_end: end,
+            }
+            .into());
+        }
+        s.on_fetch(replica, fetch_offset, end, Instant::now());
+        self.advance_hw();
+        let data = self.log_ref().read(fetch_offset, max_bytes)?.data;
+        Ok(ReplicaRead {
+            data,
+            high_watermark: self.high_watermark,
+            log_start: start,
+            log_end: end,
+        })
+    }
+
+    fn follower_check(&self, leader_epoch: LeaderEpoch) -> Result<(), PartitionError> {
+        match self.role {
+            Role::Follower { leader_epoch: e } if e == leader_epoch => Ok(()),
+            _ => Err(PartitionError::NotFollower(leader_epoch.0)),
+        }
+    }
+
+    /// Kafka's KIP-101/279 rule: keep what the leader has of our latest epoch, never more.
+    fn truncate_by_epoch(&mut self, leader: EpochEnd) -> Result<Offset, PartitionError> {
+        let log = self.log();
+        let end = log.log_end_offset();
+        let Some(mine) = log.epochs().latest_epoch() else {
+            // Nothing here to diverge; only make sure we start where the leader still has data.
+            if end < leader.log_start {
+                log.truncate_fully_and_start_at(leader.log_start)?;
+            }
+            return Ok(log.log_end_offset());
+        };
+        let target = match leader.found {
+            None => leader.log_start,
+            Some((epoch, leader_end)) if epoch == mine => leader_end.min(end),
+            Some((epoch, leader_end)) => {
+                let my_end =
+                    log.end_offset_for_epoch(epoch).map_or(log.log_start_offset(), |(_, o)| o);
+                leader_end.min(my_end)
+            }
+        };
+        if target < end {
+            tracing::info!(dir = %log.dir().display(), from = end.0, to = target.0, "truncating the divergent suffix");
+            if target < log.log_start_offset() || leader.found.is_none() {
+                log.truncate_fully_and_start_at(target.max(leader.log_start))?;
+            } else {
+                log.truncate_to(target)?;
+            }
+        }
+        let log = self.log();
+        if log.log_end_offset() < leader.log_start {
+            // The leader no longer has our position (retention): restart where it starts.
+            tracing::warn!(dir = %log.dir().display(), offset = leader.log_start.0, "the leader's log starts past this replica's end; restarting the log there");
+            log.truncate_fully_and_start_at(leader.log_start)?;
+        }
+        let (new_end, start) = (log.log_end_offset(), log.log_start_offset());
+        self.high_watermark = self.high_watermark.min(new_end).max(start);
+        Ok(new_end)
+    }
+
+    fn append_replicated(
+        &mut self,
+        data: Bytes,
+        leader_hw: Offset,
+    ) -> Result<Offset, PartitionError> {
+        let now = now_ms();
+        let fsync = self.config.durability == Durability::Fsync;
+        let log = self.log();
+        let mut wrote = false;
+        for b in BatchIter::new(data) {
+            let b = b.map_err(StorageError::InvalidBatch)?;
+            let end = log.log_end_offset();
+            if silt_core::batch::BatchHeader::parse(&b).is_some_and(|h| h.last_offset() < end) {
+                continue; // already have it (a repeated read)
+            }
+            log.append_replicated(&b, now)?;
+            wrote = true;
+        }
+        if wrote && fsync {
+            // Synced before the next fetch reports this position: the leader counts it as on disk.
+            log.sync()?;
+        }
+        let end = log.log_end_offset();
+        let hw = leader_hw.min(end);
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+        }
+        Ok(end)
+    }
+
+    fn close(&mut self, delete: bool) -> Result<(), PartitionError> {
+        self.checkpoint_hw();
+        let log = self.log.take().expect("invariant: closed once");
+        Ok(if delete { log.delete() } else { log.close() }?)
+    }
+}

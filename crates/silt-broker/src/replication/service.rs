@@ -1,0 +1,166 @@
+//! The leader's side of replication: the `Replication` gRPC service. `ReplicaFetch` records each
+//! follower's position (which moves the HW) and long-polls until some partition has records for
+//! it or a higher HW than it knows; `OffsetForLeaderEpoch` tells a follower where its latest
+//! epoch ended here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{join_all, select_all};
+use silt_core::{LeaderEpoch, Offset};
+use silt_proto::internal::replication_server::Replication;
+use silt_proto::internal::{
+    EpochEnd, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ReplicaFetchPartition,
+    ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+use silt_proto::v1::ErrorCode;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Shared;
+use crate::error::WireError;
+use crate::partition::{PartitionHandle, ReplicaRead};
+
+/// The longest a follower's fetch waits for records.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Record bytes a follower gets per partition when the request leaves room; every partition
+/// always gets at least one batch.
+const MIN_PARTITION_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicationService {
+    shared: Arc<Shared>,
+}
+
+impl ReplicationService {
+    pub fn new(shared: Arc<Shared>) -> ReplicationService {
+        ReplicationService { shared }
+    }
+
+    fn handle(&self, topic: &str, partition: u32) -> Result<PartitionHandle, WireError> {
+        self.shared.replicas.partition(topic, partition).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NotLeader,
+                format!("{topic}/{partition} is not hosted on this broker"),
+            )
+        })
+    }
+}
+
+fn error_item(p: &ReplicaFetchPartition, e: WireError) -> ReplicaFetchPartitionResponse {
+    ReplicaFetchPartitionResponse {
+        topic: p.topic.clone(),
+        partition: p.partition,
+        error_code: e.code as i32,
+        error_message: e.message,
+        ..Default::default()
+    }
+}
+
+fn ok_item(p: &ReplicaFetchPartition, r: ReplicaRead) -> ReplicaFetchPartitionResponse {
+    ReplicaFetchPartitionResponse {
+        topic: p.topic.clone(),
+        partition: p.partition,
+        error_code: ErrorCode::None as i32,
+        error_message: String::new(),
+        high_watermark: r.high_watermark.0,
+        log_start_offset: r.log_start.0,
+        log_end_offset: r.log_end.0,
+        records: r.data,
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    async fn replica_fetch(
+        &self,
+        req: Request<ReplicaFetchRequest>,
+    ) -> Result<Response<ReplicaFetchResponse>, Status> {
+        let req = req.into_inner();
+        let limit = self.shared.config.max_response_bytes.saturating_sub(64 * 1024);
+        let total = (req.max_bytes as usize).clamp(1, limit);
+        let n = req.partitions.len().max(1);
+        let per_partition = (total / n).max(MIN_PARTITION_BYTES);
+        let handles: Vec<_> =
+            req.partitions.iter().map(|p| self.handle(&p.topic, p.partition)).collect();
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_WAIT);
+        let mut stopping = self.shared.stopping.subscribe();
+        loop {
+            let mut watches: Vec<_> =
+                handles.iter().filter_map(|h| h.as_ref().ok().map(|h| h.watch())).collect();
+            for w in &mut watches {
+                w.borrow_and_update();
+            }
+            let reads = join_all(req.partitions.iter().zip(&handles).map(|(p, h)| async move {
+                let h = h.as_ref().map_err(Clone::clone)?;
+                let max = (p.max_bytes as usize).clamp(1, per_partition);
+                h.replica_fetch(
+                    req.replica_id,
+                    LeaderEpoch(p.leader_epoch),
+                    Offset(p.fetch_offset),
+                    max,
+                )
+                .await
+                .map_err(WireError::from)
+            }))
+            .await;
+            let news = reads.iter().zip(&req.partitions).any(|(r, p)| match r {
+                Ok(r) => !r.data.is_empty() || r.high_watermark.0 > p.high_watermark,
+                Err(_) => true,
+            });
+            let now = Instant::now();
+            if news || now >= deadline || watches.is_empty() || *stopping.borrow_and_update() {
+                let partitions = reads
+                    .into_iter()
+                    .zip(&req.partitions)
+                    .map(|(r, p)| match r {
+                        Ok(r) => ok_item(p, r),
+                        Err(e) => error_item(p, e),
+                    })
+                    .collect();
+                return Ok(Response::new(ReplicaFetchResponse { partitions }));
+            }
+            let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = tokio::time::timeout(deadline - now, changed) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+
+    async fn offset_for_leader_epoch(
+        &self,
+        req: Request<OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<OffsetForLeaderEpochResponse>, Status> {
+        let req = req.into_inner();
+        let answers = join_all(req.partitions.into_iter().map(|q| async move {
+            let r = match self.handle(&q.topic, q.partition) {
+                Ok(h) => h
+                    .epoch_end(LeaderEpoch(q.current_leader_epoch), LeaderEpoch(q.leader_epoch))
+                    .await
+                    .map_err(WireError::from),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(end) => EpochEnd {
+                    topic: q.topic,
+                    partition: q.partition,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                    epoch: end.found.map(|(e, _)| e.0),
+                    end_offset: end.found.map_or(0, |(_, o)| o.0),
+                    log_start_offset: end.log_start.0,
+                },
+                Err(e) => EpochEnd {
+                    topic: q.topic,
+                    partition: q.partition,
+                    error_code: e.code as i32,
+                    error_message: e.message,
+                    ..Default::default()
+                },
+            }
+        }))
+        .await;
+        Ok(Response::new(OffsetForLeaderEpochResponse { partitions: answers }))
+    }
+}
