@@ -176,7 +176,13 @@ impl Broker {
         let topics = store.list();
         let known: BTreeMap<String, u32> =
             topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
-        replicas.remove_orphans(&known);
+        // Single mode: `topics.json` is the truth, so directories it does not claim are left by
+        // an interrupted delete. Cluster mode: the topics come from the metadata image, which is
+        // not known yet here, so nothing is removed (a delete while this broker was down leaves
+        // its directories behind; see docs/operations.md).
+        if config.peers.is_none() {
+            replicas.remove_orphans(&known);
+        }
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;

@@ -212,6 +212,9 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
                     partition_epoch: part.partition_epoch,
                     replicas: part.replicas.clone(),
                     isr: part.isr.clone(),
+                    lag_max: std::time::Duration::from_millis(
+                        shared.config.replica_lag_time_max_ms,
+                    ),
                 })
             } else {
                 RoleSpec::Follower { leader_epoch: LeaderEpoch(part.leader_epoch) }

@@ -54,6 +54,9 @@ impl From<PartitionError> for WireError {
             e @ PartitionError::UnknownEpoch { .. } => {
                 WireError::new(ErrorCode::UnknownLeaderEpoch, e.to_string())
             }
+            e @ PartitionError::NotEnoughReplicas { .. } => {
+                WireError::new(ErrorCode::NotEnoughReplicas, e.to_string())
+            }
             e @ PartitionError::NotEnoughReplicasAfterAppend { .. } => {
                 WireError::new(ErrorCode::NotEnoughReplicasAfterAppend, e.to_string())
             }

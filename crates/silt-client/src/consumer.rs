@@ -295,7 +295,18 @@ impl Consumer {
                 tokio::spawn(fetch_round(self.client.clone(), self.config.clone(), current))
             }
         };
-        let raw = handle.await.map_err(|e| ClientError::Connect(format!("fetch task: {e}")))??;
+        let raw =
+            match handle.await.map_err(|e| ClientError::Connect(format!("fetch task: {e}")))? {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // A broker that cannot be reached may have lost its leaderships: learn the
+                    // current leaders before the next poll.
+                    let topics: Vec<String> =
+                        self.positions.keys().map(|tp| tp.topic.clone()).collect();
+                    let _ = self.client.metadata(&topics).await;
+                    return Err(e);
+                }
+            };
         let mut out = Vec::new();
         let mut refresh = false;
         for (tp, pos, p) in raw {

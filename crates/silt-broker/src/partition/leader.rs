@@ -17,6 +17,9 @@ pub struct LeaderView {
     pub partition_epoch: u32,
     pub replicas: Vec<u64>,
     pub isr: Vec<u64>,
+    /// `replica_lag_time_max_ms`: a member not caught up for this long does not count for new
+    /// `acks=all` writes (and is proposed for removal from the ISR).
+    pub lag_max: Duration,
 }
 
 impl LeaderView {
@@ -28,6 +31,7 @@ impl LeaderView {
             partition_epoch: 0,
             replicas: vec![0],
             isr: vec![0],
+            lag_max: Duration::from_secs(10),
         }
     }
 }
@@ -132,6 +136,23 @@ impl LeaderState {
             .fold(own, Offset::min)
     }
 
+    /// ISR members (the leader included) that have caught up within `lag_max`: what a new
+    /// `acks=all` write can count on now, before a shrink has gone through the controller (which
+    /// may be unreachable).
+    pub fn live_isr(&self, now: Instant) -> usize {
+        self.view
+            .isr
+            .iter()
+            .filter(|r| {
+                **r == self.view.me
+                    || self
+                        .followers
+                        .get(r)
+                        .is_some_and(|f| now.duration_since(f.last_caught_up) <= self.view.lag_max)
+            })
+            .count()
+    }
+
     /// The ISR to propose, if it should change: members that have not caught up within `lag_max`
     /// leave; replicas whose position reached both `hw` and this epoch's start join.
     pub fn isr_change(&self, hw: Offset, now: Instant, lag_max: Duration) -> Option<IsrChange> {
@@ -182,6 +203,7 @@ mod tests {
             partition_epoch: 7,
             replicas: vec![1, 2, 3],
             isr: isr.to_vec(),
+            lag_max: Duration::from_secs(10),
         }
     }
 
@@ -214,6 +236,7 @@ mod tests {
         assert_eq!(s.isr_change(Offset(0), t1, lag), None);
         let t2 = t0 + Duration::from_secs(11);
         s.on_fetch(2, Offset(90), Offset(100), t2);
+        assert_eq!(s.live_isr(t2), 2, "3 no longer counts for new writes");
         let c = s.isr_change(Offset(0), t2, lag).expect("3 is shrunk");
         assert_eq!(
             c,

@@ -191,6 +191,11 @@ pub enum PartitionError {
         "the ISR shrank to {isr} below min.insync.replicas = {min} after the append; outcome unknown"
     )]
     NotEnoughReplicasAfterAppend { isr: usize, min: u32 },
+    /// Fewer in-sync replicas are caught up than `min.insync.replicas` (nothing was appended).
+    #[error(
+        "only {live} in-sync replica(s) caught up, min.insync.replicas is {min}; nothing was appended"
+    )]
+    NotEnoughReplicas { live: usize, min: u32 },
     /// Leadership moved before the records were committed.
     #[error("leadership moved before the records were committed; outcome unknown")]
     LeadershipLost,

@@ -172,7 +172,7 @@ impl Worker {
             while let Some(cmd) = next.take() {
                 handled += 1;
                 match cmd {
-                    Command::Append { batches, wait, reply } => match self.append(batches) {
+                    Command::Append { batches, wait, reply } => match self.append(batches, wait) {
                         Ok(a) => {
                             appended = true;
                             if wait == WaitFor::Commit {
@@ -205,8 +205,15 @@ impl Worker {
         let _ = self.close(false);
     }
 
-    fn append(&mut self, batches: Vec<Vec<u8>>) -> Result<Appended, PartitionError> {
+    fn append(&mut self, batches: Vec<Vec<u8>>, wait: WaitFor) -> Result<Appended, PartitionError> {
         let Role::Leader(s) = &self.role else { return Err(PartitionError::NotLeader) };
+        let min = self.config.min_insync_replicas;
+        if wait == WaitFor::Commit {
+            let live = s.live_isr(Instant::now());
+            if live < min as usize {
+                return Err(PartitionError::NotEnoughReplicas { live, min });
+            }
+        }
         let epoch = s.view.leader_epoch;
         let now = now_ms();
         let log = self.log();

@@ -1,7 +1,8 @@
 //! `Producer`: records go to a background task that batches them per partition (`linger_ms`,
 //! `batch_max_bytes`), groups ready batches per leader broker into one request, keeps at most
-//! `max_in_flight` requests in flight, and retries retriable failures with backoff within the
-//! delivery timeout. Each `send` returns a future that resolves to the record's offset.
+//! `max_in_flight` requests in flight (one batch per partition at a time, so retries keep each
+//! partition's order), and retries retriable failures (`NOT_LEADER`, `NOT_ENOUGH_REPLICAS`, an
+//! unavailable broker, ...) with backoff and a metadata refresh, within the delivery timeout. Each `send` returns a future that resolves to the record's offset.
 
 mod accumulator;
 mod sender;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use silt_core::batch::{Header, Record};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Client, ClientError, ProduceError};
 use accumulator::{Accumulator, Partitioner};
@@ -230,7 +231,7 @@ async fn run(
 ) {
     let mut acc: Accumulator<Waiter> =
         Accumulator::new(config.batch_max_bytes, Duration::from_millis(config.linger_ms));
-    let inflight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let pipeline = sender::Pipeline::new(config.max_in_flight);
     let config = Arc::new(config);
     loop {
         let deadline = acc.next_deadline();
@@ -238,28 +239,28 @@ async fn run(
             m = rx.recv() => m,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => {
                 let ready = acc.ready(Instant::now(), false);
-                sender::dispatch(&client, &config, &inflight, &counter, ready).await;
+                sender::dispatch(&client, &config, &pipeline, &counter, ready).await;
                 continue;
             }
         };
         match msg {
             Some(Msg::Record { topic, partition, record, waiter }) => {
                 if let Some(sealed) = acc.add(&topic, partition, &record, waiter, Instant::now()) {
-                    sender::dispatch(&client, &config, &inflight, &counter, vec![sealed]).await;
+                    sender::dispatch(&client, &config, &pipeline, &counter, vec![sealed]).await;
                 }
                 if config.linger_ms == 0 {
                     let ready = acc.ready(Instant::now(), true);
-                    sender::dispatch(&client, &config, &inflight, &counter, ready).await;
+                    sender::dispatch(&client, &config, &pipeline, &counter, ready).await;
                 }
             }
             Some(Msg::Flush(done)) => {
                 let ready = acc.ready(Instant::now(), true);
-                sender::dispatch(&client, &config, &inflight, &counter, ready).await;
+                sender::dispatch(&client, &config, &pipeline, &counter, ready).await;
                 let _ = done.send(());
             }
             None => {
                 let ready = acc.ready(Instant::now(), true);
-                sender::dispatch(&client, &config, &inflight, &counter, ready).await;
+                sender::dispatch(&client, &config, &pipeline, &counter, ready).await;
                 return;
             }
         }

@@ -1,13 +1,17 @@
 //! Sending sealed batches: group them per leader broker, one `Produce` request per group with
 //! at most `max_in_flight` requests at once, and retry retriable failures with exponential
 //! backoff (refreshing metadata) until `retries` or `delivery_timeout_ms` runs out.
+//!
+//! Order per partition survives retries: a partition has at most one batch in flight, and the
+//! next one waits for it (acquired in sealing order), so a retried batch can never land after a
+//! later one. Different partitions still go in parallel, up to `max_in_flight` requests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use silt_proto::v1::{self, ErrorCode};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
 
 use super::accumulator::Sealed;
 use super::{Acks, ProducerConfig, RecordMetadata, Waiter};
@@ -29,18 +33,49 @@ pub(crate) fn backoff(base_ms: u64, attempt: u32) -> Duration {
     Duration::from_millis(ms.min(1000).max(base_ms.min(1000)))
 }
 
-/// Sends `sealed` batches in the background, holding one in-flight permit per request group.
+/// What bounds the requests in flight: a permit per request, a lock per partition.
+#[derive(Debug)]
+pub(super) struct Pipeline {
+    inflight: Arc<Semaphore>,
+    partitions: std::sync::Mutex<HashMap<(String, u32), Arc<Mutex<()>>>>,
+}
+
+impl Pipeline {
+    pub(super) fn new(max_in_flight: usize) -> Pipeline {
+        Pipeline {
+            inflight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            partitions: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn partition_lock(&self, topic: &str, partition: u32) -> Arc<Mutex<()>> {
+        let mut m = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((topic.to_string(), partition)).or_default().clone()
+    }
+}
+
+/// Sends `sealed` batches in the background, holding one in-flight permit per request group and
+/// the lock of each partition it carries (taken in a fixed order, so dispatches cannot deadlock,
+/// and by one caller at a time, so batches of a partition go out in sealing order).
 pub(super) async fn dispatch(
     client: &Client,
     config: &Arc<ProducerConfig>,
-    inflight: &Arc<Semaphore>,
+    pipeline: &Pipeline,
     counter: &Arc<watch::Sender<u64>>,
     sealed: Vec<Sealed<Waiter>>,
 ) {
     if sealed.is_empty() {
         return;
     }
-    let Ok(permit) = inflight.clone().acquire_owned().await else { return };
+    let mut keys: Vec<(String, u32)> =
+        sealed.iter().map(|b| (b.topic.clone(), b.partition)).collect();
+    keys.sort();
+    keys.dedup();
+    let mut guards: Vec<OwnedMutexGuard<()>> = Vec::with_capacity(keys.len());
+    for (topic, partition) in &keys {
+        guards.push(pipeline.partition_lock(topic, *partition).lock_owned().await);
+    }
+    let Ok(permit) = pipeline.inflight.clone().acquire_owned().await else { return };
     let batches = sealed
         .into_iter()
         .map(|batch| InFlight {
@@ -54,6 +89,7 @@ pub(super) async fn dispatch(
     let (client, config, counter) = (client.clone(), config.clone(), counter.clone());
     tokio::spawn(async move {
         let _permit = permit;
+        let _guards = guards;
         deliver(&client, &config, &counter, batches).await;
     });
 }

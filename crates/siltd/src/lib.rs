@@ -1,0 +1,66 @@
+//! `siltd`: the Silt broker. Parses flags (over `SILT_*` env over the TOML file), starts the
+//! broker, and on SIGTERM or SIGINT drains requests, closes every log cleanly and exits 0.
+//!
+//! A library with one entry point, [`main`], so the fault-test harness (`tests/`) can build the
+//! same broker as a binary of its own package.
+
+mod options;
+
+use clap::Parser;
+use silt_broker::Broker;
+use tracing_subscriber::EnvFilter;
+
+/// The whole `siltd` process: flags, logging, runtime, serve until a signal.
+pub fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let options = options::Options::parse();
+    let config = match options.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: silt_broker::BrokerConfig) -> anyhow::Result<()> {
+    let broker = Broker::bind(config).await?;
+    eprintln!("siltd listening on {}", broker.local_addr());
+    broker.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}

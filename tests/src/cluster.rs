@@ -1,0 +1,371 @@
+//! A cluster of `siltd` child processes on loopback ports, each with its own data directory, and
+//! a proxy on every broker-to-broker link. Faults: kill -9, SIGTERM, pause (SIGSTOP/SIGCONT),
+//! restart, and cutting links. Every child is killed when the cluster is dropped, also when a
+//! test fails.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use silt_client::Client;
+use silt_proto::v1;
+
+use crate::proxy::Proxy;
+
+/// Settings written to every broker's config file.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The broker binary (`env!("CARGO_BIN_EXE_siltd-under-test")` in this package's tests).
+    pub binary: PathBuf,
+    pub brokers: u64,
+    pub heartbeat_ms: u64,
+    pub session_timeout_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl ClusterSettings {
+    /// Three brokers with the default liveness settings and a 4 s replica lag limit.
+    pub fn new(binary: impl Into<PathBuf>) -> ClusterSettings {
+        ClusterSettings {
+            binary: binary.into(),
+            brokers: 3,
+            heartbeat_ms: 500,
+            session_timeout_ms: 3_000,
+            replica_lag_time_max_ms: 4_000,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// One broker process.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    pub id: u64,
+    /// The client address (direct, never proxied).
+    pub addr: String,
+    pub dir: PathBuf,
+    config: PathBuf,
+    binary: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    log: PathBuf,
+}
+
+impl BrokerProcess {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log file opens");
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,openraft=warn,h2=warn,tower=warn,hyper=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the broker starts");
+        self.child = Some(child);
+        self.paused = false;
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        }
+    }
+}
+
+/// The cluster (see the module doc).
+#[derive(Debug)]
+pub struct ProcessCluster {
+    pub brokers: BTreeMap<u64, BrokerProcess>,
+    /// `(from, to)` -> the proxy `from` uses to reach `to`.
+    links: BTreeMap<(u64, u64), Proxy>,
+    pub settings: ClusterSettings,
+    tmp: tempfile::TempDir,
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").to_string()
+}
+
+impl ProcessCluster {
+    /// Starts every broker and waits until all are registered and alive.
+    pub async fn start(settings: ClusterSettings) -> ProcessCluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let ids: Vec<u64> = (1..=settings.brokers).collect();
+        let addrs: BTreeMap<u64, String> = ids.iter().map(|id| (*id, free_addr())).collect();
+        let mut links = BTreeMap::new();
+        for from in &ids {
+            for to in &ids {
+                if from != to {
+                    let p = Proxy::start(addrs[to].clone()).await.expect("proxy starts");
+                    links.insert((*from, *to), p);
+                }
+            }
+        }
+        let mut brokers = BTreeMap::new();
+        for id in &ids {
+            let peers: Vec<String> = ids
+                .iter()
+                .map(|p| {
+                    let a = if p == id { &addrs[id] } else { &links[&(*id, *p)].addr };
+                    format!("{p}@{a}")
+                })
+                .collect();
+            let dir = tmp.path().join(format!("b{id}"));
+            let config = tmp.path().join(format!("b{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "node_id = {id}\nlisten = \"{addr}\"\nhttp = \"\"\ndata_dir = \"{dir}\"\n\
+                     peers = \"{peers}\"\nbroker_heartbeat_interval_ms = {hb}\n\
+                     broker_session_timeout_ms = {st}\nreplica_lag_time_max_ms = {lag}\n\
+                     request_timeout_ms = {rt}\n",
+                    addr = addrs[id],
+                    dir = dir.display(),
+                    peers = peers.join(","),
+                    hb = settings.heartbeat_ms,
+                    st = settings.session_timeout_ms,
+                    lag = settings.replica_lag_time_max_ms,
+                    rt = settings.request_timeout_ms,
+                ),
+            )
+            .expect("config written");
+            let log = tmp.path().join(format!("b{id}.log"));
+            let mut b = BrokerProcess {
+                id: *id,
+                addr: addrs[id].clone(),
+                dir,
+                config,
+                binary: settings.binary.clone(),
+                child: None,
+                paused: false,
+                log,
+            };
+            b.spawn();
+            brokers.insert(*id, b);
+        }
+        let cluster = ProcessCluster { brokers, links, settings, tmp };
+        cluster.wait_alive(ids.len(), Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Every broker's client address.
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.brokers.values().map(|b| b.addr.clone()).collect()
+    }
+
+    /// A client bootstrapped with every broker.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.bootstrap()).await.expect("a client connects")
+    }
+
+    /// Waits until `n` brokers are registered and unfenced.
+    pub async fn wait_alive(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            for b in self.brokers.values().filter(|b| b.is_running() && !b.paused) {
+                if let Some(v) = describe_cluster(&b.addr).await
+                    && v.brokers.iter().filter(|x| x.alive).count() >= n
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} brokers did not come up; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        let b = self.brokers.get_mut(&id).expect("known broker");
+        if let Some(mut c) = b.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        b.paused = false;
+    }
+
+    /// SIGTERM and wait for the exit; returns the exit code.
+    pub fn sigterm(&mut self, id: u64) -> Option<i32> {
+        let b = self.brokers.get_mut(&id).expect("known broker");
+        b.signal("-TERM");
+        let mut c = b.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let b = self.brokers.get_mut(&id).expect("known broker");
+        assert!(b.child.is_none(), "broker {id} is still running");
+        b.spawn();
+    }
+
+    pub fn pause(&mut self, id: u64) {
+        let b = self.brokers.get_mut(&id).expect("known broker");
+        b.signal("-STOP");
+        b.paused = true;
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        let b = self.brokers.get_mut(&id).expect("known broker");
+        b.signal("-CONT");
+        b.paused = false;
+    }
+
+    /// Cuts (or heals) every link between `id` and the other brokers, both ways.
+    pub fn isolate(&self, id: u64, cut: bool) {
+        for ((from, to), p) in &self.links {
+            if *from == id || *to == id {
+                p.set_cut(cut);
+            }
+        }
+    }
+
+    /// The partitions of `topic` as some running broker describes them (leader, epoch, ISR and
+    /// that broker's own log start and HW).
+    pub async fn describe(&self, topic: &str) -> Option<v1::TopicDescription> {
+        for b in self.brokers.values().filter(|b| b.is_running() && !b.paused) {
+            if let Some(t) = describe_on(&b.addr, topic).await {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// `(leader, leader epoch, isr)` of one partition, as the cluster's metadata says.
+    pub async fn leader_of(&self, topic: &str, partition: u32) -> Option<(u64, u32, Vec<u64>)> {
+        let t = self.describe(topic).await?;
+        let p = t.partitions.get(partition as usize)?;
+        Some((p.leader?, p.leader_epoch, p.isr.clone()))
+    }
+
+    /// Waits until some running broker's view of the partition `(leader, epoch, isr)` satisfies
+    /// `cond` with a running leader (an isolated broker's stale view may differ: any will do).
+    pub async fn wait_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(u64, u32, &[u64]) -> bool,
+    ) -> (u64, u32, Vec<u64>) {
+        let deadline = Instant::now() + within;
+        loop {
+            for b in self.brokers.values().filter(|b| b.is_running() && !b.paused) {
+                let Some(t) = describe_on(&b.addr, topic).await else { continue };
+                let Some(p) = t.partitions.get(partition as usize) else { continue };
+                if let Some(l) = p.leader
+                    && self.brokers.get(&l).is_some_and(|b| b.is_running())
+                    && cond(l, p.leader_epoch, &p.isr)
+                {
+                    return (l, p.leader_epoch, p.isr.clone());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} on {topic}/{partition}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every broker's log (stderr), for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for b in self.brokers.values() {
+            let text = std::fs::read_to_string(&b.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- broker {} (last 40 lines)\n", b.id));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Lines of every broker's log that show a panic (checker C9).
+    pub fn panics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in self.brokers.values() {
+            let text = std::fs::read_to_string(&b.log).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter(|l| l.contains("panicked at"))
+                    .map(|l| format!("broker {}: {l}", b.id)),
+            );
+        }
+        out
+    }
+
+    /// The temp directory holding data dirs, configs and logs.
+    pub fn root(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for b in self.brokers.values_mut() {
+            if b.paused {
+                b.signal("-CONT");
+            }
+            if let Some(mut c) = b.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+async fn describe_cluster(addr: &str) -> Option<v1::DescribeClusterResponse> {
+    let call = async {
+        let c = Client::connect(&[addr.to_string()]).await.ok()?;
+        c.admin().describe_cluster().await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), call).await.ok().flatten()
+}
+
+/// The topic as the broker at `addr` describes it (its own replica's log start and HW).
+pub async fn describe_on(addr: &str, topic: &str) -> Option<v1::TopicDescription> {
+    let call = async {
+        let mut c = v1::admin_client::AdminClient::connect(format!("http://{addr}")).await.ok()?;
+        let req = v1::DescribeTopicsRequest { topics: vec![topic.to_string()] };
+        let mut t = c.describe_topics(req).await.ok()?.into_inner().topics;
+        if t.is_empty() || t[0].error_code != v1::ErrorCode::None as i32 {
+            None
+        } else {
+            Some(t.remove(0))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), call).await.ok().flatten()
+}
