@@ -355,3 +355,125 @@ impl PartitionHandle {
         self.call(|reply| Command::Close { delete, reply }).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use silt_core::batch::{BatchBuilder, Record};
+
+    use super::*;
+
+    fn batch(v: &str) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        b.push(&Record::value(v.to_string(), 0));
+        b.build_vec().expect("one record")
+    }
+
+    fn leader(epoch: u32) -> RoleSpec {
+        RoleSpec::Leader(LeaderView {
+            me: 1,
+            leader_epoch: LeaderEpoch(epoch),
+            partition_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+            lag_max: std::time::Duration::from_secs(10),
+        })
+    }
+
+    /// A log with epoch 0 at offsets 0..10 and epoch 1 at 10..15, now following epoch 2.
+    async fn follower_with_two_epochs(dir: &std::path::Path) -> PartitionHandle {
+        let (h, _) = PartitionHandle::open(
+            "t-0".into(),
+            dir.to_owned(),
+            TopicConfig::default(),
+            leader(0),
+            true,
+        )
+        .await
+        .expect("opens");
+        for i in 0..10 {
+            h.append(vec![batch(&format!("a{i}"))], WaitFor::Append).await.expect("appends");
+        }
+        h.set_role(leader(1)).await.expect("role");
+        for i in 0..5 {
+            h.append(vec![batch(&format!("b{i}"))], WaitFor::Append).await.expect("appends");
+        }
+        h.set_role(RoleSpec::Follower { leader_epoch: LeaderEpoch(2) }).await.expect("role");
+        h
+    }
+
+    #[tokio::test]
+    async fn a_follower_keeps_what_the_leader_has_of_its_latest_epoch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = follower_with_two_epochs(tmp.path()).await;
+        assert_eq!(h.latest_epoch().await.unwrap(), (Some(LeaderEpoch(1)), Offset(15)));
+        let leader_answer =
+            EpochEnd { found: Some((LeaderEpoch(1), Offset(12))), log_start: Offset(0) };
+        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), leader_answer).await.unwrap(), Offset(12));
+        // A leader epoch other than the one followed is refused, and nothing changes.
+        assert!(matches!(
+            h.truncate_by_epoch(LeaderEpoch(3), leader_answer).await,
+            Err(PartitionError::NotFollower(3))
+        ));
+        assert_eq!(h.state().log_end, Offset(12));
+    }
+
+    #[tokio::test]
+    async fn a_follower_drops_an_epoch_the_leader_never_saw() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = follower_with_two_epochs(tmp.path()).await;
+        // The leader's latest epoch <= 1 is 0, ending at 10: all of epoch 1 here diverges.
+        let answer = EpochEnd { found: Some((LeaderEpoch(0), Offset(10))), log_start: Offset(0) };
+        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap(), Offset(10));
+        assert_eq!(h.latest_epoch().await.unwrap(), (Some(LeaderEpoch(0)), Offset(10)));
+    }
+
+    #[tokio::test]
+    async fn a_follower_restarts_at_the_leaders_log_start_when_nothing_is_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = follower_with_two_epochs(tmp.path()).await;
+        let answer = EpochEnd { found: None, log_start: Offset(40) };
+        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap(), Offset(40));
+        assert_eq!(h.state().log_start, Offset(40));
+    }
+
+    #[tokio::test]
+    async fn acks_all_waits_for_the_followers_position() {
+        let tmp = tempfile::tempdir().unwrap();
+        let view = LeaderView {
+            me: 1,
+            leader_epoch: LeaderEpoch(4),
+            partition_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            lag_max: std::time::Duration::from_secs(10),
+        };
+        let (h, _) = PartitionHandle::open(
+            "t-0".into(),
+            tmp.path().to_owned(),
+            TopicConfig::default(),
+            RoleSpec::Leader(view),
+            true,
+        )
+        .await
+        .unwrap();
+        let waiting = {
+            let h = h.clone();
+            tokio::spawn(async move { h.append(vec![batch("x")], WaitFor::Commit).await })
+        };
+        // The follower has not fetched: the HW cannot pass the record.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        assert_eq!(h.state().high_watermark, Offset(0));
+        // A fetch at 0 reads the record; the next at 1 reports it copied.
+        let r = h.replica_fetch(2, LeaderEpoch(4), Offset(0), 1 << 20).await.unwrap();
+        assert!(!r.data.is_empty());
+        assert!(matches!(
+            h.replica_fetch(2, LeaderEpoch(3), Offset(1), 1 << 20).await,
+            Err(PartitionError::FencedEpoch { asked: 3, current: 4 })
+        ));
+        let r = h.replica_fetch(2, LeaderEpoch(4), Offset(1), 1 << 20).await.unwrap();
+        assert_eq!(r.high_watermark, Offset(1));
+        let appended = waiting.await.unwrap().unwrap();
+        assert_eq!((appended.base_offset, appended.synced), (Offset(0), true));
+    }
+}

@@ -33,11 +33,14 @@ pub(crate) fn backoff(base_ms: u64, attempt: u32) -> Duration {
     Duration::from_millis(ms.min(1000).max(base_ms.min(1000)))
 }
 
+/// One lock per partition, taken while a batch of it is in flight.
+type PartitionLocks = HashMap<(String, u32), Arc<Mutex<()>>>;
+
 /// What bounds the requests in flight: a permit per request, a lock per partition.
 #[derive(Debug)]
 pub(super) struct Pipeline {
     inflight: Arc<Semaphore>,
-    partitions: std::sync::Mutex<HashMap<(String, u32), Arc<Mutex<()>>>>,
+    partitions: std::sync::Mutex<PartitionLocks>,
 }
 
 impl Pipeline {
