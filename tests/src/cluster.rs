@@ -313,6 +313,11 @@ impl ProcessCluster {
         out
     }
 
+    /// One broker's whole log (stderr).
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.brokers[&id].log).unwrap_or_default()
+    }
+
     /// Lines of every broker's log that show a panic (checker C9).
     pub fn panics(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -184,7 +184,7 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
     );
 
     tracing::info!("--- acks=all on RF 3 is answered once every in-sync replica has the batch");
-    let mut all = req;
+    let mut all = req.clone();
     all.acks = v1::Acks::All as i32;
     let mut to_leader =
         v1::data_client::DataClient::connect(format!("http://{}", brokers[&leader0].addr))
@@ -195,6 +195,40 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
     assert_eq!(p.error_code(), ErrorCode::None, "{}", p.error_message);
     assert_eq!(p.durability(), v1::DurabilityLevel::ReplicatedDisk);
     assert!(p.base_offset >= 0);
+
+    tracing::info!("--- durability=replicated: acks=all is answered from the replicas' memory");
+    let configs: BTreeMap<String, String> =
+        [("durability".to_string(), "replicated".to_string())].into();
+    c1.admin().create_topic("mem", 1, 3, configs).await.unwrap();
+    let mem = c1.admin().describe_topics(&["mem".to_string()]).await.unwrap().remove(0);
+    let mem_leader = mem.partitions[0].leader.expect("a leader");
+    let mut to_mem =
+        v1::data_client::DataClient::connect(format!("http://{}", brokers[&mem_leader].addr))
+            .await
+            .unwrap();
+    let mut mem_req = req.clone();
+    mem_req.acks = v1::Acks::All as i32;
+    mem_req.topics[0].topic = "mem".into();
+    let mut answer = None;
+    for _ in 0..50 {
+        let p = to_mem
+            .produce(mem_req.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .topics
+            .remove(0)
+            .partitions
+            .remove(0);
+        // The leader may still be opening the new partition (retriable).
+        if p.error_code() == ErrorCode::None {
+            answer = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = answer.expect("acks=all on a replicated-durability topic succeeds");
+    assert_eq!(p.durability(), v1::DurabilityLevel::ReplicatedMemory);
 
     tracing::info!(
         "--- a fourth broker outside the peer list joins as a learner and hosts replicas"

@@ -1,4 +1,4 @@
-//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9): three `siltd` processes, a topic with
+//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10): three `siltd` processes, a topic with
 //! 3 partitions, RF 3, `min.insync.replicas=2`, `durability=fsync`, under a load of two `acks=all`
 //! producers and one assign-mode consumer. Each test injects its faults, heals, and checks the
 //! history (C1 no acknowledged record lost, C2 one value per offset, C4 readers only go forward
@@ -423,4 +423,54 @@ async fn t9_all_brokers_killed_at_once_lose_no_acknowledged_record() {
         cluster.restart(id);
     }
     finish(cluster, load, "t9").await;
+}
+
+/// Flips one byte halfway through the written part of the newest segment in `dir`.
+fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .expect("partition dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let path = logs.pop().expect("a segment");
+    let mut bytes = std::fs::read(&path).expect("segment readable");
+    let end = bytes.iter().rposition(|b| *b != 0).expect("the segment has data");
+    let at = end / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&path, &bytes).expect("segment written");
+    (path, at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_corrupted_follower_leaves_the_isr_and_recopies_from_the_leader() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (leader, _, _) = cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(30), "a leader", |_, _, isr| isr.len() == 3)
+        .await;
+    let follower = others(leader)[0];
+    cluster.kill9(follower);
+    let (path, at) =
+        corrupt_active_segment(&cluster.brokers[&follower].dir.join(format!("{TOPIC}-0")));
+    println!("[t10] flipped a byte at {at} of {} on follower {follower}", path.display());
+    cluster.restart(follower);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.log_of(follower).contains("recovery cut data from this replica") {
+        assert!(
+            Instant::now() < deadline,
+            "the damaged replica did not report itself:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(60), "the ISR back to 3", |_, _, isr| {
+            isr.len() == 3
+        })
+        .await;
+    println!("[t10] follower {follower} cut its log at the damage, re-copied and rejoined the ISR");
+    finish(cluster, load, "t10").await;
 }
