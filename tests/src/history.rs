@@ -3,7 +3,8 @@
 //! - C1 every acknowledged `acks=all` send is in the final read at its (partition, offset);
 //! - C2 each (partition, offset) holds one value across sends, reads and the final read;
 //! - C4 a reader's offsets only rise, per partition; a send acknowledged before another was
-//!   invoked on the same partition has the lower offset;
+//!   invoked on the same partition has the lower offset; one producer's acknowledged sends to a
+//!   partition keep the order it sent them in (values `p<producer>-<seq>`), retries included;
 //! - C5 nothing is read that was never sent or that definitely failed.
 //!
 //! Duplicates (a value at two offsets: a retry after an unknown outcome, without idempotence)
@@ -230,6 +231,30 @@ impl History {
                 ));
             }
         }
+        // C4: one producer's order per partition survives retries.
+        let mut per_producer: BTreeMap<(String, u32), Vec<(u64, i64)>> = BTreeMap::new();
+        for s in &sends {
+            if let Outcome::Acked { offset } = s.outcome
+                && let Some((producer, seq)) = s.value.rsplit_once('-')
+                && let Ok(seq) = seq.parse::<u64>()
+            {
+                per_producer
+                    .entry((producer.to_string(), s.partition))
+                    .or_default()
+                    .push((seq, offset));
+            }
+        }
+        for ((producer, partition), mut acks) in per_producer {
+            acks.sort();
+            for w in acks.windows(2) {
+                if w[1].1 <= w[0].1 {
+                    r.order.push(format!(
+                        "{producer}: seq {} at {partition}/{} but later seq {} at {partition}/{}",
+                        w[0].0, w[0].1, w[1].0, w[1].1
+                    ));
+                }
+            }
+        }
         // C5
         let all_read = reads.iter().map(|rd| &rd.value).chain(final_read.values());
         for v in all_read {
@@ -283,9 +308,16 @@ mod tests {
         assert_eq!(r.lost.len(), 1);
         assert_eq!(r.conflicts.len(), 1);
         assert_eq!(r.phantoms.len(), 2);
+        // One producer's later send stored before its earlier one.
+        send(&h, "p0-1", 1, Outcome::Acked { offset: 0 });
+        send(&h, "p0-2", 1, Outcome::Acked { offset: 5 });
+        send(&h, "p0-3", 1, Outcome::Acked { offset: 4 });
+        // Both the real-time rule (2 was acknowledged before 3 was sent) and the producer's
+        // order catch it.
+        assert_eq!(h.check(&fin).order.len(), 2, "{}", h.check(&fin));
         // A reader going back.
         h.record_read(ReadOp { consumer: 0, partition: 0, offset: 1, value: "c".into() });
         h.record_read(ReadOp { consumer: 0, partition: 0, offset: 0, value: "a".into() });
-        assert_eq!(h.check(&fin).order.len(), 1);
+        assert_eq!(h.check(&fin).order.len(), 3);
     }
 }
