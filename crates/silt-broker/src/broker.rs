@@ -68,6 +68,7 @@ pub(crate) struct Shared {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Set in cluster mode (`peers` configured).
     pub cluster: Option<crate::cluster::Cluster>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -118,6 +119,25 @@ impl Shared {
             Some(c) => crate::cluster::partition_image(&c.image(), topic, partition)
                 .map_or(0, |p| p.isr.len()),
             None => 1,
+        }
+    }
+
+    /// Whether this broker serves requests: not stopping and, in a cluster, registered and not
+    /// fenced in the image it has applied.
+    pub fn ready(&self) -> bool {
+        if *self.stopping.borrow() {
+            return false;
+        }
+        match &self.cluster {
+            None => true,
+            Some(c) => {
+                let epoch = c.epoch.load(std::sync::atomic::Ordering::SeqCst);
+                epoch > 0
+                    && c.image()
+                        .brokers
+                        .get(&self.config.node_id)
+                        .is_some_and(|b| b.epoch == epoch && !b.fenced)
+            }
         }
     }
 
@@ -202,6 +222,7 @@ impl Broker {
             admin_lock: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::channel(false).0,
             cluster,
+            metrics: crate::metrics::Metrics::default(),
         });
         for t in topics {
             let tc = shared.effective_config(&t).unwrap_or_else(|e| {
@@ -233,9 +254,9 @@ impl Broker {
             if shared.config.http.is_empty() {
                 None
             } else {
-                Some(crate::health::serve(&shared.config.http).await.map_err(|source| {
-                    StartError::Bind { addr: shared.config.http.clone(), source }
-                })?)
+                Some(crate::health::serve(&shared.config.http, shared.clone()).await.map_err(
+                    |source| StartError::Bind { addr: shared.config.http.clone(), source },
+                )?)
             };
         let c = &shared.config;
         let data = DataServer::new(DataService::new(shared.clone()))

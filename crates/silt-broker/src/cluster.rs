@@ -35,6 +35,9 @@ pub(crate) struct Cluster {
     /// This broker's addresses for its peers (the `peers` setting): broker-to-broker traffic
     /// (Raft, heartbeats, replication) uses them before the advertised client addresses.
     pub peers: BTreeMap<u64, String>,
+    /// The leader epoch of each partition this broker led at the last reconcile (to count
+    /// leaderships taken over).
+    pub led: Mutex<BTreeMap<(String, u32), u32>>,
 }
 
 impl Cluster {
@@ -50,7 +53,13 @@ impl Cluster {
         let node = MetadataNode::start(node_config)
             .await
             .map_err(|e| StartError::Quorum(e.to_string()))?;
-        Ok(Cluster { node, epoch: AtomicU64::new(0), liveness: Mutex::new(None), peers })
+        Ok(Cluster {
+            node,
+            epoch: AtomicU64::new(0),
+            liveness: Mutex::new(None),
+            peers,
+            led: Mutex::default(),
+        })
     }
 
     pub fn image(&self) -> Arc<ClusterImage> {
@@ -205,6 +214,14 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
         for p in hosted {
             let part = &t.partitions[p as usize];
             let Some(h) = shared.replicas.partition(name, p) else { continue };
+            if part.leader == Some(me)
+                && let Some(c) = &shared.cluster
+            {
+                let mut led = c.led.lock().unwrap_or_else(|p| p.into_inner());
+                if led.insert((name.clone(), p), part.leader_epoch) != Some(part.leader_epoch) {
+                    shared.metrics.leader_elections.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let role = if part.leader == Some(me) {
                 RoleSpec::Leader(LeaderView {
                     me,

@@ -91,7 +91,7 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Address clients and other brokers use; defaults to the bound listen address.
     pub advertise: Option<String>,
-    /// HTTP address for `/healthz`, `/readyz` (and `/metrics` later); empty disables it.
+    /// HTTP address for `/healthz`, `/readyz` and `/metrics`; empty disables it.
     pub http: String,
     pub data_dir: PathBuf,
     /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`: cluster mode. A broker not in

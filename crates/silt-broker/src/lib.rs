@@ -7,6 +7,7 @@ mod cluster;
 pub mod config;
 mod error;
 mod health;
+mod metrics;
 pub mod partition;
 pub mod replica_manager;
 mod replication;

@@ -30,6 +30,8 @@ pub struct PartitionState {
     pub log_start: Offset,
     pub high_watermark: Offset,
     pub log_end: Offset,
+    /// Bytes of the log's segments.
+    pub size_bytes: u64,
 }
 
 /// When an append is answered.

@@ -125,6 +125,7 @@ impl Worker {
             log_start: log.log_start_offset(),
             high_watermark: self.high_watermark,
             log_end: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
         }
     }
 

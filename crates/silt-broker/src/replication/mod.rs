@@ -43,6 +43,12 @@ pub(crate) async fn isr_loop(shared: Arc<Shared>) {
                 };
                 match cluster.node.propose(cmd).await {
                     Ok(CommandResponse::PartitionEpoch(e)) => {
+                        let counter = if change.isr.len() < p.isr.len() {
+                            &shared.metrics.isr_shrinks
+                        } else {
+                            &shared.metrics.isr_expands
+                        };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(topic = %name, partition = i, from = ?p.isr, to = ?change.isr, partition_epoch = e, "ISR changed")
                     }
                     Ok(other) => {

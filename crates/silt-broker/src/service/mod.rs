@@ -7,6 +7,7 @@ mod metadata;
 mod produce;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use silt_proto::v1;
 use tonic::{Request, Response, Status};
@@ -34,14 +35,41 @@ impl v1::data_server::Data for DataService {
         &self,
         req: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
-        Ok(Response::new(produce::produce(&self.shared, req.into_inner()).await))
+        let started = std::time::Instant::now();
+        let req = req.into_inner();
+        let m = &self.shared.metrics;
+        let bytes: usize = req
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| match &p.data {
+                Some(v1::partition_produce_data::Data::RecordBatches(b)) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        let resp = produce::produce(&self.shared, req).await;
+        let errors =
+            resp.topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
+        m.produce_requests.fetch_add(1, Ordering::Relaxed);
+        m.produce_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        m.produce_partition_errors.fetch_add(errors as u64, Ordering::Relaxed);
+        m.produce_latency.observe(started.elapsed());
+        Ok(Response::new(resp))
     }
 
     async fn fetch(
         &self,
         req: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
-        Ok(Response::new(fetch::fetch(&self.shared, req.into_inner()).await))
+        let started = std::time::Instant::now();
+        let resp = fetch::fetch(&self.shared, req.into_inner()).await;
+        let bytes: usize =
+            resp.topics.iter().flat_map(|t| &t.partitions).map(|p| p.record_batches.len()).sum();
+        let m = &self.shared.metrics;
+        m.fetch_requests.fetch_add(1, Ordering::Relaxed);
+        m.fetch_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        m.fetch_latency.observe(started.elapsed());
+        Ok(Response::new(resp))
     }
 
     async fn list_offsets(

@@ -1,0 +1,243 @@
+//! Prometheus metrics, served as text (exposition format 0.0.4) on the HTTP port's `/metrics`.
+//! Counters and latency histograms are updated on the request path with relaxed atomics; gauges
+//! (partition offsets and sizes, ISR health, controller state) are read at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::broker::Shared;
+
+/// Upper bounds (seconds) of the request-latency buckets.
+const LATENCY_BOUNDS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A fixed-bucket latency histogram.
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, n) in LATENCY_BOUNDS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// The broker's counters and histograms.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub produce_requests: AtomicU64,
+    pub produce_bytes: AtomicU64,
+    pub produce_partition_errors: AtomicU64,
+    pub produce_latency: Histogram,
+    pub fetch_requests: AtomicU64,
+    pub fetch_bytes: AtomicU64,
+    pub fetch_latency: Histogram,
+    pub isr_shrinks: AtomicU64,
+    pub isr_expands: AtomicU64,
+    /// Times this broker took over the leadership of a partition.
+    pub leader_elections: AtomicU64,
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+        v.load(Ordering::Relaxed)
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The whole scrape.
+pub(crate) fn render(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut out = String::with_capacity(8 * 1024);
+    counter(
+        &mut out,
+        "silt_produce_requests_total",
+        "Produce requests served.",
+        &m.produce_requests,
+    );
+    counter(
+        &mut out,
+        "silt_produce_bytes_total",
+        "Record bytes received in produce requests.",
+        &m.produce_bytes,
+    );
+    counter(
+        &mut out,
+        "silt_produce_partition_errors_total",
+        "Partitions of produce requests answered with an error.",
+        &m.produce_partition_errors,
+    );
+    m.produce_latency.render(&mut out, "silt_produce_latency_seconds", "Produce request latency.");
+    counter(&mut out, "silt_fetch_requests_total", "Fetch requests served.", &m.fetch_requests);
+    counter(
+        &mut out,
+        "silt_fetch_bytes_total",
+        "Record bytes sent in fetch responses.",
+        &m.fetch_bytes,
+    );
+    m.fetch_latency.render(
+        &mut out,
+        "silt_fetch_latency_seconds",
+        "Fetch request latency (long polls included).",
+    );
+    counter(
+        &mut out,
+        "silt_isr_shrinks_total",
+        "ISR shrinks committed by this broker as leader.",
+        &m.isr_shrinks,
+    );
+    counter(
+        &mut out,
+        "silt_isr_expands_total",
+        "ISR expansions committed by this broker as leader.",
+        &m.isr_expands,
+    );
+    counter(
+        &mut out,
+        "silt_leader_elections_total",
+        "Partition leaderships this broker took over.",
+        &m.leader_elections,
+    );
+
+    let me = shared.config.node_id;
+    let (mut led, mut under, mut offline) = (0u64, 0u64, 0u64);
+    if let Some(c) = &shared.cluster {
+        let image = c.image();
+        for t in image.topics.values() {
+            for p in &t.partitions {
+                if p.leader.is_none() {
+                    offline += 1;
+                }
+                if p.leader == Some(me) {
+                    led += 1;
+                    if p.isr.len() < p.replicas.len() {
+                        under += 1;
+                    }
+                }
+            }
+        }
+        gauge(
+            &mut out,
+            "silt_controller",
+            "1 when this broker is the controller (the Raft leader).",
+            u8::from(c.node.leader() == Some(me)),
+        );
+        gauge(
+            &mut out,
+            "silt_raft_term",
+            "Current Raft term of the metadata quorum.",
+            c.node.term(),
+        );
+        gauge(
+            &mut out,
+            "silt_raft_leader",
+            "Node id of the Raft leader (-1: none known).",
+            c.node.leader().map_or(-1, |l| l as i64),
+        );
+        gauge(
+            &mut out,
+            "silt_brokers_alive",
+            "Registered, unfenced brokers in the cluster image.",
+            image.brokers.values().filter(|b| !b.fenced).count(),
+        );
+    } else {
+        for t in shared.replicas.topics() {
+            led += shared.replicas.partitions(&t).map_or(0, |p| p.len() as u64);
+        }
+    }
+    gauge(&mut out, "silt_partitions_led", "Partitions this broker leads.", led);
+    gauge(
+        &mut out,
+        "silt_under_replicated_partitions",
+        "Partitions led here whose ISR is smaller than their replica set.",
+        under,
+    );
+    gauge(
+        &mut out,
+        "silt_offline_partitions",
+        "Partitions without a leader (cluster view).",
+        offline,
+    );
+
+    let mut rows = Vec::new();
+    for t in shared.replicas.topics() {
+        for (p, h) in shared.replicas.partitions(&t).unwrap_or_default() {
+            rows.push((label(&t), p, h.state()));
+        }
+    }
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    for (name, help, f) in [
+        (
+            "silt_log_size_bytes",
+            "Bytes of the partition replica's log segments.",
+            (|s: &crate::partition::PartitionState| s.size_bytes)
+                as fn(&crate::partition::PartitionState) -> u64,
+        ),
+        ("silt_log_start_offset", "First offset of the partition replica.", |s| s.log_start.0),
+        ("silt_log_end_offset", "Log end offset of the partition replica.", |s| s.log_end.0),
+        ("silt_high_watermark", "High watermark of the partition replica.", |s| s.high_watermark.0),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (t, p, s) in &rows {
+            let _ = writeln!(out, "{name}{{topic=\"{t}\",partition=\"{p}\"}} {}", f(s));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.0005\"} 1\n"));
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
+        assert!(out.contains("x_count 3\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
