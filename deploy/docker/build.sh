@@ -10,7 +10,14 @@ cd "$root"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -j2 --target "$target" -p siltd -p silt-cli
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp "target/$target/release/siltd" "target/$target/release/silt" "$ctx/"
+# The release profile keeps line tables for profiling; the image does not need them.
+for b in siltd silt; do
+  if command -v strip >/dev/null 2>&1; then
+    strip -o "$ctx/$b" "target/$target/release/$b"
+  else
+    cp "target/$target/release/$b" "$ctx/$b"
+  fi
+done
 cp deploy/siltd.toml "$ctx/siltd.toml"
 mkdir "$ctx/data"
 docker build -q -t "$image" -f deploy/docker/Dockerfile "$ctx" >/dev/null

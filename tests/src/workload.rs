@@ -36,6 +36,32 @@ pub struct LoadSpec {
     pub delivery_timeout_ms: u64,
 }
 
+impl LoadSpec {
+    /// The fault tests' load: two producers at 100 sends/s each and one consumer.
+    pub fn standard(topic: &str, partitions: u32, delivery_timeout_ms: u64) -> LoadSpec {
+        LoadSpec {
+            topic: topic.to_string(),
+            partitions,
+            producers: 2,
+            rate: 100,
+            consumers: 1,
+            delivery_timeout_ms,
+        }
+    }
+}
+
+/// The fault tests' topic configs: `min.insync.replicas=2`, `durability=fsync`, small segments.
+pub fn fault_topic_configs() -> BTreeMap<String, String> {
+    [
+        ("min.insync.replicas", "2".to_string()),
+        ("segment.bytes", SEGMENT_BYTES.to_string()),
+        ("durability", "fsync".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 impl Workload {
     pub async fn start(bootstrap: Vec<String>, spec: LoadSpec) -> Workload {
         let history = Arc::new(History::default());

@@ -13,7 +13,7 @@ use silt_client::{Acks, ProducerConfig, ProducerRecord};
 use silt_proto::v1;
 use silt_tests::cluster::{ClusterSettings, ProcessCluster, describe_on};
 use silt_tests::history::{History, Outcome, SendOp};
-use silt_tests::workload::{LoadSpec, SEGMENT_BYTES, Workload, final_read, replica_bytes};
+use silt_tests::workload::{LoadSpec, Workload, fault_topic_configs, final_read, replica_bytes};
 
 const TOPIC: &str = "faults";
 const PARTITIONS: u32 = 3;
@@ -24,15 +24,11 @@ async fn setup() -> (ProcessCluster, Workload) {
     let cluster =
         ProcessCluster::start(ClusterSettings::new(env!("CARGO_BIN_EXE_siltd-under-test"))).await;
     let client = cluster.client().await;
-    let configs: BTreeMap<String, String> = [
-        ("min.insync.replicas", "2".to_string()),
-        ("segment.bytes", SEGMENT_BYTES.to_string()),
-        ("durability", "fsync".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    client.admin().create_topic(TOPIC, PARTITIONS, 3, configs).await.expect("topic created");
+    client
+        .admin()
+        .create_topic(TOPIC, PARTITIONS, 3, fault_topic_configs())
+        .await
+        .expect("topic created");
     for p in 0..PARTITIONS {
         cluster
             .wait_partition(TOPIC, p, Duration::from_secs(30), "a leader", |_, _, isr| {
@@ -40,18 +36,8 @@ async fn setup() -> (ProcessCluster, Workload) {
             })
             .await;
     }
-    let load = Workload::start(
-        cluster.bootstrap(),
-        LoadSpec {
-            topic: TOPIC.into(),
-            partitions: PARTITIONS,
-            producers: 2,
-            rate: 100,
-            consumers: 1,
-            delivery_timeout_ms: 10_000,
-        },
-    )
-    .await;
+    let load =
+        Workload::start(cluster.bootstrap(), LoadSpec::standard(TOPIC, PARTITIONS, 10_000)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     (cluster, load)
 }

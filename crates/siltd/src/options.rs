@@ -17,6 +17,10 @@ pub struct Options {
     /// This broker's id.
     #[arg(long, env = "SILT_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Derive the id from a StatefulSet pod name: `silt-2` -> 3 (ordinal + 1). Used when
+    /// --node-id is not given (Kubernetes: set it from the pod's `metadata.name`).
+    #[arg(long, env = "SILT_NODE_ID_FROM_ORDINAL")]
+    pub node_id_from_ordinal: Option<String>,
     /// gRPC listen address (default 127.0.0.1:9300).
     #[arg(long, env = "SILT_LISTEN")]
     pub listen: Option<String>,
@@ -53,6 +57,8 @@ impl Options {
         };
         if let Some(v) = self.node_id {
             c.node_id = v;
+        } else if let Some(name) = &self.node_id_from_ordinal {
+            c.node_id = node_id_from_ordinal(name)?;
         }
         if let Some(v) = &self.listen {
             c.listen = v.clone();
@@ -77,9 +83,32 @@ impl Options {
     }
 }
 
+/// `NAME-N` (a StatefulSet pod name) -> N + 1.
+fn node_id_from_ordinal(name: &str) -> Result<u64, BrokerConfigError> {
+    name.rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| BrokerConfigError {
+            key: "node_id_from_ordinal".into(),
+            reason: format!("{name:?} does not end in -ORDINAL"),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_id_comes_from_a_pod_ordinal() {
+        assert_eq!(node_id_from_ordinal("silt-0").unwrap(), 1);
+        assert_eq!(node_id_from_ordinal("my-silt-12").unwrap(), 13);
+        assert_eq!(node_id_from_ordinal("silt").unwrap_err().key, "node_id_from_ordinal");
+        let o = Options::parse_from(["siltd", "--node-id-from-ordinal", "silt-2"]);
+        assert_eq!(o.config().unwrap().node_id, 3);
+        let o =
+            Options::parse_from(["siltd", "--node-id", "9", "--node-id-from-ordinal", "silt-2"]);
+        assert_eq!(o.config().unwrap().node_id, 9, "an explicit id wins");
+    }
 
     #[test]
     fn flags_override_the_file_and_bad_values_name_the_key() {
