@@ -115,9 +115,9 @@ impl ComposeCluster {
     }
 
     /// Drops packets from the other brokers' private addresses inside broker `id`'s network
-    /// namespace (both ways: INPUT from them, OUTPUT to them); clients on the host still reach
-    /// it. `false` flushes the rules.
-    pub fn partition_from_peers(&self, id: u64, cut: bool) {
+    /// namespace (INPUT from them and, unless `one_way`, OUTPUT to them); clients on the host
+    /// still reach it. `cut = false` flushes the rules.
+    pub fn partition_from_peers(&self, id: u64, cut: bool, one_way: bool) {
         let pid = String::from_utf8_lossy(
             &run(Command::new("docker").args([
                 "inspect",
@@ -139,7 +139,9 @@ impl ComposeCluster {
         for (other, _, ip, _) in BROKERS {
             if other != id {
                 ipt(&["-A", "INPUT", "-s", ip, "-j", "DROP"]);
-                ipt(&["-A", "OUTPUT", "-d", ip, "-j", "DROP"]);
+                if !one_way {
+                    ipt(&["-A", "OUTPUT", "-d", ip, "-j", "DROP"]);
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! `acks=all` producers and an assign-mode consumer, with, in turn, `docker kill` of the leader of
 //! partition 0, `docker pause` past the session timeout, `docker network disconnect` (total
 //! isolation), and a selective partition from its peers with `nsenter ... iptables` while clients
-//! still reach it. After each fault the cluster heals to three live brokers with full ISRs; at
+//! still reach it (both ways, then one way: it receives nothing from its peers). After each fault the cluster heals to three live brokers with full ISRs; at
 //! the end the checker runs (C1 no acknowledged record lost, C2, C4, C5) and no broker panicked.
 //!
 //! Needs a Docker engine, docker-compose, root (nsenter) and the image (deploy/docker/build.sh):
@@ -73,7 +73,7 @@ async fn container_faults_lose_no_acknowledged_record() {
         Workload::start(cluster.bootstrap(), LoadSpec::standard(TOPIC, PARTITIONS, 15_000)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    for fault in ["kill", "pause", "disconnect", "iptables"] {
+    for fault in ["kill", "pause", "disconnect", "iptables", "iptables-one-way"] {
         let (leader, epoch, ..) = views(&cluster)
             .await
             .into_iter()
@@ -84,7 +84,8 @@ async fn container_faults_lose_no_acknowledged_record() {
             "kill" => cluster.kill(leader),
             "pause" => cluster.pause(leader, true),
             "disconnect" => cluster.disconnect(leader, true),
-            _ => cluster.partition_from_peers(leader, true),
+            "iptables" => cluster.partition_from_peers(leader, true, false),
+            _ => cluster.partition_from_peers(leader, true, true),
         }
         let took = wait_new_leader(&cluster, leader, epoch).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -92,7 +93,7 @@ async fn container_faults_lose_no_acknowledged_record() {
             "kill" => cluster.start(leader),
             "pause" => cluster.pause(leader, false),
             "disconnect" => cluster.disconnect(leader, false),
-            _ => cluster.partition_from_peers(leader, false),
+            _ => cluster.partition_from_peers(leader, false, false),
         }
         cluster.wait_alive(3, Duration::from_secs(60)).await;
         wait_full_isr(&cluster, Duration::from_secs(60)).await;
