@@ -416,7 +416,7 @@ mod tests {
             h.truncate_by_epoch(LeaderEpoch(3), leader_answer).await,
             Err(PartitionError::NotFollower(3))
         ));
-        assert_eq!(h.state().log_end, Offset(12));
+        assert_eq!(h.state().log_end, Offset(12), "{:?} {:?}", h.state(), h.latest_epoch().await);
     }
 
     #[tokio::test]

@@ -75,6 +75,9 @@ struct Worker {
     hw_checkpointed: Offset,
     /// In offset order (appends are).
     waiters: VecDeque<Waiter>,
+    /// Waiters the HW has passed, answered at the end of the round, after the new offsets are
+    /// published (so a client that got its ack and then asks for the latest offset sees it).
+    released: Vec<(Reply<Appended>, Result<Appended, PartitionError>)>,
 }
 
 fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
@@ -108,6 +111,7 @@ impl Worker {
             high_watermark: hw,
             hw_checkpointed: hw,
             waiters: VecDeque::new(),
+            released: Vec::new(),
         }
     }
 
@@ -194,7 +198,7 @@ impl Worker {
                         let _ = reply.send(self.close(delete));
                         return;
                     }
-                    other => self.handle(other),
+                    other => self.handle(other, &state),
                 }
                 if handled < GROUP_COMMIT_MAX {
                     next = rx.try_recv().ok();
@@ -245,8 +249,10 @@ impl Worker {
         }
         self.advance_hw();
         self.drop_abandoned_waiters();
-        let now = self.state();
-        state.send_if_modified(|s| std::mem::replace(s, now) != now);
+        self.publish(state);
+        for (reply, r) in self.released.drain(..) {
+            let _ = reply.send(r);
+        }
     }
 
     /// What this replica counts of its own log towards the HW: synced data for `fsync` topics.
@@ -277,7 +283,7 @@ impl Worker {
             } else {
                 Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min })
             };
-            let _ = w.reply.send(r);
+            self.released.push((w.reply, r));
         }
     }
 
@@ -299,7 +305,13 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// Publishes the current offsets (if they changed).
+    fn publish(&self, state: &watch::Sender<PartitionState>) {
+        let now = self.state();
+        state.send_if_modified(|s| std::mem::replace(s, now) != now);
+    }
+
+    fn handle(&mut self, cmd: Command, state: &watch::Sender<PartitionState>) {
         match cmd {
             Command::SetRole(spec) => {
                 self.set_role(spec);
@@ -349,12 +361,15 @@ impl Worker {
             Command::TruncateByEpoch { leader_epoch, leader, reply } => {
                 let r =
                     self.follower_check(leader_epoch).and_then(|()| self.truncate_by_epoch(leader));
+                // Offsets first, then the answer: the caller may read them at once.
+                self.publish(state);
                 let _ = reply.send(r);
             }
             Command::AppendReplicated { leader_epoch, data, leader_hw, reply } => {
                 let r = self
                     .follower_check(leader_epoch)
                     .and_then(|()| self.append_replicated(data, leader_hw));
+                self.publish(state);
                 let _ = reply.send(r);
             }
             Command::IsrCheck { lag_max, reply } => {
