@@ -3,6 +3,7 @@
 //! This crate does no I/O and knows nothing of async runtimes or gRPC: it is the vocabulary every
 //! other crate shares. The record batch layout it encodes is drawn byte by byte in `docs/format.md`.
 
+pub mod assignor;
 pub mod batch;
 mod ids;
 pub mod liveness;
