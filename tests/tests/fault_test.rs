@@ -236,7 +236,7 @@ async fn t3_followers_killed_one_then_two_acknowledge_nothing_below_min_isr() {
         ..Default::default()
     });
     let mut window = Vec::new();
-    for i in 0..20 {
+    for i in 0..8 {
         let value = format!("t3-window-{i}");
         let invoked = Instant::now();
         let rec = ProducerRecord::new(TOPIC, value.clone()).with_partition(0);
