@@ -249,24 +249,6 @@ impl ProcessCluster {
         }
     }
 
-    /// The partitions of `topic` as some running broker describes them (leader, epoch, ISR and
-    /// that broker's own log start and HW).
-    pub async fn describe(&self, topic: &str) -> Option<v1::TopicDescription> {
-        for b in self.brokers.values().filter(|b| b.is_running() && !b.paused) {
-            if let Some(t) = describe_on(&b.addr, topic).await {
-                return Some(t);
-            }
-        }
-        None
-    }
-
-    /// `(leader, leader epoch, isr)` of one partition, as the cluster's metadata says.
-    pub async fn leader_of(&self, topic: &str, partition: u32) -> Option<(u64, u32, Vec<u64>)> {
-        let t = self.describe(topic).await?;
-        let p = t.partitions.get(partition as usize)?;
-        Some((p.leader?, p.leader_epoch, p.isr.clone()))
-    }
-
     /// Waits until some running broker's view of the partition `(leader, epoch, isr)` satisfies
     /// `cond` with a running leader (an isolated broker's stale view may differ: any will do).
     pub async fn wait_partition(

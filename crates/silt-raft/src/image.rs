@@ -233,14 +233,9 @@ impl ClusterImage {
                 partition_epoch,
                 isr,
             } => {
-                let Some(p) = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                else {
-                    return CommandResponse::Rejected(format!(
-                        "unknown partition {topic}/{partition}"
-                    ));
+                let p = match self.partition_mut(topic, *partition) {
+                    Ok(p) => p,
+                    Err(rejected) => return rejected,
                 };
                 if p.leader != Some(*leader)
                     || p.leader_epoch != *leader_epoch
@@ -266,16 +261,10 @@ impl ClusterImage {
                         "broker {broker} epoch {epoch} is not current"
                     ));
                 }
-                let fenced: BTreeSet<u64> =
-                    self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect();
-                let Some(p) = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                else {
-                    return CommandResponse::Rejected(format!(
-                        "unknown partition {topic}/{partition}"
-                    ));
+                let fenced = self.fenced_ids();
+                let p = match self.partition_mut(topic, *partition) {
+                    Ok(p) => p,
+                    Err(rejected) => return rejected,
                 };
                 if !p.isr.contains(broker) || p.isr.len() == 1 {
                     return CommandResponse::Done;
@@ -306,14 +295,32 @@ impl ClusterImage {
         }
     }
 
+    /// The partition a command names, or the command's rejection.
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&mut PartitionImage, CommandResponse> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .ok_or_else(|| {
+                CommandResponse::Rejected(format!("unknown partition {topic}/{partition}"))
+            })
+    }
+
+    /// The ids of the fenced brokers.
+    fn fenced_ids(&self) -> BTreeSet<u64> {
+        self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect()
+    }
+
     /// Whether broker `id` is fenced or unknown.
     pub fn is_fenced(&self, id: u64) -> bool {
         self.brokers.get(&id).is_none_or(|b| b.fenced)
     }
 
     fn fence_partitions(&mut self, id: u64) {
-        let fenced: BTreeSet<u64> =
-            self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect();
+        let fenced = self.fenced_ids();
         for t in self.topics.values_mut() {
             let unclean = t.unclean_allowed();
             for p in &mut t.partitions {
@@ -340,8 +347,8 @@ impl ClusterImage {
     }
 
     fn move_leaders(&mut self, id: u64) {
-        let fenced: BTreeSet<u64> =
-            self.brokers.values().filter(|b| b.fenced).map(|b| b.id).chain([id]).collect();
+        let mut fenced = self.fenced_ids();
+        fenced.insert(id);
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if p.leader == Some(id)
@@ -357,8 +364,7 @@ impl ClusterImage {
     }
 
     fn elect_leaderless(&mut self) {
-        let fenced: BTreeSet<u64> =
-            self.brokers.values().filter(|b| b.fenced).map(|b| b.id).collect();
+        let fenced = self.fenced_ids();
         let known: BTreeSet<u64> = self.brokers.keys().copied().collect();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
