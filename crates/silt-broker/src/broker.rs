@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use silt_proto::v1::admin_server::AdminServer;
 use silt_proto::v1::data_server::DataServer;
+use silt_proto::v1::groups_server::GroupsServer;
 use silt_proto::v1::metadata_server::MetadataServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     /// Set in cluster mode (`peers` configured).
     pub cluster: Option<crate::cluster::Cluster>,
     pub metrics: crate::metrics::Metrics,
+    /// The consumer groups this broker coordinates.
+    pub coordinator: crate::groups::Coordinator,
 }
 
 impl Shared {
@@ -223,6 +226,7 @@ impl Broker {
             stopping: tokio::sync::watch::channel(false).0,
             cluster,
             metrics: crate::metrics::Metrics::default(),
+            coordinator: crate::groups::Coordinator::default(),
         });
         for t in topics {
             let tc = shared.effective_config(&t).unwrap_or_else(|e| {
@@ -250,6 +254,7 @@ impl Broker {
         let shared = self.shared;
         let ticker = tokio::spawn(tick_loop(shared.clone()));
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
+        let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
         let http =
             if shared.config.http.is_empty() {
                 None
@@ -263,6 +268,9 @@ impl Broker {
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
         let admin = AdminServer::new(AdminService::new(shared.clone()))
+            .max_decoding_message_size(c.max_request_bytes)
+            .max_encoding_message_size(c.max_response_bytes);
+        let groups = GroupsServer::new(crate::groups::GroupsService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
         let metadata = MetadataServer::new(MetadataService::new(shared.clone()))
@@ -289,6 +297,7 @@ impl Broker {
             .add_service(data)
             .add_service(admin)
             .add_service(metadata)
+            .add_service(groups)
             .add_optional_service(raft)
             .add_optional_service(controller)
             .add_optional_service(replication)
@@ -309,6 +318,7 @@ impl Broker {
         tracing::info!("shutting down: closing partitions");
         ticker.abort();
         follower.abort();
+        groups_expiry.abort();
         if let Some(c) = &shared.cluster {
             c.node.shutdown().await;
         }

@@ -28,6 +28,19 @@ pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 /// A follower that has not caught up with its leader for this long leaves the ISR.
 pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
+/// Default partitions of `__consumer_offsets` (fixed once the topic exists).
+pub const DEFAULT_OFFSETS_TOPIC_PARTITIONS: u32 = 16;
+/// Default replication factor of `__consumer_offsets` (capped at the live brokers).
+pub const DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR: u32 = 3;
+/// Default session of a group member that does not ask for one.
+pub const DEFAULT_GROUP_SESSION_TIMEOUT_MS: u64 = 10_000;
+/// Bounds on the session a member may ask for.
+pub const DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS: u64 = 300_000;
+/// Default interval of member heartbeats (shorter while partitions move).
+pub const DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Default time a member has to give up revoked partitions before it is removed.
+pub const DEFAULT_GROUP_REBALANCE_TIMEOUT_MS: u64 = 30_000;
 /// Default longest a fetch may long-poll.
 pub const DEFAULT_MAX_FETCH_WAIT_MS: u64 = 30_000;
 
@@ -111,6 +124,20 @@ pub struct BrokerConfig {
     /// Cluster mode: a follower that has not caught up with its leader for this long leaves
     /// the ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// Partitions of the internal `__consumer_offsets` topic, created on first group use.
+    pub offsets_topic_partitions: u32,
+    /// Its replication factor (capped at the brokers alive when it is created).
+    pub offsets_topic_replication_factor: u32,
+    /// The session of a group member that does not ask for one.
+    pub group_session_timeout_ms: u64,
+    /// The shortest session a member may ask for.
+    pub group_min_session_timeout_ms: u64,
+    /// The longest session a member may ask for.
+    pub group_max_session_timeout_ms: u64,
+    /// How often members heartbeat (100 ms while their partitions are moving).
+    pub group_heartbeat_interval_ms: u64,
+    /// A member that keeps revoked partitions this long is removed from its group.
+    pub group_rebalance_timeout_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -133,6 +160,13 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+            offsets_topic_partitions: DEFAULT_OFFSETS_TOPIC_PARTITIONS,
+            offsets_topic_replication_factor: DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR,
+            group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
+            group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
+            group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
+            group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
+            group_rebalance_timeout_ms: DEFAULT_GROUP_REBALANCE_TIMEOUT_MS,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -209,6 +243,11 @@ impl BrokerConfig {
             ("broker_heartbeat_interval_ms", self.broker_heartbeat_interval_ms),
             ("broker_session_timeout_ms", self.broker_session_timeout_ms),
             ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
+            ("offsets_topic_partitions", u64::from(self.offsets_topic_partitions)),
+            ("offsets_topic_replication_factor", u64::from(self.offsets_topic_replication_factor)),
+            ("group_min_session_timeout_ms", self.group_min_session_timeout_ms),
+            ("group_heartbeat_interval_ms", self.group_heartbeat_interval_ms),
+            ("group_rebalance_timeout_ms", self.group_rebalance_timeout_ms),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be positive"));
@@ -218,6 +257,21 @@ impl BrokerConfig {
             return Err(bad(
                 "broker_session_timeout_ms",
                 "must be at least twice broker_heartbeat_interval_ms",
+            ));
+        }
+        if self.offsets_topic_partitions > crate::service::MAX_PARTITIONS {
+            return Err(bad(
+                "offsets_topic_partitions",
+                format!("must be at most {}", crate::service::MAX_PARTITIONS),
+            ));
+        }
+        if self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+            || !(self.group_min_session_timeout_ms..=self.group_max_session_timeout_ms)
+                .contains(&self.group_session_timeout_ms)
+        {
+            return Err(bad(
+                "group_session_timeout_ms",
+                "must lie within group_min_session_timeout_ms..=group_max_session_timeout_ms",
             ));
         }
         let d = &self.topic_defaults;

@@ -6,6 +6,7 @@ mod broker;
 mod cluster;
 pub mod config;
 mod error;
+mod groups;
 mod health;
 mod metrics;
 pub mod partition;

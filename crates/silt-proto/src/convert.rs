@@ -63,6 +63,9 @@ impl v1::ErrorCode {
                 | BrokerNotAvailable
                 | UnknownLeaderEpoch
                 | FencedLeaderEpoch
+                | CoordinatorNotAvailable
+                | NotCoordinator
+                | CoordinatorLoadInProgress
         )
     }
 

@@ -258,6 +258,21 @@ impl PartitionHandle {
         self.call(|reply| Command::Append { batches, wait, reply }).await
     }
 
+    /// Queues an append and returns at once with the receiver of its answer, so a caller can
+    /// fix the order of its appends under a lock and wait for them outside it.
+    pub async fn append_queued(
+        &self,
+        batches: Vec<Vec<u8>>,
+        wait: WaitFor,
+    ) -> Result<oneshot::Receiver<Result<Appended, PartitionError>>, PartitionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append { batches, wait, reply })
+            .await
+            .map_err(|_| PartitionError::Closed)?;
+        Ok(rx)
+    }
+
     /// Queues an append without waiting for any answer (acks=0). `false` if the partition is
     /// closed or its queue is full.
     pub fn append_no_wait(&self, batches: Vec<Vec<u8>>) -> bool {

@@ -101,6 +101,46 @@ impl AdminService {
         if validate_only {
             return Ok(());
         }
+        self.create_checked(record, config).await
+    }
+
+    /// Creates an internal topic (`__consumer_offsets`) unless it exists: no name check; the
+    /// replication factor is capped at the live brokers.
+    pub(crate) async fn create_internal(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), WireError> {
+        let shared = &self.shared;
+        let _guard = shared.admin_lock.lock().await;
+        if view(shared).topics.contains_key(name) {
+            return Ok(());
+        }
+        let brokers = view(shared).brokers.iter().filter(|b| b.alive).count().max(1);
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: 0,
+            partitions,
+            replication_factor: replication_factor.clamp(1, brokers as u32),
+            overrides,
+        };
+        let config = shared
+            .effective_config(&record)
+            .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        self.create_checked(record, config).await
+    }
+
+    /// Creates a checked topic (the caller holds the admin lock).
+    async fn create_checked(
+        &self,
+        record: TopicRecord,
+        config: TopicConfig,
+    ) -> Result<(), WireError> {
+        let shared = &self.shared;
+        let partitions = record.partitions;
+        let t = record.clone();
         if shared.cluster.is_some() {
             return self.create_in_cluster(record, config).await;
         }

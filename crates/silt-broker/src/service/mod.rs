@@ -3,7 +3,7 @@
 
 mod admin;
 mod fetch;
-mod metadata;
+pub(crate) mod metadata;
 mod produce;
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Shared;
 
-pub(crate) use admin::AdminService;
+pub(crate) use admin::{AdminService, MAX_PARTITIONS};
 pub(crate) use metadata::MetadataService;
 
 /// The `Data` service: produce, fetch and offset lookups.

@@ -1,0 +1,392 @@
+//! The group coordinator: for each `__consumer_offsets` partition this broker leads, the groups
+//! hashed to it, loaded by replaying the partition when leadership arrives (committed offsets and
+//! memberships survive a coordinator failover), and written back with `acks=all` before any
+//! answer depends on it. A background task ends expired sessions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use silt_core::batch::{BatchIter, RecordIter};
+use silt_proto::v1::ErrorCode;
+use tokio::sync::OwnedMutexGuard;
+
+use super::records::{self, Entry, OFFSETS_TOPIC};
+use super::state::{Committed, Group};
+use crate::broker::Shared;
+use crate::error::WireError;
+use crate::partition::{Appended, PartitionError, PartitionHandle, WaitFor};
+use crate::service::metadata::view;
+
+/// How long a new coordinator waits for its partition's high watermark to reach the log end
+/// before it answers `COORDINATOR_LOAD_IN_PROGRESS`.
+const LOAD_WAIT: Duration = Duration::from_secs(10);
+/// Bytes read per step while loading.
+const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+/// How often sessions are checked.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// The groups of one `__consumer_offsets` partition.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// The leader epoch the groups were loaded in (None: not loaded).
+    pub loaded: Option<u32>,
+    pub groups: BTreeMap<String, Group>,
+}
+
+/// Every slot of this broker, with the clock groups run on.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    slots: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Slot>>>>,
+    clock: Instant,
+    next_member: AtomicU64,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Coordinator {
+            slots: Mutex::default(),
+            clock: Instant::now(),
+            next_member: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Coordinator {
+    /// Milliseconds on the coordinator's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// A member id no other member of any group has had: node, start time, counter.
+    pub fn new_member_id(&self, node: u64) -> String {
+        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+        format!("{node}-{:x}-{n}", super::super::service::now_ms())
+    }
+
+    fn slot(&self, partition: u32) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(partition).or_default().clone()
+    }
+
+    /// Every slot (for expiry, listings and metrics).
+    pub fn slots(&self) -> Vec<(u32, Arc<tokio::sync::Mutex<Slot>>)> {
+        let m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(p, s)| (*p, s.clone())).collect()
+    }
+}
+
+/// The `__consumer_offsets` partition of a group.
+pub(crate) fn partition_of(group: &str, partitions: u32) -> u32 {
+    (silt_core::partitioner::murmur2(group.as_bytes()) & 0x7fff_ffff) as u32 % partitions.max(1)
+}
+
+/// Where a group is coordinated.
+#[derive(Debug, Clone)]
+pub(crate) struct Location {
+    pub partition: u32,
+    pub leader: Option<u64>,
+    pub leader_epoch: u32,
+    pub address: String,
+}
+
+fn not_available(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::CoordinatorNotAvailable, message)
+}
+
+/// The number of `__consumer_offsets` partitions, if the topic exists.
+pub(crate) fn offsets_partitions(shared: &Shared) -> Option<u32> {
+    view(shared).topics.get(OFFSETS_TOPIC).map(|t| t.partitions.len() as u32)
+}
+
+/// Where `partition` of `__consumer_offsets` is led.
+pub(crate) fn locate_partition(shared: &Shared, partition: u32) -> Result<Location, WireError> {
+    let v = view(shared);
+    let t = v
+        .topics
+        .get(OFFSETS_TOPIC)
+        .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} does not exist yet")))?;
+    let p = t
+        .partitions
+        .get(partition as usize)
+        .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} has no partition {partition}")))?;
+    let address = p
+        .leader
+        .and_then(|l| v.brokers.iter().find(|b| b.node_id == l))
+        .map(|b| b.address.clone())
+        .unwrap_or_default();
+    Ok(Location { partition, leader: p.leader, leader_epoch: p.leader_epoch, address })
+}
+
+/// Where `group` is coordinated.
+pub(crate) fn locate(shared: &Shared, group: &str) -> Result<Location, WireError> {
+    let n = offsets_partitions(shared)
+        .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} does not exist yet")))?;
+    locate_partition(shared, partition_of(group, n))
+}
+
+/// Creates `__consumer_offsets` unless it exists.
+pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), WireError> {
+    if offsets_partitions(shared).is_some() {
+        return Ok(());
+    }
+    let c = &shared.config;
+    let alive = view(shared).brokers.iter().filter(|b| b.alive).count().max(1) as u32;
+    let rf = c.offsets_topic_replication_factor.clamp(1, alive);
+    let overrides = BTreeMap::from([
+        ("retention.ms".to_string(), "-1".to_string()),
+        ("retention.bytes".to_string(), "-1".to_string()),
+        ("min.insync.replicas".to_string(), if rf >= 3 { "2" } else { "1" }.to_string()),
+        ("durability".to_string(), "fsync".to_string()),
+    ]);
+    crate::service::AdminService::new(shared.clone())
+        .create_internal(OFFSETS_TOPIC, c.offsets_topic_partitions, rf, overrides)
+        .await
+        .map_err(|e| not_available(format!("creating {OFFSETS_TOPIC}: {}", e.message)))
+}
+
+/// The subscribable topics (every topic but the internal ones) with their partition counts.
+pub(crate) fn subscribable_topics(shared: &Shared) -> BTreeMap<String, u32> {
+    view(shared)
+        .topics
+        .iter()
+        .filter(|(name, _)| !name.starts_with("__"))
+        .map(|(name, t)| (name.clone(), t.partitions.len() as u32))
+        .collect()
+}
+
+/// A slot this broker coordinates, locked and loaded, with the partition's worker.
+pub(crate) struct Coordinated {
+    pub slot: OwnedMutexGuard<Slot>,
+    pub handle: PartitionHandle,
+    pub leader_epoch: u32,
+}
+
+/// Locks `group`'s slot after checking this broker coordinates it (loading it if leadership
+/// is new).
+pub(crate) async fn coordinate(shared: &Shared, group: &str) -> Result<Coordinated, WireError> {
+    let loc = locate(shared, group)?;
+    coordinate_location(shared, loc).await
+}
+
+/// Like [`coordinate`] for a partition.
+pub(crate) async fn coordinate_partition(
+    shared: &Shared,
+    partition: u32,
+) -> Result<Coordinated, WireError> {
+    let loc = locate_partition(shared, partition)?;
+    coordinate_location(shared, loc).await
+}
+
+async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinated, WireError> {
+    let me = shared.config.node_id;
+    if loc.leader != Some(me) {
+        return Err(WireError::new(
+            ErrorCode::NotCoordinator,
+            match loc.leader {
+                Some(l) => format!("broker {l} coordinates this group, not broker {me}"),
+                None => "the group's coordinator partition has no leader".to_string(),
+            },
+        ));
+    }
+    let handle = shared
+        .replicas
+        .partition(OFFSETS_TOPIC, loc.partition)
+        .ok_or_else(|| not_available("the coordinator partition is still opening here"))?;
+    let mut slot = shared.coordinator.slot(loc.partition).lock_owned().await;
+    if slot.loaded != Some(loc.leader_epoch) {
+        load(shared, &handle, &mut slot, loc.partition).await?;
+        slot.loaded = Some(loc.leader_epoch);
+    }
+    Ok(Coordinated { slot, handle, leader_epoch: loc.leader_epoch })
+}
+
+/// Rebuilds the slot from its partition: waits until every record in the log is committed,
+/// then applies them in order.
+async fn load(
+    shared: &Shared,
+    handle: &PartitionHandle,
+    slot: &mut Slot,
+    partition: u32,
+) -> Result<(), WireError> {
+    slot.loaded = None;
+    slot.groups.clear();
+    let started = Instant::now();
+    let end = handle.state().log_end;
+    let mut watch = handle.watch();
+    let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+    while watch.borrow_and_update().high_watermark < end {
+        if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
+            return Err(WireError::new(
+                ErrorCode::CoordinatorLoadInProgress,
+                format!("{OFFSETS_TOPIC}/{partition} is not yet committed up to its log end"),
+            ));
+        }
+    }
+    let state = handle.state();
+    let now = shared.coordinator.now_ms();
+    let mut pos = state.log_start;
+    let mut records = 0u64;
+    while pos < state.high_watermark {
+        let r = handle.read(pos, LOAD_READ_BYTES).await.map_err(append_error)?;
+        if r.data.is_empty() || r.next_offset <= pos {
+            break;
+        }
+        for batch in BatchIter::new(r.data) {
+            let Ok(batch) = batch else { break };
+            let Ok(iter) = RecordIter::new(batch) else { continue };
+            for rec in iter.flatten() {
+                if rec.offset < pos {
+                    continue;
+                }
+                if let Some(e) = records::decode(rec.key.as_deref(), rec.value.as_deref()) {
+                    apply(slot, e, rec.offset.0, now);
+                    records += 1;
+                }
+            }
+        }
+        pos = r.next_offset;
+    }
+    slot.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+    tracing::info!(
+        partition,
+        groups = slot.groups.len(),
+        records,
+        ms = started.elapsed().as_millis() as u64,
+        "loaded consumer groups"
+    );
+    Ok(())
+}
+
+/// Applies one record of `__consumer_offsets` found at `offset`.
+fn apply(slot: &mut Slot, e: Entry, offset: u64, now_ms: u64) {
+    match e {
+        Entry::Offset { group, topic, partition, value } => {
+            let c = value.map(|v| Committed {
+                offset: v.offset,
+                metadata: v.metadata,
+                timestamp_ms: v.commit_timestamp_ms,
+                record_offset: offset,
+            });
+            slot.groups.entry(group).or_default().apply_offset((topic, partition), c, offset);
+        }
+        Entry::Group { group, value: None } => {
+            slot.groups.remove(&group);
+        }
+        Entry::Group { group, value: Some(r) } => {
+            slot.groups.entry(group).or_default().restore(r, now_ms);
+        }
+    }
+}
+
+/// A failed coordinator append as the client sees it.
+pub(crate) fn append_error(e: PartitionError) -> WireError {
+    let w = WireError::from(e);
+    let code = match w.code {
+        ErrorCode::NotLeader | ErrorCode::FencedLeaderEpoch | ErrorCode::UnknownTopic => {
+            ErrorCode::NotCoordinator
+        }
+        ErrorCode::NotEnoughReplicas
+        | ErrorCode::UnknownLeaderEpoch
+        | ErrorCode::BrokerNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        other => other,
+    };
+    WireError::new(code, w.message)
+}
+
+/// Queues `entries` as one batch (in the order of the caller's lock); the receiver answers
+/// once they are committed.
+pub(crate) async fn append_queued(
+    handle: &PartitionHandle,
+    entries: &[Entry],
+) -> Result<tokio::sync::oneshot::Receiver<Result<Appended, PartitionError>>, WireError> {
+    let batch = records::encode(entries, crate::service::now_ms());
+    handle.append_queued(vec![batch], WaitFor::Commit).await.map_err(append_error)
+}
+
+/// Waits for a queued append (bounded by the request timeout).
+pub(crate) async fn committed(
+    shared: &Shared,
+    rx: tokio::sync::oneshot::Receiver<Result<Appended, PartitionError>>,
+) -> Result<Appended, WireError> {
+    let timeout = Duration::from_millis(shared.config.request_timeout_ms);
+    match tokio::time::timeout(timeout, rx).await {
+        Err(_) => Err(WireError::new(ErrorCode::RequestTimedOut, "commit not confirmed in time")),
+        Ok(Err(_)) => Err(append_error(PartitionError::Closed)),
+        Ok(Ok(r)) => r.map_err(append_error),
+    }
+}
+
+/// Appends `entries` and waits for the commit (the caller keeps its lock meanwhile); on failure
+/// the slot is marked for a reload, since memory may now be ahead of the log.
+pub(crate) async fn write(
+    shared: &Shared,
+    c: &mut Coordinated,
+    entries: &[Entry],
+) -> Result<Appended, WireError> {
+    let r = match append_queued(&c.handle, entries).await {
+        Ok(rx) => committed(shared, rx).await,
+        Err(e) => Err(e),
+    };
+    if r.is_err() {
+        c.slot.loaded = None;
+    }
+    r
+}
+
+/// The membership record of `group` as it is now.
+pub(crate) fn group_entry(slot: &Slot, group: &str) -> Entry {
+    Entry::Group { group: group.to_string(), value: slot.groups.get(group).map(Group::record) }
+}
+
+/// Ends expired sessions and follows topic changes in every loaded slot this broker still
+/// leads; writes the changed memberships.
+pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(EXPIRY_TICK).await;
+        let topics = subscribable_topics(&shared);
+        for (p, slot) in shared.coordinator.slots() {
+            let Ok(guard) = slot.clone().try_lock_owned() else { continue };
+            if guard.loaded.is_none() {
+                continue;
+            }
+            let current = locate_partition(&shared, p).ok().filter(|l| {
+                l.leader == Some(shared.config.node_id) && Some(l.leader_epoch) == guard.loaded
+            });
+            let Some(loc) = current else {
+                // Leadership moved: forget the groups (the new coordinator has them).
+                let mut guard = guard;
+                guard.loaded = None;
+                guard.groups.clear();
+                continue;
+            };
+            let Some(handle) = shared.replicas.partition(OFFSETS_TOPIC, p) else { continue };
+            let mut c = Coordinated { slot: guard, handle, leader_epoch: loc.leader_epoch };
+            let now = shared.coordinator.now_ms();
+            let rebalance = shared.config.group_rebalance_timeout_ms;
+            let mut changed = Vec::new();
+            for (name, g) in c.slot.groups.iter_mut() {
+                let gone = g.expire(now, rebalance, &topics);
+                for id in &gone {
+                    tracing::info!(group = %name, member = %id, "member removed: session or rebalance timeout");
+                }
+                let moved = g.topics_changed(&topics);
+                if !gone.is_empty() || moved {
+                    changed.push(name.clone());
+                }
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            let entries: Vec<Entry> = changed.iter().map(|g| group_entry(&c.slot, g)).collect();
+            if let Err(e) = write(&shared, &mut c, &entries).await {
+                tracing::warn!(partition = p, error = %e.message, "writing expired memberships failed");
+            }
+        }
+    }
+}
+
+/// Offsets of a partition as known here, for lag: the high watermark of a hosted replica.
+pub(crate) fn local_high_watermark(shared: &Shared, topic: &str, partition: u32) -> Option<i64> {
+    shared.replicas.partition(topic, partition).map(|h| h.state().high_watermark.0 as i64)
+}
