@@ -23,6 +23,8 @@ pub struct ClusterSettings {
     pub session_timeout_ms: u64,
     pub replica_lag_time_max_ms: u64,
     pub request_timeout_ms: u64,
+    /// More `siltd.toml` lines for every broker.
+    pub extra: String,
 }
 
 impl ClusterSettings {
@@ -35,6 +37,7 @@ impl ClusterSettings {
             session_timeout_ms: 3_000,
             replica_lag_time_max_ms: 4_000,
             request_timeout_ms: 5_000,
+            extra: String::new(),
         }
     }
 }
@@ -134,7 +137,7 @@ impl ProcessCluster {
                     "node_id = {id}\nlisten = \"{addr}\"\nhttp = \"\"\ndata_dir = \"{dir}\"\n\
                      peers = \"{peers}\"\nbroker_heartbeat_interval_ms = {hb}\n\
                      broker_session_timeout_ms = {st}\nreplica_lag_time_max_ms = {lag}\n\
-                     request_timeout_ms = {rt}\n",
+                     request_timeout_ms = {rt}\n{extra}\n",
                     addr = addrs[id],
                     dir = dir.display(),
                     peers = peers.join(","),
@@ -142,6 +145,7 @@ impl ProcessCluster {
                     st = settings.session_timeout_ms,
                     lag = settings.replica_lag_time_max_ms,
                     rt = settings.request_timeout_ms,
+                    extra = settings.extra,
                 ),
             )
             .expect("config written");

@@ -33,6 +33,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print records to stdout, one per line.
     Consume(ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Measure produce and consume throughput and latency.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -113,8 +116,8 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     pub topic: String,
-    /// Consumer group (not available yet: groups are a later milestone).
-    #[arg(long)]
+    /// Join this consumer group: start at its committed offsets, commit after printing.
+    #[arg(long, conflicts_with = "partition")]
     pub group: Option<String>,
     #[arg(long)]
     pub partition: Option<u32>,
@@ -171,7 +174,33 @@ pub struct BenchConsumeArgs {
     pub topic: String,
     #[arg(long, default_value_t = 100_000)]
     pub records: u64,
-    /// Consumer group (not available yet).
+    /// Consume as a member of this group (committing as it goes).
     #[arg(long)]
     pub group: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Every consumer group with its state and member count.
+    List,
+    /// Members, assignment, committed offset, high watermark and lag per partition.
+    Describe { group: String },
+    /// Set a group's committed offsets for every partition of a topic (the group must be empty).
+    #[command(group(clap::ArgGroup::new("to").required(true)))]
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to")]
+        to_offset: Option<i64>,
+        /// The first record at or after this time (ms since the Unix epoch).
+        #[arg(long, group = "to")]
+        to_timestamp: Option<i64>,
+    },
+    /// Delete an empty group and its committed offsets.
+    Delete { group: String },
 }

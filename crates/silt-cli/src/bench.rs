@@ -155,18 +155,39 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
 /// Stop a consume bench after this long without any record.
 const CONSUME_IDLE: Duration = Duration::from_secs(10);
 
-pub async fn consume(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<(), CliError> {
-    if a.group.is_some() {
-        return Err(CliError::failed(
-            "consumer groups are not available yet (a later milestone)",
-            "UNSUPPORTED",
-        ));
+/// What a consume bench reads from: assigned partitions, or a group membership.
+enum Source {
+    Assigned(silt_client::Consumer),
+    Group(Box<silt_client::GroupConsumer>),
+}
+
+impl Source {
+    async fn poll(&mut self) -> Result<Vec<silt_client::ConsumerRecord>, silt_client::ClientError> {
+        match self {
+            Source::Assigned(c) => c.poll().await,
+            Source::Group(c) => c.poll().await,
+        }
     }
-    let n = client.partition_count(&a.topic).await?;
-    let mut consumer = client.consumer(ConsumerConfig::default());
-    let tps =
-        (0..n).map(|partition| TopicPartition { topic: a.topic.clone(), partition }).collect();
-    consumer.assign(tps, Seek::Earliest).await?;
+}
+
+pub async fn consume(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<(), CliError> {
+    let mut consumer = match &a.group {
+        Some(g) => {
+            let mut config = silt_client::GroupConfig::new(g);
+            config.client_id = "silt-bench".into();
+            config.commit = silt_client::CommitMode::Auto { interval: Duration::from_secs(1) };
+            Source::Group(Box::new(client.subscribe(config, vec![a.topic.clone()]).await?))
+        }
+        None => {
+            let n = client.partition_count(&a.topic).await?;
+            let mut consumer = client.consumer(ConsumerConfig::default());
+            let tps = (0..n)
+                .map(|partition| TopicPartition { topic: a.topic.clone(), partition })
+                .collect();
+            consumer.assign(tps, Seek::Earliest).await?;
+            Source::Assigned(consumer)
+        }
+    };
     let mut hist = histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
     let started = Instant::now();
@@ -190,6 +211,9 @@ pub async fn consume(client: &Client, a: BenchConsumeArgs, out: Output) -> Resul
         failed: 0,
     };
     report.print("consumed", out);
+    if let Source::Group(g) = consumer {
+        g.close().await?;
+    }
     if records < a.records {
         return Err(CliError::failed(
             format!("only {records} of {} records arrived", a.records),

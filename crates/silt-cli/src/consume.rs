@@ -1,8 +1,13 @@
-//! `silt consume` without a group: assign partitions, seek, print records in a format.
+//! `silt consume`: without a group, assign partitions, seek and print records in a format; with
+//! `--group`, join the group, start at its committed offsets and commit what was printed.
 
 use std::time::{Duration, Instant};
 
-use silt_client::{Client, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
+use std::collections::BTreeMap;
+
+use silt_client::{
+    Client, CommitMode, ConsumerConfig, ConsumerRecord, Delivery, GroupConfig, Seek, TopicPartition,
+};
 
 use crate::args::ConsumeArgs;
 use crate::error::CliError;
@@ -56,11 +61,8 @@ pub fn render(format: &str, r: &ConsumerRecord) -> String {
 }
 
 pub async fn run(client: &Client, a: ConsumeArgs) -> Result<(), CliError> {
-    if a.group.is_some() {
-        return Err(CliError::failed(
-            "consumer groups are not available yet (a later milestone)",
-            "UNSUPPORTED",
-        ));
+    if let Some(group) = a.group.clone() {
+        return run_group(client, a, &group).await;
     }
     let partitions = match a.partition {
         Some(p) => vec![p],
@@ -101,6 +103,61 @@ pub async fn run(client: &Client, a: ConsumeArgs) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// Where a partition without a committed offset starts, from the flags (earliest by default).
+fn reset_from(a: &ConsumeArgs) -> Seek {
+    if let Some(o) = a.offset {
+        Seek::Offset(o)
+    } else if let Some(ts) = a.from_timestamp {
+        Seek::Timestamp(ts)
+    } else {
+        Seek::Earliest
+    }
+}
+
+/// `consume --group`: at-least-once, committing the offsets after the printed records.
+async fn run_group(client: &Client, a: ConsumeArgs, group: &str) -> Result<(), CliError> {
+    let mut config = GroupConfig::new(group);
+    config.client_id = "silt-cli".into();
+    config.commit = CommitMode::Manual;
+    config.delivery = Delivery::AtLeastOnce;
+    config.reset = reset_from(&a);
+    let mut consumer = client.subscribe(config, vec![a.topic.clone()]).await?;
+    let committer = consumer.committer();
+    let mut printed = 0u64;
+    let mut last_record = Instant::now();
+    let idle = a.timeout_ms.map(Duration::from_millis);
+    let result = loop {
+        if a.count.is_some_and(|n| printed >= n) || idle.is_some_and(|d| last_record.elapsed() >= d)
+        {
+            break Ok(());
+        }
+        let records = match consumer.poll().await {
+            Ok(r) => r,
+            Err(e) => break Err(CliError::from(e)),
+        };
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        let mut next: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for r in records {
+            if a.count.is_some_and(|n| printed >= n) {
+                break;
+            }
+            println!("{}", render(&a.format, &r));
+            printed += 1;
+            next.insert(
+                TopicPartition { topic: r.topic.clone(), partition: r.partition },
+                r.offset + 1,
+            );
+        }
+        if let Err(e) = committer.commit(next).await {
+            break Err(CliError::from(e));
+        }
+    };
+    consumer.close().await?;
+    result
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod cluster;
 mod consume;
 mod dev;
 mod error;
+mod group;
 mod produce;
 mod topic;
 
@@ -45,6 +46,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topic(cmd) => topic::run(&client, cmd, out).await,
         Command::Produce(a) => produce::run(&client, a).await,
         Command::Consume(a) => consume::run(&client, a).await,
+        Command::Group(cmd) => group::run(&client, cmd, out).await,
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&client, a, out).await,
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&client, a, out).await,
         Command::Dev(_) => unreachable!("handled before connecting"),

@@ -11,7 +11,7 @@ use crate::{Client, ClientError};
 /// Administrative calls.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    client: Client,
+    pub(crate) client: Client,
 }
 
 fn check(r: &v1::TopicResult) -> Result<(), ClientError> {

@@ -189,4 +189,13 @@ impl Client {
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
         Consumer::new(self.clone(), config)
     }
+
+    /// Joins a consumer group subscribed to `topics` (see [`crate::GroupConsumer`]).
+    pub async fn subscribe(
+        &self,
+        config: crate::GroupConfig,
+        topics: Vec<String>,
+    ) -> Result<crate::GroupConsumer, ClientError> {
+        crate::GroupConsumer::subscribe(self, config, topics).await
+    }
 }

@@ -76,6 +76,8 @@ pub struct Consumer {
     positions: BTreeMap<TopicPartition, i64>,
     /// The next round, already requested, and the positions it was requested from.
     prefetch: Option<Prefetch>,
+    /// Where to go when a position is out of range (group consumers); None: an error.
+    pub(crate) reset_out_of_range: Option<Seek>,
 }
 
 impl Drop for Consumer {
@@ -150,6 +152,89 @@ async fn fetch_from(
     Ok(out)
 }
 
+/// The offset `to` names in `tp` (a timestamp after the last record resolves to the end).
+pub(crate) async fn resolve(
+    client: &Client,
+    tp: &TopicPartition,
+    to: Seek,
+) -> Result<i64, ClientError> {
+    use v1::partition_list_offsets::Spec;
+    let spec = match to {
+        Seek::Offset(o) if o < 0 => {
+            return Err(ClientError::InvalidArgument(format!("offset {o} is negative")));
+        }
+        Seek::Offset(o) => return Ok(o),
+        Seek::Earliest => Spec::Position(v1::OffsetSpec::Earliest as i32),
+        Seek::Latest => Spec::Position(v1::OffsetSpec::Latest as i32),
+        Seek::Timestamp(ts) => Spec::TimestampMs(ts),
+    };
+    let offset = list_offset_retrying(client, tp, spec).await?;
+    if offset < 0 {
+        let latest = Spec::Position(v1::OffsetSpec::Latest as i32);
+        return list_offset_retrying(client, tp, latest).await;
+    }
+    Ok(offset)
+}
+
+/// Tries of a list-offsets lookup whose leader moved or cannot be reached.
+const LIST_OFFSET_TRIES: u32 = 20;
+
+/// `list_offset`, retried (with fresh metadata) while the leader moves.
+async fn list_offset_retrying(
+    client: &Client,
+    tp: &TopicPartition,
+    spec: v1::partition_list_offsets::Spec,
+) -> Result<i64, ClientError> {
+    let mut tries = 0;
+    loop {
+        match list_offset(client, tp, spec).await {
+            Err(e)
+                if tries < LIST_OFFSET_TRIES
+                    && match &e {
+                        ClientError::Transport(_) | ClientError::Timeout => true,
+                        ClientError::Server { code, .. } => code.is_retriable(),
+                        _ => false,
+                    } =>
+            {
+                tries += 1;
+                let _ = client.metadata(std::slice::from_ref(&tp.topic)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn list_offset(
+    client: &Client,
+    tp: &TopicPartition,
+    spec: v1::partition_list_offsets::Spec,
+) -> Result<i64, ClientError> {
+    let addr = client.leader(&tp.topic, tp.partition).await?;
+    let req = v1::ListOffsetsRequest {
+        topics: vec![v1::TopicListOffsets {
+            topic: tp.topic.clone(),
+            partitions: vec![v1::PartitionListOffsets {
+                partition: tp.partition,
+                spec: Some(spec),
+            }],
+        }],
+    };
+    let resp = client.data(&addr)?.list_offsets(req).await?.into_inner();
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| ClientError::Corrupt("empty list-offsets answer".into()))?;
+    if p.error_code != ErrorCode::None as i32 {
+        if ErrorCode::try_from(p.error_code).is_ok_and(|c| c == ErrorCode::NotLeader) {
+            let _ = client.metadata(std::slice::from_ref(&tp.topic)).await;
+        }
+        return Err(ClientError::server(p.error_code, &p.error_message));
+    }
+    Ok(p.offset)
+}
+
 /// Decodes raw batches of `tp`, keeping records at or after `position`; every batch is fully
 /// validated first. Returns the records and the next position.
 pub(crate) fn decode_batches(
@@ -187,7 +272,13 @@ pub(crate) fn decode_batches(
 
 impl Consumer {
     pub(crate) fn new(client: Client, config: ConsumerConfig) -> Consumer {
-        Consumer { client, config, positions: BTreeMap::new(), prefetch: None }
+        Consumer {
+            client,
+            config,
+            positions: BTreeMap::new(),
+            prefetch: None,
+            reset_out_of_range: None,
+        }
     }
 
     /// Replaces the assignment and positions every partition at `start`.
@@ -212,53 +303,27 @@ impl Consumer {
 
     /// Moves one partition's position.
     pub async fn seek(&mut self, tp: &TopicPartition, to: Seek) -> Result<(), ClientError> {
-        use v1::partition_list_offsets::Spec;
         self.drop_prefetch();
-        let spec = match to {
-            Seek::Offset(o) if o < 0 => {
-                return Err(ClientError::InvalidArgument(format!("offset {o} is negative")));
-            }
-            Seek::Offset(o) => {
-                self.positions.insert(tp.clone(), o);
-                return Ok(());
-            }
-            Seek::Earliest => Spec::Position(v1::OffsetSpec::Earliest as i32),
-            Seek::Latest => Spec::Position(v1::OffsetSpec::Latest as i32),
-            Seek::Timestamp(ts) => Spec::TimestampMs(ts),
-        };
-        let mut offset = self.list_offset(tp, spec).await?;
-        if offset < 0 {
-            offset = self.list_offset(tp, Spec::Position(v1::OffsetSpec::Latest as i32)).await?;
-        }
+        let offset = resolve(&self.client, tp, to).await?;
         self.positions.insert(tp.clone(), offset);
         Ok(())
     }
 
-    async fn list_offset(
-        &self,
-        tp: &TopicPartition,
-        spec: v1::partition_list_offsets::Spec,
-    ) -> Result<i64, ClientError> {
-        let addr = self.client.leader(&tp.topic, tp.partition).await?;
-        let req = v1::ListOffsetsRequest {
-            topics: vec![v1::TopicListOffsets {
-                topic: tp.topic.clone(),
-                partitions: vec![v1::PartitionListOffsets {
-                    partition: tp.partition,
-                    spec: Some(spec),
-                }],
-            }],
-        };
-        let resp = self.client.data(&addr)?.list_offsets(req).await?.into_inner();
-        let p = resp
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or_else(|| ClientError::Corrupt("empty list-offsets answer".into()))?;
-        if p.error_code != ErrorCode::None as i32 {
-            return Err(ClientError::server(p.error_code, &p.error_message));
-        }
-        Ok(p.offset)
+    /// Sets a position without asking the broker (group consumers: a committed offset).
+    pub(crate) fn set_position(&mut self, tp: TopicPartition, offset: i64) {
+        self.drop_prefetch();
+        self.positions.insert(tp, offset);
+    }
+
+    /// Stops reading a partition.
+    pub(crate) fn remove(&mut self, tp: &TopicPartition) -> Option<i64> {
+        self.drop_prefetch();
+        self.positions.remove(tp)
+    }
+
+    /// The assigned partitions with their positions.
+    pub fn positions(&self) -> &BTreeMap<TopicPartition, i64> {
+        &self.positions
     }
 
     /// The next offset to read of an assigned partition.
@@ -320,6 +385,13 @@ impl Consumer {
                     out.extend(records);
                 }
                 c if c.is_retriable() => refresh = true,
+                ErrorCode::OffsetOutOfRange if self.reset_out_of_range.is_some() => {
+                    let to = self.reset_out_of_range.unwrap_or(Seek::Earliest);
+                    let offset = resolve(&self.client, &tp, to).await?;
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, from = pos, to = offset, "position out of range; reset");
+                    self.positions.insert(tp, offset);
+                    refresh = true;
+                }
                 _ => return Err(ClientError::server(p.error_code, &p.error_message)),
             }
         }

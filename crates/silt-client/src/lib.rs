@@ -1,17 +1,22 @@
 //! The Silt client library: a [`Client`] that knows the cluster (bootstrap, metadata cache, one
-//! gRPC channel per broker), a batching [`Producer`], an assign/seek [`Consumer`] and an
+//! gRPC channel per broker), a batching [`Producer`], an assign/seek [`Consumer`], a consumer-group member ([`GroupConsumer`]) and an
 //! [`Admin`] client. Depends only on `silt-core` and `silt-proto`.
 
 mod admin;
 mod client;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 
 pub use admin::Admin;
 pub use client::Client;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
 pub use error::{ClientError, ProduceError};
+pub use group::{
+    BoxFuture, CommitMode, Committer, Delivery, GroupConfig, GroupConsumer, GroupListing,
+    RebalanceListener,
+};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

@@ -24,6 +24,8 @@ use crate::service::metadata::view;
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// Bytes read per step while loading.
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+/// Segment size of `__consumer_offsets` (segments are preallocated; N partitions x RF of them).
+const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// How often sessions are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
@@ -138,6 +140,8 @@ pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), Wir
         ("retention.bytes".to_string(), "-1".to_string()),
         ("min.insync.replicas".to_string(), if rf >= 3 { "2" } else { "1" }.to_string()),
         ("durability".to_string(), "fsync".to_string()),
+        // Small segments: segments are preallocated, and commits are small records.
+        ("segment.bytes".to_string(), OFFSETS_SEGMENT_BYTES.to_string()),
     ]);
     crate::service::AdminService::new(shared.clone())
         .create_internal(OFFSETS_TOPIC, c.offsets_topic_partitions, rf, overrides)

@@ -238,6 +238,7 @@ impl GroupsService {
             }
         };
         if out.changed {
+            tracing::info!(group = %req.group, member = %out.member_id, epoch = out.member_epoch, assignment = ?out.assignment, "member assignment changed");
             let entry = group_entry(&co.slot, &req.group);
             write(shared, &mut co, &[entry]).await?;
         }

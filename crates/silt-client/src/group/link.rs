@@ -1,0 +1,170 @@
+//! `GroupLink`: calls to one group's coordinator. It finds the coordinator through any broker,
+//! remembers it, and on `NOT_COORDINATOR`, `COORDINATOR_NOT_AVAILABLE`, a load in progress or a
+//! transport failure finds it again and retries, within a deadline.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use silt_proto::v1::groups_client::GroupsClient;
+use silt_proto::v1::{self, ErrorCode};
+use tonic::transport::Channel;
+
+use crate::{Client, ClientError};
+
+/// Longest one call to a broker may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause before a retry.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// A response with a top-level error code.
+pub(crate) trait Coded {
+    fn code(&self) -> (i32, &str);
+}
+
+macro_rules! coded {
+    ($($t:ty),*) => {$(
+        impl Coded for $t {
+            fn code(&self) -> (i32, &str) {
+                (self.error_code, &self.error_message)
+            }
+        }
+    )*};
+}
+
+coded!(
+    v1::FindCoordinatorResponse,
+    v1::GroupHeartbeatResponse,
+    v1::LeaveGroupResponse,
+    v1::CommitOffsetsResponse,
+    v1::FetchOffsetsResponse,
+    v1::ListGroupsResponse,
+    v1::DescribeGroupResponse,
+    v1::ResetOffsetsResponse,
+    v1::DeleteGroupResponse
+);
+
+/// Calls to one group's coordinator (cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupLink {
+    client: Client,
+    pub group: String,
+    coordinator: Arc<Mutex<Option<String>>>,
+}
+
+/// Codes after which the coordinator is looked up again.
+fn moved(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable)
+}
+
+impl GroupLink {
+    pub fn new(client: Client, group: &str) -> GroupLink {
+        GroupLink { client, group: group.to_string(), coordinator: Arc::default() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn groups(&self, addr: &str) -> Result<GroupsClient<Channel>, ClientError> {
+        Ok(GroupsClient::new(self.client.channel(addr)?)
+            .max_decoding_message_size(crate::client::MAX_DECODE_BYTES)
+            .max_encoding_message_size(crate::client::MAX_ENCODE_BYTES))
+    }
+
+    /// Asks the brokers, in turn, where the group's coordinator is.
+    async fn find(&self) -> Result<String, ClientError> {
+        let mut last = ClientError::Connect("no broker answered".into());
+        for addr in self.client.any_addresses() {
+            let req = v1::FindCoordinatorRequest { group: self.group.clone() };
+            let mut groups = self.groups(&addr)?;
+            let call = groups.find_coordinator(req);
+            match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    if r.error_code == 0 && !r.address.is_empty() {
+                        return Ok(r.address);
+                    }
+                    last = ClientError::server(r.error_code, &r.error_message);
+                    if !last.code().is_some_and(ErrorCode::is_retriable) {
+                        return Err(last);
+                    }
+                }
+                Ok(Err(status)) => last = ClientError::Transport(status),
+                Err(_) => last = ClientError::Timeout,
+            }
+        }
+        Err(last)
+    }
+
+    fn forget(&self) {
+        *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Calls the coordinator, retrying retriable failures until `deadline` has passed.
+    pub async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, ClientError>
+    where
+        T: Coded,
+        F: Fn(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let err = match self.attempt(&f).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let retriable = match &err {
+                ClientError::Server { code, .. } => code.is_retriable(),
+                ClientError::Transport(_) | ClientError::Timeout | ClientError::Connect(_) => true,
+                _ => false,
+            };
+            if !retriable || tokio::time::Instant::now() + BACKOFF >= until {
+                return Err(err);
+            }
+            tracing::debug!(group = %self.group, error = %err, "group call failed; retrying");
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+
+    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, ClientError>
+    where
+        T: Coded,
+        F: Fn(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let cached = self.coordinator.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let addr = match cached {
+            Some(a) => a,
+            None => {
+                let a = self.find().await?;
+                *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.clone());
+                a
+            }
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, f(self.groups(&addr)?)).await {
+            Err(_) => {
+                self.forget();
+                Err(ClientError::Timeout)
+            }
+            Ok(Err(status)) => {
+                self.forget();
+                // A broker that cannot be reached may have lost its leaderships.
+                let _ = self.client.metadata(&[]).await;
+                Err(ClientError::Transport(status))
+            }
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                let (code, message) = r.code();
+                if code == 0 {
+                    return Ok(r);
+                }
+                let e = ClientError::server(code, message);
+                if e.code().is_some_and(moved) {
+                    self.forget();
+                }
+                Err(e)
+            }
+        }
+    }
+}
