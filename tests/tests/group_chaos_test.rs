@@ -1,0 +1,236 @@
+//! Consumer-group chaos (RELIABILITY.md T14, ISSUE 6): three members of one group consume a
+//! topic under `acks=all` load, committing after processing; a member is killed (no leave) and
+//! replaced every few seconds, and the coordinator's broker is killed and restarted in the middle.
+//! Checks (C8): committed offsets per partition never go backwards and never pass the high
+//! watermark, the union of what the members consumed covers every acknowledged record, nothing
+//! consumed was never sent, and no broker panicked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use silt_client::{
+    Acks, Client, CommitMode, GroupConfig, ProducerConfig, ProducerRecord, Seek, TopicPartition,
+};
+use silt_tests::cluster::{ClusterSettings, ProcessCluster};
+use silt_tests::workload::fault_topic_configs;
+
+const TOPIC: &str = "chaos";
+const GROUP: &str = "chaos-group";
+const PARTITIONS: u32 = 6;
+const MEMBERS: usize = 3;
+
+fn member_config() -> GroupConfig {
+    let mut c = GroupConfig::new(GROUP);
+    c.session_timeout_ms = 2_000;
+    c.commit = CommitMode::Manual;
+    c.fetch.max_wait_ms = 200;
+    c
+}
+
+/// A member: polls, records what it consumed, commits after processing. Killed by abort.
+fn spawn_member(
+    client: Client,
+    consumed: Arc<Mutex<BTreeSet<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut c) = client.subscribe(member_config(), vec![TOPIC.into()]).await else { return };
+        loop {
+            match c.poll().await {
+                Ok(records) => {
+                    {
+                        let mut set = consumed.lock().unwrap();
+                        for r in &records {
+                            set.insert(
+                                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                                    .into_owned(),
+                            );
+                        }
+                    }
+                    if let Err(e) = c.commit().await {
+                        tracing::warn!(error = %e, "commit failed");
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
+    let mut settings = ClusterSettings::new(env!("CARGO_BIN_EXE_siltd-under-test"));
+    settings.extra = "offsets_topic_partitions = 4\ngroup_heartbeat_interval_ms = 300\n".into();
+    let mut cluster = ProcessCluster::start(settings).await;
+    let client = cluster.client().await;
+    client.admin().create_topic(TOPIC, PARTITIONS, 3, fault_topic_configs()).await.unwrap();
+    for p in 0..PARTITIONS {
+        cluster
+            .wait_partition(TOPIC, p, Duration::from_secs(30), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+    }
+
+    // Load: acks=all sends, about 200/s, each acknowledged value remembered.
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let sent = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer_task = {
+        let (client, acked, sent, stop) =
+            (client.clone(), acked.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = client.producer(ProducerConfig {
+                acks: Acks::All,
+                delivery_timeout_ms: 10_000,
+                ..ProducerConfig::default()
+            });
+            let mut i = 0u64;
+            let mut pending = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let v = format!("v-{i}");
+                i += 1;
+                sent.lock().unwrap().insert(v.clone());
+                if let Ok(f) =
+                    producer.send(ProducerRecord::new(TOPIC, v.clone()).with_key(v.clone())).await
+                {
+                    pending.push((v, f));
+                }
+                if pending.len() >= 20 {
+                    for (v, f) in pending.drain(..) {
+                        if f.await.is_ok() {
+                            acked.lock().unwrap().insert(v);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for (v, f) in pending {
+                if f.await.is_ok() {
+                    acked.lock().unwrap().insert(v);
+                }
+            }
+        })
+    };
+
+    // Committed offsets, watched: never backwards.
+    let regressions = Arc::new(Mutex::new(Vec::new()));
+    let watcher = {
+        let (client, regressions) = (client.clone(), regressions.clone());
+        tokio::spawn(async move {
+            let admin = client.admin();
+            let mut last: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+            loop {
+                if let Ok(now) = admin.group_offsets(GROUP).await {
+                    for (tp, o) in now {
+                        if let Some(prev) = last.get(&tp)
+                            && o < *prev
+                        {
+                            regressions.lock().unwrap().push((tp.clone(), *prev, o));
+                        }
+                        last.insert(tp, o);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+
+    let consumed = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut members: Vec<_> =
+        (0..MEMBERS).map(|_| spawn_member(client.clone(), consumed.clone())).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Faults: every 3 s a member is killed and replaced; the coordinator's broker dies at 9 s
+    // and comes back at 15 s.
+    let mut killed_members = 0;
+    let mut coordinator_killed = None;
+    for round in 0..8u64 {
+        let victim = (round as usize * 7 + 1) % MEMBERS;
+        members[victim].abort();
+        killed_members += 1;
+        members[victim] = spawn_member(client.clone(), consumed.clone());
+        if round == 3 {
+            let coord = find_coordinator(&client).await;
+            let id = cluster.brokers.values().find(|b| b.addr == coord).map(|b| b.id).unwrap();
+            cluster.kill9(id);
+            coordinator_killed = Some(id);
+            eprintln!("killed the coordinator, broker {id}");
+        }
+        if round == 5
+            && let Some(id) = coordinator_killed
+        {
+            cluster.restart(id);
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    cluster.wait_alive(3, Duration::from_secs(60)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    producer_task.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
+
+    // Drain: the group (members still running) catches up with everything acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let missing = acked.difference(&consumed.lock().unwrap()).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} acknowledged records never consumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Committed offsets reach the end and never passed the high watermark.
+    let admin = client.admin();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = admin.group_offsets(GROUP).await.unwrap_or_default();
+        let mut at_end = committed.len() == PARTITIONS as usize;
+        for (tp, o) in &committed {
+            let hw = silt_tests_latest(&client, tp).await;
+            assert!(*o <= hw, "{tp:?} committed {o} beyond the high watermark {hw}");
+            at_end &= *o == hw;
+        }
+        if at_end {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets did not reach the end: {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    watcher.abort();
+    for m in &members {
+        m.abort();
+    }
+    let consumed = consumed.lock().unwrap().clone();
+    let phantoms: Vec<_> = consumed.difference(&sent).collect();
+    let regressions = regressions.lock().unwrap().clone();
+    eprintln!(
+        "group chaos: {killed_members} members killed, coordinator broker {coordinator_killed:?} killed; \
+         {} sent, {} acknowledged, {} consumed, 0 lost, {} commit regressions",
+        sent.len(),
+        acked.len(),
+        consumed.len(),
+        regressions.len()
+    );
+    assert!(phantoms.is_empty(), "consumed but never sent: {phantoms:?}");
+    assert!(regressions.is_empty(), "committed offsets went backwards: {regressions:?}");
+    assert!(acked.len() > 1_000, "the load ran: {} acknowledged", acked.len());
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}
+
+async fn find_coordinator(client: &Client) -> String {
+    use silt_proto::v1;
+    let addr = client.metadata(&[]).await.unwrap().brokers[0].address.clone();
+    let mut g = v1::groups_client::GroupsClient::connect(format!("http://{addr}")).await.unwrap();
+    let r = g.find_coordinator(v1::FindCoordinatorRequest { group: GROUP.into() }).await.unwrap();
+    r.into_inner().address
+}
+
+async fn silt_tests_latest(client: &Client, tp: &TopicPartition) -> i64 {
+    let mut c = client.consumer(silt_client::ConsumerConfig::default());
+    c.assign(vec![tp.clone()], Seek::Latest).await.unwrap();
+    c.position(tp).unwrap()
+}
