@@ -143,6 +143,34 @@ pub struct ConsumeArgs {
 pub enum BenchCmd {
     Produce(BenchProduceArgs),
     Consume(BenchConsumeArgs),
+    /// Time consumer-group rebalances: a member joins, then leaves cleanly, N times.
+    Rebalance(BenchRebalanceArgs),
+    /// Offset commit throughput and latency of one group member.
+    Commit(BenchCommitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRebalanceArgs {
+    /// An existing topic (its partitions are what the group shares).
+    #[arg(long)]
+    pub topic: String,
+    /// Members before each join.
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCommitArgs {
+    /// An existing topic (commits name its partitions).
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long, default_value_t = 10_000)]
+    pub commits: u64,
+    /// Tasks committing concurrently through one member's committer.
+    #[arg(long, default_value_t = 8)]
+    pub committers: usize,
 }
 
 #[derive(Debug, Args)]

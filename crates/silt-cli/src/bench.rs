@@ -27,7 +27,7 @@ pub struct Report {
     pub failed: u64,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("invariant: valid histogram bounds")
 }
 
@@ -45,7 +45,7 @@ impl Report {
         })
     }
 
-    fn print(&self, what: &str, out: Output) {
+    pub(crate) fn print(&self, what: &str, out: Output) {
         match out {
             Output::Json => println!("{}", self.to_json()),
             Output::Text => {

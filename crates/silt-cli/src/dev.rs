@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use silt_broker::{Broker, BrokerConfig};
+
+/// Default segment size of topics created on a dev cluster.
+const DEV_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 use tokio::sync::watch;
 
 use crate::args::{DevArgs, Output};
@@ -41,6 +44,12 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             http: format!("127.0.0.1:{health_port}"),
             data_dir: a.data_dir.join(format!("broker-{id}")),
             peers: Some(peers.clone()),
+            topic_defaults: silt_broker::config::TopicDefaults {
+                // Segments are preallocated and every dev broker shares one disk: 64 MiB
+                // segments keep a few topics from taking tens of gigabytes.
+                segment_bytes: DEV_SEGMENT_BYTES,
+                ..Default::default()
+            },
             ..BrokerConfig::default()
         };
         let broker = Broker::bind(config)

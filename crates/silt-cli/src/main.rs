@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod bench_group;
 mod cluster;
 mod consume;
 mod dev;
@@ -49,6 +50,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(cmd) => group::run(&client, cmd, out).await,
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&client, a, out).await,
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&client, a, out).await,
+        Command::Bench(BenchCmd::Rebalance(a)) => bench_group::rebalance(&client, a, out).await,
+        Command::Bench(BenchCmd::Commit(a)) => bench_group::commit(&client, a, out).await,
         Command::Dev(_) => unreachable!("handled before connecting"),
     }
+}
+
+/// Milliseconds since the Unix epoch (bench group names).
+fn bench_group_now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
