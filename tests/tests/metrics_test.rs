@@ -1,5 +1,5 @@
 //! The HTTP port of a broker: `/healthz`, `/readyz` and `/metrics` (Prometheus text) reflect the
-//! requests served and the partitions hosted.
+//! requests served, the partitions hosted and the consumer groups coordinated.
 
 use std::time::Duration;
 
@@ -65,6 +65,19 @@ async fn metrics_count_requests_and_show_partitions() {
         "{body}"
     );
     assert!(value(&body, "silt_log_size_bytes{topic=\"m\",partition=\"1\"}").unwrap() > 0.0);
+
+    // A consumer group on a single broker: committed offsets and lag per partition.
+    let mut config = silt_client::GroupConfig::new("mg");
+    config.commit = silt_client::CommitMode::Manual;
+    let consumer = client.subscribe(config, vec!["m".into()]).await.unwrap();
+    let tp = silt_client::TopicPartition { topic: "m".into(), partition: 1 };
+    consumer.committer().commit([(tp, 3)]).await.unwrap();
+    let (_, body) = get(&http, "/metrics").await;
+    let at = "{group=\"mg\",topic=\"m\",partition=\"1\"}";
+    assert_eq!(value(&body, &format!("silt_group_committed_offset{at}")), Some(3.0), "{body}");
+    assert_eq!(value(&body, &format!("silt_group_lag{at}")), Some(2.0), "{body}");
+    assert_eq!(value(&body, "silt_group_members{group=\"mg\"}"), Some(1.0), "{body}");
+    consumer.close().await.unwrap();
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
 }

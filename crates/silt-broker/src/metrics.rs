@@ -214,7 +214,54 @@ pub(crate) fn render(shared: &Shared) -> String {
             let _ = writeln!(out, "{name}{{topic=\"{t}\",partition=\"{p}\"}} {}", f(s));
         }
     }
+    render_groups(shared, &mut out);
     out
+}
+
+/// Consumer groups this broker coordinates: members, committed offsets and lag.
+fn render_groups(shared: &Shared, out: &mut String) {
+    let groups = crate::groups::coordinator::metrics(shared);
+    let _ = writeln!(
+        out,
+        "# HELP silt_group_members Members of each consumer group coordinated here.\n\
+         # TYPE silt_group_members gauge"
+    );
+    for g in &groups {
+        let _ = writeln!(out, "silt_group_members{{group=\"{}\"}} {}", label(&g.group), g.members);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP silt_group_committed_offset Committed offset per group and partition.\n\
+         # TYPE silt_group_committed_offset gauge"
+    );
+    for g in &groups {
+        for (t, p, committed, _) in &g.offsets {
+            let _ = writeln!(
+                out,
+                "silt_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {committed}",
+                label(&g.group),
+                label(t)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP silt_group_lag Records between the committed offset and the high watermark, per \
+         group and partition (partitions with a replica on the coordinator's broker).\n\
+         # TYPE silt_group_lag gauge"
+    );
+    for g in &groups {
+        for (t, p, _, lag) in &g.offsets {
+            if let Some(lag) = lag {
+                let _ = writeln!(
+                    out,
+                    "silt_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {lag}",
+                    label(&g.group),
+                    label(t)
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

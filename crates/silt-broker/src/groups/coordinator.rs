@@ -394,3 +394,36 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
 pub(crate) fn local_high_watermark(shared: &Shared, topic: &str, partition: u32) -> Option<i64> {
     shared.replicas.partition(topic, partition).map(|h| h.state().high_watermark.0 as i64)
 }
+
+/// One coordinated group as the metrics show it.
+#[derive(Debug)]
+pub(crate) struct GroupMetrics {
+    pub group: String,
+    pub members: usize,
+    /// (topic, partition, committed offset, lag where this broker hosts the partition).
+    pub offsets: Vec<(String, u32, i64, Option<i64>)>,
+}
+
+/// The groups this broker coordinates now (slots busy at this instant are skipped).
+pub(crate) fn metrics(shared: &Shared) -> Vec<GroupMetrics> {
+    let mut out = Vec::new();
+    for (_, slot) in shared.coordinator.slots() {
+        let Ok(slot) = slot.try_lock() else { continue };
+        if slot.loaded.is_none() {
+            continue;
+        }
+        for (name, g) in &slot.groups {
+            let offsets = g
+                .offsets
+                .iter()
+                .map(|((t, p), c)| {
+                    let lag = local_high_watermark(shared, t, *p).map(|hw| (hw - c.offset).max(0));
+                    (t.clone(), *p, c.offset, lag)
+                })
+                .collect();
+            out.push(GroupMetrics { group: name.clone(), members: g.members.len(), offsets });
+        }
+    }
+    out.sort_by(|a, b| a.group.cmp(&b.group));
+    out
+}
