@@ -1,9 +1,12 @@
 //! Chaos in containers (RELIABILITY.md §2): the compose cluster of `silt:dev` images under two
-//! `acks=all` producers and an assign-mode consumer, with, in turn, `docker kill` of the leader of
+//! `acks=all` producers, an assign-mode consumer and two members of a consumer group committing
+//! after processing, with, in turn, `docker kill` of the leader of
 //! partition 0, `docker pause` past the session timeout, `docker network disconnect` (total
 //! isolation), and a selective partition from its peers with `nsenter ... iptables` while clients
 //! still reach it (both ways, then one way: it receives nothing from its peers). After each fault the cluster heals to three live brokers with full ISRs; at
-//! the end the checker runs (C1 no acknowledged record lost, C2, C4, C5) and no broker panicked.
+//! the end the checker runs (C1 no acknowledged record lost, C2, C4, C5), the group has kept
+//! progressing through every fault, consumed every acknowledged record, and its committed offsets
+//! never went backwards (C8), and no broker panicked.
 //!
 //! Needs a Docker engine, docker-compose, root (nsenter) and the image (deploy/docker/build.sh):
 //! ignored by `cargo test`, run by `.ci/run` with `--ignored` when Docker is present.
@@ -13,10 +16,13 @@ use std::time::{Duration, Instant};
 use silt_client::Client;
 use silt_tests::cluster::describe_on;
 use silt_tests::containers::{ComposeCluster, available};
+use silt_tests::group_load::{Consumed, OffsetWatch, committed_to_end, drain, spawn_member};
+use silt_tests::history::Outcome;
 use silt_tests::workload::{LoadSpec, Workload, fault_topic_configs, final_read};
 
 const TOPIC: &str = "chaos";
 const PARTITIONS: u32 = 3;
+const GROUP: &str = "chaos-group";
 
 /// Partition 0 as each reachable broker sees it: (leader, leader epoch, ISR). A paused or cut-off
 /// broker is skipped (each ask is bounded), so its stale view does not hide the others'.
@@ -71,6 +77,10 @@ async fn container_faults_lose_no_acknowledged_record() {
     wait_full_isr(&cluster, Duration::from_secs(30)).await;
     let load =
         Workload::start(cluster.bootstrap(), LoadSpec::standard(TOPIC, PARTITIONS, 15_000)).await;
+    let consumed: Consumed = Default::default();
+    let members: Vec<_> =
+        (0..2).map(|_| spawn_member(client.clone(), GROUP, TOPIC, consumed.clone())).collect();
+    let watch = OffsetWatch::start(client.clone(), GROUP);
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     for fault in ["kill", "pause", "disconnect", "iptables", "iptables-one-way"] {
@@ -80,6 +90,7 @@ async fn container_faults_lose_no_acknowledged_record() {
             .max_by_key(|v| v.1)
             .expect("partition 0 has a leader");
         let acked_before = load.history.acked();
+        let consumed_before = consumed.lock().unwrap().len();
         match fault {
             "kill" => cluster.kill(leader),
             "pause" => cluster.pause(leader, true),
@@ -97,16 +108,40 @@ async fn container_faults_lose_no_acknowledged_record() {
         }
         cluster.wait_alive(3, Duration::from_secs(60)).await;
         wait_full_isr(&cluster, Duration::from_secs(60)).await;
+        let progressed = consumed.lock().unwrap().len() - consumed_before;
         println!(
-            "[chaos] {fault} of leader {leader}: new leader after {took:?}; {} sends acknowledged during the fault window",
+            "[chaos] {fault} of leader {leader}: new leader after {took:?}; {} sends acknowledged, {progressed} records consumed by the group during the fault window",
             load.history.acked() - acked_before
         );
+        assert!(progressed > 0, "the group made no progress through the {fault} fault");
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let history = load.stop().await;
     let fin = final_read(&cluster.bootstrap(), TOPIC, PARTITIONS).await;
     let report = history.check(&fin);
     println!("[chaos] {}", report.summary());
+    let acked: std::collections::BTreeSet<String> = history
+        .sends()
+        .into_iter()
+        .filter(|s| matches!(s.outcome, Outcome::Acked { .. }))
+        .map(|s| s.value)
+        .collect();
+    if let Err(missing) = drain(&consumed, &acked, Duration::from_secs(90)).await {
+        panic!("the group never consumed {missing} acknowledged records");
+    }
+    committed_to_end(&client, GROUP, TOPIC, PARTITIONS, Duration::from_secs(30))
+        .await
+        .expect("the group commits up to the end");
+    let regressions = watch.stop();
+    for m in &members {
+        m.abort();
+    }
+    println!(
+        "[chaos] group: {} records consumed (every acknowledged one), {} committed-offset regressions",
+        consumed.lock().unwrap().len(),
+        regressions.len()
+    );
+    assert!(regressions.is_empty(), "committed offsets went backwards: {regressions:?}");
     assert!(report.ok(), "checker failed:\n{report}\nlogs:\n{}", cluster.logs());
     assert!(report.acked > 1000, "too few acknowledged sends: {}", report.summary());
     let panics = cluster.panics();

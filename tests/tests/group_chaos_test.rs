@@ -5,57 +5,19 @@
 //! watermark, the union of what the members consumed covers every acknowledged record, nothing
 //! consumed was never sent, and no broker panicked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use silt_client::{
-    Acks, Client, CommitMode, GroupConfig, ProducerConfig, ProducerRecord, Seek, TopicPartition,
-};
+use silt_client::{Acks, Client, ProducerConfig, ProducerRecord};
 use silt_tests::cluster::{ClusterSettings, ProcessCluster};
+use silt_tests::group_load::{OffsetWatch, committed_to_end, drain, spawn_member};
 use silt_tests::workload::fault_topic_configs;
 
 const TOPIC: &str = "chaos";
 const GROUP: &str = "chaos-group";
 const PARTITIONS: u32 = 6;
 const MEMBERS: usize = 3;
-
-fn member_config() -> GroupConfig {
-    let mut c = GroupConfig::new(GROUP);
-    c.session_timeout_ms = 2_000;
-    c.commit = CommitMode::Manual;
-    c.fetch.max_wait_ms = 200;
-    c
-}
-
-/// A member: polls, records what it consumed, commits after processing. Killed by abort.
-fn spawn_member(
-    client: Client,
-    consumed: Arc<Mutex<BTreeSet<String>>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Ok(mut c) = client.subscribe(member_config(), vec![TOPIC.into()]).await else { return };
-        loop {
-            match c.poll().await {
-                Ok(records) => {
-                    {
-                        let mut set = consumed.lock().unwrap();
-                        for r in &records {
-                            set.insert(
-                                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
-                                    .into_owned(),
-                            );
-                        }
-                    }
-                    if let Err(e) = c.commit().await {
-                        tracing::warn!(error = %e, "commit failed");
-                    }
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
@@ -114,31 +76,12 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
     };
 
     // Committed offsets, watched: never backwards.
-    let regressions = Arc::new(Mutex::new(Vec::new()));
-    let watcher = {
-        let (client, regressions) = (client.clone(), regressions.clone());
-        tokio::spawn(async move {
-            let admin = client.admin();
-            let mut last: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-            loop {
-                if let Ok(now) = admin.group_offsets(GROUP).await {
-                    for (tp, o) in now {
-                        if let Some(prev) = last.get(&tp)
-                            && o < *prev
-                        {
-                            regressions.lock().unwrap().push((tp.clone(), *prev, o));
-                        }
-                        last.insert(tp, o);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        })
-    };
+    let watch = OffsetWatch::start(client.clone(), GROUP);
 
     let consumed = Arc::new(Mutex::new(BTreeSet::new()));
-    let mut members: Vec<_> =
-        (0..MEMBERS).map(|_| spawn_member(client.clone(), consumed.clone())).collect();
+    let mut members: Vec<_> = (0..MEMBERS)
+        .map(|_| spawn_member(client.clone(), GROUP, TOPIC, consumed.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Faults: every 3 s a member is killed and replaced; the coordinator's broker dies at 9 s
@@ -149,7 +92,7 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
         let victim = (round as usize * 7 + 1) % MEMBERS;
         members[victim].abort();
         killed_members += 1;
-        members[victim] = spawn_member(client.clone(), consumed.clone());
+        members[victim] = spawn_member(client.clone(), GROUP, TOPIC, consumed.clone());
         if round == 3 {
             let coord = find_coordinator(&client).await;
             let id = cluster.brokers.values().find(|b| b.addr == coord).map(|b| b.id).unwrap();
@@ -170,43 +113,18 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
     let acked = acked.lock().unwrap().clone();
     let sent = sent.lock().unwrap().clone();
 
-    // Drain: the group (members still running) catches up with everything acknowledged.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let missing = acked.difference(&consumed.lock().unwrap()).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{missing} acknowledged records never consumed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Drain: the group (members still running) catches up with everything acknowledged, and
+    // its committed offsets reach the end without passing the high watermark.
+    if let Err(missing) = drain(&consumed, &acked, Duration::from_secs(90)).await {
+        panic!("{missing} acknowledged records never consumed");
     }
-    // Committed offsets reach the end and never passed the high watermark.
-    let admin = client.admin();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = admin.group_offsets(GROUP).await.unwrap_or_default();
-        let mut at_end = committed.len() == PARTITIONS as usize;
-        for (tp, o) in &committed {
-            let hw = silt_tests_latest(&client, tp).await;
-            assert!(*o <= hw, "{tp:?} committed {o} beyond the high watermark {hw}");
-            at_end &= *o == hw;
-        }
-        if at_end {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed offsets did not reach the end: {committed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    watcher.abort();
+    committed_to_end(&client, GROUP, TOPIC, PARTITIONS, Duration::from_secs(30)).await.unwrap();
+    let regressions = watch.stop();
     for m in &members {
         m.abort();
     }
     let consumed = consumed.lock().unwrap().clone();
     let phantoms: Vec<_> = consumed.difference(&sent).collect();
-    let regressions = regressions.lock().unwrap().clone();
     eprintln!(
         "group chaos: {killed_members} members killed, coordinator broker {coordinator_killed:?} killed; \
          {} sent, {} acknowledged, {} consumed, 0 lost, {} commit regressions",
@@ -227,10 +145,4 @@ async fn find_coordinator(client: &Client) -> String {
     let mut g = v1::groups_client::GroupsClient::connect(format!("http://{addr}")).await.unwrap();
     let r = g.find_coordinator(v1::FindCoordinatorRequest { group: GROUP.into() }).await.unwrap();
     r.into_inner().address
-}
-
-async fn silt_tests_latest(client: &Client, tp: &TopicPartition) -> i64 {
-    let mut c = client.consumer(silt_client::ConsumerConfig::default());
-    c.assign(vec![tp.clone()], Seek::Latest).await.unwrap();
-    c.position(tp).unwrap()
 }
