@@ -85,18 +85,7 @@ impl Admin {
         &self,
         group: &str,
     ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
-        let req = v1::FetchOffsetsRequest { group: group.to_string(), partitions: Vec::new() };
-        let r = self
-            .link(group)
-            .call(ADMIN_DEADLINE, |mut c| {
-                let req = req.clone();
-                async move { c.fetch_offsets(req).await }
-            })
-            .await?;
-        Ok(r.offsets
-            .into_iter()
-            .map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset))
-            .collect())
+        super::consumer::fetch_committed(&self.link(group), &[]).await
     }
 
     /// Sets the committed offset of every partition of `topic` to `to` (earliest, latest, an

@@ -486,22 +486,24 @@ impl GroupConsumer {
     }
 }
 
-/// The committed offsets of `tps` (-1 where none is).
-async fn fetch_committed(
-    link: &GroupLink,
-    tps: &[TopicPartition],
-) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+/// Partitions grouped by topic, as the wire carries them.
+fn to_wire<'a>(tps: impl IntoIterator<Item = &'a TopicPartition>) -> Vec<v1::TopicPartitions> {
     let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for tp in tps {
         by_topic.entry(&tp.topic).or_default().push(tp.partition);
     }
-    let req = v1::FetchOffsetsRequest {
-        group: link.group.clone(),
-        partitions: by_topic
-            .into_iter()
-            .map(|(t, ps)| v1::TopicPartitions { topic: t.to_string(), partitions: ps })
-            .collect(),
-    };
+    by_topic
+        .into_iter()
+        .map(|(t, ps)| v1::TopicPartitions { topic: t.to_string(), partitions: ps })
+        .collect()
+}
+
+/// The committed offsets of `tps` (-1 where none is; every committed partition when empty).
+pub(super) async fn fetch_committed(
+    link: &GroupLink,
+    tps: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+    let req = v1::FetchOffsetsRequest { group: link.group.clone(), partitions: to_wire(tps) };
     let r = link
         .call(COMMIT_DEADLINE, |mut c| {
             let req = req.clone();
@@ -537,10 +539,6 @@ async fn heartbeat_once(
 ) -> Result<Duration, ClientError> {
     let req = {
         let m = membership.lock().unwrap_or_else(|p| p.into_inner());
-        let mut owned: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for tp in &m.owned {
-            owned.entry(&tp.topic).or_default().push(tp.partition);
-        }
         v1::GroupHeartbeatRequest {
             group: config.group.clone(),
             member_id: m.member_id.clone(),
@@ -551,10 +549,7 @@ async fn heartbeat_once(
             subscribed_topic_regex: sub.regex.clone(),
             assignor: config.assignor.clone().unwrap_or_default(),
             session_timeout_ms: config.session_timeout_ms,
-            owned: owned
-                .into_iter()
-                .map(|(t, ps)| v1::TopicPartitions { topic: t.to_string(), partitions: ps })
-                .collect(),
+            owned: to_wire(&m.owned),
         }
     };
     let sent_id = req.member_id.clone();
