@@ -32,6 +32,8 @@ pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
 pub const DEFAULT_OFFSETS_TOPIC_PARTITIONS: u32 = 16;
 /// Default replication factor of `__consumer_offsets` (capped at the live brokers).
 pub const DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR: u32 = 3;
+/// Default segment size of `__consumer_offsets` (segments are preallocated; N x RF of them).
+pub const DEFAULT_OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Default session of a group member that does not ask for one.
 pub const DEFAULT_GROUP_SESSION_TIMEOUT_MS: u64 = 10_000;
 /// Bounds on the session a member may ask for.
@@ -128,6 +130,9 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: u32,
     /// Its replication factor (capped at the brokers alive when it is created).
     pub offsets_topic_replication_factor: u32,
+    /// Its segment size; the coordinator rewrites the live offsets and drops older segments
+    /// once a partition holds more than two segments, mostly superseded.
+    pub offsets_topic_segment_bytes: u64,
     /// The session of a group member that does not ask for one.
     pub group_session_timeout_ms: u64,
     /// The shortest session a member may ask for.
@@ -162,6 +167,7 @@ impl Default for BrokerConfig {
             replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
             offsets_topic_partitions: DEFAULT_OFFSETS_TOPIC_PARTITIONS,
             offsets_topic_replication_factor: DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR,
+            offsets_topic_segment_bytes: DEFAULT_OFFSETS_TOPIC_SEGMENT_BYTES,
             group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
             group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
             group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
@@ -258,6 +264,9 @@ impl BrokerConfig {
                 "broker_session_timeout_ms",
                 "must be at least twice broker_heartbeat_interval_ms",
             ));
+        }
+        if !(64 * 1024..=u64::from(u32::MAX)).contains(&self.offsets_topic_segment_bytes) {
+            return Err(bad("offsets_topic_segment_bytes", "must be in [65536, 4294967295]"));
         }
         if self.offsets_topic_partitions > crate::service::MAX_PARTITIONS {
             return Err(bad(

@@ -281,6 +281,31 @@ fn retention_by_bytes_and_time_deletes_whole_segments_and_persists_the_start() {
 }
 
 #[test]
+fn deleting_before_an_offset_keeps_the_segment_holding_it_and_the_active_one() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..100 {
+        log.append(&mut batch("r", 4, 200, i * 100), EPOCH, 0).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 4, "{bases:?}");
+    // An offset inside the third segment: the first two go, the third (holding it) stays.
+    let inside = Offset(bases[2].0 + 1);
+    let out = log.delete_segments_before(inside).unwrap();
+    assert_eq!(out.deleted_segments, 2);
+    assert_eq!(log.log_start_offset(), bases[2]);
+    assert_eq!(values(&read_all(&log)).first().map(|v| v.0), Some(bases[2]));
+    // Past the end: everything but the active segment.
+    log.delete_segments_before(Offset(u64::MAX)).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    let start = log.log_start_offset();
+    drop(log);
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(log.log_start_offset(), start, "log start persisted");
+    assert_eq!(log.log_end_offset(), Offset(400));
+}
+
+#[test]
 fn damaged_index_files_are_rebuilt_on_open() {
     let d = tempfile::tempdir().unwrap();
     let mut log = Log::open(d.path(), small_config(), 0).unwrap();

@@ -24,8 +24,10 @@ use crate::service::metadata::view;
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// Bytes read per step while loading.
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
-/// Segment size of `__consumer_offsets` (segments are preallocated; N partitions x RF of them).
-const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Superseded records a partition must hold (beyond twice the live ones) before a snapshot.
+const SNAPSHOT_MIN_GARBAGE: u64 = 1_000;
+/// Records per batch of a snapshot.
+const SNAPSHOT_BATCH: usize = 100;
 /// How often sessions are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
@@ -35,6 +37,25 @@ pub(crate) struct Slot {
     /// The leader epoch the groups were loaded in (None: not loaded).
     pub loaded: Option<u32>,
     pub groups: BTreeMap<String, Group>,
+    /// Offset commits queued but not yet applied here (a snapshot waits for none).
+    pub in_flight: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Counts a queued commit until it is applied or failed.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<std::sync::atomic::AtomicU32>);
+
+impl InFlight {
+    pub fn new(slot: &Slot) -> InFlight {
+        slot.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(slot.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Every slot of this broker, with the clock groups run on.
@@ -140,8 +161,13 @@ pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), Wir
         ("retention.bytes".to_string(), "-1".to_string()),
         ("min.insync.replicas".to_string(), if rf >= 3 { "2" } else { "1" }.to_string()),
         ("durability".to_string(), "fsync".to_string()),
-        // Small segments: segments are preallocated, and commits are small records.
-        ("segment.bytes".to_string(), OFFSETS_SEGMENT_BYTES.to_string()),
+        // Small segments: segments are preallocated, commits are small records, and the
+        // snapshot below frees space a segment at a time.
+        ("segment.bytes".to_string(), c.offsets_topic_segment_bytes.to_string()),
+        (
+            "max.message.bytes".to_string(),
+            c.offsets_topic_segment_bytes.min(1024 * 1024).to_string(),
+        ),
     ]);
     crate::service::AdminService::new(shared.clone())
         .create_internal(OFFSETS_TOPIC, c.offsets_topic_partitions, rf, overrides)
@@ -379,15 +405,77 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
                     changed.push(name.clone());
                 }
             }
-            if changed.is_empty() {
-                continue;
+            if !changed.is_empty() {
+                let entries: Vec<Entry> = changed.iter().map(|g| group_entry(&c.slot, g)).collect();
+                if let Err(e) = write(&shared, &mut c, &entries).await {
+                    tracing::warn!(partition = p, error = %e.message, "writing expired memberships failed");
+                    continue;
+                }
             }
-            let entries: Vec<Entry> = changed.iter().map(|g| group_entry(&c.slot, g)).collect();
-            if let Err(e) = write(&shared, &mut c, &entries).await {
-                tracing::warn!(partition = p, error = %e.message, "writing expired memberships failed");
+            if let Err(e) = maybe_snapshot(&shared, &mut c, p).await {
+                tracing::warn!(partition = p, error = %e.message, "snapshot of the groups failed");
             }
         }
     }
+}
+
+/// Keeps `__consumer_offsets` bounded (there is no log compaction): once a partition holds more
+/// than two segments and at least twice as many records as are live, the coordinator rewrites
+/// every live record (memberships and committed offsets) at the end of the log, then deletes the
+/// segments wholly below the rewrite. Replaying from the new log start gives the same state: the
+/// records before the rewrite are superseded by it. Runs under the slot lock with no commit in
+/// flight, so the rewrite includes everything committed before it.
+async fn maybe_snapshot(
+    shared: &Shared,
+    c: &mut Coordinated,
+    partition: u32,
+) -> Result<(), WireError> {
+    if c.slot.in_flight.load(Ordering::SeqCst) > 0 {
+        return Ok(());
+    }
+    let state = c.handle.state();
+    let live: u64 = c.slot.groups.values().map(|g| g.offsets.len() as u64 + 1).sum();
+    let records = state.log_end.0.saturating_sub(state.log_start.0);
+    if state.size_bytes <= 2 * shared.config.offsets_topic_segment_bytes
+        || records < 2 * live + SNAPSHOT_MIN_GARBAGE
+    {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for (name, g) in &c.slot.groups {
+        // Every group, members or not: a membership record left in the kept segment must not
+        // outlive the rewrite.
+        entries.push(Entry::Group { group: name.clone(), value: Some(g.record()) });
+        for ((topic, p), o) in &g.offsets {
+            entries.push(Entry::Offset {
+                group: name.clone(),
+                topic: topic.clone(),
+                partition: *p,
+                value: Some(super::records::OffsetValue {
+                    offset: o.offset,
+                    metadata: o.metadata.clone(),
+                    commit_timestamp_ms: o.timestamp_ms,
+                }),
+            });
+        }
+    }
+    let mut start = None;
+    for chunk in entries.chunks(SNAPSHOT_BATCH) {
+        let appended = write(shared, c, chunk).await?;
+        start.get_or_insert(appended.base_offset);
+    }
+    // Nothing live (every group deleted): everything up to the log end is superseded.
+    let start = start.unwrap_or(state.log_end);
+    let new_start = c.handle.delete_before(start).await.map_err(append_error)?;
+    tracing::info!(
+        partition,
+        live,
+        superseded = records,
+        from = state.log_start.0,
+        to = new_start.0,
+        "rewrote the live group records and deleted older segments"
+    );
+    Ok(())
 }
 
 /// Offsets of a partition as known here, for lag: the high watermark of a hosted replica.

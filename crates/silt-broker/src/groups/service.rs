@@ -286,6 +286,7 @@ impl GroupsService {
         // Queue under the lock (log order = check order), wait without it, so commits of many
         // members are committed together.
         let rx = append_queued(&co.handle, &offset_entries(&req.group, &offsets)).await?;
+        let _in_flight = coord::InFlight::new(&co.slot);
         let epoch = co.leader_epoch;
         let partition =
             coord::partition_of(&req.group, coord::offsets_partitions(shared).unwrap_or(1));

@@ -102,6 +102,11 @@ enum Command {
         config: TopicConfig,
         reply: Reply<()>,
     },
+    /// Deletes whole segments below the offset (capped at the HW); answers the new log start.
+    DeleteBefore {
+        offset: Offset,
+        reply: Reply<Offset>,
+    },
     /// Leader: a follower's fetch (records its position, reads from it).
     ReplicaFetch {
         replica: u64,
@@ -156,6 +161,7 @@ impl std::fmt::Debug for Command {
             Command::Read { .. } => "Read",
             Command::OffsetForTime { .. } => "OffsetForTime",
             Command::SetConfig { .. } => "SetConfig",
+            Command::DeleteBefore { .. } => "DeleteBefore",
             Command::ReplicaFetch { .. } => "ReplicaFetch",
             Command::EpochEnd { .. } => "EpochEnd",
             Command::LatestEpoch { .. } => "LatestEpoch",
@@ -291,6 +297,11 @@ impl PartitionHandle {
         timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, PartitionError> {
         self.call(|reply| Command::OffsetForTime { timestamp_ms, reply }).await
+    }
+
+    /// Deletes the segments wholly below `offset` (at most the HW); returns the new log start.
+    pub async fn delete_before(&self, offset: Offset) -> Result<Offset, PartitionError> {
+        self.call(|reply| Command::DeleteBefore { offset, reply }).await
     }
 
     /// Applies a changed topic configuration.

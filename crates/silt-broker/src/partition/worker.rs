@@ -330,6 +330,13 @@ impl Worker {
                     .map_err(Into::into);
                 let _ = reply.send(r);
             }
+            Command::DeleteBefore { offset, reply } => {
+                // Never past what every in-sync replica has.
+                let upto = offset.min(self.high_watermark);
+                let r = self.log().delete_segments_before(upto).map(|o| o.log_start);
+                self.publish(state);
+                let _ = reply.send(r.map_err(Into::into));
+            }
             Command::SetConfig { config, reply } => {
                 let r = self.log().set_config(config.log_config());
                 if r.is_ok() {

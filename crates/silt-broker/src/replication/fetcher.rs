@@ -300,7 +300,15 @@ async fn fetch(
             ErrorCode::None => {
                 match s.handle.append_replicated(s.epoch, p.records, Offset(p.high_watermark)).await
                 {
-                    Ok(end) => s.offset = Some(end),
+                    Ok(end) => {
+                        s.offset = Some(end);
+                        // Follow the leader's log start when it deleted records (below the HW).
+                        if p.log_start_offset > s.handle.state().log_start.0
+                            && let Err(e) = s.handle.delete_before(Offset(p.log_start_offset)).await
+                        {
+                            tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "following the leader's log start failed");
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "replicated append failed; truncating again");
                         s.offset = None;

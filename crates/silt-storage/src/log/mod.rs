@@ -279,7 +279,28 @@ impl Log {
             self.config.retention_ms,
             self.config.retention_bytes,
         );
+        self.delete_leading_segments(n, "retention")
+    }
+
+    /// Deletes every segment that lies wholly below `offset` (never the active one) and moves
+    /// the log start to the first remaining segment, which is at most `offset`. For a record
+    /// store that rewrote everything still live at or after `offset` (`__consumer_offsets`), and
+    /// for followers keeping up with their leader's log start.
+    pub fn delete_segments_before(
+        &mut self,
+        offset: Offset,
+    ) -> Result<RetentionOutcome, StorageError> {
+        let n = self.segments.windows(2).take_while(|pair| pair[1].base() <= offset).count();
+        self.delete_leading_segments(n, "deleted records before an offset")
+    }
+
+    fn delete_leading_segments(
+        &mut self,
+        n: usize,
+        why: &str,
+    ) -> Result<RetentionOutcome, StorageError> {
         let mut deleted_bytes = 0;
+        let n = n.min(self.segments.len().saturating_sub(1));
         if n > 0 {
             let start = self.segments[n].base();
             // Persist the new start first: a crash in between leaves extra files, never a start
@@ -293,7 +314,7 @@ impl Log {
             if self.epochs.truncate_from_start(start) {
                 self.epochs.save()?;
             }
-            tracing::info!(dir = %self.dir.display(), segments = n, log_start = start.0, "retention deleted segments");
+            tracing::info!(dir = %self.dir.display(), segments = n, log_start = start.0, "{why}: deleted segments");
         }
         Ok(RetentionOutcome { deleted_segments: n, deleted_bytes, log_start: self.log_start })
     }

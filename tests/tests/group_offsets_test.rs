@@ -1,0 +1,77 @@
+//! `__consumer_offsets` stays bounded without log compaction: with small segments, a stream of
+//! commits makes the coordinator rewrite the live records and delete the older segments, and a
+//! restarted broker reloads exactly the last committed offsets from what is left.
+
+use std::time::{Duration, Instant};
+
+use silt_broker::{Broker, BrokerConfig};
+use silt_client::{Client, CommitMode, GroupConfig, TopicPartition};
+
+struct Running {
+    addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(dir: &std::path::Path) -> Running {
+    let config = BrokerConfig {
+        offsets_topic_partitions: 1,
+        offsets_topic_segment_bytes: 64 * 1024,
+        ..BrokerConfig::for_test(dir)
+    };
+    let broker = Broker::bind(config).await.expect("broker binds");
+    let addr = broker.local_addr().to_string();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = broker
+            .run(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Running { addr, stop, task }
+}
+
+async fn offsets_log_start(client: &Client) -> i64 {
+    let t = client.admin().describe_topics(&["__consumer_offsets".to_string()]).await.unwrap();
+    t[0].partitions[0].log_start_offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_commits_are_deleted_and_the_last_ones_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = start(tmp.path()).await;
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+    client.admin().create_topic("t", 4, 1, Default::default()).await.unwrap();
+    let mut config = GroupConfig::new("g");
+    config.commit = CommitMode::Manual;
+    let consumer = client.subscribe(config, vec!["t".into()]).await.unwrap();
+    let committer = consumer.committer();
+    // ~130 bytes per commit record: 3,000 commits fill several 64 KiB segments.
+    for i in 0..3_000i64 {
+        let tp = TopicPartition { topic: "t".into(), partition: (i % 4) as u32 };
+        committer.commit([(tp, i)]).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Once quiet, at most ~2 segments or ~1,000 superseded records remain before the log end.
+    while offsets_log_start(&client).await < 1_000 {
+        assert!(Instant::now() < deadline, "no segment of __consumer_offsets was deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = client.admin().group_offsets("g").await.unwrap();
+    let want: Vec<i64> = (0..4).map(|p| 2_996 + p).collect();
+    assert_eq!(before.values().copied().collect::<Vec<_>>(), want);
+    drop(consumer);
+    let _ = b.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+
+    // Restart: the coordinator reloads from the trimmed log.
+    let b = start(tmp.path()).await;
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+    let after = client.admin().group_offsets("g").await.unwrap();
+    assert_eq!(after, before, "the last commits survive the rewrite and a restart");
+    let d = client.admin().describe_group("g").await.unwrap();
+    assert_eq!(d.offsets.len(), 4);
+    let _ = b.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+}
