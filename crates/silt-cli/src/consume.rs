@@ -118,6 +118,8 @@ fn reset_from(a: &ConsumeArgs) -> Seek {
 
 /// `consume --group`: at-least-once, committing the offsets after the printed records.
 async fn run_group(client: &Client, a: ConsumeArgs, group: &str) -> Result<(), CliError> {
+    // A group may subscribe to a topic that does not exist yet; the CLI says so instead.
+    client.partition_count(&a.topic).await?;
     let mut config = GroupConfig::new(group);
     config.client_id = "silt-cli".into();
     config.commit = CommitMode::Manual;

@@ -59,7 +59,10 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
             }
         }
         TopicCmd::List => {
-            let topics = admin.list_topics().await?;
+            // Internal topics (`__consumer_offsets`) are left out, as Kafka's admin client does;
+            // `silt topic describe __consumer_offsets` shows it.
+            let mut topics = admin.list_topics().await?;
+            topics.retain(|t| !t.name.starts_with("__"));
             match out {
                 Output::Json => {
                     let v: Vec<_> = topics

@@ -185,6 +185,60 @@ fn produce_and_consume_round_trip_with_keys_formats_and_replay() {
 }
 
 #[test]
+fn groups_consume_commit_describe_reset_and_delete() {
+    let b = TestBroker::start();
+    assert!(b.silt(&["topic", "create", "work", "-p", "2"]).status.success());
+    let o = b.silt_stdin(&["produce", "work", "--key-separator", ":"], "a:1\nb:2\nc:3\nd:4\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = |o: &Output| -> Vec<String> { stdout(o).lines().map(str::to_string).collect() };
+    // Two runs of the same group: the second resumes where the first committed.
+    let first = b.silt(&["consume", "work", "--group", "cg", "-n", "3"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = b.silt(&["consume", "work", "--group", "cg", "--timeout-ms", "1500"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let mut all = lines(&first);
+    all.extend(lines(&second));
+    all.sort();
+    assert_eq!(all, ["1", "2", "3", "4"], "every record once across the two runs");
+    assert_eq!(lines(&first).len(), 3);
+
+    let d = json(&b.silt(&["-o", "json", "group", "describe", "cg"]));
+    assert_eq!((d["group"].as_str(), d["state"].as_str()), (Some("cg"), Some("empty")));
+    assert_eq!(d["members"], serde_json::json!([]));
+    let offsets = d["offsets"].as_array().unwrap();
+    let committed: i64 = offsets.iter().map(|o| o["committed"].as_i64().unwrap()).sum();
+    assert_eq!(committed, 4, "{d}");
+    for o in offsets {
+        assert_eq!(o["lag"], 0, "{d}");
+        assert_eq!(o["high_watermark"], o["committed"], "{d}");
+        assert_eq!(o["topic"], "work");
+    }
+    let list = json(&b.silt(&["-o", "json", "group", "list"]));
+    assert_eq!(list[0]["group"], "cg", "{list}");
+    // Internal topics stay out of the topic list.
+    assert_eq!(json(&b.silt(&["-o", "json", "topic", "list"]))[0]["name"], "work");
+    assert_eq!(json(&b.silt(&["-o", "json", "topic", "list"])).as_array().unwrap().len(), 1);
+
+    // Reset to the beginning: the group reads everything again.
+    assert!(
+        b.silt(&["group", "reset-offsets", "cg", "--topic", "work", "--to-earliest"])
+            .status
+            .success()
+    );
+    let again = b.silt(&["consume", "work", "--group", "cg", "--timeout-ms", "1500"]);
+    assert_eq!(lines(&again).len(), 4, "{}", stderr(&again));
+    // Where to is required; errors are one line with the code.
+    assert_eq!(b.silt(&["group", "reset-offsets", "cg", "--topic", "work"]).status.code(), Some(2));
+    assert!(b.silt(&["group", "delete", "cg"]).status.success());
+    let gone = b.silt(&["group", "describe", "cg"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).ends_with("(GROUP_ID_NOT_FOUND)\n"), "{}", stderr(&gone));
+    let nope = b.silt(&["consume", "nope", "--group", "cg", "-n", "1"]);
+    assert_eq!(nope.status.code(), Some(1));
+    assert!(stderr(&nope).ends_with("(UNKNOWN_TOPIC)\n"), "{}", stderr(&nope));
+}
+
+#[test]
 fn failures_exit_1_with_one_error_line() {
     let b = TestBroker::start();
     let o = b.silt_stdin(&["produce", "nope"], "x\n");
