@@ -1,6 +1,7 @@
 //! `__consumer_offsets` stays bounded without log compaction: with small segments, a stream of
 //! commits makes the coordinator rewrite the live records and delete the older segments, and a
-//! restarted broker reloads exactly the last committed offsets from what is left.
+//! restarted broker reloads exactly the last committed offsets from what is left. A member also
+//! works as a stream of records.
 
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,38 @@ async fn superseded_commits_are_deleted_and_the_last_ones_survive_a_restart() {
     assert_eq!(after, before, "the last commits survive the rewrite and a restart");
     let d = client.admin().describe_group("g").await.unwrap();
     assert_eq!(d.offsets.len(), 4);
+    let _ = b.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_as_a_stream_yields_every_record_once() {
+    use futures_util::StreamExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = start(tmp.path()).await;
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+    client.admin().create_topic("s", 3, 1, Default::default()).await.unwrap();
+    let producer = client.producer(silt_client::ProducerConfig::default());
+    for i in 0..30 {
+        let r = silt_client::ProducerRecord::new("s", format!("v{i}")).with_key(format!("k{i}"));
+        producer.send(r).await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let consumer = client.subscribe(GroupConfig::new("streamed"), vec!["s".into()]).await.unwrap();
+    let got: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer.into_stream().take(30).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("30 records within 30 s");
+    let mut values: Vec<String> = got
+        .into_iter()
+        .map(|r| String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap())
+        .collect();
+    values.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(values, want);
     let _ = b.stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
 }

@@ -411,24 +411,46 @@ impl Consumer {
     pub fn into_stream(
         self,
     ) -> impl futures_util::Stream<Item = Result<ConsumerRecord, ClientError>> {
-        futures_util::stream::unfold(
-            (self, std::collections::VecDeque::new(), false),
-            |(mut c, mut buf, done)| async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    if let Some(r) = buf.pop_front() {
-                        return Some((Ok(r), (c, buf, false)));
-                    }
-                    match c.poll().await {
-                        Ok(records) => buf.extend(records),
-                        Err(e) => return Some((Err(e), (c, buf, true))),
-                    }
-                }
-            },
-        )
+        records_stream(self)
     }
+}
+
+/// A consumer whose polls can become a stream of records.
+pub(crate) trait Polls: Sized + Send {
+    fn poll_records(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<ConsumerRecord>, ClientError>> + Send;
+}
+
+impl Polls for Consumer {
+    fn poll_records(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<ConsumerRecord>, ClientError>> + Send {
+        self.poll()
+    }
+}
+
+/// The records of successive polls, one by one; ends after the first error.
+pub(crate) fn records_stream<C: Polls>(
+    consumer: C,
+) -> impl futures_util::Stream<Item = Result<ConsumerRecord, ClientError>> {
+    futures_util::stream::unfold(
+        (consumer, std::collections::VecDeque::new(), false),
+        |(mut c, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(r) = buf.pop_front() {
+                    return Some((Ok(r), (c, buf, false)));
+                }
+                match c.poll_records().await {
+                    Ok(records) => buf.extend(records),
+                    Err(e) => return Some((Err(e), (c, buf, true))),
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -447,6 +447,15 @@ impl GroupConsumer {
         Ok(records)
     }
 
+    /// The records as a stream (each poll's records in order; empty polls are skipped); ends at
+    /// the first error. Use [`committer`](Self::committer) first for manual commits, and keep
+    /// auto-commit for at-least-once: records count as processed when the next one is pulled.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<ConsumerRecord, ClientError>> {
+        crate::consumer::records_stream(self)
+    }
+
     /// Commits (auto-commit mode), gives up every partition (the listener's `on_revoked`),
     /// leaves the group, stops heartbeating.
     pub async fn close(mut self) -> Result<(), ClientError> {
@@ -514,6 +523,14 @@ pub(super) async fn fetch_committed(
         .into_iter()
         .map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset))
         .collect())
+}
+
+impl crate::consumer::Polls for GroupConsumer {
+    fn poll_records(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<ConsumerRecord>, ClientError>> + Send {
+        self.poll()
+    }
 }
 
 /// Waits until the heartbeat task has an assignment that differs from what is owned.
