@@ -17,7 +17,7 @@ use super::state::{Committed, Group};
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::{Appended, PartitionError, PartitionHandle, WaitFor};
-use crate::service::metadata::view;
+use crate::service::metadata::{View, view};
 
 /// How long a new coordinator waits for its partition's high watermark to reach the log end
 /// before it answers `COORDINATOR_LOAD_IN_PROGRESS`.
@@ -85,7 +85,7 @@ impl Coordinator {
     /// A member id no other member of any group has had: node, start time, counter.
     pub fn new_member_id(&self, node: u64) -> String {
         let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-        format!("{node}-{:x}-{n}", super::super::service::now_ms())
+        format!("{node}-{:x}-{n}", crate::service::now_ms())
     }
 
     fn slot(&self, partition: u32) -> Arc<tokio::sync::Mutex<Slot>> {
@@ -118,13 +118,12 @@ fn not_available(message: impl Into<String>) -> WireError {
 }
 
 /// The number of `__consumer_offsets` partitions, if the topic exists.
-pub(crate) fn offsets_partitions(shared: &Shared) -> Option<u32> {
-    view(shared).topics.get(OFFSETS_TOPIC).map(|t| t.partitions.len() as u32)
+pub(crate) fn offsets_partitions(v: &View) -> Option<u32> {
+    v.topics.get(OFFSETS_TOPIC).map(|t| t.partitions.len() as u32)
 }
 
 /// Where `partition` of `__consumer_offsets` is led.
-pub(crate) fn locate_partition(shared: &Shared, partition: u32) -> Result<Location, WireError> {
-    let v = view(shared);
+pub(crate) fn locate_partition(v: &View, partition: u32) -> Result<Location, WireError> {
     let t = v
         .topics
         .get(OFFSETS_TOPIC)
@@ -142,19 +141,20 @@ pub(crate) fn locate_partition(shared: &Shared, partition: u32) -> Result<Locati
 }
 
 /// Where `group` is coordinated.
-pub(crate) fn locate(shared: &Shared, group: &str) -> Result<Location, WireError> {
-    let n = offsets_partitions(shared)
+pub(crate) fn locate(v: &View, group: &str) -> Result<Location, WireError> {
+    let n = offsets_partitions(v)
         .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} does not exist yet")))?;
-    locate_partition(shared, partition_of(group, n))
+    locate_partition(v, partition_of(group, n))
 }
 
 /// Creates `__consumer_offsets` unless it exists.
 pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), WireError> {
-    if offsets_partitions(shared).is_some() {
+    let v = view(shared);
+    if offsets_partitions(&v).is_some() {
         return Ok(());
     }
     let c = &shared.config;
-    let alive = view(shared).brokers.iter().filter(|b| b.alive).count().max(1) as u32;
+    let alive = v.brokers.iter().filter(|b| b.alive).count().max(1) as u32;
     let rf = c.offsets_topic_replication_factor.clamp(1, alive);
     let overrides = BTreeMap::from([
         ("retention.ms".to_string(), "-1".to_string()),
@@ -176,9 +176,8 @@ pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), Wir
 }
 
 /// The subscribable topics (every topic but the internal ones) with their partition counts.
-pub(crate) fn subscribable_topics(shared: &Shared) -> BTreeMap<String, u32> {
-    view(shared)
-        .topics
+pub(crate) fn subscribable_topics(v: &View) -> BTreeMap<String, u32> {
+    v.topics
         .iter()
         .filter(|(name, _)| !name.starts_with("__"))
         .map(|(name, t)| (name.clone(), t.partitions.len() as u32))
@@ -189,22 +188,29 @@ pub(crate) fn subscribable_topics(shared: &Shared) -> BTreeMap<String, u32> {
 pub(crate) struct Coordinated {
     pub slot: OwnedMutexGuard<Slot>,
     pub handle: PartitionHandle,
+    /// The `__consumer_offsets` partition and the leader epoch it is coordinated in.
+    pub partition: u32,
     pub leader_epoch: u32,
 }
 
 /// Locks `group`'s slot after checking this broker coordinates it (loading it if leadership
 /// is new).
-pub(crate) async fn coordinate(shared: &Shared, group: &str) -> Result<Coordinated, WireError> {
-    let loc = locate(shared, group)?;
+pub(crate) async fn coordinate(
+    shared: &Shared,
+    v: &View,
+    group: &str,
+) -> Result<Coordinated, WireError> {
+    let loc = locate(v, group)?;
     coordinate_location(shared, loc).await
 }
 
 /// Like [`coordinate`] for a partition.
 pub(crate) async fn coordinate_partition(
     shared: &Shared,
+    v: &View,
     partition: u32,
 ) -> Result<Coordinated, WireError> {
-    let loc = locate_partition(shared, partition)?;
+    let loc = locate_partition(v, partition)?;
     coordinate_location(shared, loc).await
 }
 
@@ -228,7 +234,7 @@ async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinat
         load(shared, &handle, &mut slot, loc.partition).await?;
         slot.loaded = Some(loc.leader_epoch);
     }
-    Ok(Coordinated { slot, handle, leader_epoch: loc.leader_epoch })
+    Ok(Coordinated { slot, handle, partition: loc.partition, leader_epoch: loc.leader_epoch })
 }
 
 /// Rebuilds the slot from its partition: waits until every record in the log is committed,
@@ -292,12 +298,7 @@ async fn load(
 fn apply(slot: &mut Slot, e: Entry, offset: u64, now_ms: u64) {
     match e {
         Entry::Offset { group, topic, partition, value } => {
-            let c = value.map(|v| Committed {
-                offset: v.offset,
-                metadata: v.metadata,
-                timestamp_ms: v.commit_timestamp_ms,
-                record_offset: offset,
-            });
+            let c = value.map(|v| Committed::from_record(v, offset));
             slot.groups.entry(group).or_default().apply_offset((topic, partition), c, offset);
         }
         Entry::Group { group, value: None } => {
@@ -374,13 +375,18 @@ pub(crate) fn group_entry(slot: &Slot, group: &str) -> Entry {
 pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(EXPIRY_TICK).await;
-        let topics = subscribable_topics(&shared);
-        for (p, slot) in shared.coordinator.slots() {
+        let slots = shared.coordinator.slots();
+        if slots.is_empty() {
+            continue;
+        }
+        let v = view(&shared);
+        let topics = subscribable_topics(&v);
+        for (p, slot) in slots {
             let Ok(guard) = slot.clone().try_lock_owned() else { continue };
             if guard.loaded.is_none() {
                 continue;
             }
-            let current = locate_partition(&shared, p).ok().filter(|l| {
+            let current = locate_partition(&v, p).ok().filter(|l| {
                 l.leader == Some(shared.config.node_id) && Some(l.leader_epoch) == guard.loaded
             });
             let Some(loc) = current else {
@@ -391,7 +397,8 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
                 continue;
             };
             let Some(handle) = shared.replicas.partition(OFFSETS_TOPIC, p) else { continue };
-            let mut c = Coordinated { slot: guard, handle, leader_epoch: loc.leader_epoch };
+            let mut c =
+                Coordinated { slot: guard, handle, partition: p, leader_epoch: loc.leader_epoch };
             let now = shared.coordinator.now_ms();
             let rebalance = shared.config.group_rebalance_timeout_ms;
             let mut changed = Vec::new();
@@ -451,11 +458,7 @@ async fn maybe_snapshot(
                 group: name.clone(),
                 topic: topic.clone(),
                 partition: *p,
-                value: Some(super::records::OffsetValue {
-                    offset: o.offset,
-                    metadata: o.metadata.clone(),
-                    commit_timestamp_ms: o.timestamp_ms,
-                }),
+                value: Some(o.to_record()),
             });
         }
     }

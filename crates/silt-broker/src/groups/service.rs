@@ -13,6 +13,7 @@ use super::records::{Entry, OffsetValue};
 use super::state::{Committed, GroupError, Heartbeat, Tp, assignor_name, state_name};
 use crate::broker::Shared;
 use crate::error::WireError;
+use crate::service::metadata::view;
 
 /// Longest group id, instance id or client id.
 const MAX_ID_BYTES: usize = 255;
@@ -86,13 +87,12 @@ fn from_tps(set: &BTreeSet<Tp>) -> Vec<v1::TopicPartitions> {
 
 /// Checks offsets to commit against the topics that exist.
 fn check_offsets(
-    shared: &Shared,
+    topics: &BTreeMap<String, u32>,
     offsets: &[v1::OffsetCommit],
 ) -> Result<Vec<(Tp, OffsetValue)>, WireError> {
     if offsets.len() > MAX_ITEMS {
         return Err(invalid(format!("more than {MAX_ITEMS} offsets")));
     }
-    let topics = coord::subscribable_topics(shared);
     let now = crate::service::now_ms();
     offsets
         .iter()
@@ -144,13 +144,7 @@ fn apply_committed(c: &mut Coordinated, group: &str, offsets: Vec<(Tp, OffsetVal
     let g = c.slot.groups.entry(group.to_string()).or_default();
     for (i, (tp, v)) in offsets.into_iter().enumerate() {
         let at = base + i as u64;
-        let committed = Committed {
-            offset: v.offset,
-            metadata: v.metadata,
-            timestamp_ms: v.commit_timestamp_ms,
-            record_offset: at,
-        };
-        g.apply_offset(tp, Some(committed), at);
+        g.apply_offset(tp, Some(Committed::from_record(v, at)), at);
     }
 }
 
@@ -161,7 +155,7 @@ impl GroupsService {
     ) -> Result<v1::FindCoordinatorResponse, WireError> {
         check_group(&req.group)?;
         coord::ensure_offsets_topic(&self.shared).await?;
-        let loc = coord::locate(&self.shared, &req.group)?;
+        let loc = coord::locate(&view(&self.shared), &req.group)?;
         let node_id = loc.leader.ok_or_else(|| {
             WireError::new(
                 ErrorCode::CoordinatorNotAvailable,
@@ -223,8 +217,9 @@ impl GroupsService {
             session_timeout_ms: session,
             owned: to_tps(req.owned)?,
         };
-        let topics = coord::subscribable_topics(shared);
-        let mut co = coordinate(shared, &req.group).await?;
+        let v = view(shared);
+        let topics = coord::subscribable_topics(&v);
+        let mut co = coordinate(shared, &v, &req.group).await?;
         let now = shared.coordinator.now_ms();
         let node = shared.config.node_id;
         let g = co.slot.groups.entry(req.group.clone()).or_default();
@@ -257,8 +252,9 @@ impl GroupsService {
     async fn leave(&self, req: v1::LeaveGroupRequest) -> Result<(), WireError> {
         check_group(&req.group)?;
         let shared = &self.shared;
-        let topics = coord::subscribable_topics(shared);
-        let mut co = coordinate(shared, &req.group).await?;
+        let v = view(shared);
+        let topics = coord::subscribable_topics(&v);
+        let mut co = coordinate(shared, &v, &req.group).await?;
         let g = co
             .slot
             .groups
@@ -273,11 +269,12 @@ impl GroupsService {
     async fn commit(&self, req: v1::CommitOffsetsRequest) -> Result<(), WireError> {
         check_group(&req.group)?;
         let shared = &self.shared;
-        let offsets = check_offsets(shared, &req.offsets)?;
+        let v = view(shared);
+        let offsets = check_offsets(&coord::subscribable_topics(&v), &req.offsets)?;
         if offsets.is_empty() {
             return Ok(());
         }
-        let co = coordinate(shared, &req.group).await?;
+        let co = coordinate(shared, &v, &req.group).await?;
         match co.slot.groups.get(&req.group) {
             Some(g) => g.check_commit(&req.member_id, req.member_epoch)?,
             None if req.member_id.is_empty() => {}
@@ -287,12 +284,11 @@ impl GroupsService {
         // members are committed together.
         let rx = append_queued(&co.handle, &offset_entries(&req.group, &offsets)).await?;
         let _in_flight = coord::InFlight::new(&co.slot);
-        let epoch = co.leader_epoch;
-        let partition =
-            coord::partition_of(&req.group, coord::offsets_partitions(shared).unwrap_or(1));
+        let (partition, epoch) = (co.partition, co.leader_epoch);
         drop(co);
         let appended = committed(shared, rx).await?;
-        let mut co = match coord::coordinate_partition(shared, partition).await {
+        // A fresh view: leadership may have moved while the commit was waited for.
+        let mut co = match coord::coordinate_partition(shared, &view(shared), partition).await {
             Ok(co) if co.leader_epoch == epoch => co,
             // Leadership moved: the next coordinator reads the commit from the log.
             _ => return Ok(()),
@@ -307,7 +303,7 @@ impl GroupsService {
     ) -> Result<Vec<v1::CommittedOffset>, WireError> {
         check_group(&req.group)?;
         let wanted = to_tps(req.partitions)?;
-        let co = coordinate(&self.shared, &req.group).await?;
+        let co = coordinate(&self.shared, &view(&self.shared), &req.group).await?;
         let empty = BTreeMap::new();
         let have = co.slot.groups.get(&req.group).map_or(&empty, |g| &g.offsets);
         let one = |tp: &Tp| match have.get(tp) {
@@ -335,14 +331,15 @@ impl GroupsService {
 
     async fn list(&self) -> Result<Vec<v1::GroupListing>, WireError> {
         let shared = &self.shared;
-        let Some(n) = coord::offsets_partitions(shared) else { return Ok(Vec::new()) };
+        let v = view(shared);
+        let Some(n) = coord::offsets_partitions(&v) else { return Ok(Vec::new()) };
         let me = shared.config.node_id;
         let mut out = Vec::new();
         for p in 0..n {
-            if coord::locate_partition(shared, p).ok().and_then(|l| l.leader) != Some(me) {
+            if coord::locate_partition(&v, p).ok().and_then(|l| l.leader) != Some(me) {
                 continue;
             }
-            let co = coord::coordinate_partition(shared, p).await?;
+            let co = coord::coordinate_partition(shared, &v, p).await?;
             for (name, g) in &co.slot.groups {
                 out.push(v1::GroupListing {
                     group: name.clone(),
@@ -361,7 +358,7 @@ impl GroupsService {
     ) -> Result<v1::DescribeGroupResponse, WireError> {
         check_group(&req.group)?;
         let shared = &self.shared;
-        let co = coordinate(shared, &req.group).await?;
+        let co = coordinate(shared, &view(shared), &req.group).await?;
         let g = co.slot.groups.get(&req.group).ok_or_else(|| {
             WireError::new(ErrorCode::GroupIdNotFound, format!("no group {}", req.group))
         })?;
@@ -409,8 +406,9 @@ impl GroupsService {
     async fn reset(&self, req: v1::ResetOffsetsRequest) -> Result<(), WireError> {
         check_group(&req.group)?;
         let shared = &self.shared;
-        let offsets = check_offsets(shared, &req.offsets)?;
-        let mut co = coordinate(shared, &req.group).await?;
+        let v = view(shared);
+        let offsets = check_offsets(&coord::subscribable_topics(&v), &req.offsets)?;
+        let mut co = coordinate(shared, &v, &req.group).await?;
         if let Some(g) = co.slot.groups.get(&req.group) {
             g.check_commit("", 0)?;
         }
@@ -425,7 +423,7 @@ impl GroupsService {
     async fn delete(&self, req: v1::DeleteGroupRequest) -> Result<(), WireError> {
         check_group(&req.group)?;
         let shared = &self.shared;
-        let mut co = coordinate(shared, &req.group).await?;
+        let mut co = coordinate(shared, &view(shared), &req.group).await?;
         let g = co.slot.groups.get(&req.group).ok_or_else(|| {
             WireError::new(ErrorCode::GroupIdNotFound, format!("no group {}", req.group))
         })?;

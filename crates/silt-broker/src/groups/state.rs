@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use silt_core::assignor::{self, Assignment, Assignor, GroupSpec};
 
+use super::records::OffsetValue;
+
 /// One partition of one topic.
 pub type Tp = (String, u32);
 
@@ -81,6 +83,27 @@ pub struct Committed {
     pub timestamp_ms: i64,
     /// Where the commit record is in `__consumer_offsets` (later records win).
     pub record_offset: u64,
+}
+
+impl Committed {
+    /// The offset of a record found at `record_offset`.
+    pub fn from_record(v: OffsetValue, record_offset: u64) -> Committed {
+        Committed {
+            offset: v.offset,
+            metadata: v.metadata,
+            timestamp_ms: v.commit_timestamp_ms,
+            record_offset,
+        }
+    }
+
+    /// Its record value.
+    pub fn to_record(&self) -> OffsetValue {
+        OffsetValue {
+            offset: self.offset,
+            metadata: self.metadata.clone(),
+            commit_timestamp_ms: self.timestamp_ms,
+        }
+    }
 }
 
 /// What a member sends in a heartbeat.
