@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use silt_client::{Client, CommitMode, GroupConfig, Seek, TopicPartition};
 use tokio::task::JoinHandle;
 
+/// The longest a member or a watcher runs (tests abort them much earlier).
+const MEMBER_LIFETIME: Duration = Duration::from_secs(600);
+
 /// What the members consumed, shared by all of them.
 pub type Consumed = Arc<Mutex<BTreeSet<String>>>;
 
@@ -33,13 +36,18 @@ pub fn spawn_member(
 ) -> JoinHandle<()> {
     let (group, topic) = (group.to_string(), topic.to_string());
     tokio::spawn(async move {
+        // Bounded even if nobody aborts the member (a test that failed early).
+        let deadline = Instant::now() + MEMBER_LIFETIME;
         let mut c = loop {
             match client.subscribe(member_config(&group), vec![topic.clone()]).await {
                 Ok(c) => break c,
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
+                Err(_) => return,
             }
         };
-        loop {
+        while Instant::now() < deadline {
             match c.poll().await {
                 Ok(records) => {
                     {
@@ -73,7 +81,8 @@ impl OffsetWatch {
         let task = tokio::spawn(async move {
             let admin = client.admin();
             let mut last: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-            loop {
+            let deadline = Instant::now() + MEMBER_LIFETIME;
+            while Instant::now() < deadline {
                 if let Ok(now) =
                     tokio::time::timeout(Duration::from_secs(10), admin.group_offsets(&group)).await
                     && let Ok(now) = now
