@@ -34,9 +34,11 @@ pub enum StartError {
         #[source]
         source: silt_storage::StorageError,
     },
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}: {source} (set another address with {flag})")]
     Bind {
         addr: String,
+        /// The flag that sets the address.
+        flag: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -181,9 +183,9 @@ impl Broker {
     /// Validates `config`, recovers every partition in the data directory and binds the port.
     pub async fn bind(config: BrokerConfig) -> Result<Broker, StartError> {
         config.validate()?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
+        let listener = TcpListener::bind(&config.listen).await.map_err(|source| {
+            StartError::Bind { addr: config.listen.clone(), flag: "--listen", source }
+        })?;
         Self::bind_listener(config, listener).await
     }
 
@@ -206,9 +208,11 @@ impl Broker {
         if config.peers.is_none() {
             replicas.remove_orphans(&known);
         }
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr: config.listen.clone(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            flag: "--listen",
+            source,
+        })?;
         let advertised = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
         let cluster = match &config.peers {
             Some(peers) => Some(crate::cluster::Cluster::start(&config, peers, &advertised).await?),
@@ -255,14 +259,17 @@ impl Broker {
         let ticker = tokio::spawn(tick_loop(shared.clone()));
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
-        let http =
-            if shared.config.http.is_empty() {
-                None
-            } else {
-                Some(crate::health::serve(&shared.config.http, shared.clone()).await.map_err(
-                    |source| StartError::Bind { addr: shared.config.http.clone(), source },
-                )?)
-            };
+        let http = if shared.config.http.is_empty() {
+            None
+        } else {
+            Some(crate::health::serve(&shared.config.http, shared.clone()).await.map_err(
+                |source| StartError::Bind {
+                    addr: shared.config.http.clone(),
+                    flag: "--http",
+                    source,
+                },
+            )?)
+        };
         let c = &shared.config;
         let data = DataServer::new(DataService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)

@@ -6,9 +6,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "silt", version, about = "Command-line client for Silt")]
 pub struct Cli {
     /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
-    #[arg(short, long, global = true, env = "SILT_BOOTSTRAP", default_value = "127.0.0.1:9300")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "SILT_BOOTSTRAP",
+        hide_env_values = true,
+        default_value = "127.0.0.1:9300"
+    )]
     pub bootstrap: String,
-    /// Output format.
+    /// Output format (JSON shapes: docs/cli-json.md).
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     #[command(subcommand)]
@@ -17,7 +24,9 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// Tables and lines for people.
     Text,
+    /// One JSON document on stdout (consume: one object per record, JSON Lines).
     Json,
 }
 
@@ -64,84 +73,135 @@ pub enum ClusterCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCmd {
+    /// Create a topic.
     Create {
+        /// Topic name (letters, digits, '.', '_', '-'; at most 249 characters).
         name: String,
+        /// Number of partitions [default: the brokers' topic_defaults.partitions, 1 unless set].
         #[arg(short, long)]
         partitions: Option<u32>,
+        /// Replicas of each partition [default: the brokers' topic_defaults.replication_factor;
+        /// `silt dev`: min(3, brokers)].
         #[arg(short = 'r', long = "replication-factor")]
         replication_factor: Option<u32>,
-        /// KEY=VALUE topic config (repeatable).
+        /// KEY=VALUE topic config, e.g. retention.ms=86400000 (repeatable).
         #[arg(short, long = "config")]
         config: Vec<String>,
     },
+    /// List topics (internal topics such as __consumer_offsets are left out).
     List,
+    /// Config, and per partition: leader, leader epoch, replicas, ISR, log start, high watermark.
     Describe {
+        /// Topic name.
         name: String,
     },
+    /// Change a topic's config.
     Alter {
+        /// Topic name.
         name: String,
         /// KEY=VALUE to set (repeatable); KEY= (empty value) returns KEY to its default.
         #[arg(short, long = "config", required = true)]
         config: Vec<String>,
     },
+    /// Delete a topic and its data.
     Delete {
+        /// Topic name.
         name: String,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AcksArg {
+    /// Fire and forget.
     #[value(name = "0")]
     Zero,
+    /// The leader appended the record.
     #[value(name = "1")]
     One,
+    /// Every in-sync replica has it (and at least min.insync.replicas are in sync).
     #[value(name = "all")]
     All,
 }
 
+/// How `silt produce` reads stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputArg {
+    /// One record per line: the value, or KEY SEP VALUE with --key-separator.
+    Text,
+    /// One JSON object per line, in the shape `silt -o json consume` prints.
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
+    /// Topic to produce to.
     pub topic: String,
+    /// Acknowledgement level a record waits for.
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
+    /// Send every record to this partition [default: by key hash; keyless records spread].
     #[arg(long)]
     pub partition: Option<u32>,
-    /// Split each line into KEY SEP VALUE at the first SEP.
-    #[arg(long)]
+    /// Split each line into KEY SEP VALUE at the first SEP (`\t` is a tab).
+    #[arg(long, conflicts_with = "key")]
     pub key_separator: Option<String>,
+    /// One key for every record.
+    #[arg(short, long)]
+    pub key: Option<String>,
+    /// A header K=V added to every record (repeatable).
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// How stdin is read.
+    #[arg(long, value_enum, default_value_t = InputArg::Text)]
+    pub input: InputArg,
+    /// How long a batch waits for more records before it is sent.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
+    /// Topic to read.
     pub topic: String,
-    /// Join this consumer group: start at its committed offsets, commit after printing.
+    /// Join this consumer group: start at its committed offsets (where none: earliest, or
+    /// --offset/--from-timestamp), commit after printing; Ctrl-C commits and leaves.
     #[arg(long, conflicts_with = "partition")]
     pub group: Option<String>,
+    /// Read only this partition [default: every partition].
     #[arg(long)]
     pub partition: Option<u32>,
+    /// Start at the log start (same as --offset earliest).
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     pub from_beginning: bool,
-    #[arg(long, conflicts_with = "from_timestamp")]
-    pub offset: Option<i64>,
-    /// Start at the first record with a timestamp >= this (ms since the Unix epoch).
+    /// Where to start: earliest, latest, N (an offset) or -N (N records before the end, per
+    /// partition) [default: latest; with --group: the committed offset, else earliest].
+    #[arg(long, conflicts_with = "from_timestamp", allow_hyphen_values = true)]
+    pub offset: Option<String>,
+    /// Start at the first record at or after this time: ms since the Unix epoch or an RFC 3339
+    /// date-time (2026-12-01T08:00:00Z).
     #[arg(long)]
-    pub from_timestamp: Option<i64>,
+    pub from_timestamp: Option<String>,
     /// Stop after this many records.
     #[arg(short = 'n', long)]
     pub count: Option<u64>,
-    /// Stop after this long with no new record.
+    /// Stop after this long with no new record [default: wait forever].
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// %t topic, %p partition, %o offset, %k key, %v value, %T timestamp, %h headers.
+    /// Stop once every partition's end (its high watermark when consume started) is reached.
+    #[arg(short = 'e', long)]
+    pub exit_at_end: bool,
+    /// %t topic, %p partition, %o offset, %k key, %v value, %T timestamp, %h headers; `\t`,
+    /// `\n`. Ignored with -o json (one JSON object per record).
     #[arg(short, long, default_value = "%v")]
     pub format: String,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
+    /// Produce generated records as fast as acknowledged (or at --rate); prints throughput and
+    /// send-to-ack latency.
     Produce(BenchProduceArgs),
+    /// Read records from the start of a topic; prints throughput and per-poll latency.
     Consume(BenchConsumeArgs),
     /// Time consumer-group rebalances: a member joins, then leaves cleanly, N times.
     Rebalance(BenchRebalanceArgs),
@@ -154,9 +214,11 @@ pub struct BenchRebalanceArgs {
     /// An existing topic (its partitions are what the group shares).
     #[arg(long)]
     pub topic: String,
-    /// Members before each join.
-    #[arg(long, default_value_t = 3)]
-    pub members: usize,
+    /// Members before each join [default: partitions - 1, at most 3, so the joining member
+    /// gets a partition].
+    #[arg(long)]
+    pub members: Option<usize>,
+    /// Join/leave rounds.
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
 }
@@ -166,6 +228,7 @@ pub struct BenchCommitArgs {
     /// An existing topic (commits name its partitions).
     #[arg(long)]
     pub topic: String,
+    /// Commits in all.
     #[arg(long, default_value_t = 10_000)]
     pub commits: u64,
     /// Tasks committing concurrently through one member's committer.
@@ -175,19 +238,25 @@ pub struct BenchCommitArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchProduceArgs {
+    /// Topic to produce to (it must exist).
     #[arg(long)]
     pub topic: String,
+    /// Records in all.
     #[arg(long, default_value_t = 100_000)]
     pub records: u64,
+    /// Value size of each record.
     #[arg(long, default_value_t = 1024)]
     pub record_size: usize,
+    /// Acknowledgement level.
     #[arg(long, value_enum, default_value_t = AcksArg::One)]
     pub acks: AcksArg,
     /// Concurrent producers.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
+    /// How long a batch waits for more records.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// Largest batch of one partition in a request.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub batch_bytes: usize,
     /// Target rate in records/s over all producers (0 = as fast as possible), for latency at a
@@ -198,11 +267,14 @@ pub struct BenchProduceArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchConsumeArgs {
+    /// Topic to read from its start.
     #[arg(long)]
     pub topic: String,
+    /// Records to read before stopping.
     #[arg(long, default_value_t = 100_000)]
     pub records: u64,
-    /// Consume as a member of this group (committing as it goes).
+    /// Consume as a member of this group (committing as it goes) [default: no group, every
+    /// partition assigned, from the earliest offset].
     #[arg(long)]
     pub group: Option<String>,
 }
@@ -211,24 +283,114 @@ pub struct BenchConsumeArgs {
 pub enum GroupCmd {
     /// Every consumer group with its state and member count.
     List,
-    /// Members, assignment, committed offset, high watermark and lag per partition.
-    Describe { group: String },
+    /// Members, and per subscribed partition: owner, committed offset, high watermark, lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
     /// Set a group's committed offsets for every partition of a topic (the group must be empty).
     #[command(group(clap::ArgGroup::new("to").required(true)))]
     ResetOffsets {
+        /// Group id.
         group: String,
+        /// Topic whose partitions are reset.
         #[arg(long)]
         topic: String,
+        /// To each partition's log start.
         #[arg(long, group = "to")]
         to_earliest: bool,
+        /// To each partition's high watermark.
         #[arg(long, group = "to")]
         to_latest: bool,
+        /// To this offset (kept within each partition's log).
         #[arg(long, group = "to")]
         to_offset: Option<i64>,
-        /// The first record at or after this time (ms since the Unix epoch).
+        /// To the first record at or after this time (ms since the Unix epoch or RFC 3339).
         #[arg(long, group = "to")]
-        to_timestamp: Option<i64>,
+        to_timestamp: Option<String>,
+        /// To the first record at or after this RFC 3339 date-time (2026-12-01T08:00:00Z).
+        #[arg(long, group = "to")]
+        to_datetime: Option<String>,
+        /// Move each committed offset by N (negative: back), within the log.
+        #[arg(long, group = "to", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Show the current and new offsets without changing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Delete an empty group and its committed offsets.
-    Delete { group: String },
+    Delete {
+        /// Group id.
+        group: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand's help, depth first, as Markdown sections.
+    fn render(cmd: &mut clap::Command, path: &str, out: &mut String) {
+        let help = cmd.render_long_help().to_string();
+        out.push_str(&format!("## `{path}`\n\n```text\n{}\n```\n\n", help.trim_end()));
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+        for name in names {
+            if name == "help" {
+                continue;
+            }
+            let sub = cmd.find_subcommand_mut(&name).expect("invariant: listed subcommand");
+            render(sub, &format!("{path} {name}"), out);
+        }
+    }
+
+    fn reference() -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut out = String::from(
+            "# `silt` command reference\n\nGenerated from `silt --help` by the test \
+             `args::tests::docs_cli_md_matches_the_help` (`SILT_UPDATE_DOCS=1 cargo test -p \
+             silt-cli docs_cli_md` rewrites it). The JSON shapes of `-o json` are in \
+             [cli-json.md](cli-json.md). Exit codes: 0 success, 1 the operation failed \
+             (`error: <what> (<CODE>)` on stderr), 2 usage error.\n\n",
+        );
+        render(&mut cmd, "silt", &mut out);
+        out
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "`{path}` flag {id} has no help line");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "`{path} {}` has no help line", sub.get_name());
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        check(&cmd, "silt");
+        cmd.debug_assert();
+    }
+
+    #[test]
+    fn docs_cli_md_matches_the_help() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+        let want = reference();
+        if std::env::var_os("SILT_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/cli.md is out of date: run SILT_UPDATE_DOCS=1 cargo test -p silt-cli docs_cli_md"
+        );
+    }
 }

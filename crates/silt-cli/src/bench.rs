@@ -45,13 +45,13 @@ impl Report {
         })
     }
 
-    pub(crate) fn print(&self, what: &str, out: Output) {
+    pub(crate) fn print(&self, what: &str, out: Output) -> Result<(), CliError> {
         match out {
-            Output::Json => println!("{}", self.to_json()),
+            Output::Json => outln!("{}", self.to_json()),
             Output::Text => {
                 let j = self.to_json();
                 let l = &j["latency_ms"];
-                println!(
+                outln!(
                     "{} records {what} in {:.2} s: {:.0} records/s, {:.2} MB/s; latency ms p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}{}",
                     self.records,
                     self.seconds,
@@ -69,6 +69,7 @@ impl Report {
                 );
             }
         }
+        Ok(())
     }
 }
 
@@ -142,7 +143,7 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
     let ok = a.records - failed;
     let report =
         Report { records: ok, bytes: ok * a.record_size as u64, seconds, latency_us, failed };
-    report.print("produced", out);
+    report.print("produced", out)?;
     if failed > 0 {
         return Err(CliError::failed(
             format!("{failed} of {} records failed", a.records),
@@ -210,7 +211,7 @@ pub async fn consume(client: &Client, a: BenchConsumeArgs, out: Output) -> Resul
         latency_us: hist,
         failed: 0,
     };
-    report.print("consumed", out);
+    report.print("consumed", out)?;
     if let Source::Group(g) = consumer {
         g.close().await?;
     }

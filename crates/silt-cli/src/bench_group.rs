@@ -139,52 +139,86 @@ fn summary(samples: &mut [f64]) -> serde_json::Value {
     json!({"p50": at(0.5), "p99": at(0.99), "max": at(1.0), "samples": samples.len()})
 }
 
+/// Starts `members`, then joins and removes one more member `a.rounds` times; the members it
+/// started are left in `running` for the caller to stop. Returns join and leave times (ms).
+async fn rebalance_rounds(
+    client: &Client,
+    a: &BenchRebalanceArgs,
+    group: &str,
+    members: usize,
+    partitions: u32,
+    owners: &Owners,
+    running: &mut Vec<Running>,
+) -> Result<(Vec<f64>, Vec<f64>), CliError> {
+    let mut current = BTreeSet::new();
+    for m in 0..members {
+        running.push(start_member(client, group, &a.topic, m, owners.clone()).await?);
+        current.insert(m);
+    }
+    wait_settled(owners, &current, partitions).await?;
+    let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        let id = members + round;
+        let started = Instant::now();
+        running.push(start_member(client, group, &a.topic, id, owners.clone()).await?);
+        current.insert(id);
+        wait_settled(owners, &current, partitions).await?;
+        joins.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        let joiner = running.pop().expect("invariant: the joiner was just pushed");
+        joiner.stop.store(true, Ordering::SeqCst);
+        current.remove(&id);
+        wait_settled(owners, &current, partitions).await?;
+        leaves.push(started.elapsed().as_secs_f64() * 1000.0);
+        let _ = joiner.task.await;
+    }
+    Ok((joins, leaves))
+}
+
 pub async fn rebalance(
     client: &Client,
     a: BenchRebalanceArgs,
     out: Output,
 ) -> Result<(), CliError> {
-    if a.members == 0 || a.rounds == 0 {
-        return Err(CliError::usage("--members and --rounds must be positive"));
-    }
     let partitions = client.partition_count(&a.topic).await?;
+    // The joining member must get a partition for a join to move anything.
+    let members = a.members.unwrap_or_else(|| (partitions as usize).saturating_sub(1).min(3));
+    if members == 0 || a.rounds == 0 {
+        return Err(CliError::usage(format!(
+            "--members and --rounds must be positive (topic {} has {partitions} partition{}: \
+             a rebalance needs at least 2)",
+            a.topic,
+            if partitions == 1 { "" } else { "s" }
+        )));
+    }
+    if members >= partitions as usize {
+        return Err(CliError::usage(format!(
+            "--members {members} leaves the joining member without a partition: topic {} has \
+             {partitions}; use at most {}",
+            a.topic,
+            partitions.saturating_sub(1)
+        )));
+    }
     let group = format!("silt-bench-rebalance-{}", crate::bench_group_now_ms());
     let owners: Owners = Arc::default();
-    let mut members = BTreeSet::new();
     let mut running = Vec::new();
-    for m in 0..a.members {
-        running.push(start_member(client, &group, &a.topic, m, owners.clone()).await?);
-        members.insert(m);
-    }
-    wait_settled(&owners, &members, partitions).await?;
-    let (mut joins, mut leaves) = (Vec::new(), Vec::new());
-    for round in 0..a.rounds {
-        let id = a.members + round;
-        let started = Instant::now();
-        let joiner = start_member(client, &group, &a.topic, id, owners.clone()).await?;
-        members.insert(id);
-        wait_settled(&owners, &members, partitions).await?;
-        joins.push(started.elapsed().as_secs_f64() * 1000.0);
-        let started = Instant::now();
-        joiner.stop.store(true, Ordering::SeqCst);
-        members.remove(&id);
-        wait_settled(&owners, &members, partitions).await?;
-        leaves.push(started.elapsed().as_secs_f64() * 1000.0);
-        let _ = joiner.task.await;
-    }
+    let measured =
+        rebalance_rounds(client, &a, &group, members, partitions, &owners, &mut running).await;
+    // Every member leaves and the group goes, also when a round failed.
     for r in running {
         r.stop.store(true, Ordering::SeqCst);
         let _ = r.task.await;
     }
     let _ = client.admin().delete_group(&group).await;
-    let j = json!({"members": a.members, "partitions": partitions, "rounds": a.rounds,
+    let (mut joins, mut leaves) = measured?;
+    let j = json!({"members": members, "partitions": partitions, "rounds": a.rounds,
                    "join_ms": summary(&mut joins), "leave_ms": summary(&mut leaves)});
     match out {
-        Output::Json => println!("{j}"),
-        Output::Text => println!(
+        Output::Json => outln!("{j}"),
+        Output::Text => outln!(
             "{} rounds, {} members + 1 on {} partitions: join settles in ms p50 {:.0} p99 {:.0} max {:.0}; clean leave p50 {:.0} p99 {:.0} max {:.0}",
             a.rounds,
-            a.members,
+            members,
             partitions,
             j["join_ms"]["p50"].as_f64().unwrap_or(0.0),
             j["join_ms"]["p99"].as_f64().unwrap_or(0.0),
@@ -248,7 +282,7 @@ pub async fn commit(client: &Client, a: BenchCommitArgs, out: Output) -> Result<
         latency_us,
         failed,
     };
-    report.print("offset commits", out);
+    report.print("offset commits", out)?;
     consumer.close().await?;
     let _ = client.admin().delete_group(&group).await;
     Ok(())

@@ -18,19 +18,21 @@ pub async fn run(client: &Client, cmd: ClusterCmd, out: Output) -> Result<(), Cl
                         .map(|b| json!({"id": b.node_id, "address": b.address, "rack": b.rack, "alive": b.alive}))
                         .collect();
                     let doc = json!({"controller": c.controller_id, "raft_term": c.raft_term, "cluster_id": c.cluster_id, "brokers": brokers});
-                    println!("{doc}");
+                    outln!("{doc}");
                 }
                 Output::Text => {
                     let controller =
                         c.controller_id.map_or("none".to_string(), |id| id.to_string());
-                    println!(
+                    outln!(
                         "cluster {}  controller {}  raft term {}",
-                        c.cluster_id, controller, c.raft_term
+                        c.cluster_id,
+                        controller,
+                        c.raft_term
                     );
-                    println!("{:<6} {:<24} {:<10} ALIVE", "ID", "ADDRESS", "RACK");
+                    outln!("{:<6} {:<24} {:<10} ALIVE", "ID", "ADDRESS", "RACK");
                     for b in &c.brokers {
                         let alive = if b.alive { "yes" } else { "no" };
-                        println!(
+                        outln!(
                             "{:<6} {:<24} {:<10} {alive}",
                             b.node_id,
                             b.address,

@@ -33,6 +33,11 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
         .map(|(i, addr)| format!("{}@{addr}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
+    check_data_dir(&a)?;
+    // Replicated by default, as a real cluster would be: RF min(3, brokers), and with three
+    // replicas an acks=all write needs two of them.
+    let replication_factor = a.brokers.min(3);
+    let min_insync_replicas = if replication_factor >= 3 { 2 } else { 1 };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -48,6 +53,8 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
                 // Segments are preallocated and every dev broker shares one disk: 64 MiB
                 // segments keep a few topics from taking tens of gigabytes.
                 segment_bytes: DEV_SEGMENT_BYTES,
+                replication_factor,
+                min_insync_replicas,
                 ..Default::default()
             },
             ..BrokerConfig::default()
@@ -70,14 +77,20 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
     let bootstrap = addrs.join(",");
     wait_for_cluster(&addrs, a.brokers as usize).await?;
     match out {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir})
         ),
         Output::Text => {
-            println!("silt dev: {} brokers up, data in {}", a.brokers, a.data_dir.display());
-            println!("bootstrap: {bootstrap}");
-            println!("try: silt -b {bootstrap} cluster info    (Ctrl-C stops the cluster)");
+            outln!(
+                "silt dev: {} broker{} up (topics default to {replication_factor} replica{}), data in {}",
+                a.brokers,
+                if a.brokers == 1 { "" } else { "s" },
+                if replication_factor == 1 { "" } else { "s" },
+                a.data_dir.display()
+            );
+            outln!("bootstrap: {bootstrap}");
+            outln!("try: silt -b {bootstrap} cluster info    (Ctrl-C stops the cluster)");
         }
     }
     let _ = tokio::signal::ctrl_c().await;
@@ -87,6 +100,31 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// Refuses a data directory made by a cluster of another size: its brokers would wait for
+/// voters that never start (or a new broker would join a quorum that does not know it).
+fn check_data_dir(a: &DevArgs) -> Result<(), CliError> {
+    let Ok(entries) = std::fs::read_dir(&a.data_dir) else { return Ok(()) };
+    let mut existing: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("broker-")?.parse().ok())
+        .collect();
+    existing.sort_unstable();
+    if existing.is_empty() || existing == (1..=a.brokers).collect::<Vec<_>>() {
+        return Ok(());
+    }
+    let n = existing.len();
+    Err(CliError::failed(
+        format!(
+            "{} holds a {n}-broker cluster (broker-{}); start it with --brokers {n}, or use \
+             another --data-dir for {} broker{}",
+            a.data_dir.display(),
+            existing.iter().map(u32::to_string).collect::<Vec<_>>().join(", broker-"),
+            a.brokers,
+            if a.brokers == 1 { "" } else { "s" }
+        ),
+        "DATA_DIR_MISMATCH",
+    ))
 }
 
 /// Waits (bounded) until a broker reports every broker alive.

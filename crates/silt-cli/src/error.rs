@@ -24,8 +24,21 @@ impl CliError {
         CliError { what: what.into(), code: "USAGE".into(), exit: 2 }
     }
 
-    /// Prints the error line and returns the exit code.
+    /// Stdout was closed by the reader (a pipe into `head`): stop quietly, exit 0.
+    pub fn closed() -> CliError {
+        CliError { what: String::new(), code: "STDOUT_CLOSED".into(), exit: 0 }
+    }
+
+    /// Whether this only means the reader went away.
+    pub fn is_closed(&self) -> bool {
+        self.exit == 0
+    }
+
+    /// Prints the error line (nothing for a closed stdout) and returns the exit code.
     pub fn report(self) -> ExitCode {
+        if self.is_closed() {
+            return ExitCode::SUCCESS;
+        }
         eprintln!("error: {} ({})", self.what, self.code);
         ExitCode::from(self.exit)
     }

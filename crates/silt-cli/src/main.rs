@@ -1,6 +1,9 @@
 //! `silt`: the command-line client (CLI.md). Exit codes: 0 success, 1 the operation failed,
 //! 2 usage error. Errors are one line on stderr: `error: <what> (<code>)`.
 
+#[macro_use]
+mod output;
+
 mod args;
 mod bench;
 mod bench_group;
@@ -10,6 +13,8 @@ mod dev;
 mod error;
 mod group;
 mod produce;
+mod record_json;
+mod time;
 mod topic;
 
 use clap::Parser;
@@ -40,13 +45,23 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if bootstrap.is_empty() {
         return Err(CliError::usage("--bootstrap names no broker"));
     }
+    for b in &bootstrap {
+        if !b
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(CliError::usage(format!(
+                "--bootstrap {b:?} is not HOST:PORT (the port is needed, e.g. {b}:9300)"
+            )));
+        }
+    }
     let client = silt_client::Client::connect(&bootstrap).await?;
     let out = cli.output;
     match cli.command {
         Command::Cluster(cmd) => cluster::run(&client, cmd, out).await,
         Command::Topic(cmd) => topic::run(&client, cmd, out).await,
         Command::Produce(a) => produce::run(&client, a).await,
-        Command::Consume(a) => consume::run(&client, a).await,
+        Command::Consume(a) => consume::run(&client, a, out).await,
         Command::Group(cmd) => group::run(&client, cmd, out).await,
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&client, a, out).await,
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&client, a, out).await,

@@ -2,10 +2,12 @@
 
 use bytes::Bytes;
 use silt_client::{Client, ProducerConfig, ProducerRecord};
+use silt_core::batch::Header;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::args::{AcksArg, ProduceArgs};
+use crate::args::{AcksArg, InputArg, ProduceArgs};
 use crate::error::CliError;
+use crate::record_json::record_from_json;
 
 /// The client's acks for the CLI flag.
 pub fn acks(a: AcksArg) -> silt_client::Acks {
@@ -14,6 +16,30 @@ pub fn acks(a: AcksArg) -> silt_client::Acks {
         AcksArg::One => silt_client::Acks::Leader,
         AcksArg::All => silt_client::Acks::All,
     }
+}
+
+/// `\t`, `\n` and `\\` in a flag value, as in `--format`.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('\\', Some('t')) => {
+                chars.next();
+                out.push('\t');
+            }
+            ('\\', Some('n')) => {
+                chars.next();
+                out.push('\n');
+            }
+            ('\\', Some('\\')) => {
+                chars.next();
+                out.push('\\');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Splits a line into key and value at the first separator (no separator: value only).
@@ -26,7 +52,60 @@ pub fn split_line(line: &str, sep: Option<&str>) -> (Option<Bytes>, Bytes) {
     }
 }
 
+/// `-H K=V` flags as record headers.
+pub fn parse_headers(flags: &[String]) -> Result<Vec<Header>, CliError> {
+    flags
+        .iter()
+        .map(|f| {
+            let (k, v) = f
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| CliError::usage(format!("header {f:?} is not K=V")))?;
+            Ok(Header { key: k.to_string(), value: Some(Bytes::copy_from_slice(v.as_bytes())) })
+        })
+        .collect()
+}
+
+/// The record for one input line, with the flags' key and headers.
+fn line_record(
+    a: &ProduceArgs,
+    sep: Option<&str>,
+    headers: &[Header],
+    line: &str,
+) -> Result<ProducerRecord, CliError> {
+    let mut record = match a.input {
+        InputArg::Text => {
+            let (key, value) = split_line(line, sep);
+            let mut r = ProducerRecord::new(a.topic.clone(), value);
+            r.key = key;
+            r
+        }
+        InputArg::Json => {
+            let j = record_from_json(line)?;
+            ProducerRecord {
+                topic: a.topic.clone(),
+                key: j.key,
+                value: j.value,
+                headers: j.headers,
+                timestamp_ms: j.timestamp_ms,
+                partition: None,
+            }
+        }
+    };
+    if let Some(k) = &a.key {
+        record.key = Some(Bytes::copy_from_slice(k.as_bytes()));
+    }
+    record.headers.extend(headers.iter().cloned());
+    record.partition = a.partition;
+    Ok(record)
+}
+
 pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
+    let headers = parse_headers(&a.headers)?;
+    let sep = a.key_separator.as_deref().map(unescape);
+    if sep.as_deref() == Some("") {
+        return Err(CliError::usage("--key-separator is empty"));
+    }
     let producer = client.producer(ProducerConfig {
         acks: acks(a.acks),
         linger_ms: a.linger_ms,
@@ -35,16 +114,25 @@ pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending = Vec::new();
     let mut sent = 0u64;
+    let mut bad_input = None;
     loop {
         let line = lines
             .next_line()
             .await
             .map_err(|e| CliError::failed(format!("reading stdin: {e}"), "IO"))?;
         let Some(line) = line else { break };
-        let (key, value) = split_line(&line, a.key_separator.as_deref());
-        let mut record = ProducerRecord::new(a.topic.clone(), value);
-        record.key = key;
-        record.partition = a.partition;
+        if a.input == InputArg::Json && line.trim().is_empty() {
+            continue;
+        }
+        let record = match line_record(&a, sep.as_deref(), &headers, &line) {
+            Ok(r) => r,
+            Err(mut e) => {
+                // Stop reading, but deliver (and count) what was already sent.
+                e.what = format!("line {}: {}", sent + 1, e.what);
+                bad_input = Some(e);
+                break;
+            }
+        };
         pending.push(producer.send(record).await?);
         sent += 1;
     }
@@ -60,7 +148,10 @@ pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
         }
     }
     producer.close().await?;
-    eprintln!("produced {acked} records");
+    eprintln!("produced {acked} record{}", if acked == 1 { "" } else { "s" });
+    if let Some(e) = bad_input {
+        return Err(e);
+    }
     match first_error {
         None => Ok(()),
         Some(e) => {
@@ -82,5 +173,22 @@ mod tests {
         assert_eq!(split_line("k:v:w", Some(":")), (Some(Bytes::from("k")), Bytes::from("v:w")));
         assert_eq!(split_line("novalue", Some(":")), (None, Bytes::from("novalue")));
         assert_eq!(split_line("a:b", None), (None, Bytes::from("a:b")));
+        let tab = unescape("\\t");
+        assert_eq!(split_line("k\tv", Some(&tab)), (Some(Bytes::from("k")), Bytes::from("v")));
+    }
+
+    #[test]
+    fn escapes_in_flags_are_unescaped() {
+        assert_eq!(unescape("a\\tb\\nc\\\\d\\x"), "a\tb\nc\\d\\x");
+    }
+
+    #[test]
+    fn headers_are_key_equals_value() {
+        let hs = parse_headers(&["trace=abc".into(), "empty=".into(), "eq=a=b".into()]).unwrap();
+        assert_eq!(hs[0], Header { key: "trace".into(), value: Some(Bytes::from("abc")) });
+        assert_eq!(hs[1].value.as_deref(), Some(&b""[..]));
+        assert_eq!(hs[2].value.as_deref(), Some(&b"a=b"[..]));
+        assert_eq!(parse_headers(&["novalue".into()]).unwrap_err().exit, 2);
+        assert_eq!(parse_headers(&["=v".into()]).unwrap_err().exit, 2);
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use silt_client::Client;
+use silt_client::{Client, Seek, TopicPartition};
 use silt_proto::v1;
 
 use crate::args::{Output, TopicCmd};
@@ -36,6 +36,29 @@ fn describe_json(t: &v1::TopicDescription) -> serde_json::Value {
     json!({"name": t.name, "replication_factor": t.replication_factor, "config": config, "partitions": partitions})
 }
 
+/// Asks each partition's leader for the log start and high watermark the answering broker did
+/// not know (it hosts no replica of the partition); returns the partitions whose leader could
+/// not be reached (their offsets stay -1).
+async fn fill_offsets(client: &Client, t: &mut v1::TopicDescription) -> Vec<u32> {
+    let name = &t.name;
+    let missing =
+        t.partitions.iter_mut().filter(|p| p.log_start_offset < 0 || p.high_watermark < 0);
+    let asks = missing.map(|p| async move {
+        let tp = TopicPartition { topic: name.clone(), partition: p.partition };
+        let start = client.offset(&tp, Seek::Earliest).await;
+        let end = client.offset(&tp, Seek::Latest).await;
+        match (start, end) {
+            (Ok(s), Ok(e)) => {
+                p.log_start_offset = s;
+                p.high_watermark = e;
+                None
+            }
+            _ => Some(p.partition),
+        }
+    });
+    futures_util::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
 fn list_ids(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
@@ -44,6 +67,20 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
     let admin = client.admin();
     match cmd {
         TopicCmd::Create { name, partitions, replication_factor, config } => {
+            // An omitted count means the brokers' default; an explicit 0 is an error, as with
+            // kafka-topics (the wire's 0 means "default").
+            if partitions == Some(0) {
+                return Err(CliError::failed(
+                    "a topic needs at least 1 partition",
+                    "INVALID_PARTITIONS",
+                ));
+            }
+            if replication_factor == Some(0) {
+                return Err(CliError::failed(
+                    "the replication factor must be at least 1",
+                    "INVALID_REPLICATION_FACTOR",
+                ));
+            }
             let configs = parse_configs(&config)?;
             admin
                 .create_topic(
@@ -54,8 +91,8 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                 )
                 .await?;
             match out {
-                Output::Json => println!("{}", json!({"name": name, "created": true})),
-                Output::Text => println!("created topic {name}"),
+                Output::Json => outln!("{}", json!({"name": name, "created": true})),
+                Output::Text => outln!("created topic {name}"),
             }
         }
         TopicCmd::List => {
@@ -69,12 +106,12 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                         .iter()
                         .map(|t| json!({"name": t.name, "partitions": t.partitions.len(), "replication_factor": t.replication_factor}))
                         .collect();
-                    println!("{}", serde_json::Value::Array(v));
+                    outln!("{}", serde_json::Value::Array(v));
                 }
                 Output::Text => {
-                    println!("{:<40} {:>10} {:>4}", "NAME", "PARTITIONS", "RF");
+                    outln!("{:<40} {:>10} {:>4}", "NAME", "PARTITIONS", "RF");
                     for t in &topics {
-                        println!(
+                        outln!(
                             "{:<40} {:>10} {:>4}",
                             t.name,
                             t.partitions.len(),
@@ -86,13 +123,15 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
         }
         TopicCmd::Describe { name } => {
             let topics = admin.describe_topics(std::slice::from_ref(&name)).await?;
-            let t = topics.first().ok_or_else(|| {
+            let mut t = topics.into_iter().next().ok_or_else(|| {
                 CliError::failed(format!("unknown topic {name}"), "UNKNOWN_TOPIC")
             })?;
+            let unreachable = fill_offsets(client, &mut t).await;
+            let t = &t;
             match out {
-                Output::Json => println!("{}", describe_json(t)),
+                Output::Json => outln!("{}", describe_json(t)),
                 Output::Text => {
-                    println!(
+                    outln!(
                         "topic {}  partitions {}  replication factor {}",
                         t.name,
                         t.partitions.len(),
@@ -100,9 +139,9 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                     );
                     let config: BTreeMap<_, _> = t.configs.iter().collect();
                     for (k, v) in config {
-                        println!("  {k} = {v}");
+                        outln!("  {k} = {v}");
                     }
-                    println!(
+                    outln!(
                         "{:>9} {:>7} {:>6} {:<12} {:<12} {:>12} {:>14}",
                         "PARTITION",
                         "LEADER",
@@ -112,17 +151,25 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                         "LOG-START",
                         "HIGH-WATERMARK"
                     );
+                    let offset = |o: i64| if o < 0 { "?".to_string() } else { o.to_string() };
                     for p in &t.partitions {
                         let leader = p.leader.map_or("none".to_string(), |l| l.to_string());
-                        println!(
+                        outln!(
                             "{:>9} {:>7} {:>6} {:<12} {:<12} {:>12} {:>14}",
                             p.partition,
                             leader,
                             p.leader_epoch,
                             list_ids(&p.replicas),
                             list_ids(&p.isr),
-                            p.log_start_offset,
-                            p.high_watermark
+                            offset(p.log_start_offset),
+                            offset(p.high_watermark)
+                        );
+                    }
+                    if !unreachable.is_empty() {
+                        let ps: Vec<String> = unreachable.iter().map(u32::to_string).collect();
+                        outln!(
+                            "offsets shown as ? : the leader of partition {} could not be reached",
+                            ps.join(",")
                         );
                     }
                 }
@@ -134,15 +181,15 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                 pairs.into_iter().partition(|(_, v)| v.is_empty());
             admin.alter_topic_config(&name, set, delete.into_keys().collect()).await?;
             match out {
-                Output::Json => println!("{}", json!({"name": name, "altered": true})),
-                Output::Text => println!("altered topic {name}"),
+                Output::Json => outln!("{}", json!({"name": name, "altered": true})),
+                Output::Text => outln!("altered topic {name}"),
             }
         }
         TopicCmd::Delete { name } => {
             admin.delete_topic(&name).await?;
             match out {
-                Output::Json => println!("{}", json!({"name": name, "deleted": true})),
-                Output::Text => println!("deleted topic {name}"),
+                Output::Json => outln!("{}", json!({"name": name, "deleted": true})),
+                Output::Text => outln!("deleted topic {name}"),
             }
         }
     }

@@ -1,87 +1,11 @@
 //! The `silt` binary against an in-process broker on port 0: the CLI.md contract (commands,
 //! JSON shapes, exit codes, the error line) and end-to-end produce/consume through the client.
 
-use std::io::Write;
+mod common;
+
 use std::process::{Command, Output, Stdio};
 
-use silt_broker::{Broker, BrokerConfig};
-
-/// A broker on its own runtime thread; stopped on drop.
-struct TestBroker {
-    addr: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestBroker {
-    fn start() -> TestBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig::for_test(dir.path());
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let broker = Broker::bind(config).await.unwrap();
-                addr_tx.send(broker.local_addr().to_string()).unwrap();
-                broker
-                    .run(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
-        TestBroker { addr, stop: Some(stop), thread: Some(thread), _dir: dir }
-    }
-
-    fn silt(&self, args: &[&str]) -> Output {
-        self.silt_stdin(args, "")
-    }
-
-    fn silt_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
-            .arg("-b")
-            .arg(&self.addr)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
-}
+use common::{TestBroker, json, stderr, stdout};
 
 #[test]
 fn topic_commands_follow_the_contract() {

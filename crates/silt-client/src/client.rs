@@ -178,6 +178,16 @@ impl Client {
         }
     }
 
+    /// The offset `to` names in a partition, asked of its leader (retried while the leader
+    /// moves): `Earliest` is the log start, `Latest` the high watermark.
+    pub async fn offset(
+        &self,
+        tp: &crate::TopicPartition,
+        to: crate::Seek,
+    ) -> Result<i64, ClientError> {
+        crate::consumer::resolve(self, tp, to).await
+    }
+
     pub fn admin(&self) -> Admin {
         Admin::new(self.clone())
     }

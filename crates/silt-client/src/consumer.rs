@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
 use silt_core::batch::{BatchIter, Header, RecordIter, verify_crc};
 use silt_proto::v1::{self, ErrorCode};
 use tokio::task::JoinHandle;
@@ -48,6 +47,8 @@ pub enum Seek {
     Earliest,
     /// The high watermark: only records produced from now on.
     Latest,
+    /// N records before the high watermark (kcat's `-o -N`), not before the log start.
+    FromEnd(u64),
 }
 
 /// A record as consumed.
@@ -62,50 +63,34 @@ pub struct ConsumerRecord {
     pub headers: Vec<Header>,
 }
 
-/// What one fetch round brought back per partition: the position asked for and the answer.
+/// What one fetch brought back per partition: the position asked for and the answer.
 type RawRound = Vec<(TopicPartition, i64, v1::PartitionFetchResponse)>;
 
-/// A fetch round already requested, with the positions it was requested from.
-type Prefetch = (Vec<(TopicPartition, i64)>, JoinHandle<Result<RawRound, ClientError>>);
+/// One leader's fetch in flight, with the positions it was requested from.
+#[derive(Debug)]
+struct InFlight {
+    parts: Vec<(TopicPartition, i64)>,
+    handle: JoinHandle<Result<RawRound, ClientError>>,
+}
 
-/// A consumer of explicitly assigned partitions.
+/// A consumer of explicitly assigned partitions. Each leader broker is fetched independently
+/// (one long poll per leader in flight at a time): a leader with nothing new never holds back
+/// records that another leader already returned.
 #[derive(Debug)]
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     positions: BTreeMap<TopicPartition, i64>,
-    /// The next round, already requested, and the positions it was requested from.
-    prefetch: Option<Prefetch>,
+    /// Fetches requested and not yet taken, at most one per leader and partition.
+    inflight: Vec<InFlight>,
     /// Where to go when a position is out of range (group consumers); None: an error.
     pub(crate) reset_out_of_range: Option<Seek>,
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if let Some((_, h)) = self.prefetch.take() {
-            h.abort();
-        }
+        self.drop_inflight();
     }
-}
-
-/// Fetches every partition from its leader (one request per leader, concurrently).
-async fn fetch_round(
-    client: Client,
-    config: ConsumerConfig,
-    positions: Vec<(TopicPartition, i64)>,
-) -> Result<RawRound, ClientError> {
-    let mut by_leader: HashMap<String, Vec<(TopicPartition, i64)>> = HashMap::new();
-    for (tp, pos) in positions {
-        let addr = client.leader(&tp.topic, tp.partition).await?;
-        by_leader.entry(addr).or_default().push((tp, pos));
-    }
-    let calls =
-        by_leader.into_iter().map(|(addr, parts)| fetch_from(&client, &config, addr, parts));
-    let mut out = Vec::new();
-    for r in join_all(calls).await {
-        out.extend(r?);
-    }
-    Ok(out)
 }
 
 async fn fetch_from(
@@ -164,6 +149,12 @@ pub(crate) async fn resolve(
             return Err(ClientError::InvalidArgument(format!("offset {o} is negative")));
         }
         Seek::Offset(o) => return Ok(o),
+        Seek::FromEnd(n) => {
+            let end = Box::pin(resolve(client, tp, Seek::Latest)).await?;
+            let start = Box::pin(resolve(client, tp, Seek::Earliest)).await?;
+            let back = i64::try_from(n).unwrap_or(i64::MAX);
+            return Ok(end.saturating_sub(back).max(start));
+        }
         Seek::Earliest => Spec::Position(v1::OffsetSpec::Earliest as i32),
         Seek::Latest => Spec::Position(v1::OffsetSpec::Latest as i32),
         Seek::Timestamp(ts) => Spec::TimestampMs(ts),
@@ -276,7 +267,7 @@ impl Consumer {
             client,
             config,
             positions: BTreeMap::new(),
-            prefetch: None,
+            inflight: Vec::new(),
             reset_out_of_range: None,
         }
     }
@@ -303,7 +294,7 @@ impl Consumer {
 
     /// Moves one partition's position.
     pub async fn seek(&mut self, tp: &TopicPartition, to: Seek) -> Result<(), ClientError> {
-        self.drop_prefetch();
+        self.drop_inflight();
         let offset = resolve(&self.client, tp, to).await?;
         self.positions.insert(tp.clone(), offset);
         Ok(())
@@ -311,13 +302,13 @@ impl Consumer {
 
     /// Sets a position without asking the broker (group consumers: a committed offset).
     pub(crate) fn set_position(&mut self, tp: TopicPartition, offset: i64) {
-        self.drop_prefetch();
+        self.drop_inflight();
         self.positions.insert(tp, offset);
     }
 
     /// Stops reading a partition.
     pub(crate) fn remove(&mut self, tp: &TopicPartition) -> Option<i64> {
-        self.drop_prefetch();
+        self.drop_inflight();
         self.positions.remove(tp)
     }
 
@@ -331,50 +322,71 @@ impl Consumer {
         self.positions.get(tp).copied()
     }
 
-    fn drop_prefetch(&mut self) {
-        if let Some((_, h)) = self.prefetch.take() {
-            h.abort();
+    fn drop_inflight(&mut self) {
+        for f in self.inflight.drain(..) {
+            f.handle.abort();
         }
     }
 
-    fn snapshot(&self) -> Vec<(TopicPartition, i64)> {
-        self.positions.iter().map(|(tp, p)| (tp.clone(), *p)).collect()
+    /// Requests every assigned partition that has no fetch in flight, one request per leader.
+    async fn request_missing(&mut self) -> Result<(), ClientError> {
+        let mut by_leader: HashMap<String, Vec<(TopicPartition, i64)>> = HashMap::new();
+        for (tp, pos) in &self.positions {
+            if self.inflight.iter().any(|f| f.parts.iter().any(|(t, _)| t == tp)) {
+                continue;
+            }
+            let addr = self.client.leader(&tp.topic, tp.partition).await?;
+            by_leader.entry(addr).or_default().push((tp.clone(), *pos));
+        }
+        for (addr, parts) in by_leader {
+            let (client, config, asked) = (self.client.clone(), self.config.clone(), parts.clone());
+            let handle =
+                tokio::spawn(async move { fetch_from(&client, &config, addr, asked).await });
+            self.inflight.push(InFlight { parts, handle });
+        }
+        Ok(())
     }
 
-    /// One round of fetches (one long poll per leader broker, concurrently); returns what
-    /// arrived, in offset order per partition. The next round is requested before this one
-    /// returns (a prefetch from the new positions), so the broker works while the caller
-    /// processes; a seek discards it.
+    /// Waits for the first fetch in flight to answer (each is a long poll bounded by
+    /// `max_wait_ms`) and returns its answer.
+    async fn next_answer(&mut self) -> Result<RawRound, ClientError> {
+        let (result, index, _) =
+            futures_util::future::select_all(self.inflight.iter_mut().map(|f| &mut f.handle)).await;
+        self.inflight.swap_remove(index);
+        result.map_err(|e| ClientError::Connect(format!("fetch task: {e}")))?
+    }
+
+    /// Learns the current leaders of the assigned topics.
+    async fn refresh_metadata(&self) {
+        let topics: Vec<String> = self.positions.keys().map(|tp| tp.topic.clone()).collect();
+        let _ = self.client.metadata(&topics).await;
+    }
+
+    /// Returns the records of the first leader to answer, in offset order per partition. Every
+    /// partition without a fetch in flight is requested first, and the partitions just answered
+    /// are requested again before this returns (a prefetch from their new positions), so brokers
+    /// work while the caller processes; a seek discards what is in flight.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
         if self.positions.is_empty() {
             tokio::time::sleep(Duration::from_millis(u64::from(self.config.max_wait_ms))).await;
             return Ok(Vec::new());
         }
-        let current = self.snapshot();
-        let handle = match self.prefetch.take() {
-            Some((from, h)) if from == current => h,
-            other => {
-                if let Some((_, h)) = other {
-                    h.abort();
-                }
-                tokio::spawn(fetch_round(self.client.clone(), self.config.clone(), current))
+        self.request_missing().await?;
+        let raw = match self.next_answer().await {
+            Ok(raw) => raw,
+            Err(e) => {
+                // A broker that cannot be reached may have lost its leaderships: learn the
+                // current leaders before the next poll.
+                self.refresh_metadata().await;
+                return Err(e);
             }
         };
-        let raw =
-            match handle.await.map_err(|e| ClientError::Connect(format!("fetch task: {e}")))? {
-                Ok(raw) => raw,
-                Err(e) => {
-                    // A broker that cannot be reached may have lost its leaderships: learn the
-                    // current leaders before the next poll.
-                    let topics: Vec<String> =
-                        self.positions.keys().map(|tp| tp.topic.clone()).collect();
-                    let _ = self.client.metadata(&topics).await;
-                    return Err(e);
-                }
-            };
         let mut out = Vec::new();
         let mut refresh = false;
         for (tp, pos, p) in raw {
+            if self.positions.get(&tp) != Some(&pos) {
+                continue; // moved or unassigned since it was requested
+            }
             let code = ErrorCode::try_from(p.error_code).unwrap_or(ErrorCode::UnknownServerError);
             match code {
                 ErrorCode::None => {
@@ -396,13 +408,9 @@ impl Consumer {
             }
         }
         if refresh {
-            let topics: Vec<String> = self.positions.keys().map(|tp| tp.topic.clone()).collect();
-            let _ = self.client.metadata(&topics).await;
+            self.refresh_metadata().await;
         } else {
-            let next = self.snapshot();
-            let task =
-                tokio::spawn(fetch_round(self.client.clone(), self.config.clone(), next.clone()));
-            self.prefetch = Some((next, task));
+            self.request_missing().await?;
         }
         Ok(out)
     }

@@ -15,7 +15,7 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartitio
 pub use error::{ClientError, ProduceError};
 pub use group::{
     BoxFuture, CommitMode, Committer, Delivery, GroupConfig, GroupConsumer, GroupListing,
-    RebalanceListener,
+    RebalanceListener, ResetPlan, ResetTo,
 };
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

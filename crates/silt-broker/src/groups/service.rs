@@ -376,17 +376,21 @@ impl GroupsService {
                 target: from_tps(&g.target.get(&m.rec.id).cloned().unwrap_or_default()),
             })
             .collect();
-        let offsets = g
-            .offsets
-            .iter()
-            .map(|((topic, partition), c)| {
-                let hw = coord::local_high_watermark(shared, topic, *partition).unwrap_or(-1);
+        let mut partitions = g.subscribed_partitions(&coord::subscribable_topics(&view(shared)));
+        partitions.extend(g.offsets.keys().cloned());
+        let offsets = partitions
+            .into_iter()
+            .map(|tp| {
+                let hw = coord::local_high_watermark(shared, &tp.0, tp.1).unwrap_or(-1);
+                let committed = g.offsets.get(&tp).map_or(-1, |c| c.offset);
+                let owner = g.members.values().find(|m| m.rec.assigned.contains(&tp));
                 v1::PartitionLag {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    committed: c.offset,
+                    committed,
                     high_watermark: hw,
-                    lag: if hw < 0 { -1 } else { (hw - c.offset).max(0) },
+                    lag: if hw < 0 || committed < 0 { -1 } else { hw - committed },
+                    owner: owner.map(|m| m.rec.id.clone()).unwrap_or_default(),
+                    topic: tp.0,
+                    partition: tp.1,
                 }
             })
             .collect();

@@ -191,6 +191,16 @@ impl Group {
             .collect()
     }
 
+    /// Every partition of a topic some member subscribes to, among `topics`.
+    pub fn subscribed_partitions(&self, topics: &BTreeMap<String, u32>) -> BTreeSet<Tp> {
+        let subs = self.subscriptions(topics);
+        topics
+            .iter()
+            .filter(|(t, _)| subs.values().any(|s| s.contains(*t)))
+            .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+            .collect()
+    }
+
     /// Recomputes the target when members, subscriptions or the subscribed topics' partition
     /// counts changed (or `force`); bumps the group epoch when it does.
     fn refresh_target(&mut self, topics: &BTreeMap<String, u32>, force: bool) -> bool {

@@ -83,7 +83,12 @@ impl AdminService {
                 ),
             ));
         }
-        let overrides: BTreeMap<String, String> = t.configs.into_iter().collect();
+        let mut overrides: BTreeMap<String, String> = t.configs.into_iter().collect();
+        // A broker-wide min.insync.replicas above this topic's replication factor would refuse
+        // every acks=all write; unless the creator chose one, cap it at the replica count.
+        if d.min_insync_replicas > rf && !overrides.contains_key("min.insync.replicas") {
+            overrides.insert("min.insync.replicas".into(), rf.to_string());
+        }
         let record = TopicRecord {
             name: t.name.clone(),
             id: 0,

@@ -74,7 +74,7 @@ impl Admin {
             let tp = TopicPartition { topic: o.topic.clone(), partition: o.partition };
             if let Ok(hw) = resolve(&self.client, &tp, Seek::Latest).await {
                 o.high_watermark = hw;
-                o.lag = (hw - o.committed).max(0);
+                o.lag = if o.committed < 0 { -1 } else { hw - o.committed };
             }
         }
         Ok(r)
@@ -88,31 +88,54 @@ impl Admin {
         super::consumer::fetch_committed(&self.link(group), &[]).await
     }
 
-    /// Sets the committed offset of every partition of `topic` to `to` (earliest, latest, an
-    /// offset kept within each partition's log start and high watermark, or the first record at
-    /// or after a timestamp); the group must have no members.
-    /// Returns the offsets set.
-    pub async fn reset_offsets(
+    /// What [`reset_offsets`](Self::reset_offsets) would set, without setting it: per partition
+    /// of `topic`, the committed offset now (None: no commit) and the new one. Explicit and
+    /// shifted offsets are kept within each partition's log start and high watermark.
+    pub async fn plan_reset(
         &self,
         group: &str,
         topic: &str,
-        to: Seek,
-    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        to: ResetTo,
+    ) -> Result<Vec<ResetPlan>, ClientError> {
         let n = self.client.partition_count(topic).await?;
-        let mut offsets = BTreeMap::new();
+        let committed = self.group_offsets(group).await?;
+        let mut plan = Vec::new();
         for partition in 0..n {
             let tp = TopicPartition { topic: topic.to_string(), partition };
-            let o = match to {
-                // Kept within the partition's offsets, so the group can read from there.
-                Seek::Offset(o) => {
+            let current = committed.get(&tp).copied().filter(|o| *o >= 0);
+            let wanted = match to {
+                ResetTo::Seek(Seek::Offset(o)) => Some(o),
+                ResetTo::ShiftBy(by) => current.map(|c| c.saturating_add(by)),
+                ResetTo::Seek(_) => None,
+            };
+            let new = match (wanted, to) {
+                (Some(o), _) => {
                     let start = resolve(&self.client, &tp, Seek::Earliest).await?;
                     let end = resolve(&self.client, &tp, Seek::Latest).await?;
                     o.clamp(start, end.max(start))
                 }
-                other => resolve(&self.client, &tp, other).await?,
+                // No commit to shift from: the log start.
+                (None, ResetTo::ShiftBy(_)) => resolve(&self.client, &tp, Seek::Earliest).await?,
+                (None, ResetTo::Seek(seek)) => resolve(&self.client, &tp, seek).await?,
             };
-            offsets.insert(tp, o);
+            plan.push(ResetPlan { tp, current, new });
         }
+        Ok(plan)
+    }
+
+    /// Sets the committed offset of every partition of `topic` as [`plan_reset`] computes it;
+    /// the group must have no members. Returns the offsets set.
+    ///
+    /// [`plan_reset`]: Self::plan_reset
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: impl Into<ResetTo>,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        let plan = self.plan_reset(group, topic, to.into()).await?;
+        let offsets: BTreeMap<TopicPartition, i64> =
+            plan.into_iter().map(|p| (p.tp, p.new)).collect();
         let req = v1::ResetOffsetsRequest {
             group: group.to_string(),
             offsets: offsets
@@ -145,4 +168,26 @@ impl Admin {
             .await?;
         Ok(())
     }
+}
+
+/// Where a group's offsets are reset to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Seek(Seek),
+    /// The committed offset plus this (negative: back), within the log.
+    ShiftBy(i64),
+}
+
+impl From<Seek> for ResetTo {
+    fn from(s: Seek) -> ResetTo {
+        ResetTo::Seek(s)
+    }
+}
+
+/// One partition of a reset: the committed offset before (None: none) and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetPlan {
+    pub tp: TopicPartition,
+    pub current: Option<i64>,
+    pub new: i64,
 }

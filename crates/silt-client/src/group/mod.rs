@@ -5,7 +5,7 @@ mod admin;
 mod consumer;
 mod link;
 
-pub use admin::GroupListing;
+pub use admin::{GroupListing, ResetPlan, ResetTo};
 pub use consumer::{
     BoxFuture, CommitMode, Committer, Delivery, GroupConfig, GroupConsumer, RebalanceListener,
 };

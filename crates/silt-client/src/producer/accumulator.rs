@@ -27,16 +27,37 @@ pub(crate) struct Sealed<W> {
     pub timestamps: Vec<i64>,
 }
 
-/// Picks partitions: explicit, else by key hash (Kafka's murmur2), else a per-topic sticky
-/// partition that moves on after about one batch worth of bytes, so null-key records fill
-/// batches instead of scattering (Kafka's sticky partitioner).
-#[derive(Debug, Default)]
+/// Picks partitions: explicit, else by key hash (Kafka's murmur2), else Kafka's uniform sticky
+/// partitioner (KIP-794): a keyless record goes to a per-topic partition chosen at random, until
+/// `switch_bytes` of them went there; then another one at random. Batches fill up instead of
+/// scattering, and producers (each with its own random start) spread over every partition.
+#[derive(Debug)]
 pub(crate) struct Partitioner {
     sticky: HashMap<String, (u32, usize)>,
-    next: u32,
+    /// xorshift64* state; never 0.
+    rng: u64,
 }
 
 impl Partitioner {
+    /// A partitioner whose random choices start from `seed`.
+    pub fn new(seed: u64) -> Partitioner {
+        Partitioner { sticky: HashMap::new(), rng: seed | 1 }
+    }
+
+    /// A partitioner seeded from the process's random hasher keys.
+    pub fn random() -> Partitioner {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Partitioner::new(seed)
+    }
+
+    fn next_random(&mut self, below: u32) -> u32 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        ((self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % u64::from(below.max(1))) as u32
+    }
+
     pub fn choose(
         &mut self,
         topic: &str,
@@ -44,7 +65,7 @@ impl Partitioner {
         key: Option<&[u8]>,
         partitions: u32,
         record_bytes: usize,
-        batch_max_bytes: usize,
+        switch_bytes: usize,
     ) -> u32 {
         if let Some(p) = explicit {
             return p;
@@ -53,17 +74,18 @@ impl Partitioner {
             return partition_for_key(k, partitions);
         }
         let partitions = partitions.max(1);
-        let next = &mut self.next;
-        let slot = self.sticky.entry(topic.to_string()).or_insert_with(|| {
-            *next = next.wrapping_add(1);
-            (*next % partitions, 0)
-        });
-        if slot.1 >= batch_max_bytes {
-            *next = next.wrapping_add(1);
-            *slot = ((slot.0 + 1) % partitions, 0);
-        }
-        slot.1 += record_bytes;
-        slot.0 % partitions
+        let current = self.sticky.get(topic).copied();
+        let (partition, sent) = match current {
+            Some((p, sent)) if p < partitions && sent < switch_bytes => (p, sent),
+            Some((p, _)) if partitions > 1 && p < partitions => {
+                // Another partition than the one just filled, uniformly.
+                let step = 1 + self.next_random(partitions - 1);
+                ((p + step) % partitions, 0)
+            }
+            _ => (self.next_random(partitions), 0),
+        };
+        self.sticky.insert(topic.to_string(), (partition, sent + record_bytes));
+        partition
     }
 }
 
@@ -158,7 +180,7 @@ mod tests {
 
     #[test]
     fn partition_choice_explicit_keyed_and_sticky() {
-        let mut p = Partitioner::default();
+        let mut p = Partitioner::new(7);
         assert_eq!(p.choose("t", Some(3), Some(b"k"), 4, 10, 100), 3);
         assert_eq!(p.choose("t", None, Some(b"21"), 10, 10, 100), partition_for_key(b"21", 10));
         let first = p.choose("t", None, None, 4, 40, 100);
@@ -166,15 +188,35 @@ mod tests {
         assert_eq!(
             p.choose("t", None, None, 4, 40, 100),
             first,
-            "sticky until a batch worth of bytes"
+            "sticky until switch_bytes went there"
         );
         let second = p.choose("t", None, None, 4, 40, 100);
-        assert_ne!(first, second, "moves on after about one batch");
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..100 {
-            seen.insert(p.choose("t", None, None, 4, 100, 100));
+        assert_ne!(first, second, "moves on after switch_bytes");
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..4000 {
+            *seen.entry(p.choose("t", None, None, 4, 100, 100)).or_insert(0) += 1;
         }
         assert_eq!(seen.len(), 4, "null keys spread over every partition");
+        assert!(seen.values().all(|&n| n > 600), "roughly uniform: {seen:?}");
+    }
+
+    #[test]
+    fn producers_start_on_different_partitions() {
+        let starts: std::collections::BTreeSet<u32> = (0..64)
+            .map(|_| Partitioner::random().choose("t", None, None, 8, 1, 16 * 1024))
+            .collect();
+        assert!(starts.len() > 1, "every new producer started on {starts:?}");
+    }
+
+    #[test]
+    fn a_shrunk_partition_count_is_respected() {
+        let mut p = Partitioner::new(3);
+        for _ in 0..100 {
+            assert!(p.choose("t", None, None, 8, 10, 50) < 8);
+        }
+        for _ in 0..100 {
+            assert!(p.choose("t", None, None, 2, 10, 50) < 2);
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct ProducerConfig {
     pub acks: Acks,
     pub linger_ms: u64,
     pub batch_max_bytes: usize,
+    /// Kafka's `batch.size`: bytes of keyless records sent to one partition before the
+    /// partitioner moves on to another, chosen at random (KIP-794).
+    pub partition_switch_bytes: usize,
     /// Produce requests in flight at once.
     pub max_in_flight: usize,
     pub retries: u32,
@@ -52,6 +55,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             linger_ms: 5,
             batch_max_bytes: 1024 * 1024,
+            partition_switch_bytes: 16 * 1024,
             max_in_flight: 5,
             retries: 10,
             retry_backoff_ms: 100,
@@ -143,7 +147,7 @@ pub struct Producer {
     outstanding: watch::Receiver<u64>,
     counter: Arc<watch::Sender<u64>>,
     partitioner: Arc<std::sync::Mutex<Partitioner>>,
-    batch_max_bytes: usize,
+    partition_switch_bytes: usize,
 }
 
 impl std::fmt::Debug for Msg {
@@ -164,9 +168,10 @@ impl Producer {
         let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
         let (counter, outstanding) = watch::channel(0u64);
         let counter = Arc::new(counter);
-        let batch_max_bytes = config.batch_max_bytes;
+        let partition_switch_bytes = config.partition_switch_bytes;
         tokio::spawn(run(client.clone(), config, rx, counter.clone()));
-        Producer { client, tx, outstanding, counter, partitioner: Arc::default(), batch_max_bytes }
+        let partitioner = Arc::new(std::sync::Mutex::new(Partitioner::random()));
+        Producer { client, tx, outstanding, counter, partitioner, partition_switch_bytes }
     }
 
     /// Queues a record (waiting only if the producer's queue is full) and returns the future of
@@ -189,7 +194,7 @@ impl Producer {
             r.key.as_deref(),
             partitions,
             size,
-            self.batch_max_bytes,
+            self.partition_switch_bytes,
         );
         let record = Record {
             key: r.key,

@@ -1,0 +1,138 @@
+//! `silt dev` with three brokers, as the README's newcomer runs it: replicated topics by
+//! default, describe with every partition's offsets whichever broker answers, a data dir of
+//! another size refused, and `bench rebalance` with its defaults.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, interrupt, stderr, wait_exit};
+
+/// A base port whose brokers' gRPC and health ports (PORT+10n, PORT+10n+1) are all free now.
+fn free_base_port(brokers: u16) -> u16 {
+    eventually(10, "free ports", || {
+        let base = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        if base > 65_000 {
+            return None;
+        }
+        let held: Vec<_> = (0..brokers)
+            .flat_map(|n| [base + 10 * n, base + 10 * n + 1])
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        held.iter().all(Result::is_ok).then_some(base)
+    })
+}
+
+fn silt(bootstrap: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_silt")).arg("-b").arg(bootstrap).args(args).output().unwrap()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[test]
+fn a_three_broker_dev_cluster_replicates_by_default_and_describes_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(3);
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(b) = line.strip_prefix("bootstrap: ") {
+                let _ = tx.send(b.to_string());
+            }
+        }
+    });
+    let bootstrap = match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = dev.kill();
+            panic!("silt dev printed no bootstrap: {e}");
+        }
+    };
+    let first = bootstrap.split(',').next().unwrap().to_string();
+
+    tracing_free_phase("--- default topics have 3 replicas and min.insync.replicas 2");
+    let o = silt(&bootstrap, &["topic", "create", "dflt", "-p", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = json(&silt(&bootstrap, &["-o", "json", "topic", "describe", "dflt"]));
+    assert_eq!(d["replication_factor"], 3, "{d}");
+    assert_eq!(d["config"]["min.insync.replicas"], "2", "{d}");
+
+    tracing_free_phase(
+        "--- an RF 1 topic: describe from one broker shows every partition's offsets",
+    );
+    let o = silt(&bootstrap, &["topic", "create", "one", "-p", "3", "-r", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = json(&silt(&bootstrap, &["-o", "json", "topic", "describe", "one"]));
+    assert_eq!(d["config"]["min.insync.replicas"], "1", "capped at the replica count: {d}");
+    let input: String = (0..3).flat_map(|p| (0..10).map(move |i| format!("{i}-{p}\n"))).collect();
+    for p in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+            .args(["-b", &bootstrap, "produce", "one", "--partition", &p.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input[..].as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let d = json(&silt(&first, &["-o", "json", "topic", "describe", "one"]));
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["log_start_offset"], 0, "{d}");
+        assert_eq!(p["high_watermark"], 30, "{d}");
+    }
+    let text =
+        String::from_utf8_lossy(&silt(&first, &["topic", "describe", "one"]).stdout).into_owned();
+    let rows: Vec<&str> = text.lines().skip_while(|l| !l.contains("PARTITION")).skip(1).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in rows {
+        let last_two: Vec<&str> = row.split_whitespace().rev().take(2).collect();
+        assert_eq!(last_two, ["30", "0"], "log start 0, high watermark 30: {text}");
+    }
+
+    tracing_free_phase("--- bench rebalance sizes its members to the partitions and cleans up");
+    let o =
+        silt(&bootstrap, &["-o", "json", "bench", "rebalance", "--topic", "dflt", "--rounds", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!((j["members"].as_u64(), j["partitions"].as_u64()), (Some(2), Some(3)), "{j}");
+    let groups = json(&silt(&bootstrap, &["-o", "json", "group", "list"]));
+    assert_eq!(groups, serde_json::json!([]), "the bench group is deleted");
+    let o = silt(&bootstrap, &["bench", "rebalance", "--topic", "dflt", "--members", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("without a partition"), "{}", stderr(&o));
+
+    interrupt(&dev);
+    assert!(wait_exit(&mut dev, 60).success());
+
+    tracing_free_phase("--- the same data dir with another broker count is refused at once");
+    for n in ["1", "4"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_silt"))
+            .args(["dev", "--brokers", n, "--base-port", &base.to_string(), "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "--brokers {n}");
+        assert!(stderr(&o).contains("--brokers 3"), "{}", stderr(&o));
+    }
+    assert!(!dir.path().join("broker-4").exists());
+}
+
+fn tracing_free_phase(what: &str) {
+    eprintln!("{what}");
+}
