@@ -1,4 +1,4 @@
-//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10): three `siltd` processes, a topic with
+//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10, T16): three `siltd` processes, a topic with
 //! 3 partitions, RF 3, `min.insync.replicas=2`, `durability=fsync`, under a load of two `acks=all`
 //! producers and one assign-mode consumer. Each test injects its faults, heals, and checks the
 //! history (C1 no acknowledged record lost, C2 one value per offset, C4 readers only go forward
@@ -202,6 +202,55 @@ async fn t1_leader_killed_five_times_loses_nothing() {
         load.history.record_send(s);
     }
     finish(cluster, load, "t1").await;
+}
+
+/// A leader killed and back within its session, five times (issue 13): the new process is a
+/// new incarnation, so its registration moves the leaderships it held (leader epoch bumped) and
+/// takes it out of the ISRs; it rejoins only by fetching from the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t16_leader_restarted_within_its_session_never_leads_on_the_old_incarnation() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup().await;
+    let probes = History::default();
+    let mut failovers = Vec::new();
+    for round in 0..5 {
+        let (leader, epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        tracing::info!(
+            "--- round {round}: kill -9 the leader {leader} of p0 and restart it at once"
+        );
+        let killed = Instant::now();
+        cluster.kill9(leader);
+        cluster.restart(leader);
+        // Well inside the 3 s session: only the new incarnation's registration moves p0.
+        let (new_leader, new_epoch, _) = cluster
+            .wait_partition(
+                TOPIC,
+                0,
+                Duration::from_secs(15),
+                "a leader epoch past the old incarnation's",
+                |_, e, _| e > epoch,
+            )
+            .await;
+        let acked = probe_until_acked(&cluster, &probes, 0, &format!("t16-{round}")).await;
+        let took = acked - killed;
+        println!(
+            "[t16] round {round}: restarted {leader} (epoch {epoch}); {new_leader} leads epoch {new_epoch}; first acks=all after {took:?}"
+        );
+        failovers.push(took);
+    }
+    failovers.sort();
+    println!(
+        "[t16] failover (kill -9 + immediate restart -> first acks=all ok) median {:?}, all {failovers:?}",
+        failovers[2]
+    );
+    for s in probes.sends() {
+        load.history.record_send(s);
+    }
+    finish(cluster, load, "t16").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,7 @@ impl Shared {
         partition: u32,
     ) -> Result<crate::partition::PartitionHandle, crate::error::WireError> {
         use silt_proto::v1::ErrorCode;
+        self.serving()?;
         if self.topic_config(topic).is_none() {
             return Err(crate::error::WireError::new(
                 ErrorCode::UnknownTopic,
@@ -127,12 +128,11 @@ impl Shared {
         }
     }
 
-    /// Whether this broker serves requests: not stopping and, in a cluster, registered and not
-    /// fenced in the image it has applied.
-    pub fn ready(&self) -> bool {
-        if *self.stopping.borrow() {
-            return false;
-        }
+    /// Whether this broker may act on its cluster image: in a cluster, the image it has applied
+    /// holds its own current registration, unfenced — so every entry committed before the
+    /// registration is applied too, and nothing it does comes from an older image (the state of
+    /// a previous incarnation replayed from the local Raft log). Always true on a single broker.
+    pub fn caught_up(&self) -> bool {
         match &self.cluster {
             None => true,
             Some(c) => {
@@ -144,6 +144,26 @@ impl Shared {
                         .is_some_and(|b| b.epoch == epoch && !b.fenced)
             }
         }
+    }
+
+    /// `Ok` when this broker may answer clients from its image ([`caught_up`](Self::caught_up)),
+    /// else the retriable `BROKER_NOT_AVAILABLE` every client request gets meanwhile.
+    pub fn serving(&self) -> Result<(), crate::error::WireError> {
+        if self.caught_up() {
+            return Ok(());
+        }
+        Err(crate::error::WireError::new(
+            silt_proto::v1::ErrorCode::BrokerNotAvailable,
+            format!(
+                "broker {} is catching up with the cluster metadata (fenced until then); retry",
+                self.config.node_id
+            ),
+        ))
+    }
+
+    /// Whether this broker serves requests (`/readyz`): not stopping, and caught up.
+    pub fn ready(&self) -> bool {
+        !*self.stopping.borrow() && self.caught_up()
     }
 
     /// Where to reach broker `id` for broker-to-broker traffic (cluster mode).

@@ -29,6 +29,8 @@ pub(crate) struct Cluster {
     pub node: MetadataNode,
     /// The epoch the quorum gave this broker's registration (0 until registered).
     pub epoch: AtomicU64,
+    /// Random per process start (see `Command::RegisterBroker`).
+    pub incarnation: u64,
     /// Controller state while this broker leads the quorum: liveness since it took over, and
     /// the term it took over in.
     pub liveness: Mutex<Option<(u64, Liveness)>>,
@@ -56,6 +58,7 @@ impl Cluster {
         Ok(Cluster {
             node,
             epoch: AtomicU64::new(0),
+            incarnation: new_incarnation(),
             liveness: Mutex::new(None),
             peers,
             led: Mutex::default(),
@@ -124,6 +127,15 @@ pub(crate) fn check_leader(
     Err(e)
 }
 
+/// A random, non-zero id for this process's registrations (0 marks entries from before
+/// incarnations existed).
+fn new_incarnation() -> u64 {
+    use std::hash::BuildHasher;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), now)) | 1
+}
+
 /// Registers this broker (again, when it finds itself fenced), retrying while the quorum forms.
 async fn register(shared: &Shared, cluster: &Cluster) {
     let me = shared.config.node_id;
@@ -131,6 +143,7 @@ async fn register(shared: &Shared, cluster: &Cluster) {
         id: me,
         address: shared.advertised.clone(),
         rack: shared.config.rack.clone(),
+        incarnation: cluster.incarnation,
     };
     loop {
         if *shared.stopping.borrow() {
@@ -139,7 +152,12 @@ async fn register(shared: &Shared, cluster: &Cluster) {
         match cluster.node.propose(command.clone()).await {
             Ok(CommandResponse::BrokerEpoch(e)) => {
                 cluster.epoch.store(e, Ordering::SeqCst);
-                tracing::info!(node = me, epoch = e, "registered with the cluster");
+                tracing::info!(
+                    node = me,
+                    epoch = e,
+                    incarnation = cluster.incarnation,
+                    "registered with the cluster"
+                );
                 break;
             }
             Ok(other) => tracing::warn!(?other, "unexpected answer to registration"),
@@ -164,8 +182,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut images = cluster.node.subscribe();
     loop {
         let image = images.borrow_and_update().clone();
-        reconcile(&shared, &image).await;
-        fetchers.update(&shared, &image);
+        // Roles only from an image that holds this broker's registration (broker epochs only
+        // grow): an image replayed from the local log may still name this broker leader at an
+        // epoch its new incarnation gave up.
+        let registered = cluster.epoch.load(Ordering::SeqCst);
+        if image.brokers.get(&shared.config.node_id).is_some_and(|b| b.epoch >= registered) {
+            reconcile(&shared, &image).await;
+            fetchers.update(&shared, &image);
+        }
         if images.changed().await.is_err() {
             return;
         }

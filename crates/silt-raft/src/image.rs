@@ -17,6 +17,10 @@ pub struct BrokerRecord {
     pub epoch: u64,
     /// A fenced broker leads nothing and is not in any ISR it could be removed from.
     pub fenced: bool,
+    /// Random per process start: a registration with another incarnation is a restart, and
+    /// the previous process's roles die with it. 0 in entries written before incarnations.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// One partition's replication state.
@@ -60,11 +64,16 @@ pub struct ClusterImage {
 /// A change to the image, proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A broker (re)starts: new epoch, unfenced; partitions waiting for it get a leader.
+    /// A broker (re)starts: new epoch, unfenced; partitions waiting for it get a leader. A new
+    /// incarnation is first treated as the previous one's death (as a fence): it leaves every
+    /// ISR and its leaderships move, in the same entry, so a restarted process never inherits
+    /// roles it cannot vouch for.
     RegisterBroker {
         id: u64,
         address: String,
         rack: Option<String>,
+        #[serde(default)]
+        incarnation: u64,
     },
     /// A broker missed its session: it leads nothing and leaves ISRs (never emptying one).
     FenceBroker {
@@ -147,7 +156,14 @@ impl ClusterImage {
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
         match cmd {
-            Command::RegisterBroker { id, address, rack } => {
+            Command::RegisterBroker { id, address, rack, incarnation } => {
+                if let Some(b) = self.brokers.get_mut(id)
+                    && b.incarnation != *incarnation
+                    && !b.fenced
+                {
+                    b.fenced = true;
+                    self.fence_partitions(*id);
+                }
                 self.next_broker_epoch += 1;
                 let epoch = self.next_broker_epoch;
                 self.brokers.insert(
@@ -158,6 +174,7 @@ impl ClusterImage {
                         rack: rack.clone(),
                         epoch,
                         fenced: false,
+                        incarnation: *incarnation,
                     },
                 );
                 self.elect_leaderless();
@@ -389,10 +406,56 @@ impl ClusterImage {
 mod tests {
     use super::*;
 
+    fn register(id: u64, incarnation: u64) -> Command {
+        Command::RegisterBroker { id, address: format!("b{id}:9300"), rack: None, incarnation }
+    }
+
+    #[test]
+    fn a_new_incarnation_is_the_old_ones_death() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3], vec![2, 1, 3], vec![1]]);
+        let before = img.topics["t"].partitions.clone();
+        // Broker 1 restarts within its session: a new process, so a new incarnation.
+        img.apply(&register(1, 999));
+        let ps = &img.topics["t"].partitions;
+        assert_eq!((ps[0].leader, ps[0].leader_epoch), (Some(2), before[0].leader_epoch + 1));
+        assert_eq!(ps[0].isr, vec![2, 3], "rejoins only by catching up");
+        assert_eq!((ps[1].leader, ps[1].leader_epoch), (Some(2), before[1].leader_epoch));
+        assert_eq!(ps[1].isr, vec![2, 3]);
+        assert!(ps[1].partition_epoch > before[1].partition_epoch);
+        // Its only copy: led again, but at a new leader epoch.
+        assert_eq!(ps[2].leader, Some(1));
+        assert!(ps[2].leader_epoch > before[2].leader_epoch);
+        let b = &img.brokers[&1];
+        assert!(!b.fenced);
+        assert_eq!(b.incarnation, 999);
+    }
+
+    #[test]
+    fn re_registering_the_same_incarnation_moves_nothing() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3]]);
+        let before = img.topics["t"].partitions.clone();
+        img.apply(&register(1, 100));
+        assert_eq!(img.topics["t"].partitions, before);
+        assert!(img.brokers[&1].epoch > 3, "a new broker epoch all the same");
+    }
+
+    #[test]
+    fn entries_without_an_incarnation_still_decode() {
+        let c: Command =
+            serde_json::from_str(r#"{"RegisterBroker":{"id":1,"address":"a","rack":null}}"#)
+                .unwrap();
+        assert_eq!(
+            c,
+            Command::RegisterBroker { id: 1, address: "a".into(), rack: None, incarnation: 0 }
+        );
+    }
+
     fn image_with_brokers(ids: &[u64]) -> ClusterImage {
         let mut img = ClusterImage::default();
         for &id in ids {
-            img.apply(&Command::RegisterBroker { id, address: format!("b{id}:9300"), rack: None });
+            img.apply(&register(id, id * 100));
         }
         img
     }
@@ -450,7 +513,7 @@ mod tests {
             "waits for broker 1 instead of losing data"
         );
         // Broker 1 comes back: it leads again, with a new epoch.
-        img.apply(&Command::RegisterBroker { id: 1, address: "b1:9300".into(), rack: None });
+        img.apply(&register(1, 777));
         let p = &img.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch), (Some(1), 2));
     }
@@ -518,7 +581,7 @@ mod tests {
         };
         assert_eq!(img.apply(&ok), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
         // A fence with an old broker epoch (the broker re-registered since) is refused.
-        img.apply(&Command::RegisterBroker { id: 1, address: "b1".into(), rack: None });
+        img.apply(&register(1, 100));
         assert!(matches!(
             img.apply(&Command::FenceBroker { id: 1, epoch: e }),
             CommandResponse::Rejected(_)

@@ -367,6 +367,9 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         req: Request<v1::DescribeTopicsRequest>,
     ) -> Result<Response<v1::DescribeTopicsResponse>, Status> {
+        if let Err(e) = self.shared.serving() {
+            return Err(Status::unavailable(e.message));
+        }
         let names = req.into_inner().topics;
         let v = view(&self.shared);
         let names: Vec<String> =

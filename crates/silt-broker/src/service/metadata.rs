@@ -126,6 +126,10 @@ impl v1::metadata_server::Metadata for MetadataService {
         req: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
         let req = req.into_inner();
+        if let Err(e) = self.shared.serving() {
+            // Clients move on to another broker; this one's image may be stale.
+            return Err(Status::unavailable(e.message));
+        }
         let v = view(&self.shared);
         let names: Vec<String> =
             if req.topics.is_empty() { v.topics.keys().cloned().collect() } else { req.topics };

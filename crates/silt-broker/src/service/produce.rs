@@ -18,6 +18,11 @@ use crate::topic_config::{Durability, TopicConfig};
 const MAX_PRODUCE_TIMEOUT_MS: u64 = 300_000;
 
 pub(crate) async fn produce(shared: &Shared, req: v1::ProduceRequest) -> v1::ProduceResponse {
+    // Never "unknown topic" (or an acknowledgement) from an image older than this broker's
+    // registration.
+    if let Err(e) = shared.serving() {
+        return reject_all(req, e);
+    }
     let acks = match v1::Acks::try_from(req.acks) {
         Ok(v1::Acks::None) => v1::Acks::None,
         Ok(v1::Acks::Leader) => v1::Acks::Leader,
