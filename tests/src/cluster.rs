@@ -255,6 +255,26 @@ impl ProcessCluster {
 
     /// Waits until some running broker's view of the partition `(leader, epoch, isr)` satisfies
     /// `cond` with a running leader (an isolated broker's stale view may differ: any will do).
+    /// Cuts (or heals) what the other brokers send to `id` (Raft appends and votes, fetches
+    /// from it), while `id`'s own calls out (forwarded proposals, heartbeats, its fetches) pass.
+    pub fn cut_inbound(&self, id: u64, cut: bool) {
+        for ((_, to), p) in &self.links {
+            if *to == id {
+                p.set_cut(cut);
+            }
+        }
+    }
+
+    /// The controller (metadata quorum leader) as a running broker reports it.
+    pub async fn controller(&self) -> Option<u64> {
+        for b in self.brokers.values().filter(|b| b.is_running()) {
+            if let Some(c) = describe_cluster(&b.addr).await.and_then(|c| c.controller_id) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
     pub async fn wait_partition(
         &self,
         topic: &str,

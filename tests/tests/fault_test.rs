@@ -1,4 +1,4 @@
-//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10, T16): three `siltd` processes, a topic with
+//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10, T16, T17): three `siltd` processes, a topic with
 //! 3 partitions, RF 3, `min.insync.replicas=2`, `durability=fsync`, under a load of two `acks=all`
 //! producers and one assign-mode consumer. Each test injects its faults, heals, and checks the
 //! history (C1 no acknowledged record lost, C2 one value per offset, C4 readers only go forward
@@ -251,6 +251,157 @@ async fn t16_leader_restarted_within_its_session_never_leads_on_the_old_incarnat
         load.history.record_send(s);
     }
     finish(cluster, load, "t16").await;
+}
+
+/// One raw single-record produce straight to `addr` (no client retries, no redirection).
+async fn raw_produce(
+    addr: &str,
+    partition: u32,
+    acks: v1::Acks,
+    value: &str,
+) -> Result<v1::PartitionProduceResponse, String> {
+    let mut raw = v1::data_client::DataClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut b = silt_core::batch::BatchBuilder::new();
+    b.push(&silt_core::batch::Record::value(value.to_string(), 0));
+    let req = v1::ProduceRequest {
+        acks: acks as i32,
+        timeout_ms: 2_000,
+        topics: vec![v1::TopicProduceData {
+            topic: TOPIC.into(),
+            partitions: vec![v1::PartitionProduceData {
+                partition,
+                data: Some(v1::partition_produce_data::Data::RecordBatches(
+                    b.build().expect("a batch"),
+                )),
+            }],
+        }],
+    };
+    match tokio::time::timeout(Duration::from_secs(5), raw.produce(req)).await {
+        Ok(Ok(resp)) => resp
+            .into_inner()
+            .topics
+            .pop()
+            .and_then(|mut t| t.partitions.pop())
+            .ok_or_else(|| "empty answer".to_string()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The zombie leader (issue 13): a leader killed, deposed (its session expired, leadership
+/// moved), then restarted while it cannot hear the quorum (inbound links cut), so its image is
+/// the one replayed from its own log, naming it leader. Produced to directly from the moment
+/// its port opens, it must acknowledge nothing: every answer is BROKER_NOT_AVAILABLE until its
+/// image holds its new registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t17_restarted_deposed_leader_acknowledges_nothing_from_a_stale_image() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup().await;
+    let controller = cluster.controller().await.expect("a controller");
+    let mut target = None;
+    for p in 0..PARTITIONS {
+        let (l, e, _) = cluster
+            .wait_partition(TOPIC, p, Duration::from_secs(30), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        if l != controller {
+            target = Some((p, l, e));
+            break;
+        }
+    }
+    let (partition, leader, epoch) = target.expect("a partition led by a non-controller");
+    tracing::info!("--- kill -9 broker {leader}, leader of p{partition}; wait until deposed");
+    cluster.kill9(leader);
+    cluster
+        .wait_partition(TOPIC, partition, Duration::from_secs(30), "a new leader", |l, e, _| {
+            l != leader && e > epoch
+        })
+        .await;
+    tracing::info!("--- restart it unable to hear the quorum; produce to it directly");
+    cluster.cut_inbound(leader, true);
+    cluster.restart(leader);
+    let addr = cluster.brokers[&leader].addr.clone();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut i = 0;
+    while Instant::now() < until {
+        for acks in [v1::Acks::Leader, v1::Acks::All] {
+            i += 1;
+            let value = format!("t17-{i}");
+            let invoked = Instant::now();
+            let r = raw_produce(&addr, partition, acks, &value).await;
+            let outcome = match &r {
+                Ok(p) if p.error_code() == v1::ErrorCode::None => {
+                    Outcome::Acked { offset: p.base_offset }
+                }
+                Ok(p) if p.error_code().definitely_not_stored() => Outcome::Failed,
+                Ok(_) => Outcome::Unknown,
+                Err(_) => Outcome::Failed, // not connected: nothing was sent
+            };
+            let key = match &r {
+                Ok(p) => format!("{:?}", p.error_code()),
+                Err(_) => "not reachable".into(),
+            };
+            *answers.entry(key).or_default() += 1;
+            load.history.record_send(SendOp {
+                value,
+                partition,
+                invoked,
+                completed: Instant::now(),
+                outcome,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("[t17] answers of the restarted broker {leader} for p{partition}: {answers:?}");
+    assert!(
+        cluster.log_of(leader).contains("registered with the cluster"),
+        "the scenario needs the restarted broker registered"
+    );
+    assert!(!answers.contains_key("None"), "acknowledged from a stale image: {answers:?}");
+    assert!(
+        answers.keys().all(|k| k == "BrokerNotAvailable" || k == "not reachable"),
+        "only BROKER_NOT_AVAILABLE while catching up: {answers:?}"
+    );
+    assert!(answers.contains_key("BrokerNotAvailable"), "{answers:?}");
+    tracing::info!("--- heal: it catches up and redirects to the real leader");
+    cluster.cut_inbound(leader, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let value = format!("t17-probe-{n}");
+        let r = raw_produce(&addr, partition, v1::Acks::All, &value).await;
+        if let Ok(p) = &r
+            && p.error_code() == v1::ErrorCode::NotLeader
+        {
+            break;
+        }
+        if let Ok(p) = &r {
+            let outcome = if p.error_code() == v1::ErrorCode::None {
+                Outcome::Acked { offset: p.base_offset }
+            } else if p.error_code().definitely_not_stored() {
+                Outcome::Failed
+            } else {
+                Outcome::Unknown
+            };
+            let now = Instant::now();
+            load.history.record_send(SendOp {
+                value,
+                partition,
+                invoked: now,
+                completed: now,
+                outcome,
+            });
+            if outcome != Outcome::Failed && outcome != Outcome::Unknown {
+                break; // caught up and leading again: a real acknowledgement
+            }
+        }
+        assert!(Instant::now() < deadline, "the restarted broker never caught up: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    finish(cluster, load, "t17").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

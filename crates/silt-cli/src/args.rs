@@ -15,6 +15,10 @@ pub struct Cli {
         default_value = "127.0.0.1:9300"
     )]
     pub bootstrap: String,
+    /// How long to keep trying to reach a broker that can answer (brokers restarting or
+    /// catching up with the cluster), in ms.
+    #[arg(long, global = true, default_value_t = 15_000)]
+    pub connect_timeout_ms: u64,
     /// Output format (JSON shapes: docs/cli-json.md).
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,

@@ -55,7 +55,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )));
         }
     }
-    let client = silt_client::Client::connect(&bootstrap).await?;
+    let within = std::time::Duration::from_millis(cli.connect_timeout_ms);
+    let client = silt_client::Client::connect_within(&bootstrap, within).await?;
     let out = cli.output;
     match cli.command {
         Command::Cluster(cmd) => cluster::run(&client, cmd, out).await,

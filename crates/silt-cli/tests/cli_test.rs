@@ -179,7 +179,7 @@ fn failures_exit_1_with_one_error_line() {
     let o = b.silt_stdin(&["produce", "strict", "--acks", "1"], "x\n");
     assert!(o.status.success(), "acks=1 does not need the ISR: {}", stderr(&o));
     let o = Command::new(env!("CARGO_BIN_EXE_silt"))
-        .args(["-b", "127.0.0.1:1", "topic", "list"])
+        .args(["-b", "127.0.0.1:1", "--connect-timeout-ms", "300", "topic", "list"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));

@@ -16,6 +16,12 @@ use crate::{Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConf
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a metadata call.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Client::connect`] keeps trying while no broker can answer yet (restarting, or
+/// still catching up with the cluster metadata).
+pub const DEFAULT_CONNECT_WITHIN: Duration = Duration::from_secs(15);
+/// How long a topic that no broker knows may take to appear (metadata lags a create by a
+/// moment on brokers other than the one that created it).
+const UNKNOWN_TOPIC_GRACE: Duration = Duration::from_secs(1);
 /// Largest response the client decodes (the broker's default max_response_bytes).
 pub(crate) const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest request the client encodes.
@@ -44,6 +50,15 @@ pub struct Client {
 impl Client {
     /// Connects through the first reachable bootstrap broker.
     pub async fn connect(bootstrap: &[String]) -> Result<Client, ClientError> {
+        Client::connect_within(bootstrap, DEFAULT_CONNECT_WITHIN).await
+    }
+
+    /// Connects through the first bootstrap broker that answers, retrying with backoff for up
+    /// to `within` while none can (a broker that is restarting or catching up answers later).
+    pub async fn connect_within(
+        bootstrap: &[String],
+        within: Duration,
+    ) -> Result<Client, ClientError> {
         if bootstrap.is_empty() {
             return Err(ClientError::InvalidArgument("no bootstrap address".into()));
         }
@@ -54,8 +69,19 @@ impl Client {
                 meta: RwLock::new(MetaCache::default()),
             }),
         };
-        client.metadata(&[]).await?;
-        Ok(client)
+        let deadline = tokio::time::Instant::now() + within;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match client.metadata(&[]).await {
+                Ok(_) => return Ok(client),
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, "no broker answered yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The channel to `addr` (HOST:PORT), created on first use.
@@ -139,13 +165,23 @@ impl Client {
         }
     }
 
-    /// The number of partitions of `topic` (refreshing the cache when unknown).
+    /// The number of partitions of `topic` (refreshing the cache when unknown; a topic no broker
+    /// knows is asked for again for a moment, as it may just have been created).
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         if let Some(n) = self.cached_partitions(topic) {
             return Ok(n);
         }
-        self.metadata(&[topic.to_string()]).await?;
-        self.cached_partitions(topic).ok_or_else(|| ClientError::UnknownTopic(topic.to_string()))
+        let deadline = tokio::time::Instant::now() + UNKNOWN_TOPIC_GRACE;
+        loop {
+            self.metadata(&[topic.to_string()]).await?;
+            if let Some(n) = self.cached_partitions(topic) {
+                return Ok(n);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::UnknownTopic(topic.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn cached_partitions(&self, topic: &str) -> Option<u32> {
@@ -166,6 +202,9 @@ impl Client {
             return Ok(a);
         }
         self.metadata(&[topic.to_string()]).await?;
+        if self.cached_partitions(topic).is_none() {
+            self.partition_count(topic).await?; // the grace for a topic just created
+        }
         match self.leader_address(topic, partition) {
             Some(a) => Ok(a),
             None if self.cached_partitions(topic).is_none() => {

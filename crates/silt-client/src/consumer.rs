@@ -167,29 +167,26 @@ pub(crate) async fn resolve(
     Ok(offset)
 }
 
-/// Tries of a list-offsets lookup whose leader moved or cannot be reached.
-const LIST_OFFSET_TRIES: u32 = 20;
+/// How long a list-offsets lookup is retried while its leader moves or cannot be reached.
+const LIST_OFFSET_WITHIN: Duration = Duration::from_secs(30);
 
-/// `list_offset`, retried (with fresh metadata) while the leader moves.
+/// Pause before a fetch or lookup is tried again after a retriable failure.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// `list_offset`, retried (with fresh metadata) while the leader moves, a broker restarts or
+/// catches up.
 async fn list_offset_retrying(
     client: &Client,
     tp: &TopicPartition,
     spec: v1::partition_list_offsets::Spec,
 ) -> Result<i64, ClientError> {
-    let mut tries = 0;
+    let deadline = tokio::time::Instant::now() + LIST_OFFSET_WITHIN;
     loop {
         match list_offset(client, tp, spec).await {
-            Err(e)
-                if tries < LIST_OFFSET_TRIES
-                    && match &e {
-                        ClientError::Transport(_) | ClientError::Timeout => true,
-                        ClientError::Server { code, .. } => code.is_retriable(),
-                        _ => false,
-                    } =>
-            {
-                tries += 1;
+            Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, topic = %tp.topic, partition = tp.partition, "list offsets: retrying");
                 let _ = client.metadata(std::slice::from_ref(&tp.topic)).await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(RETRY_BACKOFF).await;
             }
             other => return other,
         }
@@ -329,14 +326,20 @@ impl Consumer {
     }
 
     /// Requests every assigned partition that has no fetch in flight, one request per leader.
-    async fn request_missing(&mut self) -> Result<(), ClientError> {
+    /// A partition whose leader is not known right now (moving, or no broker answered) is left
+    /// for the next poll; returns whether any was.
+    async fn request_missing(&mut self) -> Result<bool, ClientError> {
         let mut by_leader: HashMap<String, Vec<(TopicPartition, i64)>> = HashMap::new();
+        let mut skipped = false;
         for (tp, pos) in &self.positions {
             if self.inflight.iter().any(|f| f.parts.iter().any(|(t, _)| t == tp)) {
                 continue;
             }
-            let addr = self.client.leader(&tp.topic, tp.partition).await?;
-            by_leader.entry(addr).or_default().push((tp.clone(), *pos));
+            match self.client.leader(&tp.topic, tp.partition).await {
+                Ok(addr) => by_leader.entry(addr).or_default().push((tp.clone(), *pos)),
+                Err(e) if e.is_retriable() => skipped = true,
+                Err(e) => return Err(e),
+            }
         }
         for (addr, parts) in by_leader {
             let (client, config, asked) = (self.client.clone(), self.config.clone(), parts.clone());
@@ -344,11 +347,11 @@ impl Consumer {
                 tokio::spawn(async move { fetch_from(&client, &config, addr, asked).await });
             self.inflight.push(InFlight { parts, handle });
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// Waits for the first fetch in flight to answer (each is a long poll bounded by
-    /// `max_wait_ms`) and returns its answer.
+    /// `max_wait_ms`) and returns its answer; there must be one in flight.
     async fn next_answer(&mut self) -> Result<RawRound, ClientError> {
         let (result, index, _) =
             futures_util::future::select_all(self.inflight.iter_mut().map(|f| &mut f.handle)).await;
@@ -371,13 +374,26 @@ impl Consumer {
             tokio::time::sleep(Duration::from_millis(u64::from(self.config.max_wait_ms))).await;
             return Ok(Vec::new());
         }
-        self.request_missing().await?;
+        if self.request_missing().await? {
+            self.refresh_metadata().await;
+        }
+        if self.inflight.is_empty() {
+            // No leader known for any assigned partition yet: wait a moment, as a long poll.
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            return Ok(Vec::new());
+        }
         let raw = match self.next_answer().await {
             Ok(raw) => raw,
             Err(e) => {
                 // A broker that cannot be reached may have lost its leaderships: learn the
-                // current leaders before the next poll.
+                // current leaders before the next poll. Transport failures and a broker that
+                // is not ready are not the caller's problem: an empty poll, then a retry.
                 self.refresh_metadata().await;
+                if e.is_retriable() {
+                    tracing::debug!(error = %e, "fetch failed; retrying after a metadata refresh");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                    return Ok(Vec::new());
+                }
                 return Err(e);
             }
         };

@@ -34,6 +34,18 @@ impl ClientError {
         }
     }
 
+    /// Whether the same call may succeed later without anything changing on the caller's side:
+    /// transport failures, time-outs, no broker reachable, and the broker's retriable codes
+    /// (`BROKER_NOT_AVAILABLE`, `NOT_LEADER`, ...). Unknown topics are not (see
+    /// [`Client::partition_count`](crate::Client::partition_count) for the grace after a create).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Transport(_) | ClientError::Connect(_) | ClientError::Timeout => true,
+            ClientError::Server { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+
     /// An error from a per-item code and message.
     pub fn server(code: i32, message: &str) -> ClientError {
         let code = ErrorCode::try_from(code).unwrap_or(ErrorCode::UnknownServerError);

@@ -21,6 +21,10 @@ pub struct BrokerRecord {
     /// the previous process's roles die with it. 0 in entries written before incarnations.
     #[serde(default)]
     pub incarnation: u64,
+    /// In controlled shutdown: leads nothing it can hand over, is in no ISR it can leave, and
+    /// may not rejoin one until it registers again.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 /// One partition's replication state.
@@ -175,6 +179,7 @@ impl ClusterImage {
                         epoch,
                         fenced: false,
                         incarnation: *incarnation,
+                        shutting_down: false,
                     },
                 );
                 self.elect_leaderless();
@@ -192,8 +197,9 @@ impl ClusterImage {
                 )),
                 None => CommandResponse::Rejected(format!("unknown broker {id}")),
             },
-            Command::MoveLeadershipAway { id, epoch } => match self.brokers.get(id) {
+            Command::MoveLeadershipAway { id, epoch } => match self.brokers.get_mut(id) {
                 Some(b) if b.epoch == *epoch => {
+                    b.shutting_down = true;
                     self.move_leaders(*id);
                     CommandResponse::Done
                 }
@@ -268,6 +274,22 @@ impl ClusterImage {
                         "the ISR must hold the leader and only replicas".into(),
                     );
                 }
+                // KIP-841: only live brokers join an ISR; a fenced or stopping one still
+                // fetching must not become electable.
+                let joining: Vec<u64> =
+                    isr.iter().copied().filter(|r| !p.isr.contains(r)).collect();
+                if let Some(r) = joining
+                    .into_iter()
+                    .find(|r| self.brokers.get(r).is_none_or(|b| b.fenced || b.shutting_down))
+                {
+                    return CommandResponse::Rejected(format!(
+                        "broker {r} is fenced or shutting down: it cannot join an ISR"
+                    ));
+                }
+                let p = match self.partition_mut(topic, *partition) {
+                    Ok(p) => p,
+                    Err(rejected) => return rejected,
+                };
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
                 CommandResponse::PartitionEpoch(p.partition_epoch)
@@ -363,17 +385,27 @@ impl ClusterImage {
         }
     }
 
+    /// Controlled shutdown of `id`: its leaderships go to other in-sync replicas, and it leaves
+    /// every ISR it is not the last member of, so acks=all writes stop waiting for it at once.
     fn move_leaders(&mut self, id: u64) {
         let mut fenced = self.fenced_ids();
         fenced.insert(id);
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
+                let mut changed = false;
                 if p.leader == Some(id)
                     && let Some(l) =
                         elect_leader(&p.replicas, &p.isr, |b| fenced.contains(&b), false)
                 {
                     p.leader = Some(l);
                     p.leader_epoch += 1;
+                    changed = true;
+                }
+                if p.leader != Some(id) && p.isr.contains(&id) && p.isr.len() > 1 {
+                    p.isr.retain(|r| *r != id);
+                    changed = true;
+                }
+                if changed {
                     p.partition_epoch += 1;
                 }
             }
@@ -579,9 +611,22 @@ mod tests {
             partition_epoch: p.partition_epoch,
             isr: vec![2, 3, 1],
         };
+        assert!(
+            matches!(img.apply(&ok), CommandResponse::Rejected(_)),
+            "a fenced broker does not rejoin (KIP-841)"
+        );
+        img.apply(&register(1, 100));
+        let p = img.topics["t"].partitions[0].clone();
+        let ok = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![2, 3, 1],
+        };
         assert_eq!(img.apply(&ok), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
         // A fence with an old broker epoch (the broker re-registered since) is refused.
-        img.apply(&register(1, 100));
         assert!(matches!(
             img.apply(&Command::FenceBroker { id: 1, epoch: e }),
             CommandResponse::Rejected(_)
@@ -596,10 +641,43 @@ mod tests {
         img.apply(&Command::MoveLeadershipAway { id: 1, epoch: e });
         let leaders: Vec<_> = img.topics["t"].partitions.iter().map(|p| p.leader).collect();
         assert_eq!(leaders, [Some(2), Some(3), Some(2)]);
-        assert_eq!(
-            img.topics["t"].partitions[2].leader_epoch, 0,
-            "untouched partitions keep their epoch"
-        );
+        let p2 = &img.topics["t"].partitions[2];
+        assert_eq!(p2.leader_epoch, 0, "partitions led elsewhere keep their leader epoch");
+        for p in &img.topics["t"].partitions {
+            assert!(!p.isr.contains(&1), "the stopping broker left the ISR: {:?}", p.isr);
+        }
+        // Still fetching until it exits, it may not rejoin; after registering again it may.
+        let p = img.topics["t"].partitions[2].clone();
+        let rejoin = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 2,
+            leader: 2,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![2, 3, 1],
+        };
+        assert!(matches!(img.apply(&rejoin), CommandResponse::Rejected(_)));
+        img.apply(&register(1, 555));
+        assert_eq!(img.apply(&rejoin), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
+    }
+
+    #[test]
+    fn a_fenced_broker_cannot_join_an_isr() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3]]);
+        let e = epoch(&img, 3);
+        img.apply(&Command::FenceBroker { id: 3, epoch: e });
+        let p = img.topics["t"].partitions[0].clone();
+        assert_eq!(p.isr, vec![1, 2]);
+        let add3 = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3],
+        };
+        assert!(matches!(img.apply(&add3), CommandResponse::Rejected(_)));
     }
 
     #[test]
