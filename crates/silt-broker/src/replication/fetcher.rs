@@ -243,8 +243,8 @@ async fn truncate(
             log_start: Offset(a.log_start_offset),
         };
         match s.handle.truncate_by_epoch(s.epoch, end).await {
-            Ok(offset) => {
-                s.offset = Some(offset);
+            Ok(t) => {
+                s.offset = Some(t.log_end);
                 s.retry_at = None;
             }
             Err(e) => {
