@@ -18,7 +18,7 @@ use silt_core::{LeaderEpoch, Offset};
 use silt_storage::{ReadResult, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use leader::{IsrChange, LeaderView};
+pub use leader::{IsrAnswer, IsrChange, LeaderView};
 
 use crate::topic_config::TopicConfig;
 
@@ -157,6 +157,11 @@ enum Command {
         lag_max: std::time::Duration,
         reply: Reply<Option<IsrChange>>,
     },
+    /// Leader: the controller did not accept a change `IsrCheck` gave.
+    IsrAnswered {
+        change: IsrChange,
+        answer: IsrAnswer,
+    },
     /// Retention, the background flush of `replicated` topics, the HW checkpoint.
     Tick {
         retention: bool,
@@ -182,6 +187,7 @@ impl std::fmt::Debug for Command {
             Command::TruncateByEpoch { .. } => "TruncateByEpoch",
             Command::AppendReplicated { .. } => "AppendReplicated",
             Command::IsrCheck { .. } => "IsrCheck",
+            Command::IsrAnswered { .. } => "IsrAnswered",
             Command::Tick { .. } => "Tick",
             Command::Close { .. } => "Close",
         })
@@ -386,6 +392,19 @@ impl PartitionHandle {
         lag_max: std::time::Duration,
     ) -> Result<Option<IsrChange>, PartitionError> {
         self.call(|reply| Command::IsrCheck { lag_max, reply }).await
+    }
+
+    /// Leader: tells the worker how the controller answered a change `isr_check` gave, when it
+    /// did not accept it; until then the change's new members count for the HW. Does not wait.
+    pub async fn isr_answered(
+        &self,
+        change: IsrChange,
+        answer: IsrAnswer,
+    ) -> Result<(), PartitionError> {
+        self.tx
+            .send(Command::IsrAnswered { change, answer })
+            .await
+            .map_err(|_| PartitionError::Closed)
     }
 
     /// Asks for a retention pass (and a flush); does not wait.

@@ -381,13 +381,20 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::IsrCheck { lag_max, reply } => {
-                let r = match &self.role {
-                    Role::Leader(s) => {
-                        Ok(s.isr_change(self.high_watermark, Instant::now(), lag_max))
-                    }
+                let hw = self.high_watermark;
+                let r = match &mut self.role {
+                    Role::Leader(s) => Ok(s.isr_change(hw, Instant::now(), lag_max)),
                     Role::Follower { .. } => Err(PartitionError::NotLeader),
                 };
                 let _ = reply.send(r);
+            }
+            Command::IsrAnswered { change, answer } => {
+                // A different leadership has its own state; the answer is not for it.
+                if let Role::Leader(s) = &mut self.role
+                    && s.view.leader_epoch == change.leader_epoch
+                {
+                    s.isr_answered(&change, answer);
+                }
             }
             Command::Tick { retention } => {
                 if self.config.durability == Durability::Replicated
