@@ -1,8 +1,12 @@
 //! What a partition leader knows of its followers: each one's log end offset (LEO) as its last
 //! fetch reported it and when it was last caught up. From that come the high watermark (the
-//! smallest position over the ISR) and the ISR changes to propose (shrink a follower that has
-//! not caught up within `replica.lag.time.max.ms`, expand one that reached the HW). Pure logic:
-//! the worker feeds it fetches and the clock.
+//! smallest position over the maximal ISR) and the ISR changes to propose (shrink a follower that
+//! has not caught up within `replica.lag.time.max.ms`, expand one that reached the HW). Pure
+//! logic: the worker feeds it fetches, the controller's answers and the clock.
+//!
+//! One change is in flight at a time. Until the image shows its outcome (a new partition epoch),
+//! the HW counts the *maximal* ISR, the committed ISR plus the members the change adds (Kafka's
+//! rule): a replica about to become an electable ISR member must hold everything committed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -55,6 +59,26 @@ pub struct IsrChange {
     pub isr: Vec<u64>,
 }
 
+/// How the controller answered a proposed [`IsrChange`] that it did not accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrAnswer {
+    /// It was refused; the image is unchanged by it.
+    Refused,
+    /// No answer (no quorum, timeout): it may or may not have been applied.
+    Unknown,
+}
+
+/// The ISR change in flight: proposed, and not yet seen in the view.
+#[derive(Debug, Clone)]
+struct Pending {
+    change: IsrChange,
+    /// Its last attempt went unanswered: propose the same change again.
+    retry: bool,
+    /// Some attempt went unanswered, so it may have been applied: a later refusal may be the
+    /// refusal of a repeat (stale partition epoch) and proves nothing. Only the view clears it.
+    maybe_applied: bool,
+}
+
 /// The leader's replication state for one partition.
 #[derive(Debug, Clone)]
 pub struct LeaderState {
@@ -63,6 +87,8 @@ pub struct LeaderState {
     /// The log end when this broker became leader in `view.leader_epoch`: a follower joins the
     /// ISR only once it holds everything up to here (it has truncated to this epoch).
     epoch_start: Offset,
+    /// The proposed ISR change whose outcome the view does not show yet.
+    pending: Option<Pending>,
 }
 
 impl LeaderState {
@@ -85,12 +111,16 @@ impl LeaderState {
                 )
             })
             .collect();
-        LeaderState { view, followers, epoch_start: log_end }
+        LeaderState { view, followers, epoch_start: log_end, pending: None }
     }
 
     /// A newer image for the same leadership (ISR or partition epoch changed). A replica that
-    /// just entered the ISR counts as caught up now.
+    /// just entered the ISR counts as caught up now. A new partition epoch is the outcome of the
+    /// change in flight (applied, or overtaken by another change): it is no longer pending.
     pub fn update_view(&mut self, view: LeaderView, now: Instant) {
+        if self.pending.as_ref().is_some_and(|p| p.change.partition_epoch != view.partition_epoch) {
+            self.pending = None;
+        }
         for r in &view.isr {
             if !self.view.isr.contains(r)
                 && let Some(f) = self.followers.get_mut(r)
@@ -125,12 +155,15 @@ impl LeaderState {
         f.leo = Some(fetch_offset);
     }
 
-    /// The smallest position over the ISR, given the leader's own countable end (its synced end
-    /// for `fsync` topics, its LEO otherwise). A member that has not fetched yet holds it at 0.
+    /// The smallest position over the maximal ISR (the committed one and the members a pending
+    /// change adds), given the leader's own countable end (its synced end for `fsync` topics, its
+    /// LEO otherwise). A member that has not fetched yet holds it at 0.
     pub fn isr_min(&self, own: Offset) -> Offset {
+        let pending = self.pending.iter().flat_map(|p| &p.change.isr);
         self.view
             .isr
             .iter()
+            .chain(pending)
             .filter(|r| **r != self.view.me)
             .map(|r| self.followers.get(r).and_then(|f| f.leo).unwrap_or(Offset::ZERO))
             .fold(own, Offset::min)
@@ -138,7 +171,7 @@ impl LeaderState {
 
     /// ISR members (the leader included) that have caught up within `lag_max`: what a new
     /// `acks=all` write can count on now, before a shrink has gone through the controller (which
-    /// may be unreachable).
+    /// may be unreachable). Counts the committed ISR only, never a pending expansion.
     pub fn live_isr(&self, now: Instant) -> usize {
         self.view
             .isr
@@ -154,8 +187,37 @@ impl LeaderState {
     }
 
     /// The ISR to propose, if it should change: members that have not caught up within `lag_max`
-    /// leave; replicas whose position reached both `hw` and this epoch's start join.
-    pub fn isr_change(&self, hw: Offset, now: Instant, lag_max: Duration) -> Option<IsrChange> {
+    /// leave; replicas whose position reached both `hw` and this epoch's start join. The change
+    /// is pending from then on, and nothing new is proposed while it is: only the same change
+    /// again after an unanswered attempt (a proposal from a view it may already have changed
+    /// would be refused as stale anyway).
+    pub fn isr_change(&mut self, hw: Offset, now: Instant, lag_max: Duration) -> Option<IsrChange> {
+        if let Some(p) = &mut self.pending {
+            return std::mem::take(&mut p.retry).then(|| p.change.clone());
+        }
+        let change = self.next_isr(hw, now, lag_max)?;
+        self.pending = Some(Pending { change: change.clone(), retry: false, maybe_applied: false });
+        Some(change)
+    }
+
+    /// The controller's answer to the pending `change`, when it did not accept it (an accepted
+    /// change stays pending until the view shows its partition epoch). A refusal ends it, unless
+    /// an earlier attempt may have been applied; an unknown outcome keeps it counted in the HW
+    /// and has it proposed again.
+    pub fn isr_answered(&mut self, change: &IsrChange, answer: IsrAnswer) {
+        let Some(p) = self.pending.as_mut().filter(|p| p.change == *change) else { return };
+        match answer {
+            IsrAnswer::Refused if !p.maybe_applied => self.pending = None,
+            IsrAnswer::Refused => p.retry = false,
+            IsrAnswer::Unknown => {
+                p.retry = true;
+                p.maybe_applied = true;
+            }
+        }
+    }
+
+    /// The ISR change due from the view and the followers' positions, if any.
+    fn next_isr(&self, hw: Offset, now: Instant, lag_max: Duration) -> Option<IsrChange> {
         let mut isr: Vec<u64> = self
             .view
             .isr
@@ -242,7 +304,8 @@ mod tests {
             c,
             IsrChange { leader_epoch: LeaderEpoch(3), partition_epoch: 7, isr: vec![1, 2] }
         );
-        s.update_view(view(&[1, 2]), t2);
+        // The image applies it (a new partition epoch).
+        s.update_view(LeaderView { partition_epoch: 8, ..view(&[1, 2]) }, t2);
         // 3 comes back and reaches the HW: it rejoins.
         s.on_fetch(3, Offset(60), Offset(100), t2);
         assert_eq!(s.isr_change(Offset(90), t2, lag), None, "below the HW it stays out");
@@ -261,6 +324,62 @@ mod tests {
             s.on_fetch(2, Offset(i * 10 - 10), Offset(i * 10), t);
         }
         assert_eq!(s.isr_change(Offset(0), t0 + Duration::from_secs(30), lag), None);
+    }
+
+    #[test]
+    fn the_hw_counts_a_replica_whose_isr_expansion_is_pending() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let mut s = LeaderState::new(view(&[1]), Offset(40), t0);
+        s.on_fetch(2, Offset(40), Offset(40), t0);
+        let c = s.isr_change(Offset(40), t0, lag).expect("2 reached the HW: it joins");
+        assert_eq!(c.isr, vec![1, 2]);
+        // The leader appends up to 60 before the image has the new ISR: committing 40..60 on the
+        // leader alone would let 2 become an electable ISR member without those records.
+        assert_eq!(s.isr_min(Offset(60)), Offset(40), "the maximal ISR holds the HW");
+        assert_eq!(s.live_isr(t0), 1, "min.insync.replicas counts the committed ISR only");
+        s.update_view(LeaderView { partition_epoch: 8, ..view(&[1, 2]) }, t0);
+        assert_eq!(s.isr_min(Offset(60)), Offset(40), "and so does the committed one");
+    }
+
+    /// Leader of view isr [1] from offset 40, follower 2 caught up at 40: the expansion to
+    /// [1, 2] is proposed.
+    fn expanding(t0: Instant) -> (LeaderState, IsrChange) {
+        let mut s = LeaderState::new(view(&[1]), Offset(40), t0);
+        s.on_fetch(2, Offset(40), Offset(40), t0);
+        let c = s.isr_change(Offset(40), t0, Duration::from_secs(10)).expect("2 joins");
+        (s, c)
+    }
+
+    #[test]
+    fn a_refused_expansion_stops_counting_for_the_hw() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let (mut s, c) = expanding(t0);
+        assert_eq!(s.isr_change(Offset(40), t0, lag), None, "one change in flight at a time");
+        // An answer about another change is not about this one.
+        s.isr_answered(&IsrChange { partition_epoch: 6, ..c.clone() }, IsrAnswer::Refused);
+        assert_eq!(s.isr_min(Offset(60)), Offset(40));
+        s.isr_answered(&c, IsrAnswer::Refused);
+        assert_eq!(s.isr_min(Offset(60)), Offset(60));
+        assert_eq!(s.isr_change(Offset(40), t0, lag), Some(c), "proposed afresh");
+    }
+
+    #[test]
+    fn an_unanswered_change_is_proposed_again_and_counts_until_the_image_decides() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let (mut s, c) = expanding(t0);
+        s.isr_answered(&c, IsrAnswer::Unknown);
+        assert_eq!(s.isr_min(Offset(60)), Offset(40), "it may have been applied");
+        assert_eq!(s.isr_change(Offset(60), t0, lag), Some(c.clone()), "the same change again");
+        assert_eq!(s.isr_change(Offset(60), t0, lag), None);
+        // The repeat is refused, perhaps as stale because the first attempt was applied.
+        s.isr_answered(&c, IsrAnswer::Refused);
+        assert_eq!(s.isr_min(Offset(60)), Offset(40), "a refused repeat proves nothing");
+        // The image moved on without 2: the expansion was not applied.
+        s.update_view(LeaderView { partition_epoch: 8, ..view(&[1]) }, t0);
+        assert_eq!(s.isr_min(Offset(60)), Offset(60));
     }
 
     #[test]

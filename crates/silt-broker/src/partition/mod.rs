@@ -8,6 +8,7 @@
 //! itself.
 
 mod leader;
+mod truncation;
 mod worker;
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use silt_core::{LeaderEpoch, Offset};
 use silt_storage::{ReadResult, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use leader::{IsrChange, LeaderView};
+pub use leader::{IsrAnswer, IsrChange, LeaderView};
 
 use crate::topic_config::TopicConfig;
 
@@ -80,6 +81,18 @@ pub struct EpochEnd {
     pub log_start: Offset,
 }
 
+/// What one truncation round left (KIP-279).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated {
+    /// The new log end, where fetching starts once `converged`.
+    pub log_end: Offset,
+    /// The follower's latest epoch now is the one the leader answered (or nothing is left to
+    /// compare): the logs agree up to `log_end`. False: the follower never had the leader's
+    /// epoch, so it must ask `OffsetForLeaderEpoch` again with its new (strictly lower) latest
+    /// epoch before it fetches.
+    pub converged: bool,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, PartitionError>>;
 
 enum Command {
@@ -125,11 +138,12 @@ enum Command {
     LatestEpoch {
         reply: Reply<(Option<LeaderEpoch>, Offset)>,
     },
-    /// Follower: drop the suffix that diverges from the leader's log; answers the new log end.
+    /// Follower: drop the suffix that diverges from the leader's log; answers the new log end
+    /// and whether the epochs now agree there (see [`Truncated`]).
     TruncateByEpoch {
         leader_epoch: LeaderEpoch,
         leader: EpochEnd,
-        reply: Reply<Offset>,
+        reply: Reply<Truncated>,
     },
     /// Follower: append copied batches; answers the new (synced, for fsync topics) log end.
     AppendReplicated {
@@ -142,6 +156,11 @@ enum Command {
     IsrCheck {
         lag_max: std::time::Duration,
         reply: Reply<Option<IsrChange>>,
+    },
+    /// Leader: the controller did not accept a change `IsrCheck` gave.
+    IsrAnswered {
+        change: IsrChange,
+        answer: IsrAnswer,
     },
     /// Retention, the background flush of `replicated` topics, the HW checkpoint.
     Tick {
@@ -168,6 +187,7 @@ impl std::fmt::Debug for Command {
             Command::TruncateByEpoch { .. } => "TruncateByEpoch",
             Command::AppendReplicated { .. } => "AppendReplicated",
             Command::IsrCheck { .. } => "IsrCheck",
+            Command::IsrAnswered { .. } => "IsrAnswered",
             Command::Tick { .. } => "Tick",
             Command::Close { .. } => "Close",
         })
@@ -346,12 +366,13 @@ impl PartitionHandle {
         self.call(|reply| Command::LatestEpoch { reply }).await
     }
 
-    /// Follower: truncates the suffix that diverges from the leader's answer.
+    /// Follower: truncates the suffix that diverges from the leader's answer (one round of the
+    /// KIP-279 loop; repeat while not `converged`).
     pub async fn truncate_by_epoch(
         &self,
         leader_epoch: LeaderEpoch,
         leader: EpochEnd,
-    ) -> Result<Offset, PartitionError> {
+    ) -> Result<Truncated, PartitionError> {
         self.call(|reply| Command::TruncateByEpoch { leader_epoch, leader, reply }).await
     }
 
@@ -371,6 +392,19 @@ impl PartitionHandle {
         lag_max: std::time::Duration,
     ) -> Result<Option<IsrChange>, PartitionError> {
         self.call(|reply| Command::IsrCheck { lag_max, reply }).await
+    }
+
+    /// Leader: tells the worker how the controller answered a change `isr_check` gave, when it
+    /// did not accept it; until then the change's new members count for the HW. Does not wait.
+    pub async fn isr_answered(
+        &self,
+        change: IsrChange,
+        answer: IsrAnswer,
+    ) -> Result<(), PartitionError> {
+        self.tx
+            .send(Command::IsrAnswered { change, answer })
+            .await
+            .map_err(|_| PartitionError::Closed)
     }
 
     /// Asks for a retention pass (and a flush); does not wait.
@@ -436,7 +470,10 @@ mod tests {
         assert_eq!(h.latest_epoch().await.unwrap(), (Some(LeaderEpoch(1)), Offset(15)));
         let leader_answer =
             EpochEnd { found: Some((LeaderEpoch(1), Offset(12))), log_start: Offset(0) };
-        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), leader_answer).await.unwrap(), Offset(12));
+        assert_eq!(
+            h.truncate_by_epoch(LeaderEpoch(2), leader_answer).await.unwrap().log_end,
+            Offset(12)
+        );
         // A leader epoch other than the one followed is refused, and nothing changes.
         assert!(matches!(
             h.truncate_by_epoch(LeaderEpoch(3), leader_answer).await,
@@ -451,7 +488,7 @@ mod tests {
         let h = follower_with_two_epochs(tmp.path()).await;
         // The leader's latest epoch <= 1 is 0, ending at 10: all of epoch 1 here diverges.
         let answer = EpochEnd { found: Some((LeaderEpoch(0), Offset(10))), log_start: Offset(0) };
-        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap(), Offset(10));
+        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap().log_end, Offset(10));
         assert_eq!(h.latest_epoch().await.unwrap(), (Some(LeaderEpoch(0)), Offset(10)));
     }
 
@@ -460,8 +497,103 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let h = follower_with_two_epochs(tmp.path()).await;
         let answer = EpochEnd { found: None, log_start: Offset(40) };
-        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap(), Offset(40));
+        assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap().log_end, Offset(40));
         assert_eq!(h.state().log_start, Offset(40));
+    }
+
+    /// A replica whose log holds `runs`: each `(epoch, end)` writes records as leader of
+    /// `epoch` up to offset `end`. It is left leading `now`.
+    async fn log_with_epochs(
+        dir: &std::path::Path,
+        runs: &[(u32, u64)],
+        now: u32,
+    ) -> PartitionHandle {
+        let (h, _) = PartitionHandle::open(
+            "t-0".into(),
+            dir.to_owned(),
+            TopicConfig::default(),
+            leader(0),
+            true,
+        )
+        .await
+        .expect("opens");
+        let mut at = 0;
+        for &(epoch, end) in runs {
+            h.set_role(leader(epoch)).await.expect("role");
+            for i in at..end {
+                h.append(vec![batch(&format!("e{epoch}-{i}"))], WaitFor::Append)
+                    .await
+                    .expect("appends");
+            }
+            at = end;
+        }
+        h.set_role(leader(now)).await.expect("role");
+        h
+    }
+
+    /// The follower's side of KIP-279 as its fetcher runs it: ask the leader where the latest
+    /// epoch here ended, truncate, and ask again until the epochs agree (at most 10 rounds).
+    /// Answers the log end after each round.
+    async fn converge(
+        follower: &PartitionHandle,
+        leader: &PartitionHandle,
+        epoch: u32,
+    ) -> Vec<u64> {
+        let epoch = LeaderEpoch(epoch);
+        let mut ends = Vec::new();
+        for _ in 0..10 {
+            let (Some(latest), _) = follower.latest_epoch().await.expect("latest epoch") else {
+                break;
+            };
+            let answer = leader.epoch_end(epoch, latest).await.expect("leader answers");
+            let t = follower.truncate_by_epoch(epoch, answer).await.expect("truncates");
+            ends.push(t.log_end.0);
+            if t.converged {
+                break;
+            }
+        }
+        ends
+    }
+
+    /// Opens a follower and a leader of epoch 5 from their epoch histories, runs the KIP-279
+    /// loop, and answers the log end after each round and the follower's final latest epoch.
+    async fn diverged(
+        follower: &[(u32, u64)],
+        leader: &[(u32, u64)],
+    ) -> (Vec<u64>, (Option<u32>, u64)) {
+        let (fd, ld) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let f = log_with_epochs(fd.path(), follower, follower.last().unwrap().0).await;
+        f.set_role(RoleSpec::Follower { leader_epoch: LeaderEpoch(5) }).await.unwrap();
+        let l = log_with_epochs(ld.path(), leader, 5).await;
+        let ends = converge(&f, &l, 5).await;
+        let (latest, end) = f.latest_epoch().await.unwrap();
+        assert_eq!(f.state().log_end, end);
+        (ends, (latest.map(|e| e.0), end.0))
+    }
+
+    #[tokio::test]
+    async fn a_follower_lacking_the_leaders_epoch_asks_again_until_the_epochs_agree() {
+        // KIP-279's case: the leader has epoch 1, which the follower never had. Asked for 2, the
+        // leader answers (1, 20); the follower's epoch 0 runs to 10, but the leader's epoch 0
+        // ended at 8, so offsets 8..10 diverge too and only a second round (asking 0) finds it.
+        let (ends, last) = diverged(&[(0, 10), (2, 15)], &[(0, 8), (1, 20)]).await;
+        assert_eq!(ends, [10, 8], "log end after each round");
+        assert_eq!(last, (Some(0), 8));
+    }
+
+    #[tokio::test]
+    async fn a_follower_ahead_of_the_leader_in_the_same_epoch_cuts_to_the_leaders_end() {
+        let (ends, last) = diverged(&[(0, 10), (1, 15)], &[(0, 10), (1, 12), (2, 18)]).await;
+        assert_eq!(ends, [12], "one round: the follower has the epoch the leader answered");
+        assert_eq!(last, (Some(1), 12));
+    }
+
+    #[tokio::test]
+    async fn twice_diverged_logs_converge_to_their_last_common_offset() {
+        // Only epoch 0 is shared, and the leader's ends at 4: every later epoch differs.
+        let (ends, last) = diverged(&[(0, 6), (2, 10), (4, 14)], &[(0, 4), (1, 8), (3, 20)]).await;
+        assert_eq!(ends, [10, 6, 4], "log end after each round");
+        assert_eq!(last, (Some(0), 4));
     }
 
     #[tokio::test]

@@ -13,9 +13,10 @@ use silt_storage::{Log, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::leader::LeaderState;
+use super::truncation;
 use super::{
     Appended, Command, EpochEnd, PartitionError, PartitionState, ReplicaRead, Reply, RoleSpec,
-    WaitFor,
+    Truncated, WaitFor,
 };
 use crate::topic_config::{Durability, TopicConfig};
 
@@ -380,13 +381,20 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::IsrCheck { lag_max, reply } => {
-                let r = match &self.role {
-                    Role::Leader(s) => {
-                        Ok(s.isr_change(self.high_watermark, Instant::now(), lag_max))
-                    }
+                let hw = self.high_watermark;
+                let r = match &mut self.role {
+                    Role::Leader(s) => Ok(s.isr_change(hw, Instant::now(), lag_max)),
                     Role::Follower { .. } => Err(PartitionError::NotLeader),
                 };
                 let _ = reply.send(r);
+            }
+            Command::IsrAnswered { change, answer } => {
+                // A different leadership has its own state; the answer is not for it.
+                if let Role::Leader(s) = &mut self.role
+                    && s.view.leader_epoch == change.leader_epoch
+                {
+                    s.isr_answered(&change, answer);
+                }
             }
             Command::Tick { retention } => {
                 if self.config.durability == Durability::Replicated
@@ -455,32 +463,18 @@ impl Worker {
         }
     }
 
-    /// Kafka's KIP-101/279 rule: keep what the leader has of our latest epoch, never more.
-    fn truncate_by_epoch(&mut self, leader: EpochEnd) -> Result<Offset, PartitionError> {
+    /// Kafka's KIP-101/279 rule: keep what the leader has of our latest epoch, never more; one
+    /// round of the loop (see [`truncation`](super::truncation)).
+    fn truncate_by_epoch(&mut self, leader: EpochEnd) -> Result<Truncated, PartitionError> {
         let log = self.log();
-        let end = log.log_end_offset();
-        let Some(mine) = log.epochs().latest_epoch() else {
-            // Nothing here to diverge; only make sure we start where the leader still has data.
-            if end < leader.log_start {
-                log.truncate_fully_and_start_at(leader.log_start)?;
-            }
-            return Ok(log.log_end_offset());
-        };
-        let target = match leader.found {
-            None => leader.log_start,
-            Some((epoch, leader_end)) if epoch == mine => leader_end.min(end),
-            Some((epoch, leader_end)) => {
-                let my_end =
-                    log.end_offset_for_epoch(epoch).map_or(log.log_start_offset(), |(_, o)| o);
-                leader_end.min(my_end)
-            }
-        };
-        if target < end {
-            tracing::info!(dir = %log.dir().display(), from = end.0, to = target.0, "truncating the divergent suffix");
-            if target < log.log_start_offset() || leader.found.is_none() {
-                log.truncate_fully_and_start_at(target.max(leader.log_start))?;
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        let cut = truncation::cut(log.epochs().entries(), start, end, &leader);
+        if cut.to < end {
+            tracing::info!(dir = %log.dir().display(), from = end.0, to = cut.to.0, converged = cut.converged, "truncating the divergent suffix");
+            if cut.to < start || leader.found.is_none() {
+                log.truncate_fully_and_start_at(cut.to.max(leader.log_start))?;
             } else {
-                log.truncate_to(target)?;
+                log.truncate_to(cut.to)?;
             }
         }
         let log = self.log();
@@ -491,7 +485,7 @@ impl Worker {
         }
         let (new_end, start) = (log.log_end_offset(), log.log_start_offset());
         self.high_watermark = self.high_watermark.min(new_end).max(start);
-        Ok(new_end)
+        Ok(Truncated { log_end: new_end, converged: cut.converged })
     }
 
     fn append_replicated(

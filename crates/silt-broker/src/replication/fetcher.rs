@@ -1,8 +1,8 @@
 //! The follower's side of replication: one fetcher task per leader broker, carrying every
 //! partition this broker follows there. A partition that starts following (a new leader epoch)
-//! first asks `OffsetForLeaderEpoch` and truncates its divergent suffix; then the fetcher
-//! long-polls `ReplicaFetch` with each partition's log end (synced, for `fsync` topics) and
-//! appends what comes back.
+//! first asks `OffsetForLeaderEpoch` and truncates its divergent suffix, again until its latest
+//! epoch is the one the leader answered (KIP-279); then the fetcher long-polls `ReplicaFetch`
+//! with each partition's log end (synced, for `fsync` topics) and appends what comes back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -189,8 +189,10 @@ fn retry_later(s: &mut State, after: Duration) {
     s.retry_at = Some(Instant::now() + after);
 }
 
-/// Truncates every partition that starts following: asks the leader where our latest epoch
-/// ended there, and cuts what lies beyond. False when the leader could not be asked.
+/// One round of truncation for every partition that starts following: asks the leader where
+/// our latest epoch ended there, and cuts what lies beyond. A partition whose epochs do not agree
+/// yet stays without a fetch offset, so the next round asks again (KIP-279). False when the
+/// leader could not be asked.
 async fn truncate(
     me: u64,
     rpc: &mut ReplicationClient<Channel>,
@@ -243,8 +245,16 @@ async fn truncate(
             log_start: Offset(a.log_start_offset),
         };
         match s.handle.truncate_by_epoch(s.epoch, end).await {
-            Ok(offset) => {
-                s.offset = Some(offset);
+            Ok(t) if t.converged => {
+                s.offset = Some(t.log_end);
+                s.retry_at = None;
+            }
+            Ok(t) => {
+                // KIP-279: we never had the epoch the leader answered, so the leader's copy of
+                // our older epoch may end earlier still. Ask again (the run loop does, at once)
+                // with our new latest epoch, which this round strictly lowered.
+                tracing::debug!(topic = %a.topic, partition = a.partition, log_end = t.log_end.0, "epochs not yet agreed; asking OffsetForLeaderEpoch again");
+                s.offset = None;
                 s.retry_at = None;
             }
             Err(e) => {

@@ -14,10 +14,12 @@ pub(crate) use fetcher::{Fetchers, MAX_REPLICATION_MESSAGE_BYTES};
 pub(crate) use service::ReplicationService;
 
 use crate::broker::Shared;
+use crate::partition::IsrAnswer;
 
 /// Every so often, asks each partition this broker leads whether its ISR should change, and
 /// proposes the change with the leader and partition epochs it saw (the controller refuses a
-/// stale one, which fences a zombie leader).
+/// stale one, which fences a zombie leader). A refusal or an unknown outcome goes back to the
+/// partition, whose HW counts the change's new members until the image shows the outcome.
 pub(crate) async fn isr_loop(shared: Arc<Shared>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
     let me = shared.config.node_id;
@@ -51,11 +53,18 @@ pub(crate) async fn isr_loop(shared: Arc<Shared>) {
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(topic = %name, partition = i, from = ?p.isr, to = ?change.isr, partition_epoch = e, "ISR changed")
                     }
+                    Ok(CommandResponse::Rejected(reason)) => {
+                        tracing::info!(topic = %name, partition = i, %reason, "ISR change refused");
+                        let _ = h.isr_answered(change, IsrAnswer::Refused).await;
+                    }
                     Ok(other) => {
-                        tracing::info!(topic = %name, partition = i, ?other, "ISR change refused")
+                        tracing::warn!(topic = %name, partition = i, ?other, "unexpected answer to an ISR change; proposing it again");
+                        let _ = h.isr_answered(change, IsrAnswer::Unknown).await;
                     }
                     Err(e) => {
-                        tracing::warn!(topic = %name, partition = i, error = %e, "ISR change not committed")
+                        // It may still be applied: its new members keep counting for the HW.
+                        tracing::warn!(topic = %name, partition = i, error = %e, "ISR change not committed; proposing it again");
+                        let _ = h.isr_answered(change, IsrAnswer::Unknown).await;
                     }
                 }
             }
