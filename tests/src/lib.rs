@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod containers;
+pub mod faults;
 pub mod group_load;
 pub mod history;
 pub mod proxy;

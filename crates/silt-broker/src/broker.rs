@@ -223,8 +223,7 @@ impl Broker {
             topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
         // Single mode: `topics.json` is the truth, so directories it does not claim are left by
         // an interrupted delete. Cluster mode: the topics come from the metadata image, which is
-        // not known yet here, so nothing is removed (a delete while this broker was down leaves
-        // its directories behind; see docs/operations.md).
+        // not known yet here; `cluster::run` sweeps once this broker has caught up.
         if config.peers.is_none() {
             replicas.remove_orphans(&known);
         }
@@ -259,7 +258,12 @@ impl Broker {
             });
             shared
                 .replicas
-                .open_topic(&t.name, &(0..t.partitions).collect::<Vec<_>>(), &tc)
+                .open_topic(
+                    &t.name,
+                    &single_topic_id(t.id),
+                    &(0..t.partitions).collect::<Vec<_>>(),
+                    &tc,
+                )
                 .await
                 .map_err(|source| StartError::Partition { topic: t.name.clone(), source })?;
             shared.set_topic_config(&t.name, Some(tc));
@@ -374,4 +378,9 @@ async fn tick_loop(shared: Arc<Shared>) {
             p.tick(do_retention);
         }
     }
+}
+
+/// The topic id of a single broker's topic (its store id, as 32 hex digits).
+pub(crate) fn single_topic_id(id: u64) -> String {
+    format!("{id:032x}")
 }

@@ -130,10 +130,7 @@ pub(crate) fn check_leader(
 /// A random, non-zero id for this process's registrations (0 marks entries from before
 /// incarnations existed).
 fn new_incarnation() -> u64 {
-    use std::hash::BuildHasher;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), now)) | 1
+    silt_core::random_u64() | 1
 }
 
 /// Registers this broker (again, when it finds itself fenced), retrying while the quorum forms.
@@ -180,6 +177,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let _abort = AbortOnDrop(vec![heartbeats, controller, isr]);
     let mut fetchers = crate::replication::Fetchers::default();
     let mut images = cluster.node.subscribe();
+    let mut swept = false;
     loop {
         let image = images.borrow_and_update().clone();
         // Roles only from an image that holds this broker's registration (broker epochs only
@@ -189,6 +187,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if image.brokers.get(&shared.config.node_id).is_some_and(|b| b.epoch >= registered) {
             reconcile(&shared, &image).await;
             fetchers.update(&shared, &image);
+            if !swept {
+                // Directories of topics deleted while this broker was down (and strays).
+                swept = true;
+                let me = shared.config.node_id;
+                shared.replicas.remove_unclaimed(|topic, p| {
+                    image.topics.get(topic).is_some_and(|t| {
+                        t.partitions.get(p as usize).is_some_and(|pi| pi.replicas.contains(&me))
+                    })
+                });
+            }
         }
         if images.changed().await.is_err() {
             return;
@@ -224,7 +232,7 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
         // Open the replicas before publishing the topic here, so a request that sees the topic
         // finds its partitions.
         if !hosted.is_empty() {
-            match shared.replicas.open_topic(name, &hosted, &config).await {
+            match shared.replicas.open_topic(name, &t.topic_id(), &hosted, &config).await {
                 Ok(damaged) => {
                     for p in damaged {
                         report_damaged(shared, name, p).await;

@@ -1,6 +1,13 @@
 //! `ReplicaManager`: the partitions this broker hosts, by topic and index, each a worker handle.
 //! It opens a topic's partition logs (`<data_dir>/<topic>-<partition>/`), closes or deletes them,
-//! and removes directories that no topic claims (left by an interrupted delete).
+//! and removes directories that no topic claims (left by an interrupted delete, or by a delete
+//! while this broker was down).
+//!
+//! Each partition directory holds `partition.metadata` (`version: 0`, `topic_id: <32 hex>`,
+//! written and fsync'd when the directory is first opened; KIP-516). A directory whose topic id
+//! is not the one the topic has now belongs to an earlier topic of the same name: it is a
+//! **stray**, renamed to `<topic>-<partition>.<old id>-stray` and deleted in the background,
+//! never opened as a replica. A directory without the file (made before topic ids) is adopted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,6 +33,66 @@ pub struct ReplicaManager {
 /// The directory of one partition.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// The file naming the topic (by id) a partition directory belongs to.
+pub const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Longest `partition.metadata` read (it holds two short lines).
+const PARTITION_METADATA_MAX_BYTES: u64 = 4096;
+
+/// The topic id stamped in `dir`, if the directory has `partition.metadata`.
+fn stamped_topic_id(dir: &Path) -> Result<Option<String>, StorageError> {
+    use std::io::Read;
+    let path = dir.join(PARTITION_METADATA);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StorageError::Io { path, source }),
+    };
+    let mut text = String::new();
+    file.take(PARTITION_METADATA_MAX_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|source| StorageError::Io { path: path.clone(), source })?;
+    // Unreadable content counts as another topic's: the directory is not trusted.
+    Ok(Some(
+        text.lines()
+            .find_map(|l| l.strip_prefix("topic_id:"))
+            .map_or_else(|| "unreadable".to_string(), |id| id.trim().to_string()),
+    ))
+}
+
+/// Writes `partition.metadata` durably (temporary file, fsync, rename, fsync of the directory).
+fn stamp_topic_id(dir: &Path, topic_id: &str) -> Result<(), StorageError> {
+    use std::io::Write;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StorageError::Io { path, source }
+    };
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(format!("version: 0\ntopic_id: {topic_id}\n").as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    let path = dir.join(PARTITION_METADATA);
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Moves a stray directory aside (so a fresh one can be made at once) and deletes it in the
+/// background.
+fn discard_stray(dir: &Path, stamped: &str) -> Result<(), StorageError> {
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".{stamped}-stray"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(dir, &aside)
+        .map_err(|source| StorageError::Io { path: aside.clone(), source })?;
+    tracing::warn!(dir = %dir.display(), stray = %aside.display(), "partition directory of an earlier topic with this name; deleting it");
+    std::thread::spawn(move || {
+        if let Err(e) = std::fs::remove_dir_all(&aside) {
+            tracing::warn!(dir = %aside.display(), error = %e, "cannot delete a stray partition directory");
+        }
+    });
+    Ok(())
 }
 
 impl ReplicaManager {
@@ -55,6 +122,7 @@ impl ReplicaManager {
     pub async fn open_topic(
         &self,
         topic: &str,
+        topic_id: &str,
         partitions: &[u32],
         config: &TopicConfig,
     ) -> Result<Vec<u32>, StorageError> {
@@ -70,10 +138,28 @@ impl ReplicaManager {
                 continue;
             }
             let dir = partition_dir(&self.data_dir, topic, p);
-            let name = format!("{topic}-{p}");
-            match PartitionHandle::open(name, dir, config.clone(), role.clone(), self.clustered)
-                .await
+            let stamped = stamped_topic_id(&dir)?;
+            if let Some(old) = stamped.as_deref()
+                && old != topic_id
             {
+                discard_stray(&dir, old)?;
+            }
+            let name = format!("{topic}-{p}");
+            let opened_now = PartitionHandle::open(
+                name,
+                dir.clone(),
+                config.clone(),
+                role.clone(),
+                self.clustered,
+            )
+            .await;
+            let opened_now = match opened_now {
+                Ok(h) if stamped.as_deref() != Some(topic_id) => {
+                    stamp_topic_id(&dir, topic_id).map(|()| h)
+                }
+                other => other,
+            };
+            match opened_now {
                 Ok((h, was_damaged)) => {
                     if was_damaged {
                         damaged.push(p);
@@ -144,18 +230,95 @@ impl ReplicaManager {
 
     /// Deletes partition directories of topics not in `known` (name -> partition count).
     pub fn remove_orphans(&self, known: &BTreeMap<String, u32>) {
+        self.remove_unclaimed(|topic, p| known.get(topic).is_some_and(|&n| p < n));
+    }
+
+    /// Deletes the partition directories `claimed` does not keep, and leftover strays.
+    pub fn remove_unclaimed(&self, claimed: impl Fn(&str, u32) -> bool) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else { return };
         for e in entries.flatten() {
             if !e.path().is_dir() {
                 continue;
             }
             let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-stray") {
+                let _ = std::fs::remove_dir_all(e.path());
+                continue;
+            }
             let Some((topic, p)) = name.rsplit_once('-') else { continue };
             let Ok(p) = p.parse::<u32>() else { continue };
-            if known.get(topic).is_none_or(|&n| p >= n) {
+            if !claimed(topic, p) {
                 tracing::warn!(dir = %e.path().display(), "removing the directory of a deleted partition");
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamped(dir: &Path) -> Option<String> {
+        stamped_topic_id(dir).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_directory_of_an_earlier_topic_with_the_same_name_is_never_opened() {
+        let data = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(data.path(), true);
+        let config = TopicConfig::default();
+        rm.open_topic("t", "aaaa", &[0], &config).await.unwrap();
+        let dir = partition_dir(data.path(), "t", 0);
+        assert_eq!(stamped(&dir).as_deref(), Some("aaaa"));
+        std::fs::write(dir.join("old-topic-marker"), b"x").unwrap();
+        rm.close_all().await;
+
+        // The topic was deleted and created again while this broker was away: another id.
+        let rm = ReplicaManager::new(data.path(), true);
+        rm.open_topic("t", "bbbb", &[0], &config).await.unwrap();
+        assert_eq!(stamped(&dir).as_deref(), Some("bbbb"));
+        assert!(!dir.join("old-topic-marker").exists(), "the old data is not the new replica");
+        rm.close_all().await;
+        // The stray goes (in the background, or at the next sweep).
+        rm.remove_unclaimed(|_, _| true);
+        let left: Vec<String> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["t-0"], "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_directory_from_before_topic_ids_is_adopted_and_stamped() {
+        let data = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(data.path(), true);
+        let config = TopicConfig::default();
+        rm.open_topic("t", "aaaa", &[0], &config).await.unwrap();
+        rm.close_all().await;
+        let dir = partition_dir(data.path(), "t", 0);
+        std::fs::remove_file(dir.join(PARTITION_METADATA)).unwrap();
+        std::fs::write(dir.join("kept"), b"x").unwrap();
+        let rm = ReplicaManager::new(data.path(), true);
+        rm.open_topic("t", "cccc", &[0], &config).await.unwrap();
+        assert!(dir.join("kept").exists());
+        assert_eq!(stamped(&dir).as_deref(), Some("cccc"));
+        rm.close_all().await;
+    }
+
+    #[test]
+    fn unclaimed_directories_go_and_claimed_ones_stay() {
+        let data = tempfile::tempdir().unwrap();
+        for d in ["keep-0", "gone-1", "other", "x-3.abc-stray"] {
+            std::fs::create_dir(data.path().join(d)).unwrap();
+        }
+        let rm = ReplicaManager::new(data.path(), true);
+        rm.remove_unclaimed(|topic, p| topic == "keep" && p == 0);
+        let mut left: Vec<String> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["keep-0", "other"]);
     }
 }

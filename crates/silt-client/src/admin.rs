@@ -14,6 +14,17 @@ pub struct Admin {
     pub(crate) client: Client,
 }
 
+/// How long an admin call keeps looking for a broker that can answer.
+const ADMIN_RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether a failed call should go to the next broker: it did not reach a broker that could
+/// answer (unavailable, or the connection failed or broke).
+fn passes_over(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        || std::error::Error::source(status)
+            .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
 fn check(r: &v1::TopicResult) -> Result<(), ClientError> {
     if r.error_code == ErrorCode::None as i32 {
         Ok(())
@@ -27,26 +38,38 @@ impl Admin {
         Admin { client }
     }
 
-    /// Runs `call` against the first broker that answers at the transport level.
+    /// Runs `call` against the first broker that answers at the transport level: a broker that
+    /// cannot be reached, whose connection broke, or that is not ready (`Unavailable`) is passed
+    /// over for the next; when none answered, the round is tried again with backoff for up to
+    /// [`ADMIN_RETRY_WITHIN`].
     async fn with_admin<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last = ClientError::Connect("no broker answered".into());
-        for addr in self.client.any_addresses() {
-            let c = AdminClient::new(self.client.channel(&addr)?)
-                .max_decoding_message_size(crate::client::MAX_DECODE_BYTES);
-            match tokio::time::timeout(std::time::Duration::from_secs(60), call(c)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                    last = ClientError::Transport(status)
+        let deadline = tokio::time::Instant::now() + ADMIN_RETRY_WITHIN;
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let mut last = ClientError::Connect("no broker answered".into());
+            for addr in self.client.any_addresses() {
+                let c = AdminClient::new(self.client.channel(&addr)?)
+                    .max_decoding_message_size(crate::client::MAX_DECODE_BYTES);
+                match tokio::time::timeout(std::time::Duration::from_secs(60), call(c)).await {
+                    Ok(Ok(r)) => return Ok(r.into_inner()),
+                    Ok(Err(status)) if passes_over(&status) => {
+                        last = ClientError::Transport(status)
+                    }
+                    Ok(Err(status)) => return Err(ClientError::Transport(status)),
+                    Err(_) => last = ClientError::Timeout,
                 }
-                Ok(Err(status)) => return Err(ClientError::Transport(status)),
-                Err(_) => last = ClientError::Timeout,
             }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(last);
+            }
+            let _ = self.client.metadata(&[]).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
         }
-        Err(last)
     }
 
     /// Creates a topic; 0 partitions / replication factor means the broker default.

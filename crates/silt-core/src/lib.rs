@@ -12,6 +12,6 @@ pub mod partitioner;
 pub mod placement;
 mod topic_name;
 
-pub use ids::{LeaderEpoch, NodeId, PartitionId};
+pub use ids::{LeaderEpoch, NodeId, PartitionId, random_id128, random_u64};
 pub use offset::Offset;
 pub use topic_name::{TopicName, TopicNameError};

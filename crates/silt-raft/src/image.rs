@@ -44,12 +44,22 @@ pub struct PartitionImage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub id: u64,
+    /// Random 128-bit id (32 hex digits) chosen when the topic is created (KIP-516): a topic
+    /// deleted and created again under the same name is another topic. Empty in entries written
+    /// before topic ids; [`TopicImage::topic_id`] then derives one from `id`.
+    #[serde(default)]
+    pub uuid: String,
     /// Config overrides with Kafka's key names.
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionImage>,
 }
 
 impl TopicImage {
+    /// The id partition directories are stamped with (`partition.metadata`).
+    pub fn topic_id(&self) -> String {
+        if self.uuid.is_empty() { format!("{:032x}", self.id) } else { self.uuid.clone() }
+    }
+
     fn unclean_allowed(&self) -> bool {
         self.configs.get("unclean.leader.election.enable").is_some_and(|v| v == "true")
     }
@@ -93,6 +103,9 @@ pub enum Command {
         name: String,
         assignment: Vec<Vec<u64>>,
         configs: BTreeMap<String, String>,
+        /// The topic's random id (see [`TopicImage::uuid`]), drawn by the proposer.
+        #[serde(default)]
+        uuid: String,
     },
     DeleteTopic {
         name: String,
@@ -205,7 +218,7 @@ impl ClusterImage {
                 }
                 _ => CommandResponse::Rejected(format!("broker {id} epoch {epoch} is not current")),
             },
-            Command::CreateTopic { name, assignment, configs } => {
+            Command::CreateTopic { name, assignment, configs, uuid } => {
                 if self.topics.contains_key(name) {
                     return CommandResponse::Rejected(format!("topic {name} already exists"));
                 }
@@ -224,17 +237,21 @@ impl ClusterImage {
                     .iter()
                     .map(|replicas| {
                         let leader = elect_leader(replicas, replicas, |b| self.is_fenced(b), false);
+                        // Fenced replicas start out of the ISR: they join by catching up.
+                        let live: Vec<u64> =
+                            replicas.iter().copied().filter(|b| !self.is_fenced(*b)).collect();
                         PartitionImage {
                             replicas: replicas.clone(),
                             leader,
                             leader_epoch: 0,
                             partition_epoch: 0,
-                            isr: replicas.clone(),
+                            isr: if live.is_empty() { replicas.clone() } else { live },
                         }
                     })
                     .collect();
-                self.topics
-                    .insert(name.clone(), TopicImage { id, configs: configs.clone(), partitions });
+                let topic =
+                    TopicImage { id, uuid: uuid.clone(), configs: configs.clone(), partitions };
+                self.topics.insert(name.clone(), topic);
                 CommandResponse::TopicId(id)
             }
             Command::DeleteTopic { name } => match self.topics.remove(name) {
@@ -497,6 +514,7 @@ mod tests {
             name: name.into(),
             assignment,
             configs: BTreeMap::new(),
+            uuid: String::new(),
         });
         assert!(matches!(r, CommandResponse::TopicId(_)), "{r:?}");
     }
@@ -559,6 +577,7 @@ mod tests {
             name: "u".into(),
             assignment: vec![vec![1, 2]],
             configs,
+            uuid: String::new(),
         });
         img.apply(&Command::AlterPartition {
             topic: "u".into(),
@@ -688,7 +707,8 @@ mod tests {
             img.apply(&Command::CreateTopic {
                 name: "a".into(),
                 assignment: vec![vec![1]],
-                configs: BTreeMap::new()
+                configs: BTreeMap::new(),
+                uuid: String::new(),
             }),
             CommandResponse::Rejected(_)
         ));
@@ -696,7 +716,8 @@ mod tests {
             img.apply(&Command::CreateTopic {
                 name: "b".into(),
                 assignment: vec![vec![1, 1]],
-                configs: BTreeMap::new()
+                configs: BTreeMap::new(),
+                uuid: String::new(),
             }),
             CommandResponse::Rejected(_)
         ));

@@ -90,6 +90,7 @@ async fn a_three_node_quorum_forms_survives_its_leader_and_refuses_to_run_withou
         name: "orders".into(),
         assignment: vec![vec![7]],
         configs: BTreeMap::new(),
+        uuid: String::new(),
     };
     assert!(matches!(
         members[&leader].node.propose(create).await.unwrap(),

@@ -99,6 +99,7 @@ async fn the_state_machine_publishes_images_and_restores_its_snapshot() {
         name: "t".into(),
         assignment: vec![vec![1]],
         configs: BTreeMap::new(),
+        uuid: String::new(),
     };
     sm.apply(vec![entry(1, 1, register(1)), entry(1, 2, create)]).await.unwrap();
     assert!(images.has_changed().unwrap());

@@ -150,9 +150,10 @@ impl AdminService {
             return self.create_in_cluster(record, config).await;
         }
         shared.store.create(record).map_err(store_error)?;
-        if let Err(e) =
-            shared.replicas.open_topic(&t.name, &(0..partitions).collect::<Vec<_>>(), &config).await
-        {
+        let id = shared.store.get(&t.name).map_or(0, |r| r.id);
+        let topic_id = crate::broker::single_topic_id(id);
+        let all: Vec<u32> = (0..partitions).collect();
+        if let Err(e) = shared.replicas.open_topic(&t.name, &topic_id, &all, &config).await {
             let _ = shared.store.delete(&t.name);
             shared.replicas.delete_topic(&t.name).await;
             return Err(WireError::from(&e));
@@ -270,6 +271,7 @@ impl AdminService {
             name: name.clone(),
             assignment,
             configs: record.overrides,
+            uuid: silt_core::random_id128(),
         })
         .await?;
         self.await_local(&name, |c| c.is_some_and(|c| c == config)).await?;

@@ -44,11 +44,9 @@ impl Partitioner {
         Partitioner { sticky: HashMap::new(), rng: seed | 1 }
     }
 
-    /// A partitioner seeded from the process's random hasher keys.
+    /// A partitioner with a random seed.
     pub fn random() -> Partitioner {
-        use std::hash::{BuildHasher, Hasher};
-        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        Partitioner::new(seed)
+        Partitioner::new(silt_core::random_u64())
     }
 
     fn next_random(&mut self, below: u32) -> u32 {

@@ -1,0 +1,230 @@
+//! Shared pieces of the process fault tests: a three-broker cluster with the fault topic under
+//! an `acks=all` load ([`setup`]), healing and checking C1-C6 and C9 ([`finish`]), probes, raw
+//! produces straight to one broker, and on-disk damage.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use silt_client::{Acks, ProducerConfig, ProducerRecord};
+use silt_proto::v1;
+
+use crate::cluster::{ClusterSettings, ProcessCluster, describe_on};
+use crate::history::{History, Outcome, SendOp};
+use crate::workload::{LoadSpec, Workload, fault_topic_configs, final_read, replica_bytes};
+
+pub const TOPIC: &str = "faults";
+pub const PARTITIONS: u32 = 3;
+
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `binary`: the `siltd` to run (`env!("CARGO_BIN_EXE_siltd-under-test")` in a test).
+pub async fn setup(binary: &str) -> (ProcessCluster, Workload) {
+    let cluster = ProcessCluster::start(ClusterSettings::new(binary)).await;
+    let client = cluster.client().await;
+    client
+        .admin()
+        .create_topic(TOPIC, PARTITIONS, 3, fault_topic_configs())
+        .await
+        .expect("topic created");
+    for p in 0..PARTITIONS {
+        cluster
+            .wait_partition(TOPIC, p, Duration::from_secs(30), "a leader", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+    }
+    let load =
+        Workload::start(cluster.bootstrap(), LoadSpec::standard(TOPIC, PARTITIONS, 10_000)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (cluster, load)
+}
+
+/// Heals everything, stops the load, and checks C1-C6 and C9. Returns the history.
+pub async fn finish(
+    cluster: ProcessCluster,
+    load: Workload,
+    name: &str,
+) -> std::sync::Arc<History> {
+    finish_with(cluster, load, name, &[]).await
+}
+
+/// [`finish`], also checking that the replicas of `more` topics (name, partitions) are
+/// byte-identical below their HW.
+pub async fn finish_with(
+    mut cluster: ProcessCluster,
+    load: Workload,
+    name: &str,
+    more: &[(&str, u32)],
+) -> std::sync::Arc<History> {
+    for id in 1..=3 {
+        cluster.isolate(id, false);
+        if !cluster.brokers[&id].is_running() {
+            cluster.restart(id);
+        }
+    }
+    for id in 1..=3 {
+        cluster.resume(id);
+    }
+    cluster.wait_alive(3, Duration::from_secs(60)).await;
+    for p in 0..PARTITIONS {
+        cluster
+            .wait_partition(TOPIC, p, Duration::from_secs(60), "the full ISR back", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+    }
+    // Recovery phase under load, then stop it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let history = load.stop().await;
+    let fin = final_read(&cluster.bootstrap(), TOPIC, PARTITIONS).await;
+    let report = history.check(&fin);
+    println!("[{name}] {}", report.summary());
+    assert!(report.ok(), "[{name}] checker failed:\n{report}\nlogs:\n{}", cluster.logs());
+    assert!(report.acked > 100, "[{name}] too few acknowledged sends: {}", report.summary());
+
+    // C6: wait until every replica reports the leader's HW, then compare the stopped logs.
+    let mut topics = vec![(TOPIC, PARTITIONS)];
+    topics.extend_from_slice(more);
+    let mut hws = BTreeMap::new();
+    for &(topic, partitions) in &topics {
+        for p in 0..partitions {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut seen = Vec::new();
+                for b in cluster.brokers.values() {
+                    let hw = describe_on(&b.addr, topic)
+                        .await
+                        .and_then(|t| t.partitions.get(p as usize).map(|x| x.high_watermark));
+                    seen.push(hw.unwrap_or(-1));
+                }
+                if seen.iter().all(|h| *h >= 0 && *h == seen[0]) {
+                    hws.insert((topic, p), seen[0] as u64);
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "[{name}] replicas of {topic}/{p} disagree on the HW: {seen:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let panics = cluster.panics();
+    assert!(panics.is_empty(), "[{name}] a broker panicked: {panics:?}");
+    for id in 1..=3 {
+        assert_eq!(cluster.sigterm(id), Some(0), "[{name}] broker {id} exits cleanly");
+    }
+    for ((topic, p), hw) in hws {
+        let copies: Vec<Vec<u8>> = cluster
+            .brokers
+            .values()
+            .map(|b| {
+                replica_bytes(&b.dir.join(format!("{topic}-{p}")), hw).expect("replica readable")
+            })
+            .collect();
+        assert!(
+            copies.iter().all(|c| *c == copies[0]),
+            "[{name}] replicas of {topic}/{p} differ below the HW {hw}"
+        );
+    }
+    history
+}
+
+/// Sends one record to `partition` until one is acknowledged; records every probe in the
+/// history. Returns when the first acknowledgement came.
+pub async fn probe_until_acked(
+    cluster: &ProcessCluster,
+    history: &History,
+    partition: u32,
+    tag: &str,
+) -> Instant {
+    let client = cluster.client().await;
+    let producer = client.producer(ProducerConfig {
+        acks: Acks::All,
+        linger_ms: 0,
+        delivery_timeout_ms: 2_000,
+        request_timeout_ms: 1_500,
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0.. {
+        assert!(Instant::now() < deadline, "no acks=all produce succeeded within 60 s");
+        let value = format!("probe-{tag}-{i}");
+        let invoked = Instant::now();
+        let rec = ProducerRecord::new(TOPIC, value.clone()).with_partition(partition);
+        let outcome = match producer.send(rec).await {
+            Ok(f) => match f.await {
+                Ok(m) => Outcome::Acked { offset: m.offset },
+                Err(e) if e.definitely_not_stored => Outcome::Failed,
+                Err(_) => Outcome::Unknown,
+            },
+            Err(_) => Outcome::Failed,
+        };
+        let completed = Instant::now();
+        history.record_send(SendOp { value, partition, invoked, completed, outcome });
+        if matches!(outcome, Outcome::Acked { .. }) {
+            return completed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+pub fn others(leader: u64) -> Vec<u64> {
+    (1..=3).filter(|b| *b != leader).collect()
+}
+
+/// One raw single-record produce straight to `addr` (no client retries, no redirection).
+pub async fn raw_produce(
+    addr: &str,
+    partition: u32,
+    acks: v1::Acks,
+    value: &str,
+) -> Result<v1::PartitionProduceResponse, String> {
+    let mut raw = v1::data_client::DataClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut b = silt_core::batch::BatchBuilder::new();
+    b.push(&silt_core::batch::Record::value(value.to_string(), 0));
+    let req = v1::ProduceRequest {
+        acks: acks as i32,
+        timeout_ms: 2_000,
+        topics: vec![v1::TopicProduceData {
+            topic: TOPIC.into(),
+            partitions: vec![v1::PartitionProduceData {
+                partition,
+                data: Some(v1::partition_produce_data::Data::RecordBatches(
+                    b.build().expect("a batch"),
+                )),
+            }],
+        }],
+    };
+    match tokio::time::timeout(Duration::from_secs(5), raw.produce(req)).await {
+        Ok(Ok(resp)) => resp
+            .into_inner()
+            .topics
+            .pop()
+            .and_then(|mut t| t.partitions.pop())
+            .ok_or_else(|| "empty answer".to_string()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// Flips one byte halfway through the written part of the newest segment in `dir`.
+pub fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .expect("partition dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let path = logs.pop().expect("a segment");
+    let mut bytes = std::fs::read(&path).expect("segment readable");
+    let end = bytes.iter().rposition(|b| *b != 0).expect("the segment has data");
+    let at = end / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&path, &bytes).expect("segment written");
+    (path, at)
+}

@@ -1,0 +1,263 @@
+//! Restart and metadata fault tests (issue 13; RELIABILITY.md T16, T17, T18): a broker acts
+//! only on the quorum's current image. Same cluster, topic and load as `fault_test.rs`
+//! (`silt_tests::faults`), each test checked by the same checker (C1-C6, C9).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use silt_proto::v1;
+use silt_tests::faults::*;
+use silt_tests::history::{History, Outcome, SendOp};
+
+const SILTD: &str = env!("CARGO_BIN_EXE_siltd-under-test");
+
+/// A leader killed and back within its session, five times (issue 13): the new process is a
+/// new incarnation, so its registration moves the leaderships it held (leader epoch bumped) and
+/// takes it out of the ISRs; it rejoins only by fetching from the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t16_leader_restarted_within_its_session_never_leads_on_the_old_incarnation() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let probes = History::default();
+    let mut failovers = Vec::new();
+    for round in 0..5 {
+        let (leader, epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        tracing::info!(
+            "--- round {round}: kill -9 the leader {leader} of p0 and restart it at once"
+        );
+        let killed = Instant::now();
+        cluster.kill9(leader);
+        cluster.restart(leader);
+        // Well inside the 3 s session: only the new incarnation's registration moves p0.
+        let (new_leader, new_epoch, _) = cluster
+            .wait_partition(
+                TOPIC,
+                0,
+                Duration::from_secs(15),
+                "a leader epoch past the old incarnation's",
+                |_, e, _| e > epoch,
+            )
+            .await;
+        let acked = probe_until_acked(&cluster, &probes, 0, &format!("t16-{round}")).await;
+        let took = acked - killed;
+        println!(
+            "[t16] round {round}: restarted {leader} (epoch {epoch}); {new_leader} leads epoch {new_epoch}; first acks=all after {took:?}"
+        );
+        failovers.push(took);
+    }
+    failovers.sort();
+    println!(
+        "[t16] failover (kill -9 + immediate restart -> first acks=all ok) median {:?}, all {failovers:?}",
+        failovers[2]
+    );
+    for s in probes.sends() {
+        load.history.record_send(s);
+    }
+    finish(cluster, load, "t16").await;
+}
+
+/// The zombie leader (issue 13): a leader killed, deposed (its session expired, leadership
+/// moved), then restarted while it cannot hear the quorum (inbound links cut), so its image is
+/// the one replayed from its own log, naming it leader. Produced to directly from the moment
+/// its port opens, it must acknowledge nothing: every answer is BROKER_NOT_AVAILABLE until its
+/// image holds its new registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t17_restarted_deposed_leader_acknowledges_nothing_from_a_stale_image() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let controller = cluster.controller().await.expect("a controller");
+    let mut target = None;
+    for p in 0..PARTITIONS {
+        let (l, e, _) = cluster
+            .wait_partition(TOPIC, p, Duration::from_secs(30), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        if l != controller {
+            target = Some((p, l, e));
+            break;
+        }
+    }
+    let (partition, leader, epoch) = target.expect("a partition led by a non-controller");
+    tracing::info!("--- kill -9 broker {leader}, leader of p{partition}; wait until deposed");
+    cluster.kill9(leader);
+    cluster
+        .wait_partition(TOPIC, partition, Duration::from_secs(30), "a new leader", |l, e, _| {
+            l != leader && e > epoch
+        })
+        .await;
+    tracing::info!("--- restart it unable to hear the quorum; produce to it directly");
+    cluster.cut_inbound(leader, true);
+    cluster.restart(leader);
+    let addr = cluster.brokers[&leader].addr.clone();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut i = 0;
+    while Instant::now() < until {
+        for acks in [v1::Acks::Leader, v1::Acks::All] {
+            i += 1;
+            let value = format!("t17-{i}");
+            let invoked = Instant::now();
+            let r = raw_produce(&addr, partition, acks, &value).await;
+            let outcome = match &r {
+                Ok(p) if p.error_code() == v1::ErrorCode::None => {
+                    Outcome::Acked { offset: p.base_offset }
+                }
+                Ok(p) if p.error_code().definitely_not_stored() => Outcome::Failed,
+                Ok(_) => Outcome::Unknown,
+                Err(_) => Outcome::Failed, // not connected: nothing was sent
+            };
+            let key = match &r {
+                Ok(p) => format!("{:?}", p.error_code()),
+                Err(_) => "not reachable".into(),
+            };
+            *answers.entry(key).or_default() += 1;
+            load.history.record_send(SendOp {
+                value,
+                partition,
+                invoked,
+                completed: Instant::now(),
+                outcome,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("[t17] answers of the restarted broker {leader} for p{partition}: {answers:?}");
+    assert!(
+        cluster.log_of(leader).contains("registered with the cluster"),
+        "the scenario needs the restarted broker registered"
+    );
+    assert!(!answers.contains_key("None"), "acknowledged from a stale image: {answers:?}");
+    assert!(
+        answers.keys().all(|k| k == "BrokerNotAvailable" || k == "not reachable"),
+        "only BROKER_NOT_AVAILABLE while catching up: {answers:?}"
+    );
+    assert!(answers.contains_key("BrokerNotAvailable"), "{answers:?}");
+    tracing::info!("--- heal: it catches up and redirects to the real leader");
+    cluster.cut_inbound(leader, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let value = format!("t17-probe-{n}");
+        let r = raw_produce(&addr, partition, v1::Acks::All, &value).await;
+        if let Ok(p) = &r
+            && p.error_code() == v1::ErrorCode::NotLeader
+        {
+            break;
+        }
+        if let Ok(p) = &r {
+            let outcome = if p.error_code() == v1::ErrorCode::None {
+                Outcome::Acked { offset: p.base_offset }
+            } else if p.error_code().definitely_not_stored() {
+                Outcome::Failed
+            } else {
+                Outcome::Unknown
+            };
+            let now = Instant::now();
+            load.history.record_send(SendOp {
+                value,
+                partition,
+                invoked: now,
+                completed: now,
+                outcome,
+            });
+            if outcome != Outcome::Failed && outcome != Outcome::Unknown {
+                break; // caught up and leading again: a real acknowledgement
+            }
+        }
+        assert!(Instant::now() < deadline, "the restarted broker never caught up: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    finish(cluster, load, "t17").await;
+}
+
+/// The same with damage: the leader killed, a byte flipped in its active segment, restarted at
+/// once (within its session), three times. Its recovery cuts the log at the damage; as a new
+/// incarnation it has already lost the leadership and its ISR seat, so no follower ever
+/// truncates to its shorter log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t16b_damaged_leader_restarted_within_its_session_takes_nothing_with_it() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    for round in 0..3 {
+        let (leader, epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        tracing::info!("--- round {round}: kill -9 leader {leader}, flip a byte, restart at once");
+        cluster.kill9(leader);
+        let (path, at) =
+            corrupt_active_segment(&cluster.brokers[&leader].dir.join(format!("{TOPIC}-0")));
+        cluster.restart(leader);
+        let (new_leader, new_epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(15), "a new leader epoch", |_, e, _| {
+                e > epoch
+            })
+            .await;
+        println!(
+            "[t16b] round {round}: flipped byte {at} of {}; {new_leader} leads epoch {new_epoch}",
+            path.display()
+        );
+    }
+    finish(cluster, load, "t16b").await;
+}
+
+/// A topic deleted and created again while one of its replicas was down (T18): the returning
+/// broker's directory belongs to the old topic (another topic id), so it is discarded, never
+/// opened, and the replica is copied from the new topic's leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t18_a_topic_recreated_while_a_replica_was_down_keeps_none_of_the_old_data() {
+    const AGAIN: &str = "again";
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let client = cluster.client().await;
+    let admin = client.admin();
+    let configs = silt_tests::workload::fault_topic_configs();
+    admin.create_topic(AGAIN, 1, 3, configs.clone()).await.expect("created");
+    let producer = client.producer(silt_client::ProducerConfig::default());
+    for i in 0..200 {
+        let r = silt_client::ProducerRecord::new(AGAIN, format!("old-{i}"));
+        producer.send(r).await.expect("queued").await.expect("acknowledged");
+    }
+    let controller = cluster.controller().await.expect("a controller");
+    let (leader, _, _) = cluster
+        .wait_partition(AGAIN, 0, Duration::from_secs(30), "a full ISR", |_, _, isr| isr.len() == 3)
+        .await;
+    // A follower (placement by name puts the new topic's leader where the old one's was), so
+    // the new topic's leader epoch stays 0 as the old one's: only the topic id tells the two
+    // logs apart.
+    let away = (1..=3).find(|b| *b != controller && *b != leader).expect("a plain follower");
+    tracing::info!("--- kill -9 broker {away}; delete and re-create {AGAIN} within its session");
+    cluster.kill9(away);
+    admin.delete_topic(AGAIN).await.expect("deleted");
+    admin.create_topic(AGAIN, 1, 3, configs).await.expect("re-created");
+    for i in 0..20 {
+        let r = silt_client::ProducerRecord::new(AGAIN, format!("new-{i}"));
+        producer.send(r).await.expect("queued").await.expect("acknowledged");
+    }
+    tracing::info!("--- broker {away} returns with the old topic's directory");
+    cluster.restart(away);
+    cluster
+        .wait_partition(AGAIN, 0, Duration::from_secs(60), "the full ISR", |_, _, isr| {
+            isr.len() == 3
+        })
+        .await;
+    let strays = std::fs::read_dir(&cluster.brokers[&away].dir)
+        .expect("data dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-stray"))
+        .count();
+    println!("[t18] broker {away} rejoined {AGAIN}; stray directories left: {strays}");
+    let stamp = std::fs::read_to_string(
+        cluster.brokers[&away].dir.join(format!("{AGAIN}-0")).join("partition.metadata"),
+    )
+    .expect("the new replica is stamped");
+    assert!(stamp.contains("topic_id: "), "{stamp}");
+    let _ = producer.close().await;
+    // C6 over the re-created topic: the returning replica holds the new records only.
+    finish_with(cluster, load, "t18", &[(AGAIN, 1)]).await;
+}
