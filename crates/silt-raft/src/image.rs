@@ -122,6 +122,10 @@ pub enum Command {
         leader_epoch: u32,
         partition_epoch: u32,
         isr: Vec<u64>,
+        /// Broker epochs of the members the change adds, as the leader saw them fetch
+        /// (KIP-903): a member whose registration changed since is refused.
+        #[serde(default)]
+        member_epochs: BTreeMap<u64, u64>,
     },
     AllocateProducerIds {
         broker: u64,
@@ -272,6 +276,7 @@ impl ClusterImage {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                member_epochs,
             } => {
                 let p = match self.partition_mut(topic, *partition) {
                     Ok(p) => p,
@@ -295,12 +300,15 @@ impl ClusterImage {
                 // fetching must not become electable.
                 let joining: Vec<u64> =
                     isr.iter().copied().filter(|r| !p.isr.contains(r)).collect();
-                if let Some(r) = joining
-                    .into_iter()
-                    .find(|r| self.brokers.get(r).is_none_or(|b| b.fenced || b.shutting_down))
-                {
+                if let Some(r) = joining.into_iter().find(|r| {
+                    self.brokers.get(r).is_none_or(|b| {
+                        b.fenced
+                            || b.shutting_down
+                            || member_epochs.get(r).is_some_and(|e| *e != b.epoch)
+                    })
+                }) {
                     return CommandResponse::Rejected(format!(
-                        "broker {r} is fenced or shutting down: it cannot join an ISR"
+                        "broker {r} is fenced, shutting down or re-registered: it cannot join an ISR"
                     ));
                 }
                 let p = match self.partition_mut(topic, *partition) {
@@ -552,6 +560,7 @@ mod tests {
             leader_epoch: 0,
             partition_epoch: 0,
             isr: vec![1],
+            member_epochs: Default::default(),
         };
         assert_eq!(img.apply(&isr_only_1), CommandResponse::PartitionEpoch(1));
         let e = epoch(&img, 1);
@@ -586,6 +595,7 @@ mod tests {
             leader_epoch: 0,
             partition_epoch: 0,
             isr: vec![1],
+            member_epochs: Default::default(),
         });
         let e = epoch(&img, 1);
         img.apply(&Command::FenceBroker { id: 1, epoch: e });
@@ -607,6 +617,7 @@ mod tests {
             leader_epoch: 0,
             partition_epoch: 0,
             isr: vec![1],
+            member_epochs: Default::default(),
         };
         assert!(matches!(img.apply(&zombie), CommandResponse::Rejected(_)));
         let p = img.topics["t"].partitions[0].clone();
@@ -617,6 +628,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             isr: vec![3],
+            member_epochs: Default::default(),
         };
         assert!(
             matches!(img.apply(&bad_isr), CommandResponse::Rejected(_)),
@@ -629,6 +641,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             isr: vec![2, 3, 1],
+            member_epochs: Default::default(),
         };
         assert!(
             matches!(img.apply(&ok), CommandResponse::Rejected(_)),
@@ -643,6 +656,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             isr: vec![2, 3, 1],
+            member_epochs: Default::default(),
         };
         assert_eq!(img.apply(&ok), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
         // A fence with an old broker epoch (the broker re-registered since) is refused.
@@ -674,10 +688,33 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             isr: vec![2, 3, 1],
+            member_epochs: Default::default(),
         };
         assert!(matches!(img.apply(&rejoin), CommandResponse::Rejected(_)));
         img.apply(&register(1, 555));
         assert_eq!(img.apply(&rejoin), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
+    }
+
+    #[test]
+    fn a_member_seen_fetching_under_an_older_registration_cannot_join() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", vec![vec![1, 2, 3]]);
+        let old = epoch(&img, 3);
+        img.apply(&register(3, 999)); // a new process: out of the ISR, a new broker epoch
+        let new = epoch(&img, 3);
+        let p = img.topics["t"].partitions[0].clone();
+        assert_eq!(p.isr, vec![1, 2]);
+        let add3 = |e: u64| Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3],
+            member_epochs: BTreeMap::from([(3, e)]),
+        };
+        assert!(matches!(img.apply(&add3(old)), CommandResponse::Rejected(_)));
+        assert_eq!(img.apply(&add3(new)), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
     }
 
     #[test]
@@ -695,6 +732,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             isr: vec![1, 2, 3],
+            member_epochs: Default::default(),
         };
         assert!(matches!(img.apply(&add3), CommandResponse::Rejected(_)));
     }

@@ -49,6 +49,8 @@ struct Follower {
     /// that fetches at or past the leader's LEO of its previous fetch was caught up back then).
     prev_fetch_leader_leo: Offset,
     prev_fetch_time: Instant,
+    /// The registration (broker epoch) its fetches came from; 0 until one said.
+    broker_epoch: u64,
 }
 
 /// A proposed ISR, with the epochs the controller checks against the image.
@@ -57,6 +59,9 @@ pub struct IsrChange {
     pub leader_epoch: LeaderEpoch,
     pub partition_epoch: u32,
     pub isr: Vec<u64>,
+    /// For each member this change adds, the broker epoch its qualifying fetches came from: the
+    /// controller refuses the change if that is not the broker's current registration (KIP-903).
+    pub member_epochs: std::collections::BTreeMap<u64, u64>,
 }
 
 /// How the controller answered a proposed [`IsrChange`] that it did not accept.
@@ -107,6 +112,7 @@ impl LeaderState {
                         last_caught_up: now,
                         prev_fetch_leader_leo: Offset::ZERO,
                         prev_fetch_time: now,
+                        broker_epoch: 0,
                     },
                 )
             })
@@ -134,6 +140,21 @@ impl LeaderState {
     /// Whether `replica` is one of this partition's followers.
     pub fn is_follower(&self, replica: u64) -> bool {
         self.followers.contains_key(&replica)
+    }
+
+    /// A follower's fetch came from its registration `broker_epoch` (0: not said). Another
+    /// registration than before is another process (KIP-903): what the previous one fetched
+    /// says nothing about this one's log, so its position is forgotten until it fetches again.
+    pub fn on_registration(&mut self, replica: u64, broker_epoch: u64) {
+        let Some(f) = self.followers.get_mut(&replica) else { return };
+        if broker_epoch == 0 || f.broker_epoch == broker_epoch {
+            return;
+        }
+        if f.broker_epoch != 0 {
+            f.leo = None;
+            f.prev_fetch_leader_leo = Offset::ZERO;
+        }
+        f.broker_epoch = broker_epoch;
     }
 
     /// Records a follower's fetch at `fetch_offset` while the leader's LEO is `leader_leo`.
@@ -246,10 +267,17 @@ impl LeaderState {
         isr.sort_by_key(|r| self.view.replicas.iter().position(|x| x == r));
         let mut current = self.view.isr.clone();
         current.sort_by_key(|r| self.view.replicas.iter().position(|x| x == r));
+        let member_epochs = isr
+            .iter()
+            .filter(|r| !self.view.isr.contains(r))
+            .filter_map(|r| Some((*r, self.followers.get(r)?.broker_epoch)))
+            .filter(|(_, e)| *e != 0)
+            .collect();
         (isr != current).then_some(IsrChange {
             leader_epoch: self.view.leader_epoch,
             partition_epoch: self.view.partition_epoch,
             isr,
+            member_epochs,
         })
     }
 }
@@ -302,7 +330,12 @@ mod tests {
         let c = s.isr_change(Offset(0), t2, lag).expect("3 is shrunk");
         assert_eq!(
             c,
-            IsrChange { leader_epoch: LeaderEpoch(3), partition_epoch: 7, isr: vec![1, 2] }
+            IsrChange {
+                leader_epoch: LeaderEpoch(3),
+                partition_epoch: 7,
+                isr: vec![1, 2],
+                member_epochs: Default::default(),
+            }
         );
         // The image applies it (a new partition epoch).
         s.update_view(LeaderView { partition_epoch: 8, ..view(&[1, 2]) }, t2);
@@ -340,6 +373,22 @@ mod tests {
         assert_eq!(s.live_isr(t0), 1, "min.insync.replicas counts the committed ISR only");
         s.update_view(LeaderView { partition_epoch: 8, ..view(&[1, 2]) }, t0);
         assert_eq!(s.isr_min(Offset(60)), Offset(40), "and so does the committed one");
+    }
+
+    #[test]
+    fn a_follower_that_re_registered_is_counted_from_its_new_fetches_only() {
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let mut s = LeaderState::new(view(&[1]), Offset(40), t0);
+        s.on_registration(2, 5);
+        s.on_fetch(2, Offset(40), Offset(40), t0);
+        // A new process of broker 2 (registration 7) fetches: the old one's position is gone.
+        s.on_registration(2, 7);
+        assert!(s.isr_change(Offset(40), t0, lag).is_none(), "no expansion on the old position");
+        s.on_fetch(2, Offset(40), Offset(40), t0);
+        let c = s.isr_change(Offset(40), t0, lag).expect("2 caught up again: it joins");
+        assert_eq!(c.isr, vec![1, 2]);
+        assert_eq!(c.member_epochs, std::collections::BTreeMap::from([(2, 7)]), "KIP-903");
     }
 
     /// Leader of view isr [1] from offset 40, follower 2 caught up at 40: the expansion to

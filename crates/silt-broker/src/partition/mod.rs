@@ -123,6 +123,8 @@ enum Command {
     /// Leader: a follower's fetch (records its position, reads from it).
     ReplicaFetch {
         replica: u64,
+        /// The follower's registration (0: not said).
+        broker_epoch: u64,
         leader_epoch: LeaderEpoch,
         fetch_offset: Offset,
         max_bytes: usize,
@@ -338,12 +340,14 @@ impl PartitionHandle {
     pub async fn replica_fetch(
         &self,
         replica: u64,
+        broker_epoch: u64,
         leader_epoch: LeaderEpoch,
         fetch_offset: Offset,
         max_bytes: usize,
     ) -> Result<ReplicaRead, PartitionError> {
         self.call(|reply| Command::ReplicaFetch {
             replica,
+            broker_epoch,
             leader_epoch,
             fetch_offset,
             max_bytes,
@@ -625,13 +629,13 @@ mod tests {
         assert!(!waiting.is_finished());
         assert_eq!(h.state().high_watermark, Offset(0));
         // A fetch at 0 reads the record; the next at 1 reports it copied.
-        let r = h.replica_fetch(2, LeaderEpoch(4), Offset(0), 1 << 20).await.unwrap();
+        let r = h.replica_fetch(2, 0, LeaderEpoch(4), Offset(0), 1 << 20).await.unwrap();
         assert!(!r.data.is_empty());
         assert!(matches!(
-            h.replica_fetch(2, LeaderEpoch(3), Offset(1), 1 << 20).await,
+            h.replica_fetch(2, 0, LeaderEpoch(3), Offset(1), 1 << 20).await,
             Err(PartitionError::FencedEpoch { asked: 3, current: 4 })
         ));
-        let r = h.replica_fetch(2, LeaderEpoch(4), Offset(1), 1 << 20).await.unwrap();
+        let r = h.replica_fetch(2, 0, LeaderEpoch(4), Offset(1), 1 << 20).await.unwrap();
         assert_eq!(r.high_watermark, Offset(1));
         let appended = waiting.await.unwrap().unwrap();
         assert_eq!((appended.base_offset, appended.synced), (Offset(0), true));

@@ -345,9 +345,22 @@ impl Worker {
                 }
                 let _ = reply.send(r.map_err(Into::into));
             }
-            Command::ReplicaFetch { replica, leader_epoch, fetch_offset, max_bytes, reply } => {
-                let _ =
-                    reply.send(self.replica_fetch(replica, leader_epoch, fetch_offset, max_bytes));
+            Command::ReplicaFetch {
+                replica,
+                broker_epoch,
+                leader_epoch,
+                fetch_offset,
+                max_bytes,
+                reply,
+            } => {
+                let r = self.replica_fetch(
+                    replica,
+                    broker_epoch,
+                    leader_epoch,
+                    fetch_offset,
+                    max_bytes,
+                );
+                let _ = reply.send(r);
             }
             Command::EpochEnd { current_leader_epoch, epoch, reply } => {
                 let r = self.check_epoch(current_leader_epoch).and_then(|()| {
@@ -424,6 +437,7 @@ impl Worker {
     fn replica_fetch(
         &mut self,
         replica: u64,
+        broker_epoch: u64,
         leader_epoch: LeaderEpoch,
         fetch_offset: Offset,
         max_bytes: usize,
@@ -445,6 +459,7 @@ impl Worker {
             }
             .into());
         }
+        s.on_registration(replica, broker_epoch);
         s.on_fetch(replica, fetch_offset, end, Instant::now());
         self.advance_hw();
         let data = self.log_ref().read(fetch_offset, max_bytes)?.data;

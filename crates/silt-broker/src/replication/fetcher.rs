@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use silt_core::{LeaderEpoch, Offset};
@@ -38,6 +39,8 @@ const CALL_RETRY: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Followed {
     pub topic: String,
+    /// The topic's id (KIP-516), sent with every request for the partition.
+    pub topic_id: String,
     pub partition: u32,
     pub leader_epoch: LeaderEpoch,
 }
@@ -70,6 +73,7 @@ impl Fetchers {
                 {
                     by_leader.entry(l).or_default().push(Followed {
                         topic: name.clone(),
+                        topic_id: t.topic_id(),
                         partition: i as u32,
                         leader_epoch: LeaderEpoch(p.leader_epoch),
                     });
@@ -105,6 +109,7 @@ impl Fetchers {
 /// One followed partition's fetch state.
 struct State {
     epoch: LeaderEpoch,
+    topic_id: String,
     handle: PartitionHandle,
     /// The next fetch offset (this replica's log end); None until truncated for `epoch`.
     offset: Option<Offset>,
@@ -112,6 +117,13 @@ struct State {
 }
 
 type Key = (String, u32);
+
+/// Who sends replication requests: this broker and its registration.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    id: u64,
+    broker_epoch: u64,
+}
 
 async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<Followed>>) {
     let me = shared.config.node_id;
@@ -131,7 +143,13 @@ async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<F
             if let Some(handle) = shared.replicas.partition(&f.topic, f.partition) {
                 states.insert(
                     key,
-                    State { epoch: f.leader_epoch, handle, offset: None, retry_at: None },
+                    State {
+                        epoch: f.leader_epoch,
+                        topic_id: f.topic_id.clone(),
+                        handle,
+                        offset: None,
+                        retry_at: None,
+                    },
                 );
             }
         }
@@ -152,10 +170,15 @@ async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<F
         let rpc = &mut client.as_mut().expect("invariant: just set").1;
         let now = Instant::now();
         let due = |s: &State| s.retry_at.is_none_or(|t| t <= now);
+        // This process's registration, so the leader refuses fetches of a replaced one.
+        let sender = Sender {
+            id: me,
+            broker_epoch: shared.cluster.as_ref().map_or(0, |c| c.epoch.load(Ordering::SeqCst)),
+        };
         let ok = if states.values().any(|s| s.offset.is_none() && due(s)) {
-            truncate(me, rpc, &mut states).await
+            truncate(sender, rpc, &mut states).await
         } else if states.values().any(|s| s.offset.is_some() && due(s)) {
-            fetch(me, rpc, &mut states).await
+            fetch(sender, rpc, &mut states).await
         } else {
             let next = states.values().filter_map(|s| s.retry_at).min();
             wait(&mut wanted, next.or(Some(now + Duration::from_secs(1)))).await;
@@ -194,7 +217,7 @@ fn retry_later(s: &mut State, after: Duration) {
 /// yet stays without a fetch offset, so the next round asks again (KIP-279). False when the
 /// leader could not be asked.
 async fn truncate(
-    me: u64,
+    me: Sender,
     rpc: &mut ReplicationClient<Channel>,
     states: &mut HashMap<Key, State>,
 ) -> bool {
@@ -210,6 +233,7 @@ async fn truncate(
                 partition: key.1,
                 current_leader_epoch: s.epoch.0,
                 leader_epoch: epoch.0,
+                topic_id: s.topic_id.clone(),
             }),
             // An empty log has nothing to diverge: the fetch corrects a start the leader lacks.
             Ok((None, end)) => s.offset = Some(end),
@@ -222,7 +246,11 @@ async fn truncate(
     if queries.is_empty() {
         return true;
     }
-    let req = OffsetForLeaderEpochRequest { replica_id: me, partitions: queries };
+    let req = OffsetForLeaderEpochRequest {
+        replica_id: me.id,
+        partitions: queries,
+        broker_epoch: me.broker_epoch,
+    };
     let resp = match tokio::time::timeout(Duration::from_secs(5), rpc.offset_for_leader_epoch(req))
         .await
     {
@@ -268,7 +296,7 @@ async fn truncate(
 
 /// One `ReplicaFetch` round for every partition ready to fetch. False when the call failed.
 async fn fetch(
-    me: u64,
+    me: Sender,
     rpc: &mut ReplicationClient<Channel>,
     states: &mut HashMap<Key, State>,
 ) -> bool {
@@ -283,10 +311,12 @@ async fn fetch(
             fetch_offset: s.offset.expect("invariant: filtered").0,
             max_bytes: PARTITION_MAX_BYTES,
             high_watermark: s.handle.state().high_watermark.0,
+            topic_id: s.topic_id.clone(),
         })
         .collect();
     let req = ReplicaFetchRequest {
-        replica_id: me,
+        replica_id: me.id,
+        broker_epoch: me.broker_epoch,
         max_wait_ms: FETCH_MAX_WAIT_MS,
         max_bytes: FETCH_MAX_BYTES,
         partitions,

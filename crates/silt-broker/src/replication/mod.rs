@@ -42,6 +42,7 @@ pub(crate) async fn isr_loop(shared: Arc<Shared>) {
                     leader_epoch: change.leader_epoch.0,
                     partition_epoch: change.partition_epoch,
                     isr: change.isr.clone(),
+                    member_epochs: change.member_epochs.clone(),
                 };
                 match cluster.node.propose(cmd).await {
                     Ok(CommandResponse::PartitionEpoch(e)) => {

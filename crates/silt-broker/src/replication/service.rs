@@ -36,6 +36,49 @@ impl ReplicationService {
         ReplicationService { shared }
     }
 
+    /// Refuses requests from an older registration of the sending broker (KIP-903): a process
+    /// that was replaced, or fenced, must not count towards the HW or the ISR. A sender newer
+    /// than this broker's image means the image lags: retry. 0 (not sent) is not checked.
+    fn check_sender(&self, replica: u64, broker_epoch: u64) -> Result<(), WireError> {
+        let Some(c) = &self.shared.cluster else { return Ok(()) };
+        if broker_epoch == 0 {
+            return Ok(());
+        }
+        match c.image().brokers.get(&replica) {
+            Some(b) if b.epoch == broker_epoch && !b.fenced => Ok(()),
+            Some(b) if b.epoch < broker_epoch => Err(WireError::new(
+                ErrorCode::BrokerNotAvailable,
+                format!(
+                    "broker {replica} epoch {broker_epoch} is newer than this broker knows; retry"
+                ),
+            )),
+            _ => Err(WireError::new(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker {replica} epoch {broker_epoch} is not its current registration"),
+            )),
+        }
+    }
+
+    /// The partition, when the topic id the follower sent (if any) is the topic's here.
+    fn handle_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        topic_id: &str,
+    ) -> Result<PartitionHandle, WireError> {
+        if let Some(c) = &self.shared.cluster
+            && !topic_id.is_empty()
+            && let Some(t) = c.image().topics.get(topic)
+            && t.topic_id() != topic_id
+        {
+            return Err(WireError::new(
+                ErrorCode::InconsistentTopicId,
+                format!("{topic} has id {} here, not {topic_id}", t.topic_id()),
+            ));
+        }
+        self.handle(topic, partition)
+    }
+
     fn handle(&self, topic: &str, partition: u32) -> Result<PartitionHandle, WireError> {
         self.shared.replicas.partition(topic, partition).ok_or_else(|| {
             WireError::new(
@@ -80,8 +123,14 @@ impl Replication for ReplicationService {
         let total = (req.max_bytes as usize).clamp(1, limit);
         let n = req.partitions.len().max(1);
         let per_partition = (total / n).max(MIN_PARTITION_BYTES);
-        let handles: Vec<_> =
-            req.partitions.iter().map(|p| self.handle(&p.topic, p.partition)).collect();
+        let sender = self.check_sender(req.replica_id, req.broker_epoch);
+        let handles: Vec<_> = req
+            .partitions
+            .iter()
+            .map(|p| {
+                sender.clone().and_then(|()| self.handle_for(&p.topic, p.partition, &p.topic_id))
+            })
+            .collect();
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_WAIT);
         let mut stopping = self.shared.stopping.subscribe();
@@ -96,6 +145,7 @@ impl Replication for ReplicationService {
                 let max = (p.max_bytes as usize).clamp(1, per_partition);
                 h.replica_fetch(
                     req.replica_id,
+                    req.broker_epoch,
                     LeaderEpoch(p.leader_epoch),
                     Offset(p.fetch_offset),
                     max,
@@ -133,8 +183,12 @@ impl Replication for ReplicationService {
         req: Request<OffsetForLeaderEpochRequest>,
     ) -> Result<Response<OffsetForLeaderEpochResponse>, Status> {
         let req = req.into_inner();
+        let sender = self.check_sender(req.replica_id, req.broker_epoch);
+        let sender = &sender;
         let answers = join_all(req.partitions.into_iter().map(|q| async move {
-            let r = match self.handle(&q.topic, q.partition) {
+            let handle =
+                sender.clone().and_then(|()| self.handle_for(&q.topic, q.partition, &q.topic_id));
+            let r = match handle {
                 Ok(h) => h
                     .epoch_end(LeaderEpoch(q.current_leader_epoch), LeaderEpoch(q.leader_epoch))
                     .await

@@ -18,6 +18,11 @@ impl TestBroker {
     pub fn start() -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::for_test(dir.path());
+        TestBroker::start_with(config, dir)
+    }
+
+    /// A broker with `config` (its data in `dir`, kept until the broker is dropped).
+    pub fn start_with(config: BrokerConfig, dir: tempfile::TempDir) -> TestBroker {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -41,6 +46,22 @@ impl TestBroker {
         TestBroker { addr, stop: Some(stop), thread: Some(thread), _dir: dir }
     }
 
+    /// Stops the broker (cleanly) and hands back its data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dir, dir)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
     pub fn silt(&self, args: &[&str]) -> Output {
         self.silt_stdin(args, "")
     }
@@ -62,13 +83,27 @@ impl TestBroker {
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.shutdown();
     }
+}
+
+/// The config of broker `id` of a cluster whose brokers listen on `ports` (ids 1..).
+pub fn cluster_config(id: u64, ports: &[u16], dir: &std::path::Path) -> BrokerConfig {
+    let peers: Vec<String> =
+        ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
+    BrokerConfig {
+        node_id: id,
+        listen: format!("127.0.0.1:{}", ports[id as usize - 1]),
+        peers: Some(peers.join(",")),
+        ..BrokerConfig::for_test(dir)
+    }
+}
+
+/// `n` ports free right now.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 pub fn stdout(o: &Output) -> String {
