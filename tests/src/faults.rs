@@ -19,13 +19,17 @@ pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `binary`: the `siltd` to run (`env!("CARGO_BIN_EXE_siltd-under-test")` in a test).
 pub async fn setup(binary: &str) -> (ProcessCluster, Workload) {
+    setup_with(binary, fault_topic_configs()).await
+}
+
+/// [`setup`] with other configs for the fault topic (e.g. `durability=replicated`).
+pub async fn setup_with(
+    binary: &str,
+    configs: BTreeMap<String, String>,
+) -> (ProcessCluster, Workload) {
     let cluster = ProcessCluster::start(ClusterSettings::new(binary)).await;
     let client = cluster.client().await;
-    client
-        .admin()
-        .create_topic(TOPIC, PARTITIONS, 3, fault_topic_configs())
-        .await
-        .expect("topic created");
+    client.admin().create_topic(TOPIC, PARTITIONS, 3, configs).await.expect("topic created");
     for p in 0..PARTITIONS {
         cluster
             .wait_partition(TOPIC, p, Duration::from_secs(30), "a leader", |_, _, isr| {
@@ -212,7 +216,20 @@ pub async fn raw_produce(
 }
 
 /// Flips one byte halfway through the written part of the newest segment in `dir`.
-pub fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+/// Zeroes the last `bytes` written bytes of the newest segment in `dir` (a lost unsynced tail:
+/// with `durability=replicated` acknowledged records may live only in memory). Returns the
+/// segment and where the zeroing starts.
+pub fn zero_active_tail(dir: &std::path::Path, bytes: usize) -> (std::path::PathBuf, usize) {
+    let path = newest_segment(dir);
+    let mut data = std::fs::read(&path).expect("segment readable");
+    let end = data.iter().rposition(|b| *b != 0).expect("the segment has data") + 1;
+    let from = end.saturating_sub(bytes);
+    data[from..end].fill(0);
+    std::fs::write(&path, &data).expect("segment written");
+    (path, from)
+}
+
+fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
     let mut logs: Vec<_> = std::fs::read_dir(dir)
         .expect("partition dir")
         .flatten()
@@ -220,7 +237,11 @@ pub fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usi
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     logs.sort();
-    let path = logs.pop().expect("a segment");
+    logs.pop().expect("a segment")
+}
+
+pub fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let path = newest_segment(dir);
     let mut bytes = std::fs::read(&path).expect("segment readable");
     let end = bytes.iter().rposition(|b| *b != 0).expect("the segment has data");
     let at = end / 2;

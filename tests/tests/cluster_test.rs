@@ -196,6 +196,42 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
     assert_eq!(p.durability(), v1::DurabilityLevel::ReplicatedDisk);
     assert!(p.base_offset >= 0);
 
+    tracing::info!("--- a fetch names the leader epoch the consumer's metadata has");
+    let epoch0 = c1.admin().describe_topics(&["orders".to_string()]).await.unwrap()[0].partitions
+        [0]
+    .leader_epoch;
+    let fetch_at = |current: Option<u32>| v1::FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        decode_records: false,
+        topics: vec![v1::TopicFetchData {
+            topic: "orders".into(),
+            partitions: vec![v1::PartitionFetchData {
+                partition: 0,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+                current_leader_epoch: current,
+            }],
+        }],
+    };
+    for (current, want) in [
+        (Some(epoch0), ErrorCode::None),
+        (None, ErrorCode::None),
+        (Some(epoch0 + 1), ErrorCode::UnknownLeaderEpoch),
+    ] {
+        let r = to_leader.fetch(fetch_at(current)).await.unwrap().into_inner();
+        assert_eq!(
+            r.topics[0].partitions[0].error_code(),
+            want,
+            "current_leader_epoch {current:?}"
+        );
+    }
+    if epoch0 > 0 {
+        let r = to_leader.fetch(fetch_at(Some(epoch0 - 1))).await.unwrap().into_inner();
+        assert_eq!(r.topics[0].partitions[0].error_code(), ErrorCode::FencedLeaderEpoch);
+    }
+
     tracing::info!("--- durability=replicated: acks=all is answered from the replicas' memory");
     let configs: BTreeMap<String, String> =
         [("durability".to_string(), "replicated".to_string())].into();

@@ -1,4 +1,4 @@
-//! Restart and metadata fault tests (issue 13; RELIABILITY.md T16, T17, T18): a broker acts
+//! Restart and metadata fault tests (issue 13; RELIABILITY.md T16 with damage and lost tails, T17, T18): a broker acts
 //! only on the quorum's current image. Same cluster, topic and load as `fault_test.rs`
 //! (`silt_tests::faults`), each test checked by the same checker (C1-C6, C9).
 
@@ -260,4 +260,40 @@ async fn t18_a_topic_recreated_while_a_replica_was_down_keeps_none_of_the_old_da
     let _ = producer.close().await;
     // C6 over the re-created topic: the returning replica holds the new records only.
     finish_with(cluster, load, "t18", &[(AGAIN, 1)]).await;
+}
+
+/// The same with a lost tail: `durability=replicated` (acks=all counts replicas' memory), the
+/// leader killed, the last 4 KiB it wrote zeroed (never synced), restarted at once, three
+/// times. Its recovery cuts acknowledged records off its log; as a new incarnation it leads
+/// nothing, so the followers that hold them never truncate to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t16c_leader_losing_an_unsynced_tail_restarted_within_its_session_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut configs = silt_tests::workload::fault_topic_configs();
+    configs.insert("durability".into(), "replicated".into());
+    let (mut cluster, load) = setup_with(SILTD, configs).await;
+    for round in 0..3 {
+        let (leader, epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        tracing::info!(
+            "--- round {round}: kill -9 leader {leader}, lose its tail, restart at once"
+        );
+        cluster.kill9(leader);
+        let (path, from) =
+            zero_active_tail(&cluster.brokers[&leader].dir.join(format!("{TOPIC}-0")), 4096);
+        cluster.restart(leader);
+        let (new_leader, new_epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(15), "a new leader epoch", |_, e, _| {
+                e > epoch
+            })
+            .await;
+        println!(
+            "[t16c] round {round}: zeroed {} from byte {from}; {new_leader} leads epoch {new_epoch}",
+            path.display()
+        );
+    }
+    finish(cluster, load, "t16c").await;
 }

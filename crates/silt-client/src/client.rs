@@ -32,6 +32,8 @@ struct MetaCache {
     brokers: HashMap<u64, String>,
     /// Leader node id per partition (None: no leader).
     topics: HashMap<String, Vec<Option<u64>>>,
+    /// Leader epoch per partition, as the metadata said.
+    epochs: HashMap<String, Vec<u32>>,
 }
 
 #[derive(Debug)]
@@ -149,18 +151,25 @@ impl Client {
         meta.brokers = resp.brokers.iter().map(|b| (b.node_id, b.address.clone())).collect();
         if all {
             meta.topics.clear();
+            meta.epochs.clear();
         }
         for t in &resp.topics {
             if t.error_code == ErrorCode::None as i32 {
                 let mut leaders = vec![None; t.partitions.len()];
+                let mut epochs = vec![0; t.partitions.len()];
                 for p in &t.partitions {
                     if let Some(slot) = leaders.get_mut(p.partition as usize) {
                         *slot = p.leader;
                     }
+                    if let Some(slot) = epochs.get_mut(p.partition as usize) {
+                        *slot = p.leader_epoch;
+                    }
                 }
                 meta.topics.insert(t.name.clone(), leaders);
+                meta.epochs.insert(t.name.clone(), epochs);
             } else {
                 meta.topics.remove(&t.name);
+                meta.epochs.remove(&t.name);
             }
         }
     }
@@ -187,6 +196,13 @@ impl Client {
     fn cached_partitions(&self, topic: &str) -> Option<u32> {
         let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
         meta.topics.get(topic).map(|l| l.len() as u32)
+    }
+
+    /// The leader epoch of a partition as the cached metadata has it (sent on fetches, so a
+    /// leader can tell the consumer's metadata is stale).
+    pub(crate) fn leader_epoch(&self, topic: &str, partition: u32) -> Option<u32> {
+        let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+        meta.epochs.get(topic)?.get(partition as usize).copied()
     }
 
     /// The address of the leader of a partition, from the cache.

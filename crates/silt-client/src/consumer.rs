@@ -105,7 +105,7 @@ async fn fetch_from(
             partition: tp.partition,
             fetch_offset: *pos,
             partition_max_bytes: config.partition_max_bytes,
-            current_leader_epoch: None,
+            current_leader_epoch: client.leader_epoch(&tp.topic, tp.partition),
         };
         match topics.iter_mut().find(|t| t.topic == tp.topic) {
             Some(t) => t.partitions.push(p),

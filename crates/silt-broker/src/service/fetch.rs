@@ -35,7 +35,10 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
         for p in t.partitions {
-            let handle = shared.leader_handle(&t.topic, p.partition);
+            let handle = shared.leader_handle(&t.topic, p.partition).and_then(|h| {
+                check_leader_epoch(shared, &t.topic, p.partition, p.current_leader_epoch)?;
+                Ok(h)
+            });
             let pmax = if p.partition_max_bytes == 0 {
                 max_bytes
             } else {
@@ -96,6 +99,31 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
             _ = tokio::time::timeout(deadline - now, changed) => {}
             _ = stopping.changed() => deadline = Instant::now(),
         }
+    }
+}
+
+/// A consumer's `current_leader_epoch` against this leader's: older means the consumer's
+/// metadata is stale (FENCED_LEADER_EPOCH: refresh), newer that this broker lags
+/// (UNKNOWN_LEADER_EPOCH: retry). Not sent, or a single broker: not checked.
+fn check_leader_epoch(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    current_leader_epoch: Option<u32>,
+) -> Result<(), WireError> {
+    let (Some(asked), Some(c)) = (current_leader_epoch, &shared.cluster) else { return Ok(()) };
+    let image = c.image();
+    let Ok(p) = crate::cluster::partition_image(&image, topic, partition) else { return Ok(()) };
+    match asked.cmp(&p.leader_epoch) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(WireError::new(
+            ErrorCode::FencedLeaderEpoch,
+            format!("{topic}/{partition}: leader epoch {asked} is older than {}", p.leader_epoch),
+        )),
+        std::cmp::Ordering::Greater => Err(WireError::new(
+            ErrorCode::UnknownLeaderEpoch,
+            format!("{topic}/{partition}: leader epoch {asked} is newer than {}", p.leader_epoch),
+        )),
     }
 }
 
