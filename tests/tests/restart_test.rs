@@ -1,4 +1,4 @@
-//! Restart and metadata fault tests (issue 13; RELIABILITY.md T16 with damage and lost tails, T17, T18): a broker acts
+//! Restart and metadata fault tests (issue 13; RELIABILITY.md T16 with damage and lost tails, T17, T18, and controlled shutdown): a broker acts
 //! only on the quorum's current image. Same cluster, topic and load as `fault_test.rs`
 //! (`silt_tests::faults`), each test checked by the same checker (C1-C6, C9).
 
@@ -296,4 +296,45 @@ async fn t16c_leader_losing_an_unsynced_tail_restarted_within_its_session_loses_
         );
     }
     finish(cluster, load, "t16c").await;
+}
+
+/// Controlled shutdown (SIGTERM) takes the stopping broker out of the ISRs it is in before it
+/// exits, so acks=all writes do not wait out its session (3 s) or the replica lag (4 s) per
+/// bounce; restarted, it rejoins by fetching. Three bounces of a follower of p0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t19_a_stopping_broker_leaves_the_isrs_before_it_exits() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let probes = History::default();
+    for round in 0..3 {
+        let (leader, _, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        let follower = others(leader)[0];
+        tracing::info!("--- round {round}: SIGTERM follower {follower} of p0");
+        let stopped = Instant::now();
+        assert_eq!(cluster.sigterm(follower), Some(0), "clean exit");
+        // Out of the ISR already: well inside the session timeout it would otherwise take.
+        cluster
+            .wait_partition(
+                TOPIC,
+                0,
+                Duration::from_millis(1500),
+                "the ISR without it",
+                |_, _, isr| !isr.contains(&follower),
+            )
+            .await;
+        let acked = probe_until_acked(&cluster, &probes, 0, &format!("t19-{round}")).await;
+        println!(
+            "[t19] round {round}: SIGTERM {follower}; first acks=all on p0 {:?} after the signal",
+            acked - stopped
+        );
+        cluster.restart(follower);
+    }
+    for s in probes.sends() {
+        load.history.record_send(s);
+    }
+    finish(cluster, load, "t19").await;
 }
