@@ -14,7 +14,7 @@ use crate::error::WireError;
 use crate::topic_config::TopicConfig;
 use crate::topic_store::{TopicRecord, TopicStoreError};
 use silt_core::placement::{BrokerSlot, place_replicas};
-use silt_raft::{Command, CommandResponse};
+use silt_raft::{Command, CommandResponse, Rejection};
 
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -51,6 +51,25 @@ fn store_error(e: TopicStoreError) -> WireError {
         }
         other => WireError::new(ErrorCode::StorageError, other.to_string()),
     }
+}
+
+/// The client's error for a command the quorum refused, by the refusal's kind.
+fn rejection_error(r: &Rejection) -> WireError {
+    let code = match r {
+        Rejection::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
+        Rejection::UnknownTopic { .. } => ErrorCode::UnknownTopic,
+        Rejection::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        // No partitions, or one without distinct replicas: more replicas than brokers.
+        Rejection::InvalidAssignment { .. } => ErrorCode::InvalidReplicationFactor,
+        // Not proposed by admin calls; listed so a new kind needs a decision here.
+        Rejection::UnknownBroker { .. }
+        | Rejection::StaleBrokerEpoch { .. }
+        | Rejection::StaleEpochs { .. }
+        | Rejection::InvalidIsr { .. }
+        | Rejection::IneligibleReplica { .. }
+        | Rejection::EmptyProducerIdBlock { .. } => ErrorCode::InvalidRequest,
+    };
+    WireError::new(code, r.to_string())
 }
 
 impl AdminService {
@@ -214,15 +233,7 @@ impl AdminService {
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, WireError> {
         let cluster = self.shared.cluster.as_ref().expect("invariant: called in cluster mode");
         match cluster.node.propose(cmd).await {
-            Ok(CommandResponse::Rejected(why)) if why.contains("already exists") => {
-                Err(WireError::new(ErrorCode::TopicAlreadyExists, why))
-            }
-            Ok(CommandResponse::Rejected(why)) if why.contains("unknown topic") => {
-                Err(WireError::new(ErrorCode::UnknownTopic, why))
-            }
-            Ok(CommandResponse::Rejected(why)) => {
-                Err(WireError::new(ErrorCode::InvalidRequest, why))
-            }
+            Ok(CommandResponse::Rejected(why)) => Err(rejection_error(&why)),
             Ok(r) => Ok(r),
             Err(e) => {
                 Err(WireError::new(ErrorCode::RequestTimedOut, format!("metadata quorum: {e}")))
@@ -413,5 +424,33 @@ impl v1::admin_server::Admin for AdminService {
             raft_term: v.raft_term,
             cluster_id: v.cluster_id.to_string(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_refusals_map_to_wire_codes_by_kind_not_by_message() {
+        let code = |r: Rejection| rejection_error(&r).code;
+        assert_eq!(
+            code(Rejection::TopicExists { topic: "t".into() }),
+            ErrorCode::TopicAlreadyExists
+        );
+        assert_eq!(code(Rejection::UnknownTopic { topic: "t".into() }), ErrorCode::UnknownTopic);
+        // Substring matching sent this one to INVALID_REQUEST ("unknown partition" is not
+        // "unknown topic").
+        assert_eq!(
+            code(Rejection::UnknownPartition { topic: "t".into(), partition: 4 }),
+            ErrorCode::UnknownPartition
+        );
+        assert_eq!(
+            code(Rejection::InvalidAssignment { topic: "t".into() }),
+            ErrorCode::InvalidReplicationFactor
+        );
+        assert_eq!(code(Rejection::UnknownBroker { id: 3 }), ErrorCode::InvalidRequest);
+        let e = rejection_error(&Rejection::TopicExists { topic: "orders".into() });
+        assert_eq!(e.message, "topic orders already exists");
     }
 }
