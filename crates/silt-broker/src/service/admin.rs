@@ -128,8 +128,9 @@ impl AdminService {
         self.create_checked(record, config).await
     }
 
-    /// Creates an internal topic (`__consumer_offsets`) unless it exists: no name check; the
-    /// replication factor is capped at the live brokers.
+    /// Creates an internal topic (`__consumer_offsets`) unless it exists: no name check. The
+    /// caller chose the replication factor (a placement over fewer unfenced brokers fails, so
+    /// the topic never gets fewer replicas than asked).
     pub(crate) async fn create_internal(
         &self,
         name: &str,
@@ -142,12 +143,11 @@ impl AdminService {
         if view(shared).topics.contains_key(name) {
             return Ok(());
         }
-        let brokers = view(shared).brokers.iter().filter(|b| b.alive).count().max(1);
         let record = TopicRecord {
             name: name.to_string(),
             id: 0,
             partitions,
-            replication_factor: replication_factor.clamp(1, brokers as u32),
+            replication_factor,
             overrides,
         };
         let config = shared
