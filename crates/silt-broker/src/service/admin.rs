@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::metadata::{TopicView, view};
 use crate::broker::Shared;
 use crate::error::WireError;
-use crate::topic_config::TopicConfig;
+use crate::topic_config::{ConfigDecision, TopicConfig};
 use crate::topic_store::{TopicRecord, TopicStoreError};
 use silt_core::placement::{BrokerSlot, place_replicas};
 use silt_raft::{Command, CommandResponse, Rejection};
@@ -191,6 +191,7 @@ impl AdminService {
         }
         shared.store.delete(name).map_err(store_error)?;
         shared.set_topic_config(name, None);
+        shared.clear_config_error(name);
         shared.replicas.delete_topic(name).await;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
@@ -338,6 +339,17 @@ impl AdminService {
             return self.await_local(&t.name, |c| c.is_some_and(|c| c == config)).await;
         }
         shared.store.set_overrides(&t.name, t.overrides.clone()).map_err(store_error)?;
+        if shared.config_error(&t.name).is_some() {
+            // Offline here until now (its stored config did not apply): open it.
+            let all: Vec<u32> = (0..t.partitions).collect();
+            let topic_id = crate::broker::single_topic_id(t.id);
+            shared
+                .replicas
+                .open_topic(&t.name, &topic_id, &all, &config)
+                .await
+                .map_err(|e| WireError::from(&e))?;
+            shared.adopt_config(&t.name, &ConfigDecision::Apply(config.clone()));
+        }
         shared
             .replicas
             .set_config(&t.name, &config)
