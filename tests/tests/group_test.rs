@@ -529,9 +529,17 @@ async fn the_offsets_topic_waits_for_enough_live_brokers_for_its_replication_fac
     cluster.restart(3);
     cluster.wait_alive(3, Duration::from_secs(60)).await;
     find_coordinator(&client, "rf").await;
-    let d = client.admin().describe_topics(&["__consumer_offsets".to_string()]).await.unwrap();
+    // Describe answers configs from the answering broker's applied state: wait until it has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let d = client.admin().describe_topics(&["__consumer_offsets".to_string()]).await.unwrap();
+        if d[0].configs.get("min.insync.replicas").map(String::as_str) == Some("2") {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "min.insync.replicas is not 2: {:?}", d[0].configs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(d[0].replication_factor, 3);
     assert!(d[0].partitions.iter().all(|p| p.replicas.len() == 3), "{:?}", d[0].partitions);
-    assert_eq!(d[0].configs.get("min.insync.replicas").map(String::as_str), Some("2"));
     assert!(cluster.panics().is_empty());
 }
