@@ -483,3 +483,63 @@ fn silt_tests_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// `__consumer_offsets` gets its full replication factor: while one broker of three is down,
+/// the coordinator lookup answers the retriable COORDINATOR_NOT_AVAILABLE instead of creating
+/// the topic with two replicas forever; once the third is back it is created with three, and
+/// `min.insync.replicas` 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_waits_for_enough_live_brokers_for_its_replication_factor() {
+    let _serial = SERIAL.lock().await;
+    let mut settings = ClusterSettings::new(env!("CARGO_BIN_EXE_siltd-under-test"));
+    settings.extra = "offsets_topic_partitions = 4\n".into();
+    let mut cluster = ProcessCluster::start(settings).await;
+    let client = cluster.client().await;
+
+    eprintln!("--- kill broker 3 and wait until it is fenced");
+    cluster.kill9(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(m) = client.metadata(&[]).await
+            && m.brokers.iter().filter(|b| b.alive).count() == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 3 was not fenced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    eprintln!("--- the coordinator lookup waits instead of creating an RF-2 offsets topic");
+    let addr = cluster.brokers[&1].addr.clone();
+    let mut g = v1::groups_client::GroupsClient::connect(format!("http://{addr}")).await.unwrap();
+    let r = g
+        .find_coordinator(v1::FindCoordinatorRequest { group: "rf".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, ErrorCode::CoordinatorNotAvailable as i32, "{}", r.error_message);
+    assert!(r.error_message.contains("waiting for 3 live brokers"), "{}", r.error_message);
+    let m = client.metadata(&[]).await.unwrap();
+    assert!(
+        m.topics.iter().all(|t| t.name != "__consumer_offsets"),
+        "the offsets topic was created with fewer replicas than configured"
+    );
+
+    eprintln!("--- broker 3 returns: the topic is created with three replicas");
+    cluster.restart(3);
+    cluster.wait_alive(3, Duration::from_secs(60)).await;
+    find_coordinator(&client, "rf").await;
+    // Describe answers configs from the answering broker's applied state: wait until it has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let d = client.admin().describe_topics(&["__consumer_offsets".to_string()]).await.unwrap();
+        if d[0].configs.get("min.insync.replicas").map(String::as_str) == Some("2") {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "min.insync.replicas is not 2: {:?}", d[0].configs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(d[0].replication_factor, 3);
+    assert!(d[0].partitions.iter().all(|p| p.replicas.len() == 3), "{:?}", d[0].partitions);
+    assert!(cluster.panics().is_empty());
+}

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::{BrokerConfig, BrokerConfigError};
 use crate::replica_manager::ReplicaManager;
 use crate::service::{AdminService, DataService, MetadataService};
-use crate::topic_config::TopicConfig;
+use crate::topic_config::{ConfigDecision, TopicConfig};
 use crate::topic_store::{FileTopicStore, TopicRecord, TopicStore, TopicStoreError};
 
 /// Why a broker could not start.
@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     pub replicas: ReplicaManager,
     /// Effective configuration of each topic (defaults + overrides).
     pub topic_configs: RwLock<HashMap<String, TopicConfig>>,
+    /// Topics whose stored config this broker cannot apply, with why (see [`ConfigDecision`]):
+    /// served with their previous config, or offline here when they had none.
+    pub config_errors: RwLock<BTreeMap<String, String>>,
     /// Serializes topic creation, deletion and config changes.
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Turns true when shutdown starts, so long polls answer at once instead of holding the
@@ -96,10 +99,7 @@ impl Shared {
         use silt_proto::v1::ErrorCode;
         self.serving()?;
         if self.topic_config(topic).is_none() {
-            return Err(crate::error::WireError::new(
-                ErrorCode::UnknownTopic,
-                format!("unknown topic {topic}"),
-            ));
+            return Err(self.missing_topic(topic, partition));
         }
         if let Some(c) = &self.cluster {
             crate::cluster::check_leader(&c.image(), self.config.node_id, topic, partition)?;
@@ -117,6 +117,76 @@ impl Shared {
                 format!("topic {topic} has no partition {partition}"),
             )
         })
+    }
+
+    /// The error for a request naming a topic this broker has no config for: `UNKNOWN_TOPIC`,
+    /// unless the topic exists but its stored config does not apply here (its partitions are
+    /// offline on this broker): then `NOT_LEADER` (with a hint) when another broker leads the
+    /// partition, else the retriable `BROKER_NOT_AVAILABLE` naming the config error — the
+    /// client retries while an operator fixes the config or this broker's limits.
+    pub fn missing_topic(&self, topic: &str, partition: u32) -> crate::error::WireError {
+        use silt_proto::v1::ErrorCode;
+        let Some(why) = self.config_error(topic) else {
+            return crate::error::WireError::new(
+                ErrorCode::UnknownTopic,
+                format!("unknown topic {topic}"),
+            );
+        };
+        if let Some(c) = &self.cluster
+            && let Err(e) =
+                crate::cluster::check_leader(&c.image(), self.config.node_id, topic, partition)
+        {
+            return e;
+        }
+        crate::error::WireError::new(
+            ErrorCode::BrokerNotAvailable,
+            format!(
+                "{topic}/{partition} is offline on broker {}: its topic config does not apply \
+                 here ({why}); retry",
+                self.config.node_id
+            ),
+        )
+    }
+
+    /// Records the outcome of a [`ConfigDecision`] for `topic` (an error is logged once per
+    /// distinct error: an operator must act) and returns the config to serve the topic with,
+    /// or `None` when its partitions stay offline here.
+    pub fn adopt_config(&self, topic: &str, decision: &ConfigDecision) -> Option<TopicConfig> {
+        let mut errors = self.config_errors.write().unwrap_or_else(|p| p.into_inner());
+        match decision.error() {
+            None => {
+                if errors.remove(topic).is_some() {
+                    tracing::info!(topic, "the topic's config applies on this broker again");
+                }
+            }
+            Some(e) => {
+                let why = e.to_string();
+                if errors.get(topic) != Some(&why) {
+                    if decision.config().is_some() {
+                        tracing::error!(topic, error = %e, "cannot apply the topic's new config on this broker; keeping its previous config");
+                    } else {
+                        tracing::error!(topic, error = %e, "cannot apply the topic's config on this broker; its partitions stay offline here");
+                    }
+                    errors.insert(topic.to_string(), why);
+                }
+            }
+        }
+        decision.config().cloned()
+    }
+
+    /// Forgets a deleted topic's config error.
+    pub fn clear_config_error(&self, topic: &str) {
+        self.config_errors.write().unwrap_or_else(|p| p.into_inner()).remove(topic);
+    }
+
+    /// Why `topic`'s stored config does not apply here, if it does not.
+    pub fn config_error(&self, topic: &str) -> Option<String> {
+        self.config_errors.read().unwrap_or_else(|p| p.into_inner()).get(topic).cloned()
+    }
+
+    /// Topics whose stored config this broker cannot apply (`silt_topic_config_errors`).
+    pub fn config_error_count(&self) -> usize {
+        self.config_errors.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Members of the partition's ISR (1 on a single broker).
@@ -245,6 +315,7 @@ impl Broker {
             store: Box::new(store),
             replicas,
             topic_configs: RwLock::new(HashMap::new()),
+            config_errors: RwLock::new(BTreeMap::new()),
             admin_lock: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::channel(false).0,
             cluster,
@@ -252,10 +323,10 @@ impl Broker {
             coordinator: crate::groups::Coordinator::default(),
         });
         for t in topics {
-            let tc = shared.effective_config(&t).unwrap_or_else(|e| {
-                tracing::warn!(topic = %t.name, error = %e, "stored topic config no longer valid; using defaults");
-                shared.config.topic_defaults.topic_config()
-            });
+            // A stored config this broker cannot apply (e.g. it restarted with a smaller
+            // `max_request_bytes`) leaves the topic offline, never served with the defaults.
+            let decision = ConfigDecision::new(shared.effective_config(&t), None);
+            let Some(tc) = shared.adopt_config(&t.name, &decision) else { continue };
             shared
                 .replicas
                 .open_topic(

@@ -22,6 +22,7 @@ use crate::broker::{Shared, StartError};
 use crate::config::{BrokerConfig, parse_peers};
 use crate::error::WireError;
 use crate::partition::{LeaderView, RoleSpec};
+use crate::topic_config::ConfigDecision;
 
 /// This broker's membership in the metadata quorum.
 #[derive(Debug)]
@@ -208,15 +209,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 async fn reconcile(shared: &Shared, image: &ClusterImage) {
     let me = shared.config.node_id;
     for (name, t) in &image.topics {
-        let config = shared
+        let stored = shared
             .config
             .topic_defaults
             .topic_config()
-            .with_overrides(&t.configs, shared.config.max_request_bytes)
-            .unwrap_or_else(|e| {
-                tracing::warn!(topic = %name, error = %e, "topic config in the image is invalid here; using defaults");
-                shared.config.topic_defaults.topic_config()
-            });
+            .with_overrides(&t.configs, shared.config.max_request_bytes);
+        // Never the defaults for a config that does not apply here: the previous one, or the
+        // topic stays offline on this broker (see `ConfigDecision`).
+        let decision = ConfigDecision::new(stored, shared.topic_config(name));
+        let Some(config) = shared.adopt_config(name, &decision) else { continue };
         if shared.topic_config(name).is_some_and(|c| c != config)
             && let Err(e) = shared.replicas.set_config(name, &config).await
         {
@@ -283,6 +284,13 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
     for name in shared.topic_names() {
         if !image.topics.contains_key(&name) {
             shared.set_topic_config(&name, None);
+        }
+    }
+    let errors: Vec<String> =
+        shared.config_errors.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    for name in errors {
+        if !image.topics.contains_key(&name) {
+            shared.clear_config_error(&name);
         }
     }
 }

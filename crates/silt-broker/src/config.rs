@@ -30,7 +30,7 @@ pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
 /// Default partitions of `__consumer_offsets` (fixed once the topic exists).
 pub const DEFAULT_OFFSETS_TOPIC_PARTITIONS: u32 = 16;
-/// Default replication factor of `__consumer_offsets` (capped at the live brokers).
+/// Default replication factor of `__consumer_offsets` (capped at the cluster's size).
 pub const DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR: u32 = 3;
 /// Default segment size of `__consumer_offsets` (segments are preallocated; N x RF of them).
 pub const DEFAULT_OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -128,7 +128,8 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// Partitions of the internal `__consumer_offsets` topic, created on first group use.
     pub offsets_topic_partitions: u32,
-    /// Its replication factor (capped at the brokers alive when it is created).
+    /// Its replication factor, capped at the cluster's size (Raft voters or registered brokers,
+    /// the larger); the topic waits until that many brokers are alive. 1 on a single broker.
     pub offsets_topic_replication_factor: u32,
     /// Its segment size; the coordinator rewrites the live offsets and drops older segments
     /// once a partition holds more than two segments, mostly superseded.

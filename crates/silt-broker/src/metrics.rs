@@ -180,6 +180,13 @@ pub(crate) fn render(shared: &Shared) -> String {
     gauge(&mut out, "silt_partitions_led", "Partitions this broker leads.", led);
     gauge(
         &mut out,
+        "silt_topic_config_errors",
+        "Topics whose stored config this broker cannot apply (kept on their previous config, or \
+         offline here when they had none).",
+        shared.config_error_count(),
+    );
+    gauge(
+        &mut out,
         "silt_under_replicated_partitions",
         "Partitions led here whose ISR is smaller than their replica set.",
         under,

@@ -226,6 +226,54 @@ impl TopicConfig {
 /// Room left in a request for everything but the batch (topic names, framing).
 pub const REQUEST_OVERHEAD_BYTES: usize = 64 * 1024;
 
+/// What a broker serves a topic with when it applies the topic's stored config (the image's or
+/// `topics.json`'s overrides). The controller validated the overrides, but against its own
+/// limits: a broker with a smaller `max_request_bytes` may not be able to apply them. Falling
+/// back to the defaults would silently change durability, `min.insync.replicas` and retention,
+/// so it never does.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ConfigDecision {
+    /// The stored config applies here.
+    Apply(TopicConfig),
+    /// It does not apply here; keep serving with the config this broker already had.
+    KeepPrevious { config: TopicConfig, error: ConfigError },
+    /// It does not apply here and the broker had none: the topic's partitions stay offline on
+    /// this broker (not opened, not served) until it can apply one.
+    Offline { error: ConfigError },
+}
+
+impl ConfigDecision {
+    /// Decides from the stored config as this broker parsed it and the config it serves today.
+    pub fn new(
+        stored: Result<TopicConfig, ConfigError>,
+        previous: Option<TopicConfig>,
+    ) -> ConfigDecision {
+        match (stored, previous) {
+            (Ok(config), _) => ConfigDecision::Apply(config),
+            (Err(error), Some(config)) => ConfigDecision::KeepPrevious { config, error },
+            (Err(error), None) => ConfigDecision::Offline { error },
+        }
+    }
+
+    /// The config to serve the topic with (`None`: offline here).
+    pub fn config(&self) -> Option<&TopicConfig> {
+        match self {
+            ConfigDecision::Apply(c) | ConfigDecision::KeepPrevious { config: c, .. } => Some(c),
+            ConfigDecision::Offline { .. } => None,
+        }
+    }
+
+    /// Why the stored config does not apply here, if it does not.
+    pub fn error(&self) -> Option<&ConfigError> {
+        match self {
+            ConfigDecision::Apply(_) => None,
+            ConfigDecision::KeepPrevious { error, .. } | ConfigDecision::Offline { error } => {
+                Some(error)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +334,38 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.key, "max.message.bytes");
+    }
+
+    #[test]
+    fn a_config_this_broker_cannot_apply_never_falls_back_to_the_defaults() {
+        let strict = map(&[
+            ("min.insync.replicas", "2"),
+            ("durability", "fsync"),
+            ("retention.ms", "-1"),
+            ("max.message.bytes", "4194304"),
+        ]);
+        let small_limit = 2 * 1024 * 1024;
+        let stored = TopicConfig::default().with_overrides(&strict, small_limit);
+        assert!(stored.is_err(), "4 MiB batches do not fit 2 MiB requests");
+        // Nothing served yet: offline here, not defaults.
+        let d = ConfigDecision::new(stored.clone(), None);
+        assert_eq!(d.config(), None);
+        assert_eq!(d.error().map(|e| e.key.as_str()), Some("max.message.bytes"));
+        // Served before with the old overrides: keeps exactly those.
+        let previous = TopicConfig::default()
+            .with_overrides(&map(&[("min.insync.replicas", "2"), ("durability", "fsync")]), LIMIT)
+            .unwrap();
+        let d = ConfigDecision::new(stored, Some(previous.clone()));
+        assert_eq!(d.config(), Some(&previous));
+        assert_eq!(d.config().map(|c| c.min_insync_replicas), Some(2));
+        assert!(d.error().is_some());
+    }
+
+    #[test]
+    fn a_config_that_applies_replaces_the_previous_one() {
+        let stored = TopicConfig::default().with_overrides(&map(&[("retention.ms", "5")]), LIMIT);
+        let d = ConfigDecision::new(stored.clone(), Some(TopicConfig::default()));
+        assert_eq!(d, ConfigDecision::Apply(stored.unwrap()));
+        assert_eq!(d.error(), None);
     }
 }

@@ -308,3 +308,83 @@ async fn shutdown_answers_pending_long_polls_instead_of_waiting_them_out() {
     let r = r.expect("answered, not cut off").into_inner();
     assert!(r.topics[0].partitions[0].records.is_empty());
 }
+
+/// A stored topic config this broker cannot apply (here `max.message.bytes` above its
+/// `max_request_bytes` after a restart with a smaller limit) leaves the topic's partitions
+/// offline with a retriable error — never served with the defaults (which would silently change
+/// durability, min.insync.replicas and retention) — and serves them again, records intact, once
+/// the config applies (altered to fit, or the broker restarted with its old limit).
+#[tokio::test]
+async fn a_topic_config_the_broker_cannot_apply_keeps_its_partitions_offline_not_defaulted() {
+    let b = TestBroker::start().await;
+    let wide = [("max.message.bytes", "4194304"), ("retention.ms", "-1")];
+    assert_eq!(b.create_topic("wide", 1, &wide).await.error_code(), ErrorCode::None);
+    let mut c = b.data().await;
+    produce(&mut c, "wide", 0, v1::Acks::All, batch("w", 3, 1)).await;
+    let dir = b.dir.clone();
+    let tmp = b.stop().await;
+
+    let http = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let narrow = {
+        let http = http.clone();
+        move |dir| silt_broker::BrokerConfig {
+            max_request_bytes: 2 * 1024 * 1024,
+            http,
+            ..silt_broker::BrokerConfig::for_test(dir)
+        }
+    };
+    let b = TestBroker::start_in(dir.clone(), narrow).await;
+    let mut c = b.data().await;
+    let r = produce(&mut c, "wide", 0, v1::Acks::All, batch("x", 1, 2)).await;
+    assert_eq!(r.error_code(), ErrorCode::BrokerNotAvailable, "{}", r.error_message);
+    assert!(r.error_message.contains("max.message.bytes"), "{}", r.error_message);
+    let (code, _) = fetch_values(&mut c, "wide", 0, 0).await;
+    assert_eq!(code, ErrorCode::BrokerNotAvailable);
+    let metrics = http_get(&http, "/metrics").await;
+    assert!(metrics.contains("\nsilt_topic_config_errors 1\n"), "{metrics}");
+    // An operator lowers the limit to what this broker takes: the topic comes back.
+    let r = b
+        .admin()
+        .await
+        .alter_topic_config(v1::AlterTopicConfigRequest {
+            topic: "wide".into(),
+            set: [("max.message.bytes".to_string(), "1048576".to_string())].into(),
+            delete: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.result.unwrap().error_code(), ErrorCode::None);
+    let r = produce(&mut c, "wide", 0, v1::Acks::All, batch("y", 1, 3)).await;
+    assert_eq!(r.error_code(), ErrorCode::None, "{}", r.error_message);
+    assert!(http_get(&http, "/metrics").await.contains("\nsilt_topic_config_errors 0\n"));
+    b.stop().await;
+
+    let b = TestBroker::start_in(dir, silt_broker::BrokerConfig::for_test).await;
+    let mut c = b.data().await;
+    let (code, vals) = fetch_values(&mut c, "wide", 0, 0).await;
+    assert_eq!((code, vals.len()), (ErrorCode::None, 4), "records intact: {vals:?}");
+    let d = b
+        .admin()
+        .await
+        .describe_topics(v1::DescribeTopicsRequest { topics: vec!["wide".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.topics[0].configs["retention.ms"], "-1", "its own config, not the defaults");
+    drop(b);
+    drop(tmp);
+}
+
+/// The body of an HTTP/1.1 GET.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("http port");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}

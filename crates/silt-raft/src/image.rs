@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rejection::Rejection;
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
@@ -155,7 +157,7 @@ pub enum CommandResponse {
         count: u32,
     },
     /// The command was refused; the image is unchanged.
-    Rejected(String),
+    Rejected(Rejection),
 }
 
 /// The leader to elect: the first replica (in replica order) that is in the ISR and not fenced;
@@ -208,11 +210,12 @@ impl ClusterImage {
                     self.fence_partitions(*id);
                     CommandResponse::Done
                 }
-                Some(b) => CommandResponse::Rejected(format!(
-                    "broker {id} epoch {epoch} is stale (current {})",
-                    b.epoch
-                )),
-                None => CommandResponse::Rejected(format!("unknown broker {id}")),
+                Some(b) => CommandResponse::Rejected(Rejection::StaleBrokerEpoch {
+                    id: *id,
+                    epoch: *epoch,
+                    current: b.epoch,
+                }),
+                None => CommandResponse::Rejected(Rejection::UnknownBroker { id: *id }),
             },
             Command::MoveLeadershipAway { id, epoch } => match self.brokers.get_mut(id) {
                 Some(b) if b.epoch == *epoch => {
@@ -220,20 +223,27 @@ impl ClusterImage {
                     self.move_leaders(*id);
                     CommandResponse::Done
                 }
-                _ => CommandResponse::Rejected(format!("broker {id} epoch {epoch} is not current")),
+                Some(b) => CommandResponse::Rejected(Rejection::StaleBrokerEpoch {
+                    id: *id,
+                    epoch: *epoch,
+                    current: b.epoch,
+                }),
+                None => CommandResponse::Rejected(Rejection::UnknownBroker { id: *id }),
             },
             Command::CreateTopic { name, assignment, configs, uuid } => {
                 if self.topics.contains_key(name) {
-                    return CommandResponse::Rejected(format!("topic {name} already exists"));
+                    return CommandResponse::Rejected(Rejection::TopicExists {
+                        topic: name.clone(),
+                    });
                 }
                 if assignment.is_empty()
                     || assignment
                         .iter()
                         .any(|r| r.is_empty() || r.iter().collect::<BTreeSet<_>>().len() != r.len())
                 {
-                    return CommandResponse::Rejected(
-                        "every partition needs distinct replicas".into(),
-                    );
+                    return CommandResponse::Rejected(Rejection::InvalidAssignment {
+                        topic: name.clone(),
+                    });
                 }
                 self.next_topic_id += 1;
                 let id = self.next_topic_id;
@@ -260,14 +270,14 @@ impl ClusterImage {
             }
             Command::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => CommandResponse::Done,
-                None => CommandResponse::Rejected(format!("unknown topic {name}")),
+                None => CommandResponse::Rejected(Rejection::UnknownTopic { topic: name.clone() }),
             },
             Command::AlterTopicConfig { name, configs } => match self.topics.get_mut(name) {
                 Some(t) => {
                     t.configs = configs.clone();
                     CommandResponse::Done
                 }
-                None => CommandResponse::Rejected(format!("unknown topic {name}")),
+                None => CommandResponse::Rejected(Rejection::UnknownTopic { topic: name.clone() }),
             },
             Command::AlterPartition {
                 topic,
@@ -286,15 +296,23 @@ impl ClusterImage {
                     || p.leader_epoch != *leader_epoch
                     || p.partition_epoch != *partition_epoch
                 {
-                    return CommandResponse::Rejected(format!(
-                        "stale request: leader {leader} epochs {leader_epoch}/{partition_epoch}, current {:?} {}/{}",
-                        p.leader, p.leader_epoch, p.partition_epoch
-                    ));
+                    return CommandResponse::Rejected(Rejection::StaleEpochs {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                        current_leader: p.leader,
+                        current_leader_epoch: p.leader_epoch,
+                        current_partition_epoch: p.partition_epoch,
+                    });
                 }
                 if !isr.contains(leader) || isr.iter().any(|r| !p.replicas.contains(r)) {
-                    return CommandResponse::Rejected(
-                        "the ISR must hold the leader and only replicas".into(),
-                    );
+                    return CommandResponse::Rejected(Rejection::InvalidIsr {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        isr: isr.clone(),
+                    });
                 }
                 // KIP-841: only live brokers join an ISR; a fenced or stopping one still
                 // fetching must not become electable.
@@ -307,9 +325,7 @@ impl ClusterImage {
                             || member_epochs.get(r).is_some_and(|e| *e != b.epoch)
                     })
                 }) {
-                    return CommandResponse::Rejected(format!(
-                        "broker {r} is fenced, shutting down or re-registered: it cannot join an ISR"
-                    ));
+                    return CommandResponse::Rejected(Rejection::IneligibleReplica { broker: r });
                 }
                 let p = match self.partition_mut(topic, *partition) {
                     Ok(p) => p,
@@ -320,10 +336,18 @@ impl ClusterImage {
                 CommandResponse::PartitionEpoch(p.partition_epoch)
             }
             Command::ReportDamagedReplica { broker, epoch, topic, partition } => {
-                if self.brokers.get(broker).is_none_or(|b| b.epoch != *epoch) {
-                    return CommandResponse::Rejected(format!(
-                        "broker {broker} epoch {epoch} is not current"
-                    ));
+                match self.brokers.get(broker) {
+                    None => {
+                        return CommandResponse::Rejected(Rejection::UnknownBroker { id: *broker });
+                    }
+                    Some(b) if b.epoch != *epoch => {
+                        return CommandResponse::Rejected(Rejection::StaleBrokerEpoch {
+                            id: *broker,
+                            epoch: *epoch,
+                            current: b.epoch,
+                        });
+                    }
+                    Some(_) => {}
                 }
                 let fenced = self.fenced_ids();
                 let p = match self.partition_mut(topic, *partition) {
@@ -347,10 +371,13 @@ impl ClusterImage {
                 CommandResponse::PartitionEpoch(p.partition_epoch)
             }
             Command::AllocateProducerIds { broker, count } => {
-                if !self.brokers.contains_key(broker) || *count == 0 {
-                    return CommandResponse::Rejected(format!(
-                        "cannot allocate {count} ids to broker {broker}"
-                    ));
+                if !self.brokers.contains_key(broker) {
+                    return CommandResponse::Rejected(Rejection::UnknownBroker { id: *broker });
+                }
+                if *count == 0 {
+                    return CommandResponse::Rejected(Rejection::EmptyProducerIdBlock {
+                        broker: *broker,
+                    });
                 }
                 let start = self.next_producer_id;
                 self.next_producer_id += i64::from(*count);
@@ -369,7 +396,10 @@ impl ClusterImage {
             .get_mut(topic)
             .and_then(|t| t.partitions.get_mut(partition as usize))
             .ok_or_else(|| {
-                CommandResponse::Rejected(format!("unknown partition {topic}/{partition}"))
+                CommandResponse::Rejected(Rejection::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition,
+                })
             })
     }
 
@@ -619,7 +649,14 @@ mod tests {
             isr: vec![1],
             member_epochs: Default::default(),
         };
-        assert!(matches!(img.apply(&zombie), CommandResponse::Rejected(_)));
+        assert!(matches!(
+            img.apply(&zombie),
+            CommandResponse::Rejected(Rejection::StaleEpochs {
+                leader: 1,
+                current_leader: Some(2),
+                ..
+            })
+        ));
         let p = img.topics["t"].partitions[0].clone();
         let bad_isr = Command::AlterPartition {
             topic: "t".into(),
@@ -631,7 +668,7 @@ mod tests {
             member_epochs: Default::default(),
         };
         assert!(
-            matches!(img.apply(&bad_isr), CommandResponse::Rejected(_)),
+            matches!(img.apply(&bad_isr), CommandResponse::Rejected(Rejection::InvalidIsr { .. })),
             "the ISR must hold the leader"
         );
         let ok = Command::AlterPartition {
@@ -644,7 +681,10 @@ mod tests {
             member_epochs: Default::default(),
         };
         assert!(
-            matches!(img.apply(&ok), CommandResponse::Rejected(_)),
+            matches!(
+                img.apply(&ok),
+                CommandResponse::Rejected(Rejection::IneligibleReplica { broker: 1 })
+            ),
             "a fenced broker does not rejoin (KIP-841)"
         );
         img.apply(&register(1, 100));
@@ -662,7 +702,7 @@ mod tests {
         // A fence with an old broker epoch (the broker re-registered since) is refused.
         assert!(matches!(
             img.apply(&Command::FenceBroker { id: 1, epoch: e }),
-            CommandResponse::Rejected(_)
+            CommandResponse::Rejected(Rejection::StaleBrokerEpoch { id: 1, .. })
         ));
     }
 
@@ -690,7 +730,10 @@ mod tests {
             isr: vec![2, 3, 1],
             member_epochs: Default::default(),
         };
-        assert!(matches!(img.apply(&rejoin), CommandResponse::Rejected(_)));
+        assert!(matches!(
+            img.apply(&rejoin),
+            CommandResponse::Rejected(Rejection::IneligibleReplica { broker: 1 })
+        ));
         img.apply(&register(1, 555));
         assert_eq!(img.apply(&rejoin), CommandResponse::PartitionEpoch(p.partition_epoch + 1));
     }
@@ -734,7 +777,10 @@ mod tests {
             isr: vec![1, 2, 3],
             member_epochs: Default::default(),
         };
-        assert!(matches!(img.apply(&add3), CommandResponse::Rejected(_)));
+        assert!(matches!(
+            img.apply(&add3),
+            CommandResponse::Rejected(Rejection::IneligibleReplica { broker: 3 })
+        ));
     }
 
     #[test]
@@ -748,7 +794,7 @@ mod tests {
                 configs: BTreeMap::new(),
                 uuid: String::new(),
             }),
-            CommandResponse::Rejected(_)
+            CommandResponse::Rejected(Rejection::TopicExists { .. })
         ));
         assert!(matches!(
             img.apply(&Command::CreateTopic {
@@ -757,7 +803,7 @@ mod tests {
                 configs: BTreeMap::new(),
                 uuid: String::new(),
             }),
-            CommandResponse::Rejected(_)
+            CommandResponse::Rejected(Rejection::InvalidAssignment { .. })
         ));
         assert_eq!(
             img.apply(&Command::AllocateProducerIds { broker: 1, count: 100 }),
@@ -791,6 +837,65 @@ mod tests {
             topic: "t".into(),
             partition: 0,
         };
-        assert!(matches!(img.apply(&stale), CommandResponse::Rejected(_)));
+        assert!(matches!(
+            img.apply(&stale),
+            CommandResponse::Rejected(Rejection::StaleBrokerEpoch { id: 2, epoch: 999, .. })
+        ));
+    }
+
+    #[test]
+    fn rejections_are_typed_by_cause() {
+        let mut img = image_with_brokers(&[1]);
+        let unknown = |topic: &str| {
+            CommandResponse::Rejected(Rejection::UnknownTopic { topic: topic.into() })
+        };
+        assert_eq!(img.apply(&Command::DeleteTopic { name: "x".into() }), unknown("x"));
+        assert_eq!(
+            img.apply(&Command::AlterTopicConfig { name: "y".into(), configs: BTreeMap::new() }),
+            unknown("y")
+        );
+        assert_eq!(
+            img.apply(&Command::FenceBroker { id: 9, epoch: 1 }),
+            CommandResponse::Rejected(Rejection::UnknownBroker { id: 9 })
+        );
+        let e = epoch(&img, 1);
+        assert_eq!(
+            img.apply(&Command::MoveLeadershipAway { id: 1, epoch: e + 5 }),
+            CommandResponse::Rejected(Rejection::StaleBrokerEpoch {
+                id: 1,
+                epoch: e + 5,
+                current: e
+            })
+        );
+        assert_eq!(
+            img.apply(&Command::AllocateProducerIds { broker: 1, count: 0 }),
+            CommandResponse::Rejected(Rejection::EmptyProducerIdBlock { broker: 1 })
+        );
+        assert_eq!(
+            img.apply(&Command::AllocateProducerIds { broker: 7, count: 10 }),
+            CommandResponse::Rejected(Rejection::UnknownBroker { id: 7 })
+        );
+        create(&mut img, "t", vec![vec![1]]);
+        let beyond =
+            Command::ReportDamagedReplica { broker: 1, epoch: e, topic: "t".into(), partition: 3 };
+        assert_eq!(
+            img.apply(&beyond),
+            CommandResponse::Rejected(Rejection::UnknownPartition {
+                topic: "t".into(),
+                partition: 3
+            })
+        );
+    }
+
+    #[test]
+    fn rejection_messages_keep_their_wording_and_survive_a_forward() {
+        let r = Rejection::TopicExists { topic: "a".into() };
+        assert_eq!(r.to_string(), "topic a already exists");
+        assert_eq!(Rejection::UnknownTopic { topic: "b".into() }.to_string(), "unknown topic b");
+        // Forwarded proposals answer with the response's JSON.
+        let resp = CommandResponse::Rejected(r);
+        let json = serde_json::to_string(&resp).unwrap();
+        assert_eq!(json, r#"{"Rejected":{"TopicExists":{"topic":"a"}}}"#);
+        assert_eq!(serde_json::from_str::<CommandResponse>(&json).unwrap(), resp);
     }
 }

@@ -12,12 +12,14 @@ pub mod image;
 mod log_store;
 mod network;
 mod node;
+mod rejection;
 mod service;
 mod state_machine;
 pub mod typ;
 
 pub use image::{
-    BrokerRecord, ClusterImage, Command, CommandResponse, PartitionImage, TopicImage, elect_leader,
+    BrokerRecord, ClusterImage, Command, CommandResponse, PartitionImage, Rejection, TopicImage,
+    elect_leader,
 };
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
 pub use network::{MAX_RAFT_MESSAGE_BYTES, Network};

@@ -12,6 +12,7 @@ use silt_core::batch::{BatchIter, RecordIter};
 use silt_proto::v1::ErrorCode;
 use tokio::sync::OwnedMutexGuard;
 
+use super::offsets_topic::{offsets_topic_overrides, offsets_topic_rf};
 use super::records::{self, Entry, OFFSETS_TOPIC};
 use super::state::{Committed, Group};
 use crate::broker::Shared;
@@ -147,28 +148,26 @@ pub(crate) fn locate(v: &View, group: &str) -> Result<Location, WireError> {
     locate_partition(v, partition_of(group, n))
 }
 
-/// Creates `__consumer_offsets` unless it exists.
+/// Creates `__consumer_offsets` unless it exists: with replication factor 1 on a single
+/// broker; in a cluster with its full replication factor ([`offsets_topic_rf`]), answering the
+/// retriable `COORDINATOR_NOT_AVAILABLE` while too few brokers are alive for it.
 pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), WireError> {
     let v = view(shared);
     if offsets_partitions(&v).is_some() {
         return Ok(());
     }
     let c = &shared.config;
-    let alive = v.brokers.iter().filter(|b| b.alive).count().max(1) as u32;
-    let rf = c.offsets_topic_replication_factor.clamp(1, alive);
-    let overrides = BTreeMap::from([
-        ("retention.ms".to_string(), "-1".to_string()),
-        ("retention.bytes".to_string(), "-1".to_string()),
-        ("min.insync.replicas".to_string(), if rf >= 3 { "2" } else { "1" }.to_string()),
-        ("durability".to_string(), "fsync".to_string()),
-        // Small segments: segments are preallocated, commits are small records, and the
-        // snapshot below frees space a segment at a time.
-        ("segment.bytes".to_string(), c.offsets_topic_segment_bytes.to_string()),
-        (
-            "max.message.bytes".to_string(),
-            c.offsets_topic_segment_bytes.min(1024 * 1024).to_string(),
-        ),
-    ]);
+    let rf = match &shared.cluster {
+        None => 1,
+        Some(cluster) => offsets_topic_rf(
+            c.offsets_topic_replication_factor,
+            cluster.node.voters().len(),
+            v.brokers.len(),
+            v.brokers.iter().filter(|b| b.alive).count(),
+        )
+        .map_err(|w| not_available(w.to_string()))?,
+    };
+    let overrides = offsets_topic_overrides(rf, c.offsets_topic_segment_bytes);
     crate::service::AdminService::new(shared.clone())
         .create_internal(OFFSETS_TOPIC, c.offsets_topic_partitions, rf, overrides)
         .await

@@ -3,6 +3,7 @@
 //! are persisted as, and the `Groups` gRPC service.
 
 pub(crate) mod coordinator;
+mod offsets_topic;
 pub(crate) mod records;
 mod service;
 pub(crate) mod state;

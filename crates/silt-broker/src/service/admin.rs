@@ -11,10 +11,10 @@ use tonic::{Request, Response, Status};
 use super::metadata::{TopicView, view};
 use crate::broker::Shared;
 use crate::error::WireError;
-use crate::topic_config::TopicConfig;
+use crate::topic_config::{ConfigDecision, TopicConfig};
 use crate::topic_store::{TopicRecord, TopicStoreError};
 use silt_core::placement::{BrokerSlot, place_replicas};
-use silt_raft::{Command, CommandResponse};
+use silt_raft::{Command, CommandResponse, Rejection};
 
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -51,6 +51,25 @@ fn store_error(e: TopicStoreError) -> WireError {
         }
         other => WireError::new(ErrorCode::StorageError, other.to_string()),
     }
+}
+
+/// The client's error for a command the quorum refused, by the refusal's kind.
+fn rejection_error(r: &Rejection) -> WireError {
+    let code = match r {
+        Rejection::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
+        Rejection::UnknownTopic { .. } => ErrorCode::UnknownTopic,
+        Rejection::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        // No partitions, or one without distinct replicas: more replicas than brokers.
+        Rejection::InvalidAssignment { .. } => ErrorCode::InvalidReplicationFactor,
+        // Not proposed by admin calls; listed so a new kind needs a decision here.
+        Rejection::UnknownBroker { .. }
+        | Rejection::StaleBrokerEpoch { .. }
+        | Rejection::StaleEpochs { .. }
+        | Rejection::InvalidIsr { .. }
+        | Rejection::IneligibleReplica { .. }
+        | Rejection::EmptyProducerIdBlock { .. } => ErrorCode::InvalidRequest,
+    };
+    WireError::new(code, r.to_string())
 }
 
 impl AdminService {
@@ -109,8 +128,9 @@ impl AdminService {
         self.create_checked(record, config).await
     }
 
-    /// Creates an internal topic (`__consumer_offsets`) unless it exists: no name check; the
-    /// replication factor is capped at the live brokers.
+    /// Creates an internal topic (`__consumer_offsets`) unless it exists: no name check. The
+    /// caller chose the replication factor (a placement over fewer unfenced brokers fails, so
+    /// the topic never gets fewer replicas than asked).
     pub(crate) async fn create_internal(
         &self,
         name: &str,
@@ -123,12 +143,11 @@ impl AdminService {
         if view(shared).topics.contains_key(name) {
             return Ok(());
         }
-        let brokers = view(shared).brokers.iter().filter(|b| b.alive).count().max(1);
         let record = TopicRecord {
             name: name.to_string(),
             id: 0,
             partitions,
-            replication_factor: replication_factor.clamp(1, brokers as u32),
+            replication_factor,
             overrides,
         };
         let config = shared
@@ -172,6 +191,7 @@ impl AdminService {
         }
         shared.store.delete(name).map_err(store_error)?;
         shared.set_topic_config(name, None);
+        shared.clear_config_error(name);
         shared.replicas.delete_topic(name).await;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
@@ -214,15 +234,7 @@ impl AdminService {
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, WireError> {
         let cluster = self.shared.cluster.as_ref().expect("invariant: called in cluster mode");
         match cluster.node.propose(cmd).await {
-            Ok(CommandResponse::Rejected(why)) if why.contains("already exists") => {
-                Err(WireError::new(ErrorCode::TopicAlreadyExists, why))
-            }
-            Ok(CommandResponse::Rejected(why)) if why.contains("unknown topic") => {
-                Err(WireError::new(ErrorCode::UnknownTopic, why))
-            }
-            Ok(CommandResponse::Rejected(why)) => {
-                Err(WireError::new(ErrorCode::InvalidRequest, why))
-            }
+            Ok(CommandResponse::Rejected(why)) => Err(rejection_error(&why)),
             Ok(r) => Ok(r),
             Err(e) => {
                 Err(WireError::new(ErrorCode::RequestTimedOut, format!("metadata quorum: {e}")))
@@ -327,6 +339,17 @@ impl AdminService {
             return self.await_local(&t.name, |c| c.is_some_and(|c| c == config)).await;
         }
         shared.store.set_overrides(&t.name, t.overrides.clone()).map_err(store_error)?;
+        if shared.config_error(&t.name).is_some() {
+            // Offline here until now (its stored config did not apply): open it.
+            let all: Vec<u32> = (0..t.partitions).collect();
+            let topic_id = crate::broker::single_topic_id(t.id);
+            shared
+                .replicas
+                .open_topic(&t.name, &topic_id, &all, &config)
+                .await
+                .map_err(|e| WireError::from(&e))?;
+            shared.adopt_config(&t.name, &ConfigDecision::Apply(config.clone()));
+        }
         shared
             .replicas
             .set_config(&t.name, &config)
@@ -413,5 +436,33 @@ impl v1::admin_server::Admin for AdminService {
             raft_term: v.raft_term,
             cluster_id: v.cluster_id.to_string(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_refusals_map_to_wire_codes_by_kind_not_by_message() {
+        let code = |r: Rejection| rejection_error(&r).code;
+        assert_eq!(
+            code(Rejection::TopicExists { topic: "t".into() }),
+            ErrorCode::TopicAlreadyExists
+        );
+        assert_eq!(code(Rejection::UnknownTopic { topic: "t".into() }), ErrorCode::UnknownTopic);
+        // Substring matching sent this one to INVALID_REQUEST ("unknown partition" is not
+        // "unknown topic").
+        assert_eq!(
+            code(Rejection::UnknownPartition { topic: "t".into(), partition: 4 }),
+            ErrorCode::UnknownPartition
+        );
+        assert_eq!(
+            code(Rejection::InvalidAssignment { topic: "t".into() }),
+            ErrorCode::InvalidReplicationFactor
+        );
+        assert_eq!(code(Rejection::UnknownBroker { id: 3 }), ErrorCode::InvalidRequest);
+        let e = rejection_error(&Rejection::TopicExists { topic: "orders".into() });
+        assert_eq!(e.message, "topic orders already exists");
     }
 }

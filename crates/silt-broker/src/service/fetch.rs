@@ -214,7 +214,7 @@ pub(crate) async fn list_offsets(
             let r = if known {
                 list_partition(shared, &t.topic, &p).await
             } else {
-                Err(WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {}", t.topic)))
+                Err(shared.missing_topic(&t.topic, p.partition))
             };
             parts.push(match r {
                 Ok((offset, timestamp_ms)) => v1::PartitionListOffsetsResponse {

@@ -50,10 +50,7 @@ pub(crate) async fn produce(shared: &Shared, req: v1::ProduceRequest) -> v1::Pro
             async move {
                 let partition = p.partition;
                 let outcome = match config {
-                    None => Err(WireError::new(
-                        ErrorCode::UnknownTopic,
-                        format!("unknown topic {topic}"),
-                    )),
+                    None => Err(shared.missing_topic(topic, partition)),
                     Some(config) => {
                         produce_partition(shared, topic, p, &config, acks, timeout).await
                     }

@@ -1,0 +1,54 @@
+//! `Rejection`: why the image refused a command (the image is then unchanged). Typed so callers
+//! decide by variant — the admin service maps them to wire codes — never by the message text.
+//!
+//! Rejections travel only in answers (`CommandResponse::Rejected`, also inside a forwarded
+//! proposal's answer between brokers); they are never stored in the Raft log or a snapshot.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// `CreateTopic` for a name the image already holds.
+    #[error("topic {topic} already exists")]
+    TopicExists { topic: String },
+    #[error("unknown topic {topic}")]
+    UnknownTopic { topic: String },
+    #[error("unknown partition {topic}/{partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("unknown broker {id}")]
+    UnknownBroker { id: u64 },
+    /// A command carrying a broker epoch the broker has since replaced (it re-registered).
+    #[error("broker {id} epoch {epoch} is stale (current {current})")]
+    StaleBrokerEpoch { id: u64, epoch: u64, current: u64 },
+    /// `AlterPartition` from a leader that is no longer current (a zombie, or a request
+    /// overtaken by another change of the partition).
+    #[error(
+        "stale request for {topic}/{partition}: leader {leader} epochs \
+         {leader_epoch}/{partition_epoch}, current {current_leader:?} \
+         {current_leader_epoch}/{current_partition_epoch}"
+    )]
+    StaleEpochs {
+        topic: String,
+        partition: u32,
+        leader: u64,
+        leader_epoch: u32,
+        partition_epoch: u32,
+        current_leader: Option<u64>,
+        current_leader_epoch: u32,
+        current_partition_epoch: u32,
+    },
+    /// A `CreateTopic` assignment with no partitions, or a partition without distinct replicas.
+    #[error("topic {topic}: every partition needs distinct replicas")]
+    InvalidAssignment { topic: String },
+    /// An ISR without its leader, or naming a broker that is not a replica.
+    #[error("{topic}/{partition}: the ISR {isr:?} must hold the leader and only replicas")]
+    InvalidIsr { topic: String, partition: u32, isr: Vec<u64> },
+    /// KIP-841: a fenced, stopping or unknown broker may not join an ISR; KIP-903: nor one whose
+    /// registration changed since the leader saw it fetch.
+    #[error("broker {broker} is fenced, shutting down or re-registered: it cannot join an ISR")]
+    IneligibleReplica { broker: u64 },
+    /// `AllocateProducerIds` asking for no ids.
+    #[error("cannot allocate 0 producer ids to broker {broker}")]
+    EmptyProducerIdBlock { broker: u64 },
+}
