@@ -302,7 +302,7 @@ async fn t16c_leader_losing_an_unsynced_tail_restarted_within_its_session_loses_
 /// exits, so acks=all writes do not wait out its session (3 s) or the replica lag (4 s) per
 /// bounce; restarted, it rejoins by fetching. Three bounces of a follower of p0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t19_a_stopping_broker_leaves_the_isrs_before_it_exits() {
+async fn controlled_shutdown_takes_a_stopping_broker_out_of_the_isrs_before_it_exits() {
     let _serial = SERIAL.lock().await;
     let (mut cluster, load) = setup(SILTD).await;
     let probes = History::default();
@@ -326,9 +326,9 @@ async fn t19_a_stopping_broker_leaves_the_isrs_before_it_exits() {
                 |_, _, isr| !isr.contains(&follower),
             )
             .await;
-        let acked = probe_until_acked(&cluster, &probes, 0, &format!("t19-{round}")).await;
+        let acked = probe_until_acked(&cluster, &probes, 0, &format!("shutdown-{round}")).await;
         println!(
-            "[t19] round {round}: SIGTERM {follower}; first acks=all on p0 {:?} after the signal",
+            "[shutdown] round {round}: SIGTERM {follower}; first acks=all on p0 {:?} after the signal",
             acked - stopped
         );
         cluster.restart(follower);
@@ -336,5 +336,5 @@ async fn t19_a_stopping_broker_leaves_the_isrs_before_it_exits() {
     for s in probes.sends() {
         load.history.record_send(s);
     }
-    finish(cluster, load, "t19").await;
+    finish(cluster, load, "shutdown").await;
 }
