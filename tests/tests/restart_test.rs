@@ -182,27 +182,11 @@ async fn t17_restarted_deposed_leader_acknowledges_nothing_from_a_stale_image() 
 async fn t16b_damaged_leader_restarted_within_its_session_takes_nothing_with_it() {
     let _serial = SERIAL.lock().await;
     let (mut cluster, load) = setup(SILTD).await;
-    for round in 0..3 {
-        let (leader, epoch, _) = cluster
-            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
-                isr.len() == 3
-            })
-            .await;
-        tracing::info!("--- round {round}: kill -9 leader {leader}, flip a byte, restart at once");
-        cluster.kill9(leader);
-        let (path, at) =
-            corrupt_active_segment(&cluster.brokers[&leader].dir.join(format!("{TOPIC}-0")));
-        cluster.restart(leader);
-        let (new_leader, new_epoch, _) = cluster
-            .wait_partition(TOPIC, 0, Duration::from_secs(15), "a new leader epoch", |_, e, _| {
-                e > epoch
-            })
-            .await;
-        println!(
-            "[t16b] round {round}: flipped byte {at} of {}; {new_leader} leads epoch {new_epoch}",
-            path.display()
-        );
-    }
+    damaged_restarts(&mut cluster, "t16b", |dir| {
+        let (path, at) = corrupt_active_segment(dir);
+        format!("flipped byte {at} of {}", path.display())
+    })
+    .await;
     finish(cluster, load, "t16b").await;
 }
 
@@ -272,29 +256,11 @@ async fn t16c_leader_losing_an_unsynced_tail_restarted_within_its_session_loses_
     let mut configs = silt_tests::workload::fault_topic_configs();
     configs.insert("durability".into(), "replicated".into());
     let (mut cluster, load) = setup_with(SILTD, configs).await;
-    for round in 0..3 {
-        let (leader, epoch, _) = cluster
-            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
-                isr.len() == 3
-            })
-            .await;
-        tracing::info!(
-            "--- round {round}: kill -9 leader {leader}, lose its tail, restart at once"
-        );
-        cluster.kill9(leader);
-        let (path, from) =
-            zero_active_tail(&cluster.brokers[&leader].dir.join(format!("{TOPIC}-0")), 4096);
-        cluster.restart(leader);
-        let (new_leader, new_epoch, _) = cluster
-            .wait_partition(TOPIC, 0, Duration::from_secs(15), "a new leader epoch", |_, e, _| {
-                e > epoch
-            })
-            .await;
-        println!(
-            "[t16c] round {round}: zeroed {} from byte {from}; {new_leader} leads epoch {new_epoch}",
-            path.display()
-        );
-    }
+    damaged_restarts(&mut cluster, "t16c", |dir| {
+        let (path, from) = zero_active_tail(dir, 4096);
+        format!("zeroed {} from byte {from}", path.display())
+    })
+    .await;
     finish(cluster, load, "t16c").await;
 }
 
@@ -337,4 +303,31 @@ async fn controlled_shutdown_takes_a_stopping_broker_out_of_the_isrs_before_it_e
         load.history.record_send(s);
     }
     finish(cluster, load, "shutdown").await;
+}
+
+/// Three rounds of: kill -9 the leader of p0, damage its replica with `damage` (given the
+/// partition directory; returns what it did), restart it at once (within its session), and
+/// wait until p0 has a new leader epoch.
+async fn damaged_restarts(
+    cluster: &mut silt_tests::cluster::ProcessCluster,
+    name: &str,
+    damage: impl Fn(&std::path::Path) -> String,
+) {
+    for round in 0..3 {
+        let (leader, epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        tracing::info!("--- round {round}: kill -9 leader {leader}, damage it, restart at once");
+        cluster.kill9(leader);
+        let what = damage(&cluster.brokers[&leader].dir.join(format!("{TOPIC}-0")));
+        cluster.restart(leader);
+        let (new_leader, new_epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(15), "a new leader epoch", |_, e, _| {
+                e > epoch
+            })
+            .await;
+        println!("[{name}] round {round}: {what}; {new_leader} leads epoch {new_epoch}");
+    }
 }

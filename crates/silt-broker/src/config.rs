@@ -198,6 +198,9 @@ impl BrokerConfig {
             listen: "127.0.0.1:0".to_string(),
             http: String::new(),
             data_dir: data_dir.into(),
+            // Active segments are preallocated: tests running side by side with 1 GiB segments
+            // per partition would need tens of GiB of disk.
+            topic_defaults: TopicDefaults { segment_bytes: 64 * 1024 * 1024, ..Default::default() },
             ..BrokerConfig::default()
         }
     }

@@ -12,14 +12,7 @@ use common::{TestBroker, cluster_config, eventually, free_ports, stderr, wait_ex
 fn a_consumer_started_during_a_cluster_restart_waits_and_reads_everything() {
     let ports = free_ports(3);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut brokers: Vec<TestBroker> = dirs
-        .into_iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let config = cluster_config(i as u64 + 1, &ports, dir.path());
-            TestBroker::start_with(config, dir)
-        })
-        .collect();
+    let mut brokers = start_cluster(&ports, dirs);
     let b1 = brokers[0].addr.clone();
     eventually(60, "the topic created on a formed cluster", || {
         brokers[0]
@@ -42,14 +35,7 @@ fn a_consumer_started_during_a_cluster_restart_waits_and_reads_everything() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     eprintln!("--- restart them: each answers BROKER_NOT_AVAILABLE until caught up");
-    let _restarted: Vec<TestBroker> = dirs
-        .into_iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let config = cluster_config(i as u64 + 1, &ports, dir.path());
-            TestBroker::start_with(config, dir)
-        })
-        .collect();
+    let _restarted = start_cluster(&ports, dirs);
     let status = wait_exit(&mut consumer, 90);
     let mut out = String::new();
     consumer.stdout.take().unwrap().read_to_string(&mut out).unwrap();
@@ -61,4 +47,15 @@ fn a_consumer_started_during_a_cluster_restart_waits_and_reads_everything() {
     let mut want: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
     want.sort();
     assert_eq!(got, want);
+}
+
+/// Broker `i + 1` on `ports[i]` with its data in `dirs[i]`, for each.
+fn start_cluster(ports: &[u16], dirs: Vec<tempfile::TempDir>) -> Vec<TestBroker> {
+    dirs.into_iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let config = cluster_config(i as u64 + 1, ports, dir.path());
+            TestBroker::start_with(config, dir)
+        })
+        .collect()
 }

@@ -135,7 +135,7 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
         let probe_addr = nodes[&1].addr.clone();
         wait_for(20, "the round's topic created", async || {
             let c = Client::connect(std::slice::from_ref(&probe_addr)).await.ok()?;
-            c.admin().create_topic(&topic, 3, 3, BTreeMap::new()).await.ok()
+            c.admin().create_topic(&topic, 3, 3, small_segments()).await.ok()
         })
         .await;
         let (leader, epoch) =
@@ -171,7 +171,7 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
     // Broker 1 may have just restarted: its view catches up within moments.
     wait_for(20, "topic orders created", async || {
         let c = Client::connect(std::slice::from_ref(&probe_addr)).await.ok()?;
-        c.admin().create_topic("orders", 3, 3, BTreeMap::new()).await.ok()
+        c.admin().create_topic("orders", 3, 3, small_segments()).await.ok()
     })
     .await;
     let (leader, epoch) =
@@ -204,7 +204,11 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
     assert_eq!(code, Some(0), "clean exit");
     let results = sender.await.unwrap();
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    eprintln!("controlled shutdown under load: {} sends, {} failed", results.len(), failed.len());
+    eprintln!(
+        "controlled shutdown under load: {} sends, {} failed {failed:?}",
+        results.len(),
+        failed.len()
+    );
     assert!(results.len() > 50);
     assert!(failed.is_empty(), "sends failed across a controlled shutdown: {failed:?}");
     let (moved_to, moved_epoch) = leader_of(&survivor, "orders", 1).await.expect("p1 described");
@@ -214,4 +218,10 @@ async fn partition_leaders_fail_over_after_kill_9_and_move_on_sigterm() {
     );
     assert_ne!(moved_to, leader, "leadership moved before the broker exited");
     assert!(moved_epoch > epoch);
+}
+
+/// 16 MiB segments: active segments are preallocated, and 1 GiB ones (the default) for every
+/// replica of every topic here would take tens of GiB of disk.
+fn small_segments() -> BTreeMap<String, String> {
+    BTreeMap::from([("segment.bytes".to_string(), (16 * 1024 * 1024).to_string())])
 }
