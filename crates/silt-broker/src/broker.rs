@@ -199,7 +199,7 @@ impl Shared {
     }
 
     /// Whether this broker may act on its cluster image: in a cluster, the image it has applied
-    /// holds its own current registration, unfenced — so every entry committed before the
+    /// holds its own current registration, unfenced, and its topics and roles are applied from such an image — so every entry committed before the
     /// registration is applied too, and nothing it does comes from an older image (the state of
     /// a previous incarnation replayed from the local Raft log). Always true on a single broker.
     pub fn caught_up(&self) -> bool {
@@ -208,6 +208,7 @@ impl Shared {
             Some(c) => {
                 let epoch = c.epoch.load(std::sync::atomic::Ordering::SeqCst);
                 epoch > 0
+                    && c.reconciled.load(std::sync::atomic::Ordering::SeqCst) >= epoch
                     && c.image()
                         .brokers
                         .get(&self.config.node_id)

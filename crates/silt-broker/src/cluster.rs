@@ -32,6 +32,9 @@ pub(crate) struct Cluster {
     pub epoch: AtomicU64,
     /// Random per process start (see `Command::RegisterBroker`).
     pub incarnation: u64,
+    /// The broker epoch of the last image whose roles and topics `reconcile` applied: a broker
+    /// serves only once this reaches its registration (topics known, partitions opened).
+    pub reconciled: AtomicU64,
     /// Controller state while this broker leads the quorum: liveness since it took over, and
     /// the term it took over in.
     pub liveness: Mutex<Option<(u64, Liveness)>>,
@@ -60,6 +63,7 @@ impl Cluster {
             node,
             epoch: AtomicU64::new(0),
             incarnation: new_incarnation(),
+            reconciled: AtomicU64::new(0),
             liveness: Mutex::new(None),
             peers,
             led: Mutex::default(),
@@ -188,6 +192,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if image.brokers.get(&shared.config.node_id).is_some_and(|b| b.epoch >= registered) {
             reconcile(&shared, &image).await;
             fetchers.update(&shared, &image);
+            if let Some(b) = image.brokers.get(&shared.config.node_id) {
+                cluster.reconciled.store(b.epoch, Ordering::SeqCst);
+            }
             if !swept {
                 // Directories of topics deleted while this broker was down (and strays).
                 swept = true;
