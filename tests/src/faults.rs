@@ -215,7 +215,89 @@ pub async fn raw_produce(
     }
 }
 
-/// Flips one byte halfway through the written part of the newest segment in `dir`.
+/// Every other kind of client request, sent once straight to `addr` about `partition` of the
+/// fault topic: what each was answered (`request: CODE`, a gRPC status code, or `not reachable`).
+/// A broker still catching up must answer each with `BROKER_NOT_AVAILABLE` (per item) or
+/// `Unavailable` (whole request): nothing from a stale image.
+pub async fn probe_requests(addr: &str, partition: u32) -> Vec<String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a broker url")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let Ok(ch) = endpoint.connect().await else { return vec!["connect: not reachable".into()] };
+    let mut data = v1::data_client::DataClient::new(ch.clone());
+    let mut meta = v1::metadata_client::MetadataClient::new(ch.clone());
+    let mut admin = v1::admin_client::AdminClient::new(ch.clone());
+    let mut groups = v1::groups_client::GroupsClient::new(ch);
+    let list = v1::ListOffsetsRequest {
+        topics: vec![v1::TopicListOffsets {
+            topic: TOPIC.into(),
+            partitions: vec![v1::PartitionListOffsets {
+                partition,
+                spec: Some(v1::partition_list_offsets::Spec::Position(
+                    v1::OffsetSpec::Latest as i32,
+                )),
+            }],
+        }],
+    };
+    let fetch = v1::FetchRequest {
+        topics: vec![v1::TopicFetchData {
+            topic: TOPIC.into(),
+            partitions: vec![v1::PartitionFetchData { partition, ..Default::default() }],
+        }],
+        ..Default::default()
+    };
+    let topics = vec![TOPIC.to_string()];
+    let group = "probe".to_string();
+    vec![
+        answer("list-offsets", data.list_offsets(list).await, |r: v1::ListOffsetsResponse| {
+            r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code)
+        }),
+        answer("fetch", data.fetch(fetch).await, |r: v1::FetchResponse| {
+            r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code)
+        }),
+        answer(
+            "metadata",
+            meta.get_metadata(v1::MetadataRequest { topics: topics.clone() }).await,
+            |r: v1::MetadataResponse| r.topics.first().map(|t| t.error_code),
+        ),
+        answer(
+            "describe-topics",
+            admin.describe_topics(v1::DescribeTopicsRequest { topics }).await,
+            |r: v1::DescribeTopicsResponse| r.topics.first().map(|t| t.error_code),
+        ),
+        answer(
+            "find-coordinator",
+            groups.find_coordinator(v1::FindCoordinatorRequest { group: group.clone() }).await,
+            |r: v1::FindCoordinatorResponse| Some(r.error_code),
+        ),
+        answer(
+            "describe-group",
+            groups.describe_group(v1::DescribeGroupRequest { group }).await,
+            |r: v1::DescribeGroupResponse| Some(r.error_code),
+        ),
+    ]
+}
+
+/// `request: CODE` for an answer (its first item's error code), or the gRPC status code.
+fn answer<T>(
+    request: &str,
+    r: Result<tonic::Response<T>, tonic::Status>,
+    code: impl Fn(T) -> Option<i32>,
+) -> String {
+    let answer = match r {
+        Ok(resp) => match code(resp.into_inner()) {
+            Some(c) => format!(
+                "{:?}",
+                v1::ErrorCode::try_from(c).unwrap_or(v1::ErrorCode::UnknownServerError)
+            ),
+            None => "empty answer".into(),
+        },
+        Err(s) => format!("{:?}", s.code()),
+    };
+    format!("{request}: {answer}")
+}
+
 /// Zeroes the last `bytes` written bytes of the newest segment in `dir` (a lost unsynced tail:
 /// with `durability=replicated` acknowledged records may live only in memory). Returns the
 /// segment and where the zeroing starts.

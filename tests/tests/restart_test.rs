@@ -95,6 +95,7 @@ async fn t17_restarted_deposed_leader_acknowledges_nothing_from_a_stale_image() 
     cluster.restart(leader);
     let addr = cluster.brokers[&leader].addr.clone();
     let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut other_requests: BTreeMap<String, usize> = BTreeMap::new();
     let until = Instant::now() + Duration::from_secs(6);
     let mut i = 0;
     while Instant::now() < until {
@@ -124,9 +125,13 @@ async fn t17_restarted_deposed_leader_acknowledges_nothing_from_a_stale_image() 
                 outcome,
             });
         }
+        for a in probe_requests(&addr, partition).await {
+            *other_requests.entry(a).or_default() += 1;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("[t17] answers of the restarted broker {leader} for p{partition}: {answers:?}");
+    println!("[t17] its answers to other requests: {other_requests:?}");
     assert!(
         cluster.log_of(leader).contains("registered with the cluster"),
         "the scenario needs the restarted broker registered"
@@ -137,6 +142,13 @@ async fn t17_restarted_deposed_leader_acknowledges_nothing_from_a_stale_image() 
         "only BROKER_NOT_AVAILABLE while catching up: {answers:?}"
     );
     assert!(answers.contains_key("BrokerNotAvailable"), "{answers:?}");
+    assert!(
+        other_requests.keys().all(|k| k.ends_with(": BrokerNotAvailable")
+            || k.ends_with(": Unavailable")
+            || k.ends_with("not reachable")),
+        "every request refused while catching up (a stale image answers nothing): {other_requests:?}"
+    );
+    assert!(other_requests.keys().any(|k| k.starts_with("list-offsets")), "{other_requests:?}");
     tracing::info!("--- heal: it catches up and redirects to the real leader");
     cluster.cut_inbound(leader, false);
     let deadline = Instant::now() + Duration::from_secs(20);

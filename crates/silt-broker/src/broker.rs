@@ -120,12 +120,16 @@ impl Shared {
     }
 
     /// The error for a request naming a topic this broker has no config for: `UNKNOWN_TOPIC`,
-    /// unless the topic exists but its stored config does not apply here (its partitions are
+    /// unless the broker is still catching up ([`serving`](Self::serving)'s error), or the topic exists but its stored config does not apply here (its partitions are
     /// offline on this broker): then `NOT_LEADER` (with a hint) when another broker leads the
     /// partition, else the retriable `BROKER_NOT_AVAILABLE` naming the config error — the
     /// client retries while an operator fixes the config or this broker's limits.
     pub fn missing_topic(&self, topic: &str, partition: u32) -> crate::error::WireError {
         use silt_proto::v1::ErrorCode;
+        if let Err(e) = self.serving() {
+            // Not knowing the topic proves nothing before the image is applied.
+            return e;
+        }
         let Some(why) = self.config_error(topic) else {
             return crate::error::WireError::new(
                 ErrorCode::UnknownTopic,

@@ -153,6 +153,7 @@ impl GroupsService {
         &self,
         req: v1::FindCoordinatorRequest,
     ) -> Result<v1::FindCoordinatorResponse, WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         coord::ensure_offsets_topic(&self.shared).await?;
         let loc = coord::locate(&view(&self.shared), &req.group)?;
@@ -175,6 +176,7 @@ impl GroupsService {
         &self,
         req: v1::GroupHeartbeatRequest,
     ) -> Result<v1::GroupHeartbeatResponse, WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         let shared = &self.shared;
         let c = &shared.config;
         check_group(&req.group)?;
@@ -250,6 +252,7 @@ impl GroupsService {
     }
 
     async fn leave(&self, req: v1::LeaveGroupRequest) -> Result<(), WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         let shared = &self.shared;
         let v = view(shared);
@@ -267,6 +270,7 @@ impl GroupsService {
     }
 
     async fn commit(&self, req: v1::CommitOffsetsRequest) -> Result<(), WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         let shared = &self.shared;
         let v = view(shared);
@@ -301,6 +305,7 @@ impl GroupsService {
         &self,
         req: v1::FetchOffsetsRequest,
     ) -> Result<Vec<v1::CommittedOffset>, WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         let wanted = to_tps(req.partitions)?;
         let co = coordinate(&self.shared, &view(&self.shared), &req.group).await?;
@@ -330,6 +335,7 @@ impl GroupsService {
     }
 
     async fn list(&self) -> Result<Vec<v1::GroupListing>, WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         let shared = &self.shared;
         let v = view(shared);
         let Some(n) = coord::offsets_partitions(&v) else { return Ok(Vec::new()) };
@@ -356,6 +362,7 @@ impl GroupsService {
         &self,
         req: v1::DescribeGroupRequest,
     ) -> Result<v1::DescribeGroupResponse, WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         let shared = &self.shared;
         let co = coordinate(shared, &view(shared), &req.group).await?;
@@ -408,6 +415,7 @@ impl GroupsService {
     }
 
     async fn reset(&self, req: v1::ResetOffsetsRequest) -> Result<(), WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         let shared = &self.shared;
         let v = view(shared);
@@ -425,6 +433,7 @@ impl GroupsService {
     }
 
     async fn delete(&self, req: v1::DeleteGroupRequest) -> Result<(), WireError> {
+        self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
         let shared = &self.shared;
         let mut co = coordinate(shared, &view(shared), &req.group).await?;

@@ -74,6 +74,7 @@ fn rejection_error(r: &Rejection) -> WireError {
 
 impl AdminService {
     async fn create(&self, t: v1::NewTopic, validate_only: bool) -> Result<(), WireError> {
+        self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let name = TopicName::new(t.name.clone())
             .map_err(|e| WireError::new(ErrorCode::InvalidTopic, e.to_string()))?;
@@ -183,6 +184,7 @@ impl AdminService {
     }
 
     async fn delete(&self, name: &str) -> Result<(), WireError> {
+        self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
         if shared.cluster.is_some() {
@@ -292,6 +294,7 @@ impl AdminService {
     }
 
     async fn alter(&self, req: v1::AlterTopicConfigRequest) -> Result<(), WireError> {
+        self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
         let mut t = match &shared.cluster {
@@ -429,6 +432,9 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         _req: Request<v1::DescribeClusterRequest>,
     ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        if let Err(e) = self.shared.serving() {
+            return Err(Status::unavailable(e.message));
+        }
         let v = view(&self.shared);
         Ok(Response::new(v1::DescribeClusterResponse {
             brokers: v.brokers,

@@ -207,8 +207,9 @@ pub(crate) async fn list_offsets(
     req: v1::ListOffsetsRequest,
 ) -> v1::ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
+    let serving = shared.serving();
     for t in req.topics {
-        let known = shared.topic_config(&t.topic).is_some();
+        let known = serving.is_ok() && shared.topic_config(&t.topic).is_some();
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let r = if known {
