@@ -16,10 +16,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{BrokerConfig, BrokerConfigError};
+use crate::legacy::{LegacyError, LegacyTopics};
 use crate::replica_manager::ReplicaManager;
 use crate::service::{AdminService, DataService, MetadataService};
 use crate::topic_config::{ConfigDecision, TopicConfig};
-use crate::topic_store::{FileTopicStore, TopicRecord, TopicStore, TopicStoreError};
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +27,13 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] BrokerConfigError),
     #[error(transparent)]
-    Metadata(#[from] TopicStoreError),
-    #[error("cannot open partitions of topic {topic}: {source}")]
-    Partition {
-        topic: String,
-        #[source]
-        source: silt_storage::StorageError,
-    },
+    Legacy(#[from] LegacyError),
+    #[error(
+        "{data_dir} holds topics of the old single-broker mode (topics.json), which migrate \
+         only into a broker started without --peers; start it alone once to migrate, or move \
+         topics.json away to join the cluster without those topics"
+    )]
+    LegacyInCluster { data_dir: String },
     #[error("cannot bind {addr}: {source} (set another address with {flag})")]
     Bind {
         addr: String,
@@ -60,7 +60,6 @@ const HTTP2_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub advertised: String,
-    pub store: Box<dyn TopicStore>,
     pub replicas: ReplicaManager,
     /// Effective configuration of each topic (defaults + overrides).
     pub topic_configs: RwLock<HashMap<String, TopicConfig>>,
@@ -72,8 +71,10 @@ pub(crate) struct Shared {
     /// Turns true when shutdown starts, so long polls answer at once instead of holding the
     /// drain up for `max_wait_ms`.
     pub stopping: tokio::sync::watch::Sender<bool>,
-    /// Set in cluster mode (`peers` configured).
-    pub cluster: Option<crate::cluster::Cluster>,
+    /// This broker's member of the metadata quorum (one voter without `--peers`).
+    pub cluster: crate::cluster::Cluster,
+    /// Topics of an old single-broker data directory, migrated once registered.
+    pub legacy: Option<LegacyTopics>,
     pub metrics: crate::metrics::Metrics,
     /// The consumer groups this broker coordinates.
     pub coordinator: crate::groups::Coordinator,
@@ -90,7 +91,7 @@ impl Shared {
     }
 
     /// The worker of a partition this broker leads, or the client's error (`NOT_LEADER` with a
-    /// hint in cluster mode, `UNKNOWN_*` otherwise).
+    /// hint, `UNKNOWN_*`, or the retriable `BROKER_NOT_AVAILABLE`).
     pub fn leader_handle(
         &self,
         topic: &str,
@@ -101,20 +102,12 @@ impl Shared {
         if self.topic_config(topic).is_none() {
             return Err(self.missing_topic(topic, partition));
         }
-        if let Some(c) = &self.cluster {
-            crate::cluster::check_leader(&c.image(), self.config.node_id, topic, partition)?;
-            // The image names this broker leader, but its replica may still be opening.
-            return self.replicas.partition(topic, partition).ok_or_else(|| {
-                crate::error::WireError::new(
-                    ErrorCode::BrokerNotAvailable,
-                    format!("{topic}/{partition} is still opening here; retry"),
-                )
-            });
-        }
+        crate::cluster::check_leader(&self.cluster.image(), self.config.node_id, topic, partition)?;
+        // The image names this broker leader, but its replica may still be opening.
         self.replicas.partition(topic, partition).ok_or_else(|| {
             crate::error::WireError::new(
-                ErrorCode::UnknownPartition,
-                format!("topic {topic} has no partition {partition}"),
+                ErrorCode::BrokerNotAvailable,
+                format!("{topic}/{partition} is still opening here; retry"),
             )
         })
     }
@@ -136,10 +129,12 @@ impl Shared {
                 format!("unknown topic {topic}"),
             );
         };
-        if let Some(c) = &self.cluster
-            && let Err(e) =
-                crate::cluster::check_leader(&c.image(), self.config.node_id, topic, partition)
-        {
+        if let Err(e) = crate::cluster::check_leader(
+            &self.cluster.image(),
+            self.config.node_id,
+            topic,
+            partition,
+        ) {
             return e;
         }
         crate::error::WireError::new(
@@ -193,32 +188,26 @@ impl Shared {
         self.config_errors.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Members of the partition's ISR (1 on a single broker).
+    /// Members of the partition's ISR.
     pub fn isr_size(&self, topic: &str, partition: u32) -> usize {
-        match &self.cluster {
-            Some(c) => crate::cluster::partition_image(&c.image(), topic, partition)
-                .map_or(0, |p| p.isr.len()),
-            None => 1,
-        }
+        crate::cluster::partition_image(&self.cluster.image(), topic, partition)
+            .map_or(0, |p| p.isr.len())
     }
 
-    /// Whether this broker may act on its cluster image: in a cluster, the image it has applied
-    /// holds its own current registration, unfenced, and its topics and roles are applied from such an image — so every entry committed before the
-    /// registration is applied too, and nothing it does comes from an older image (the state of
-    /// a previous incarnation replayed from the local Raft log). Always true on a single broker.
+    /// Whether this broker may act on its cluster image: the image it has applied holds its own
+    /// current registration, unfenced, and its topics and roles are applied from such an image —
+    /// so every entry committed before the registration is applied too, and nothing it does
+    /// comes from an older image (the state of a previous incarnation replayed from the local
+    /// Raft log).
     pub fn caught_up(&self) -> bool {
-        match &self.cluster {
-            None => true,
-            Some(c) => {
-                let epoch = c.epoch.load(std::sync::atomic::Ordering::SeqCst);
-                epoch > 0
-                    && c.reconciled.load(std::sync::atomic::Ordering::SeqCst) >= epoch
-                    && c.image()
-                        .brokers
-                        .get(&self.config.node_id)
-                        .is_some_and(|b| b.epoch == epoch && !b.fenced)
-            }
-        }
+        let c = &self.cluster;
+        let epoch = c.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        epoch > 0
+            && c.reconciled.load(std::sync::atomic::Ordering::SeqCst) >= epoch
+            && c.image()
+                .brokers
+                .get(&self.config.node_id)
+                .is_some_and(|b| b.epoch == epoch && !b.fenced)
     }
 
     /// `Ok` when this broker may answer clients from its image ([`caught_up`](Self::caught_up)),
@@ -241,9 +230,9 @@ impl Shared {
         !*self.stopping.borrow() && self.caught_up()
     }
 
-    /// Where to reach broker `id` for broker-to-broker traffic (cluster mode).
+    /// Where to reach broker `id` for broker-to-broker traffic.
     pub fn peer_address(&self, id: u64) -> Option<String> {
-        self.cluster.as_ref()?.peer_address(id)
+        self.cluster.peer_address(id)
     }
 
     pub fn set_topic_config(&self, topic: &str, config: Option<TopicConfig>) {
@@ -254,15 +243,15 @@ impl Shared {
         };
     }
 
-    /// The effective config for a stored topic.
+    /// The effective config of a topic with these overrides (defaults for the rest).
     pub fn effective_config(
         &self,
-        t: &TopicRecord,
+        overrides: &BTreeMap<String, String>,
     ) -> Result<TopicConfig, crate::topic_config::ConfigError> {
         self.config
             .topic_defaults
             .topic_config()
-            .with_overrides(&t.overrides, self.config.max_request_bytes)
+            .with_overrides(overrides, self.config.max_request_bytes)
     }
 }
 
@@ -291,59 +280,40 @@ impl Broker {
         listener: TcpListener,
     ) -> Result<Broker, StartError> {
         config.validate()?;
-        let store = FileTopicStore::open(&config.data_dir)?;
-        let replicas = ReplicaManager::new(&config.data_dir, config.peers.is_some());
-        let topics = store.list();
-        let known: BTreeMap<String, u32> =
-            topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
-        // Single mode: `topics.json` is the truth, so directories it does not claim are left by
-        // an interrupted delete. Cluster mode: the topics come from the metadata image, which is
-        // not known yet here; `cluster::run` sweeps once this broker has caught up.
-        if config.peers.is_none() {
-            replicas.remove_orphans(&known);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| LegacyError::Io { path: config.data_dir.clone(), source })?;
+        let legacy = LegacyTopics::read(&config.data_dir)?;
+        if legacy.is_some() && config.peers.is_some() {
+            return Err(StartError::LegacyInCluster {
+                data_dir: config.data_dir.display().to_string(),
+            });
         }
+        let replicas = ReplicaManager::new(&config.data_dir);
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             flag: "--listen",
             source,
         })?;
         let advertised = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
-        let cluster = match &config.peers {
-            Some(peers) => Some(crate::cluster::Cluster::start(&config, peers, &advertised).await?),
-            None => None,
-        };
-        // In cluster mode topics come from the image (opened by `cluster::run`), not the file.
-        let topics = if cluster.is_some() { Vec::new() } else { topics };
+        // Without `--peers` the broker is a quorum of one: the same code as a cluster.
+        let peers =
+            config.peers.clone().unwrap_or_else(|| format!("{}@{advertised}", config.node_id));
+        let cluster = crate::cluster::Cluster::start(&config, &peers, &advertised).await?;
+        // Topics come from the image once this broker has registered (`cluster::run` opens the
+        // hosted partitions, and sweeps directories no topic claims).
         let shared = Arc::new(Shared {
             config,
             advertised,
-            store: Box::new(store),
             replicas,
             topic_configs: RwLock::new(HashMap::new()),
             config_errors: RwLock::new(BTreeMap::new()),
             admin_lock: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::channel(false).0,
             cluster,
+            legacy,
             metrics: crate::metrics::Metrics::default(),
             coordinator: crate::groups::Coordinator::default(),
         });
-        for t in topics {
-            // A stored config this broker cannot apply (e.g. it restarted with a smaller
-            // `max_request_bytes`) leaves the topic offline, never served with the defaults.
-            let decision = ConfigDecision::new(shared.effective_config(&t), None);
-            let Some(tc) = shared.adopt_config(&t.name, &decision) else { continue };
-            shared
-                .replicas
-                .open_topic(
-                    &t.name,
-                    &single_topic_id(t.id),
-                    &(0..t.partitions).collect::<Vec<_>>(),
-                    &tc,
-                )
-                .await
-                .map_err(|source| StartError::Partition { topic: t.name.clone(), source })?;
-            shared.set_topic_config(&t.name, Some(tc));
-        }
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, "broker bound");
         Ok(Broker { shared, listener, local_addr })
     }
@@ -383,19 +353,15 @@ impl Broker {
         let metadata = MetadataServer::new(MetadataService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
-        let raft = shared.cluster.as_ref().map(|c| c.node.service());
-        let replication = shared.cluster.as_ref().map(|_| {
-            silt_proto::internal::replication_server::ReplicationServer::new(
-                crate::replication::ReplicationService::new(shared.clone()),
-            )
-            .max_decoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES)
-        });
-        let controller = shared.cluster.as_ref().map(|_| {
-            silt_proto::internal::controller_server::ControllerServer::new(
-                crate::cluster::ControllerService::new(shared.clone()),
-            )
-        });
+        let raft = shared.cluster.node.service();
+        let replication = silt_proto::internal::replication_server::ReplicationServer::new(
+            crate::replication::ReplicationService::new(shared.clone()),
+        )
+        .max_decoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES);
+        let controller = silt_proto::internal::controller_server::ControllerServer::new(
+            crate::cluster::ControllerService::new(shared.clone()),
+        );
         let result = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
@@ -405,9 +371,9 @@ impl Broker {
             .add_service(admin)
             .add_service(metadata)
             .add_service(groups)
-            .add_optional_service(raft)
-            .add_optional_service(controller)
-            .add_optional_service(replication)
+            .add_service(raft)
+            .add_service(controller)
+            .add_service(replication)
             .serve_with_incoming_shutdown(
                 // The builder's tcp_nodelay does not reach sockets from our own listener.
                 TcpListenerStream::new(self.listener).map(|s| {
@@ -426,9 +392,7 @@ impl Broker {
         ticker.abort();
         follower.abort();
         groups_expiry.abort();
-        if let Some(c) = &shared.cluster {
-            c.node.shutdown().await;
-        }
+        shared.cluster.node.shutdown().await;
         if let Some(h) = http {
             h.abort();
         }
@@ -454,9 +418,4 @@ async fn tick_loop(shared: Arc<Shared>) {
             p.tick(do_retention);
         }
     }
-}
-
-/// The topic id of a single broker's topic (its store id, as 32 hex digits).
-pub(crate) fn single_topic_id(id: u64) -> String {
-    format!("{id:032x}")
 }

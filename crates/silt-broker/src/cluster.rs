@@ -174,15 +174,17 @@ async fn register(shared: &Shared, cluster: &Cluster) {
 /// Registers this broker, then heartbeats, runs the controller duties when it leads, and
 /// follows the image, until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cluster = &shared.cluster;
     register(&shared, cluster).await;
+    // Never sweep directories of topics a failed migration left out of the image.
+    let migrated = migrate_legacy_topics(&shared).await;
     let heartbeats = tokio::spawn(heartbeat_loop(shared.clone()));
     let controller = tokio::spawn(controller_loop(shared.clone()));
     let isr = tokio::spawn(crate::replication::isr_loop(shared.clone()));
     let _abort = AbortOnDrop(vec![heartbeats, controller, isr]);
     let mut fetchers = crate::replication::Fetchers::default();
     let mut images = cluster.node.subscribe();
-    let mut swept = false;
+    let mut swept = !migrated;
     loop {
         let image = images.borrow_and_update().clone();
         // Roles only from an image that holds this broker's registration (broker epochs only
@@ -210,6 +212,46 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             return;
         }
     }
+}
+
+/// Creates the topics of an old single-broker data directory in the image (see
+/// [`crate::legacy`]), before the first reconcile (which would sweep their directories as
+/// unclaimed). Retried until the quorum of one takes them; a topic already in the image (an
+/// earlier, interrupted migration) is kept as it is. Returns false when a topic could not be
+/// migrated: then nothing is swept and the file stays, for the next start.
+async fn migrate_legacy_topics(shared: &Shared) -> bool {
+    let Some(legacy) = &shared.legacy else { return true };
+    let mut complete = true;
+    for cmd in legacy.commands(shared.config.node_id) {
+        loop {
+            if *shared.stopping.borrow() {
+                return false;
+            }
+            match shared.cluster.node.propose(cmd.clone()).await {
+                Ok(CommandResponse::Rejected(why))
+                    if !matches!(why, silt_raft::Rejection::TopicExists { .. }) =>
+                {
+                    tracing::error!(%why, "cannot migrate a topic of topics.json; its data stays");
+                    complete = false;
+                    break;
+                }
+                Ok(_) => break,
+                Err(e) => tracing::warn!(error = %e, "migrating a topic: retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if !complete {
+        return false;
+    }
+    match legacy.retire() {
+        Ok(()) => tracing::info!(
+            topics = legacy.topics.len(),
+            "migrated the topics of the old single-broker mode (topics.json) into the metadata quorum"
+        ),
+        Err(e) => tracing::warn!(error = %e, "migrated topics.json, but cannot rename it"),
+    }
+    true
 }
 
 /// Makes the hosted partitions, their roles and topic configs match `image`.
@@ -254,10 +296,8 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
         for p in hosted {
             let part = &t.partitions[p as usize];
             let Some(h) = shared.replicas.partition(name, p) else { continue };
-            if part.leader == Some(me)
-                && let Some(c) = &shared.cluster
-            {
-                let mut led = c.led.lock().unwrap_or_else(|p| p.into_inner());
+            if part.leader == Some(me) {
+                let mut led = shared.cluster.led.lock().unwrap_or_else(|p| p.into_inner());
                 if led.insert((name.clone(), p), part.leader_epoch) != Some(part.leader_epoch) {
                     shared.metrics.leader_elections.fetch_add(1, Ordering::Relaxed);
                 }
@@ -306,7 +346,7 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
 /// leadership until it has caught up and rejoined (Kafka's KIP-966 concern: a replica that lost
 /// its tail must not be elected over ones that have it).
 async fn report_damaged(shared: &Shared, topic: &str, partition: u32) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cluster = &shared.cluster;
     let cmd = Command::ReportDamagedReplica {
         broker: shared.config.node_id,
         epoch: cluster.epoch.load(Ordering::SeqCst),
@@ -340,7 +380,7 @@ impl Drop for AbortOnDrop {
 /// Heartbeats the controller every `broker_heartbeat_interval_ms`; re-registers when the image
 /// shows this broker fenced (it was silent too long, e.g. paused).
 async fn heartbeat_loop(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cluster = &shared.cluster;
     let me = shared.config.node_id;
     let interval = Duration::from_millis(shared.config.broker_heartbeat_interval_ms);
     loop {
@@ -374,7 +414,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
 /// While this broker leads the quorum: fence brokers silent for the session timeout (after a
 /// grace period of one session timeout from taking over).
 async fn controller_loop(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cluster = &shared.cluster;
     let me = shared.config.node_id;
     let session = Duration::from_millis(shared.config.broker_session_timeout_ms);
     // Three heartbeat intervals for live brokers to find a new controller (see docs: a full
@@ -441,9 +481,7 @@ impl silt_proto::internal::controller_server::Controller for ControllerService {
         req: tonic::Request<HeartbeatRequest>,
     ) -> Result<tonic::Response<HeartbeatResponse>, tonic::Status> {
         let req = req.into_inner();
-        let Some(cluster) = self.shared.cluster.as_ref() else {
-            return Err(tonic::Status::failed_precondition("not in cluster mode"));
-        };
+        let cluster = &self.shared.cluster;
         let mut guard = cluster.liveness.lock().unwrap_or_else(|p| p.into_inner());
         let accepted = match guard.as_mut() {
             Some((_, liveness)) if cluster.node.leader() == Some(self.shared.config.node_id) => {
@@ -462,7 +500,7 @@ impl silt_proto::internal::controller_server::Controller for ControllerService {
 /// Controlled shutdown: asks the quorum to move this broker's leaderships to in-sync replicas
 /// before the broker stops serving (bounded, so a lost quorum cannot block a shutdown).
 pub(crate) async fn move_leadership_away(shared: &Shared) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cluster = &shared.cluster;
     let me = shared.config.node_id;
     let epoch = cluster.epoch.load(Ordering::SeqCst);
     if epoch == 0 {

@@ -109,8 +109,8 @@ pub struct BrokerConfig {
     /// HTTP address for `/healthz`, `/readyz` and `/metrics`; empty disables it.
     pub http: String,
     pub data_dir: PathBuf,
-    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`: cluster mode. A broker not in
-    /// the list joins as a learner. Absent: a single broker with its topics in `topics.json`.
+    /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`. A broker not in the list joins
+    /// as a learner. Absent: a quorum of one, this broker (`node_id@` its advertised address).
     pub peers: Option<String>,
     pub rack: Option<String>,
     pub max_request_bytes: usize,
@@ -129,7 +129,7 @@ pub struct BrokerConfig {
     /// Partitions of the internal `__consumer_offsets` topic, created on first group use.
     pub offsets_topic_partitions: u32,
     /// Its replication factor, capped at the cluster's size (Raft voters or registered brokers,
-    /// the larger); the topic waits until that many brokers are alive. 1 on a single broker.
+    /// the larger); the topic waits until that many brokers are alive. 1 on a broker alone.
     pub offsets_topic_replication_factor: u32,
     /// Its segment size; the coordinator rewrites the live offsets and drops older segments
     /// once a partition holds more than two segments, mostly superseded.

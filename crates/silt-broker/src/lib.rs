@@ -1,4 +1,4 @@
-//! The Silt broker library: configuration, topic metadata, partition workers, and the gRPC
+//! The Silt broker library: configuration, the metadata quorum member, partition workers, and the gRPC
 //! services (`Broker::bind(config)` / `run(shutdown)`). `siltd` is a thin main around it, and
 //! tests start brokers in-process on port 0.
 
@@ -8,13 +8,13 @@ pub mod config;
 mod error;
 mod groups;
 mod health;
+pub mod legacy;
 mod metrics;
 pub mod partition;
 pub mod replica_manager;
 mod replication;
 mod service;
 pub mod topic_config;
-pub mod topic_store;
 
 pub use broker::{Broker, StartError};
 pub use config::BrokerConfig;

@@ -133,50 +133,40 @@ pub(crate) fn render(shared: &Shared) -> String {
 
     let me = shared.config.node_id;
     let (mut led, mut under, mut offline) = (0u64, 0u64, 0u64);
-    if let Some(c) = &shared.cluster {
-        let image = c.image();
-        for t in image.topics.values() {
-            for p in &t.partitions {
-                if p.leader.is_none() {
-                    offline += 1;
-                }
-                if p.leader == Some(me) {
-                    led += 1;
-                    if p.isr.len() < p.replicas.len() {
-                        under += 1;
-                    }
+    let c = &shared.cluster;
+    let image = c.image();
+    for t in image.topics.values() {
+        for p in &t.partitions {
+            if p.leader.is_none() {
+                offline += 1;
+            }
+            if p.leader == Some(me) {
+                led += 1;
+                if p.isr.len() < p.replicas.len() {
+                    under += 1;
                 }
             }
         }
-        gauge(
-            &mut out,
-            "silt_controller",
-            "1 when this broker is the controller (the Raft leader).",
-            u8::from(c.node.leader() == Some(me)),
-        );
-        gauge(
-            &mut out,
-            "silt_raft_term",
-            "Current Raft term of the metadata quorum.",
-            c.node.term(),
-        );
-        gauge(
-            &mut out,
-            "silt_raft_leader",
-            "Node id of the Raft leader (-1: none known).",
-            c.node.leader().map_or(-1, |l| l as i64),
-        );
-        gauge(
-            &mut out,
-            "silt_brokers_alive",
-            "Registered, unfenced brokers in the cluster image.",
-            image.brokers.values().filter(|b| !b.fenced).count(),
-        );
-    } else {
-        for t in shared.replicas.topics() {
-            led += shared.replicas.partitions(&t).map_or(0, |p| p.len() as u64);
-        }
     }
+    gauge(
+        &mut out,
+        "silt_controller",
+        "1 when this broker is the controller (the Raft leader).",
+        u8::from(c.node.leader() == Some(me)),
+    );
+    gauge(&mut out, "silt_raft_term", "Current Raft term of the metadata quorum.", c.node.term());
+    gauge(
+        &mut out,
+        "silt_raft_leader",
+        "Node id of the Raft leader (-1: none known).",
+        c.node.leader().map_or(-1, |l| l as i64),
+    );
+    gauge(
+        &mut out,
+        "silt_brokers_alive",
+        "Registered, unfenced brokers in the cluster image.",
+        image.brokers.values().filter(|b| !b.fenced).count(),
+    );
     gauge(&mut out, "silt_partitions_led", "Partitions this broker leads.", led);
     gauge(
         &mut out,

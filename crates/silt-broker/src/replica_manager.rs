@@ -17,16 +17,13 @@ use silt_storage::StorageError;
 
 use silt_core::LeaderEpoch;
 
-use crate::partition::{LeaderView, PartitionHandle, RoleSpec};
+use crate::partition::{PartitionHandle, RoleSpec};
 use crate::topic_config::TopicConfig;
 
 /// The hosted partitions.
 #[derive(Debug)]
 pub struct ReplicaManager {
     data_dir: PathBuf,
-    /// Cluster mode: partitions start as followers with the HW from their checkpoint, and wait
-    /// for the image to give them a role.
-    clustered: bool,
     topics: RwLock<HashMap<String, BTreeMap<u32, PartitionHandle>>>,
 }
 
@@ -96,12 +93,8 @@ fn discard_stray(dir: &Path, stamped: &str) -> Result<(), StorageError> {
 }
 
 impl ReplicaManager {
-    pub fn new(data_dir: &Path, clustered: bool) -> ReplicaManager {
-        ReplicaManager {
-            data_dir: data_dir.to_owned(),
-            clustered,
-            topics: RwLock::new(HashMap::new()),
-        }
+    pub fn new(data_dir: &Path) -> ReplicaManager {
+        ReplicaManager { data_dir: data_dir.to_owned(), topics: RwLock::new(HashMap::new()) }
     }
 
     fn read(
@@ -126,11 +119,9 @@ impl ReplicaManager {
         partitions: &[u32],
         config: &TopicConfig,
     ) -> Result<Vec<u32>, StorageError> {
-        let role = if self.clustered {
-            RoleSpec::Follower { leader_epoch: LeaderEpoch(0) }
-        } else {
-            RoleSpec::Leader(LeaderView::single())
-        };
+        // Partitions start as followers with the HW from their checkpoint, and wait for the
+        // image to give them a role.
+        let role = RoleSpec::Follower { leader_epoch: LeaderEpoch(0) };
         let mut damaged = Vec::new();
         let mut opened = BTreeMap::new();
         for &p in partitions {
@@ -145,14 +136,8 @@ impl ReplicaManager {
                 discard_stray(&dir, old)?;
             }
             let name = format!("{topic}-{p}");
-            let opened_now = PartitionHandle::open(
-                name,
-                dir.clone(),
-                config.clone(),
-                role.clone(),
-                self.clustered,
-            )
-            .await;
+            let opened_now =
+                PartitionHandle::open(name, dir.clone(), config.clone(), role.clone()).await;
             let opened_now = match opened_now {
                 Ok(h) if stamped.as_deref() != Some(topic_id) => {
                     stamp_topic_id(&dir, topic_id).map(|()| h)
@@ -228,11 +213,6 @@ impl ReplicaManager {
         }
     }
 
-    /// Deletes partition directories of topics not in `known` (name -> partition count).
-    pub fn remove_orphans(&self, known: &BTreeMap<String, u32>) {
-        self.remove_unclaimed(|topic, p| known.get(topic).is_some_and(|&n| p < n));
-    }
-
     /// Deletes the partition directories `claimed` does not keep, and leftover strays.
     pub fn remove_unclaimed(&self, claimed: impl Fn(&str, u32) -> bool) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else { return };
@@ -266,7 +246,7 @@ mod tests {
     #[tokio::test]
     async fn a_directory_of_an_earlier_topic_with_the_same_name_is_never_opened() {
         let data = tempfile::tempdir().unwrap();
-        let rm = ReplicaManager::new(data.path(), true);
+        let rm = ReplicaManager::new(data.path());
         let config = TopicConfig::default();
         rm.open_topic("t", "aaaa", &[0], &config).await.unwrap();
         let dir = partition_dir(data.path(), "t", 0);
@@ -275,7 +255,7 @@ mod tests {
         rm.close_all().await;
 
         // The topic was deleted and created again while this broker was away: another id.
-        let rm = ReplicaManager::new(data.path(), true);
+        let rm = ReplicaManager::new(data.path());
         rm.open_topic("t", "bbbb", &[0], &config).await.unwrap();
         assert_eq!(stamped(&dir).as_deref(), Some("bbbb"));
         assert!(!dir.join("old-topic-marker").exists(), "the old data is not the new replica");
@@ -292,14 +272,14 @@ mod tests {
     #[tokio::test]
     async fn a_directory_from_before_topic_ids_is_adopted_and_stamped() {
         let data = tempfile::tempdir().unwrap();
-        let rm = ReplicaManager::new(data.path(), true);
+        let rm = ReplicaManager::new(data.path());
         let config = TopicConfig::default();
         rm.open_topic("t", "aaaa", &[0], &config).await.unwrap();
         rm.close_all().await;
         let dir = partition_dir(data.path(), "t", 0);
         std::fs::remove_file(dir.join(PARTITION_METADATA)).unwrap();
         std::fs::write(dir.join("kept"), b"x").unwrap();
-        let rm = ReplicaManager::new(data.path(), true);
+        let rm = ReplicaManager::new(data.path());
         rm.open_topic("t", "cccc", &[0], &config).await.unwrap();
         assert!(dir.join("kept").exists());
         assert_eq!(stamped(&dir).as_deref(), Some("cccc"));
@@ -312,7 +292,7 @@ mod tests {
         for d in ["keep-0", "gone-1", "other", "x-3.abc-stray"] {
             std::fs::create_dir(data.path().join(d)).unwrap();
         }
-        let rm = ReplicaManager::new(data.path(), true);
+        let rm = ReplicaManager::new(data.path());
         rm.remove_unclaimed(|topic, p| topic == "keep" && p == 0);
         let mut left: Vec<String> = std::fs::read_dir(data.path())
             .unwrap()

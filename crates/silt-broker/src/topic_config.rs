@@ -226,8 +226,8 @@ impl TopicConfig {
 /// Room left in a request for everything but the batch (topic names, framing).
 pub const REQUEST_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// What a broker serves a topic with when it applies the topic's stored config (the image's or
-/// `topics.json`'s overrides). The controller validated the overrides, but against its own
+/// What a broker serves a topic with when it applies the topic's stored config (the image's
+/// overrides). The controller validated the overrides, but against its own
 /// limits: a broker with a smaller `max_request_bytes` may not be able to apply them. Falling
 /// back to the defaults would silently change durability, `min.insync.replicas` and retention,
 /// so it never does.

@@ -290,6 +290,76 @@ async fn a_clean_restart_keeps_topics_and_records() {
     drop(tmp);
 }
 
+/// A data directory of the old single-broker mode (`topics.json`, partition directories stamped
+/// with the store id, no Raft state, no HW checkpoint) migrates into the broker's quorum of one
+/// on its first start without `--peers`: every record, the topic's overrides and its id are
+/// kept, the file is renamed, and later starts need it no more. With `--peers` such a directory
+/// is refused with a message naming the file.
+#[tokio::test]
+async fn an_old_single_broker_data_dir_migrates_into_a_quorum_of_one() {
+    let b = TestBroker::start().await;
+    b.create_topic("ev", 2, &[("retention.ms", "-1")]).await;
+    let mut c = b.data().await;
+    for i in 0..4 {
+        produce(&mut c, "ev", i % 2, v1::Acks::All, batch(&format!("r{i}"), 3, i as i64)).await;
+    }
+    let dir = b.dir.clone();
+    let tmp = b.stop().await;
+    // Make it what the old mode left: topics.json, directories stamped with store id 7.
+    std::fs::remove_dir_all(dir.join("raft")).unwrap();
+    for p in 0..2 {
+        let pdir = dir.join(format!("ev-{p}"));
+        std::fs::write(
+            pdir.join("partition.metadata"),
+            format!("version: 0\ntopic_id: {:032x}\n", 7),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(pdir.join("high-watermark"));
+    }
+    std::fs::write(
+        dir.join("topics.json"),
+        r#"{"version":1,"next_id":8,"topics":{"ev":{"name":"ev","id":7,"partitions":2,
+            "replication_factor":1,"overrides":{"retention.ms":"-1"}}}}"#,
+    )
+    .unwrap();
+
+    let clustered = silt_broker::BrokerConfig {
+        peers: Some("1@127.0.0.1:1,2@127.0.0.1:2".into()),
+        ..silt_broker::BrokerConfig::for_test(dir.clone())
+    };
+    let err = silt_broker::Broker::bind(clustered).await.expect_err("refused with --peers");
+    assert!(err.to_string().contains("topics.json"), "{err}");
+
+    for start in 0..2 {
+        let b = TestBroker::start_in(dir.clone(), silt_broker::BrokerConfig::for_test).await;
+        let mut c = b.data().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (code, vals) = loop {
+            let r = fetch_values(&mut c, "ev", 0, 0).await;
+            if r.0 == ErrorCode::None || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!((code, vals.len()), (ErrorCode::None, 6), "start {start}: {vals:?}");
+        assert_eq!(fetch_values(&mut c, "ev", 1, 0).await.1.len(), 6, "start {start}");
+        let d = b
+            .admin()
+            .await
+            .describe_topics(v1::DescribeTopicsRequest { topics: vec!["ev".into()] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.topics[0].configs["retention.ms"], "-1", "start {start}");
+        assert!(!dir.join("topics.json").exists(), "start {start}");
+        assert!(dir.join("topics.json.migrated").exists(), "start {start}");
+        let stamp = std::fs::read_to_string(dir.join("ev-0/partition.metadata")).unwrap();
+        assert!(stamp.contains(&format!("{:032x}", 7)), "the old id kept: {stamp}");
+        b.stop().await;
+    }
+    drop(tmp);
+}
+
 #[tokio::test]
 async fn shutdown_answers_pending_long_polls_instead_of_waiting_them_out() {
     let b = TestBroker::start().await;

@@ -33,7 +33,7 @@ pub struct Options {
     /// Data directory.
     #[arg(long, env = "SILT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Initial metadata quorum voters, ID@HOST:PORT,... (absent: a single-broker cluster).
+    /// Initial metadata quorum voters, ID@HOST:PORT,... (absent: a cluster of this broker alone).
     #[arg(long, env = "SILT_PEERS")]
     pub peers: Option<String>,
     /// Rack (failure domain) of this broker.

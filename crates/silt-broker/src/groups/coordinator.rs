@@ -148,8 +148,8 @@ pub(crate) fn locate(v: &View, group: &str) -> Result<Location, WireError> {
     locate_partition(v, partition_of(group, n))
 }
 
-/// Creates `__consumer_offsets` unless it exists: with replication factor 1 on a single
-/// broker; in a cluster with its full replication factor ([`offsets_topic_rf`]), answering the
+/// Creates `__consumer_offsets` unless it exists, with its full replication factor
+/// ([`offsets_topic_rf`]: at most the quorum's voters, so a broker alone uses 1), answering the
 /// retriable `COORDINATOR_NOT_AVAILABLE` while too few brokers are alive for it.
 pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), WireError> {
     let v = view(shared);
@@ -157,16 +157,13 @@ pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), Wir
         return Ok(());
     }
     let c = &shared.config;
-    let rf = match &shared.cluster {
-        None => 1,
-        Some(cluster) => offsets_topic_rf(
-            c.offsets_topic_replication_factor,
-            cluster.node.voters().len(),
-            v.brokers.len(),
-            v.brokers.iter().filter(|b| b.alive).count(),
-        )
-        .map_err(|w| not_available(w.to_string()))?,
-    };
+    let rf = offsets_topic_rf(
+        c.offsets_topic_replication_factor,
+        shared.cluster.node.voters().len(),
+        v.brokers.len(),
+        v.brokers.iter().filter(|b| b.alive).count(),
+    )
+    .map_err(|w| not_available(w.to_string()))?;
     let overrides = offsets_topic_overrides(rf, c.offsets_topic_segment_bytes);
     crate::service::AdminService::new(shared.clone())
         .create_internal(OFFSETS_TOPIC, c.offsets_topic_partitions, rf, overrides)

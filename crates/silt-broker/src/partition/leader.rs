@@ -26,20 +26,6 @@ pub struct LeaderView {
     pub lag_max: Duration,
 }
 
-impl LeaderView {
-    /// A single broker: the only replica and the whole ISR.
-    pub fn single() -> LeaderView {
-        LeaderView {
-            me: 0,
-            leader_epoch: LeaderEpoch(0),
-            partition_epoch: 0,
-            replicas: vec![0],
-            isr: vec![0],
-            lag_max: Duration::from_secs(10),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Follower {
     /// The position the follower last reported (None: not since this broker became leader).

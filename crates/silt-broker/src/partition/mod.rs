@@ -4,7 +4,7 @@
 //! advances the high watermark to the smallest position over the ISR; `acks=all` waiters are
 //! answered when the HW passes their last offset. As follower it truncates by leader epoch and
 //! appends what its fetcher copied (synced first for `fsync` topics). The offsets are published on
-//! a `watch` channel so long polls wake when they move. A single broker is a leader whose ISR is
+//! a `watch` channel so long polls wake when they move. A broker alone leads with an ISR of
 //! itself.
 
 mod leader;
@@ -247,13 +247,12 @@ impl PartitionHandle {
         dir: PathBuf,
         config: TopicConfig,
         role: RoleSpec,
-        replicated: bool,
     ) -> Result<(PartitionHandle, bool), StorageError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (opened_tx, opened_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("part-{name}"))
-            .spawn(move || worker::run(dir, config, role, replicated, rx, opened_tx))
+            .spawn(move || worker::run(dir, config, role, rx, opened_tx))
             .map_err(|e| StorageError::io("worker thread", e))?;
         let (state, damaged) = opened_rx.await.map_err(|_| {
             StorageError::io("worker thread", std::io::Error::other("worker died"))
@@ -447,15 +446,10 @@ mod tests {
 
     /// A log with epoch 0 at offsets 0..10 and epoch 1 at 10..15, now following epoch 2.
     async fn follower_with_two_epochs(dir: &std::path::Path) -> PartitionHandle {
-        let (h, _) = PartitionHandle::open(
-            "t-0".into(),
-            dir.to_owned(),
-            TopicConfig::default(),
-            leader(0),
-            true,
-        )
-        .await
-        .expect("opens");
+        let (h, _) =
+            PartitionHandle::open("t-0".into(), dir.to_owned(), TopicConfig::default(), leader(0))
+                .await
+                .expect("opens");
         for i in 0..10 {
             h.append(vec![batch(&format!("a{i}"))], WaitFor::Append).await.expect("appends");
         }
@@ -512,15 +506,10 @@ mod tests {
         runs: &[(u32, u64)],
         now: u32,
     ) -> PartitionHandle {
-        let (h, _) = PartitionHandle::open(
-            "t-0".into(),
-            dir.to_owned(),
-            TopicConfig::default(),
-            leader(0),
-            true,
-        )
-        .await
-        .expect("opens");
+        let (h, _) =
+            PartitionHandle::open("t-0".into(), dir.to_owned(), TopicConfig::default(), leader(0))
+                .await
+                .expect("opens");
         let mut at = 0;
         for &(epoch, end) in runs {
             h.set_role(leader(epoch)).await.expect("role");
@@ -616,7 +605,6 @@ mod tests {
             tmp.path().to_owned(),
             TopicConfig::default(),
             RoleSpec::Leader(view),
-            true,
         )
         .await
         .unwrap();

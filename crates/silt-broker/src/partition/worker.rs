@@ -36,14 +36,13 @@ pub(super) fn run(
     dir: PathBuf,
     config: TopicConfig,
     role: RoleSpec,
-    replicated: bool,
     rx: mpsc::Receiver<Command>,
     opened: oneshot::Sender<Opened>,
 ) {
     match Log::open(&dir, config.log_config(), now_ms()) {
         Ok(log) => {
             let damaged = log.damaged_on_open();
-            let mut w = Worker::new(log, config, replicated);
+            let mut w = Worker::new(log, config);
             w.set_role(role);
             let (state_tx, state_rx) = watch::channel(w.state());
             if opened.send(Ok((state_rx, damaged))).is_ok() {
@@ -93,18 +92,14 @@ fn write_hw_checkpoint(dir: &Path, hw: Offset) -> std::io::Result<()> {
 }
 
 impl Worker {
-    fn new(log: Log, config: TopicConfig, replicated: bool) -> Worker {
+    fn new(log: Log, config: TopicConfig) -> Worker {
         let end = log.log_end_offset();
-        // A single broker's recovered log is all its own, so all committed; a cluster replica
-        // only knows what the HW checkpoint says (the leader advances it from its followers).
-        let hw = if replicated {
-            read_hw_checkpoint(log.dir())
-                .unwrap_or(Offset::ZERO)
-                .min(end)
-                .max(log.log_start_offset())
-        } else {
-            end
-        };
+        // A replica only knows what the HW checkpoint says (the leader advances it from its
+        // followers; a sole replica once it leads).
+        let hw = read_hw_checkpoint(log.dir())
+            .unwrap_or(Offset::ZERO)
+            .min(end)
+            .max(log.log_start_offset());
         Worker {
             log: Some(log),
             config,

@@ -171,10 +171,7 @@ async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<F
         let now = Instant::now();
         let due = |s: &State| s.retry_at.is_none_or(|t| t <= now);
         // This process's registration, so the leader refuses fetches of a replaced one.
-        let sender = Sender {
-            id: me,
-            broker_epoch: shared.cluster.as_ref().map_or(0, |c| c.epoch.load(Ordering::SeqCst)),
-        };
+        let sender = Sender { id: me, broker_epoch: shared.cluster.epoch.load(Ordering::SeqCst) };
         let ok = if states.values().any(|s| s.offset.is_none() && due(s)) {
             truncate(sender, rpc, &mut states).await
         } else if states.values().any(|s| s.offset.is_some() && due(s)) {

@@ -21,7 +21,7 @@ use crate::partition::IsrAnswer;
 /// stale one, which fences a zombie leader). A refusal or an unknown outcome goes back to the
 /// partition, whose HW counts the change's new members until the image shows the outcome.
 pub(crate) async fn isr_loop(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
+    let cluster = &shared.cluster;
     let me = shared.config.node_id;
     let lag = Duration::from_millis(shared.config.replica_lag_time_max_ms);
     let period = (lag / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));

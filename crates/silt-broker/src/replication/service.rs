@@ -40,7 +40,7 @@ impl ReplicationService {
     /// that was replaced, or fenced, must not count towards the HW or the ISR. A sender newer
     /// than this broker's image means the image lags: retry. 0 (not sent) is not checked.
     fn check_sender(&self, replica: u64, broker_epoch: u64) -> Result<(), WireError> {
-        let Some(c) = &self.shared.cluster else { return Ok(()) };
+        let c = &self.shared.cluster;
         if broker_epoch == 0 {
             return Ok(());
         }
@@ -66,9 +66,8 @@ impl ReplicationService {
         partition: u32,
         topic_id: &str,
     ) -> Result<PartitionHandle, WireError> {
-        if let Some(c) = &self.shared.cluster
-            && !topic_id.is_empty()
-            && let Some(t) = c.image().topics.get(topic)
+        if !topic_id.is_empty()
+            && let Some(t) = self.shared.cluster.image().topics.get(topic)
             && t.topic_id() != topic_id
         {
             return Err(WireError::new(

@@ -1,5 +1,6 @@
 //! `Admin`: create, delete, describe and alter topics, and describe the cluster. Changes are
-//! serialized by one lock and persisted in the topic store before partitions open or close.
+//! serialized by one lock, committed through the metadata quorum, and answered once this
+//! broker has applied them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +12,7 @@ use tonic::{Request, Response, Status};
 use super::metadata::{TopicView, view};
 use crate::broker::Shared;
 use crate::error::WireError;
-use crate::topic_config::{ConfigDecision, TopicConfig};
-use crate::topic_store::{TopicRecord, TopicStoreError};
+use crate::topic_config::TopicConfig;
 use silt_core::placement::{BrokerSlot, place_replicas};
 use silt_raft::{Command, CommandResponse, Rejection};
 
@@ -41,16 +41,18 @@ fn result(name: String, r: Result<(), WireError>) -> v1::TopicResult {
     }
 }
 
-fn store_error(e: TopicStoreError) -> WireError {
-    match e {
-        TopicStoreError::Exists(t) => {
-            WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {t} already exists"))
-        }
-        TopicStoreError::Unknown(t) => {
-            WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {t}"))
-        }
-        other => WireError::new(ErrorCode::StorageError, other.to_string()),
-    }
+/// A topic to create, checked.
+#[derive(Debug, Clone)]
+struct NewTopicPlan {
+    name: String,
+    partitions: u32,
+    replication_factor: u32,
+    /// The config keys set explicitly.
+    overrides: BTreeMap<String, String>,
+}
+
+fn unknown_topic(t: &str) -> WireError {
+    WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {t}"))
 }
 
 /// The client's error for a command the quorum refused, by the refusal's kind.
@@ -109,24 +111,19 @@ impl AdminService {
         if d.min_insync_replicas > rf && !overrides.contains_key("min.insync.replicas") {
             overrides.insert("min.insync.replicas".into(), rf.to_string());
         }
-        let record = TopicRecord {
-            name: t.name.clone(),
-            id: 0,
-            partitions,
-            replication_factor: rf,
-            overrides,
-        };
+        let record =
+            NewTopicPlan { name: t.name.clone(), partitions, replication_factor: rf, overrides };
         let config = shared
-            .effective_config(&record)
+            .effective_config(&record.overrides)
             .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         let _guard = shared.admin_lock.lock().await;
         if view(shared).topics.contains_key(&t.name) {
-            return Err(store_error(TopicStoreError::Exists(t.name)));
+            return Err(rejection_error(&Rejection::TopicExists { topic: t.name }));
         }
         if validate_only {
             return Ok(());
         }
-        self.create_checked(record, config).await
+        self.create_in_cluster(record, config).await
     }
 
     /// Creates an internal topic (`__consumer_offsets`) unless it exists: no name check. The
@@ -144,57 +141,20 @@ impl AdminService {
         if view(shared).topics.contains_key(name) {
             return Ok(());
         }
-        let record = TopicRecord {
-            name: name.to_string(),
-            id: 0,
-            partitions,
-            replication_factor,
-            overrides,
-        };
+        let record =
+            NewTopicPlan { name: name.to_string(), partitions, replication_factor, overrides };
         let config = shared
-            .effective_config(&record)
+            .effective_config(&record.overrides)
             .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        self.create_checked(record, config).await
-    }
-
-    /// Creates a checked topic (the caller holds the admin lock).
-    async fn create_checked(
-        &self,
-        record: TopicRecord,
-        config: TopicConfig,
-    ) -> Result<(), WireError> {
-        let shared = &self.shared;
-        let partitions = record.partitions;
-        let t = record.clone();
-        if shared.cluster.is_some() {
-            return self.create_in_cluster(record, config).await;
-        }
-        shared.store.create(record).map_err(store_error)?;
-        let id = shared.store.get(&t.name).map_or(0, |r| r.id);
-        let topic_id = crate::broker::single_topic_id(id);
-        let all: Vec<u32> = (0..partitions).collect();
-        if let Err(e) = shared.replicas.open_topic(&t.name, &topic_id, &all, &config).await {
-            let _ = shared.store.delete(&t.name);
-            shared.replicas.delete_topic(&t.name).await;
-            return Err(WireError::from(&e));
-        }
-        shared.set_topic_config(&t.name, Some(config));
-        tracing::info!(topic = %t.name, partitions, "created topic");
-        Ok(())
+        self.create_in_cluster(record, config).await
     }
 
     async fn delete(&self, name: &str) -> Result<(), WireError> {
         self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
-        if shared.cluster.is_some() {
-            self.propose(Command::DeleteTopic { name: name.to_string() }).await?;
-            return self.await_local(name, |c| c.is_none()).await;
-        }
-        shared.store.delete(name).map_err(store_error)?;
-        shared.set_topic_config(name, None);
-        shared.clear_config_error(name);
-        shared.replicas.delete_topic(name).await;
+        self.propose(Command::DeleteTopic { name: name.to_string() }).await?;
+        self.await_local(name, |c| c.is_none()).await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
@@ -234,8 +194,7 @@ impl AdminService {
 
     /// Commits a metadata command through the quorum (forwarded to the controller if needed).
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, WireError> {
-        let cluster = self.shared.cluster.as_ref().expect("invariant: called in cluster mode");
-        match cluster.node.propose(cmd).await {
+        match self.shared.cluster.node.propose(cmd).await {
             Ok(CommandResponse::Rejected(why)) => Err(rejection_error(&why)),
             Ok(r) => Ok(r),
             Err(e) => {
@@ -264,12 +223,14 @@ impl AdminService {
         Ok(())
     }
 
+    /// Creates a checked topic (the caller holds the admin lock): places its replicas on the
+    /// unfenced brokers and commits it.
     async fn create_in_cluster(
         &self,
-        record: TopicRecord,
+        record: NewTopicPlan,
         config: TopicConfig,
     ) -> Result<(), WireError> {
-        let image = self.shared.cluster.as_ref().expect("invariant: cluster mode").image();
+        let image = self.shared.cluster.image();
         let brokers: Vec<BrokerSlot> = image
             .brokers
             .values()
@@ -297,29 +258,9 @@ impl AdminService {
         self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
-        let mut t = match &shared.cluster {
-            Some(c) => {
-                let image = c.image();
-                let it = image
-                    .topics
-                    .get(&req.topic)
-                    .ok_or_else(|| store_error(TopicStoreError::Unknown(req.topic.clone())))?;
-                TopicRecord {
-                    name: req.topic.clone(),
-                    id: it.id,
-                    partitions: it.partitions.len() as u32,
-                    replication_factor: it
-                        .partitions
-                        .first()
-                        .map_or(1, |p| p.replicas.len() as u32),
-                    overrides: it.configs.clone(),
-                }
-            }
-            None => shared
-                .store
-                .get(&req.topic)
-                .ok_or_else(|| store_error(TopicStoreError::Unknown(req.topic.clone())))?,
-        };
+        let image = shared.cluster.image();
+        let mut overrides =
+            image.topics.get(&req.topic).ok_or_else(|| unknown_topic(&req.topic))?.configs.clone();
         for k in &req.delete {
             if !crate::topic_config::KEYS.contains(&k.as_str()) {
                 return Err(WireError::new(
@@ -327,39 +268,16 @@ impl AdminService {
                     format!("invalid topic config {k}: unknown config key"),
                 ));
             }
-            t.overrides.remove(k);
+            overrides.remove(k);
         }
-        t.overrides.extend(req.set);
+        overrides.extend(req.set);
         let config = shared
-            .effective_config(&t)
+            .effective_config(&overrides)
             .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        if shared.cluster.is_some() {
-            self.propose(Command::AlterTopicConfig {
-                name: t.name.clone(),
-                configs: t.overrides.clone(),
-            })
+        self.propose(Command::AlterTopicConfig { name: req.topic.clone(), configs: overrides })
             .await?;
-            return self.await_local(&t.name, |c| c.is_some_and(|c| c == config)).await;
-        }
-        shared.store.set_overrides(&t.name, t.overrides.clone()).map_err(store_error)?;
-        if shared.config_error(&t.name).is_some() {
-            // Offline here until now (its stored config did not apply): open it.
-            let all: Vec<u32> = (0..t.partitions).collect();
-            let topic_id = crate::broker::single_topic_id(t.id);
-            shared
-                .replicas
-                .open_topic(&t.name, &topic_id, &all, &config)
-                .await
-                .map_err(|e| WireError::from(&e))?;
-            shared.adopt_config(&t.name, &ConfigDecision::Apply(config.clone()));
-        }
-        shared
-            .replicas
-            .set_config(&t.name, &config)
-            .await
-            .map_err(|e| WireError::new(ErrorCode::StorageError, e))?;
-        shared.set_topic_config(&t.name, Some(config));
-        tracing::info!(topic = %t.name, "altered topic config");
+        self.await_local(&req.topic, |c| c.is_some_and(|c| c == config)).await?;
+        tracing::info!(topic = %req.topic, "altered topic config");
         Ok(())
     }
 }

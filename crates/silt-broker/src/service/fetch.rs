@@ -104,15 +104,15 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
 
 /// A consumer's `current_leader_epoch` against this leader's: older means the consumer's
 /// metadata is stale (FENCED_LEADER_EPOCH: refresh), newer that this broker lags
-/// (UNKNOWN_LEADER_EPOCH: retry). Not sent, or a single broker: not checked.
+/// (UNKNOWN_LEADER_EPOCH: retry). Not sent: not checked.
 fn check_leader_epoch(
     shared: &Shared,
     topic: &str,
     partition: u32,
     current_leader_epoch: Option<u32>,
 ) -> Result<(), WireError> {
-    let (Some(asked), Some(c)) = (current_leader_epoch, &shared.cluster) else { return Ok(()) };
-    let image = c.image();
+    let Some(asked) = current_leader_epoch else { return Ok(()) };
+    let image = shared.cluster.image();
     let Ok(p) = crate::cluster::partition_image(&image, topic, partition) else { return Ok(()) };
     match asked.cmp(&p.leader_epoch) {
         std::cmp::Ordering::Equal => Ok(()),

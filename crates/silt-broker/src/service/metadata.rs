@@ -1,7 +1,6 @@
 //! `Metadata`, and the cluster view it shares with the admin service: brokers, controller, Raft
-//! term and each topic's partitions (leader, epochs, replicas, ISR). On a single broker the view
-//! is built from the topic store (it leads everything, epoch 0); in cluster mode, from the local
-//! copy of the cluster image, so any broker answers.
+//! term and each topic's partitions (leader, epochs, replicas, ISR), from the local copy of the
+//! cluster image, so any broker that has caught up answers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +10,6 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Shared;
 
-/// The single-broker cluster's id.
-pub(crate) const CLUSTER_ID: &str = "silt-single-broker";
 /// The id of a cluster formed by a metadata quorum.
 pub(crate) const QUORUM_CLUSTER_ID: &str = "silt";
 
@@ -35,76 +32,42 @@ pub(crate) struct View {
 
 /// Builds the view (see the module doc).
 pub(crate) fn view(shared: &Shared) -> View {
-    match &shared.cluster {
-        Some(c) => {
-            let image = c.image();
-            View {
-                cluster_id: QUORUM_CLUSTER_ID,
-                brokers: image
-                    .brokers
-                    .values()
-                    .map(|b| v1::BrokerInfo {
-                        node_id: b.id,
-                        address: b.address.clone(),
-                        rack: b.rack.clone(),
-                        alive: !b.fenced,
-                    })
-                    .collect(),
-                controller: c.node.leader(),
-                raft_term: c.node.term(),
-                topics: image
-                    .topics
+    let c = &shared.cluster;
+    let image = c.image();
+    View {
+        cluster_id: QUORUM_CLUSTER_ID,
+        brokers: image
+            .brokers
+            .values()
+            .map(|b| v1::BrokerInfo {
+                node_id: b.id,
+                address: b.address.clone(),
+                rack: b.rack.clone(),
+                alive: !b.fenced,
+            })
+            .collect(),
+        controller: c.node.leader(),
+        raft_term: c.node.term(),
+        topics: image
+            .topics
+            .iter()
+            .map(|(name, t)| {
+                let partitions = t
+                    .partitions
                     .iter()
-                    .map(|(name, t)| {
-                        let partitions = t
-                            .partitions
-                            .iter()
-                            .enumerate()
-                            .map(|(i, p)| v1::PartitionMetadata {
-                                partition: i as u32,
-                                leader: p.leader,
-                                leader_epoch: p.leader_epoch,
-                                replicas: p.replicas.clone(),
-                                isr: p.isr.clone(),
-                            })
-                            .collect();
-                        let rf = t.partitions.first().map_or(0, |p| p.replicas.len() as u32);
-                        (name.clone(), TopicView { replication_factor: rf, partitions })
+                    .enumerate()
+                    .map(|(i, p)| v1::PartitionMetadata {
+                        partition: i as u32,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
                     })
-                    .collect(),
-            }
-        }
-        None => {
-            let me = shared.config.node_id;
-            View {
-                cluster_id: CLUSTER_ID,
-                brokers: vec![v1::BrokerInfo {
-                    node_id: me,
-                    address: shared.advertised.clone(),
-                    rack: shared.config.rack.clone(),
-                    alive: true,
-                }],
-                controller: Some(me),
-                raft_term: 0,
-                topics: shared
-                    .store
-                    .list()
-                    .into_iter()
-                    .map(|t| {
-                        let partitions = (0..t.partitions)
-                            .map(|p| v1::PartitionMetadata {
-                                partition: p,
-                                leader: Some(me),
-                                leader_epoch: 0,
-                                replicas: vec![me],
-                                isr: vec![me],
-                            })
-                            .collect();
-                        (t.name, TopicView { replication_factor: t.replication_factor, partitions })
-                    })
-                    .collect(),
-            }
-        }
+                    .collect();
+                let rf = t.partitions.first().map_or(0, |p| p.replicas.len() as u32);
+                (name.clone(), TopicView { replication_factor: rf, partitions })
+            })
+            .collect(),
     }
 }
 

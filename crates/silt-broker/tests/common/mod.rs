@@ -44,7 +44,32 @@ impl TestBroker {
                 .await
                 .expect("broker runs");
         });
-        TestBroker { addr, dir, stop: Some(tx), task: Some(task), _tmp: None }
+        let b = TestBroker { addr, dir, stop: Some(tx), task: Some(task), _tmp: None };
+        b.wait_ready().await;
+        b
+    }
+
+    /// Waits (bounded) until the broker has registered with its quorum of one and caught up:
+    /// until then every request answers BROKER_NOT_AVAILABLE (metadata: Unavailable).
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut m = silt_proto::v1::metadata_client::MetadataClient::connect(format!(
+                "http://{}",
+                self.addr
+            ))
+            .await
+            .unwrap();
+            if m.get_metadata(v1::MetadataRequest { topics: vec![] }).await.is_ok() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} never became ready",
+                self.addr
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the broker cleanly and waits for it; keeps the data directory.
