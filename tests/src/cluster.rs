@@ -253,8 +253,6 @@ impl ProcessCluster {
         }
     }
 
-    /// Waits until some running broker's view of the partition `(leader, epoch, isr)` satisfies
-    /// `cond` with a running leader (an isolated broker's stale view may differ: any will do).
     /// Cuts (or heals) what the other brokers send to `id` (Raft appends and votes, fetches
     /// from it), while `id`'s own calls out (forwarded proposals, heartbeats, its fetches) pass.
     pub fn cut_inbound(&self, id: u64, cut: bool) {
@@ -263,6 +261,12 @@ impl ProcessCluster {
                 p.set_cut(cut);
             }
         }
+    }
+
+    /// Cuts (or heals) the one link `from` uses to reach `to` (its calls to `to`: fetches,
+    /// votes, forwarded proposals), leaving every other link as it is.
+    pub fn cut_link(&self, from: u64, to: u64, cut: bool) {
+        self.links[&(from, to)].set_cut(cut);
     }
 
     /// The controller (metadata quorum leader) as a running broker reports it.
@@ -275,6 +279,8 @@ impl ProcessCluster {
         None
     }
 
+    /// Waits until some running broker's view of the partition `(leader, epoch, isr)` satisfies
+    /// `cond` with a running leader (an isolated broker's stale view may differ: any will do).
     pub async fn wait_partition(
         &self,
         topic: &str,

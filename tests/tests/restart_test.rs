@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use silt_proto::v1;
+use silt_tests::cluster::describe_on;
 use silt_tests::faults::*;
 use silt_tests::history::{History, Outcome, SendOp};
 
@@ -342,4 +343,128 @@ async fn damaged_restarts(
             .await;
         println!("[{name}] round {round}: {what}; {new_leader} leads epoch {new_epoch}");
     }
+}
+
+/// KIP-279's two-failover divergence (issue 13). The leader appends `acks=1` records the second
+/// replica does not copy (and then ones neither follower copies) and dies; the next leader does the same at the next epoch and
+/// dies; the third leads. The first two come back with tails of two different epochs the third
+/// never had, one possibly starting below the other's: each must truncate to the current
+/// leader's log by leader epoch, asking again until the epochs agree, so every replica ends
+/// identical below the HW and every `acks=all` record is present. The `acks=1` tails may be
+/// lost (all `acks=1` promises) and count as unknown outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_failovers_leaving_unreplicated_tails_end_with_identical_replicas() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let controller = cluster.controller().await.expect("a controller");
+    // A partition whose replica order puts the controller last: the first two leaders are not
+    // the controller (cutting the links into the controller would fence every other broker).
+    let mut target = None;
+    for p in 0..PARTITIONS {
+        let (l, e, _) = cluster
+            .wait_partition(TOPIC, p, Duration::from_secs(30), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        let t = describe_on(&cluster.brokers[&l].addr, TOPIC).await.expect("described");
+        let replicas = t.partitions[p as usize].replicas.clone();
+        if replicas.last() == Some(&controller) && replicas[0] == l {
+            target = Some((p, l, replicas[1], e));
+        }
+    }
+    let (partition, first, second, epoch) =
+        target.expect("a partition led by its first replica with the controller last");
+    let tails = History::default();
+
+    tracing::info!(
+        "--- p{partition}: {first} leads; cut its followers off, append a tail, kill it"
+    );
+    // The second replica is cut off first, so the third copies records it lacks: the second
+    // leader's tail then starts below the third's end of the first epoch (the case a single
+    // OffsetForLeaderEpoch round gets wrong).
+    let first_addr = cluster.brokers[&first].addr.clone();
+    cluster.cut_link(second, first, true);
+    let mut acked = unreplicated_tail(&first_addr, partition, "tail-a1", &tails).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.cut_inbound(first, true);
+    acked += unreplicated_tail(&first_addr, partition, "tail-a2", &tails).await;
+    cluster.kill9(first);
+    cluster.cut_inbound(first, false);
+    // Back before the second failover (two of three down would stop the metadata quorum), but
+    // unable to fetch from the second leader: it keeps its tail.
+    cluster.cut_link(first, second, true);
+    let (l, e1, _) = cluster
+        .wait_partition(
+            TOPIC,
+            partition,
+            Duration::from_secs(30),
+            "the second leader",
+            |l, e, _| l != first && e > epoch,
+        )
+        .await;
+    assert_eq!(l, second, "the next replica in order leads");
+    cluster.restart(first);
+    cluster.wait_alive(3, Duration::from_secs(30)).await;
+    // The second leader must know it leads before its followers are cut off.
+    let addr = cluster.brokers[&second].addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while describe_on(&addr, TOPIC)
+        .await
+        .is_none_or(|t| t.partitions[partition as usize].leader_epoch < e1)
+    {
+        assert!(Instant::now() < deadline, "broker {second} never learned it leads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    tracing::info!("--- {second} leads epoch {e1}; cut its followers off, append a tail, kill it");
+    cluster.cut_inbound(second, true);
+    let acked_b = unreplicated_tail(&addr, partition, "tail-b", &tails).await;
+    cluster.kill9(second);
+    cluster.cut_inbound(second, false);
+    let (third, e2, _) = cluster
+        .wait_partition(TOPIC, partition, Duration::from_secs(30), "the third leader", |l, e, _| {
+            l != first && l != second && e > e1
+        })
+        .await;
+    println!(
+        "[two-failovers] p{partition}: {first} appended {acked} and {second} {acked_b} acks=1 \
+         records no one copied; {third} leads epoch {e2}"
+    );
+    assert!(acked > 0 && acked_b > 0, "both tails appended: {acked}, {acked_b}");
+    cluster.cut_link(first, second, false);
+    // Under load on the third leader, bring the two back (`finish` restarts them) and compare.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in tails.sends() {
+        load.history.record_send(s);
+    }
+    finish(cluster, load, "two-failovers").await;
+}
+
+/// Sends `acks=1` records straight to `addr` (a leader whose followers are cut off), recording
+/// each as an unknown outcome (an `acks=1` record is not promised to survive its leader). Returns
+/// how many the leader acknowledged.
+async fn unreplicated_tail(addr: &str, partition: u32, prefix: &str, history: &History) -> usize {
+    let mut acked = 0;
+    for i in 0..5 {
+        let value = format!("{prefix}-{i}");
+        let invoked = Instant::now();
+        let r = raw_produce(addr, partition, v1::Acks::Leader, &value).await;
+        let outcome = match &r {
+            Ok(p) if p.error_code() == v1::ErrorCode::None => {
+                acked += 1;
+                Outcome::Unknown
+            }
+            Ok(p) if p.error_code().definitely_not_stored() => Outcome::Failed,
+            Ok(_) => Outcome::Unknown,
+            Err(_) => Outcome::Failed,
+        };
+        history.record_send(SendOp {
+            value,
+            partition,
+            invoked,
+            completed: Instant::now(),
+            outcome,
+        });
+    }
+    acked
 }
