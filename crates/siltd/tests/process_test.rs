@@ -25,7 +25,7 @@ impl Drop for Siltd {
     }
 }
 
-fn start(dir: &Path) -> Siltd {
+async fn start(dir: &Path) -> Siltd {
     let mut child = Command::new(env!("CARGO_BIN_EXE_siltd"))
         .args(["--listen", "127.0.0.1:0", "--http", "", "--data-dir"])
         .arg(dir)
@@ -44,6 +44,19 @@ fn start(dir: &Path) -> Siltd {
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(30)).expect("siltd reports its address");
+    // A broker alone is a quorum of one: it answers BROKER_NOT_AVAILABLE (metadata:
+    // Unavailable) until it has registered and applied its image.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut m = v1::metadata_client::MetadataClient::connect(format!("http://{addr}"))
+            .await
+            .expect("siltd accepts connections");
+        if m.get_metadata(v1::MetadataRequest { topics: vec![] }).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "siltd never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Siltd { child, addr }
 }
 
@@ -120,7 +133,7 @@ fn a_bad_config_exits_at_once_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_keeps_every_acks_all_record() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path());
+    let broker = start(dir.path()).await;
     create_durable_topic(&broker.addr).await;
     let mut c = DataClient::connect(format!("http://{}", broker.addr)).await.unwrap();
     let mut acked = Vec::new();
@@ -143,7 +156,7 @@ async fn kill_9_then_restart_keeps_every_acks_all_record() {
     }
     assert_eq!(acked.len(), 400);
     drop(broker); // SIGKILL, no chance to close anything
-    let broker = start(dir.path());
+    let broker = start(dir.path()).await;
     let read = fetch_all(&broker.addr).await;
     assert_eq!(read, acked, "every acknowledged record survives kill -9, in order");
 }
@@ -151,7 +164,7 @@ async fn kill_9_then_restart_keeps_every_acks_all_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_cleanly_with_exit_code_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = start(dir.path());
+    let mut broker = start(dir.path()).await;
     create_durable_topic(&broker.addr).await;
     let pid = broker.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
