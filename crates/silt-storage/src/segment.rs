@@ -414,7 +414,10 @@ impl Segment {
     }
 
     /// Cuts the segment before the batch holding `offset` (which must be in it); the segment
-    /// must be active. Zeroes the cut batch's length so a crash cannot bring it back.
+    /// must be active. Zeroes every byte from the cut to the old end (and syncs), so neither a
+    /// crash nor a later append that ends on an old batch boundary can bring old batches back:
+    /// the bytes past the end of an active segment are always zeros (a recovered or sealed
+    /// file is trimmed, then extended with zeros when it is made active).
     pub(crate) fn truncate_to(
         &mut self,
         offset: Offset,
@@ -427,7 +430,13 @@ impl Segment {
         let cut_offset = Offset(u64::from_be_bytes(
             self.data[pos as usize..pos as usize + 8].try_into().expect("invariant: 8 bytes"),
         ));
-        self.file.write_all_at(&[0u8; LOG_OVERHEAD], pos).at(&self.log_path)?;
+        const ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+        let mut at = pos;
+        while at < self.size {
+            let n = (self.size - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at).at(&self.log_path)?;
+            at += n as u64;
+        }
         self.file.sync_data().at(&self.log_path)?;
         self.size = pos;
         self.next_offset = cut_offset;

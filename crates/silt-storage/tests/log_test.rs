@@ -224,6 +224,26 @@ fn truncation_removes_the_suffix_durably_and_appends_continue() {
     assert_eq!(log.end_offset_for_epoch(LeaderEpoch(2)), Some((EPOCH, Offset(20))));
 }
 
+/// Truncation removes the bytes of every cut batch, not only the first one's header: when the
+/// next append is exactly as long as the batch it replaces, the old batches after it line up with
+/// the expected offsets, and a crash before a clean close must not bring them back.
+#[test]
+fn truncated_batches_stay_gone_when_an_equal_sized_append_lines_them_up_again() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..10 {
+        log.append(&mut batch("a", 1, 50, i), EPOCH, 0).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1, "the test needs the cut inside one segment");
+    assert_eq!(log.truncate_to(Offset(5)).unwrap(), Offset(5));
+    // Same length as the batch it replaces: the old batch 6 now follows where a batch 6 would.
+    log.append(&mut batch("x", 1, 50, 5), EPOCH, 0).unwrap();
+    drop(log); // a crash: no clean-shutdown marker, the active segment is scanned
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(6), "{:?}", values(&read_all(&log)));
+    assert_eq!(values(&read_all(&log))[5].1, "x-0");
+}
+
 #[test]
 fn truncating_below_the_log_start_restarts_the_log_there() {
     let d = tempfile::tempdir().unwrap();
