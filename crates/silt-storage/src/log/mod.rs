@@ -311,6 +311,8 @@ impl Log {
                 deleted_bytes += seg.size();
                 seg.delete()?;
             }
+            // The unlinks are durable too: a crash must not bring deleted segments back.
+            crate::file_util::sync_dir(&self.dir)?;
             if self.epochs.truncate_from_start(start) {
                 self.epochs.save()?;
             }
@@ -323,7 +325,11 @@ impl Log {
     pub fn delete(self) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         drop(self);
-        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(dir, e))
+        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(dir.clone(), e))?;
+        match dir.parent() {
+            Some(parent) => crate::file_util::sync_dir(parent),
+            None => Ok(()),
+        }
     }
 }
 
