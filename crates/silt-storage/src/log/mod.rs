@@ -18,6 +18,7 @@ use crate::retention::segments_to_delete;
 use crate::segment::Segment;
 use crate::{LeaderEpochCache, LogConfig, StorageError};
 
+pub use open::QUARANTINE_PREFIX;
 pub use read::ReadResult;
 
 /// What an append stored.
