@@ -356,7 +356,7 @@ impl Segment {
 
     /// fdatasync of the log file.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.file.sync_data().at(&self.log_path)
+        crate::file_util::sync_data(&self.file, &self.log_path)
     }
 
     /// Checks the framing (and CRC when `verify_crc`) of the batch at `pos` and returns its header.

@@ -132,6 +132,7 @@ impl Worker {
             high_watermark: self.high_watermark,
             log_end: log.log_end_offset(),
             size_bytes: log.size_bytes(),
+            offline: log.offline().is_some(),
         }
     }
 

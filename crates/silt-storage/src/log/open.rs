@@ -137,6 +137,7 @@ impl Log {
             epochs: loaded_epochs,
             synced: end,
             damaged_on_open: damaged,
+            failed_sync: None,
         };
         if !epochs_ok {
             log.rebuild_epochs()?;
@@ -170,6 +171,7 @@ impl Log {
 
     /// Syncs and trims every file, then writes the clean-shutdown marker, so the next open
     /// skips the scan.
+    /// An offline log (a sync failed) writes no marker: the next open recovers it.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.sync()?;
         self.active_mut().seal()?;
