@@ -407,6 +407,7 @@ async fn tick_loop(shared: Arc<Shared>) {
     let flush = Duration::from_millis(shared.config.flush_interval_ms);
     let retention = Duration::from_millis(shared.config.retention_check_interval_ms);
     let mut since_retention = Duration::ZERO;
+    let mut reported = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(flush).await;
         since_retention += flush;
@@ -416,6 +417,14 @@ async fn tick_loop(shared: Arc<Shared>) {
         }
         for p in shared.replicas.all() {
             p.tick(do_retention);
+        }
+        // A log whose sync failed is offline until a restart: out of the ISR, and leadership
+        // elsewhere (the same report as a replica damaged at open).
+        for (topic, partition) in shared.replicas.offline() {
+            if reported.insert((topic.clone(), partition)) {
+                shared.metrics.offline_logs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::cluster::report_damaged(&shared, &topic, partition).await;
+            }
         }
     }
 }

@@ -345,7 +345,7 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
 /// A replica whose recovery cut data leaves the ISR (unless it is the only copy) and gives up
 /// leadership until it has caught up and rejoined (Kafka's KIP-966 concern: a replica that lost
 /// its tail must not be elected over ones that have it).
-async fn report_damaged(shared: &Shared, topic: &str, partition: u32) {
+pub(crate) async fn report_damaged(shared: &Shared, topic: &str, partition: u32) {
     let cluster = &shared.cluster;
     let cmd = Command::ReportDamagedReplica {
         broker: shared.config.node_id,

@@ -27,6 +27,7 @@ impl From<&StorageError> for WireError {
             StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             StorageError::DiskFull { .. }
+            | StorageError::Offline { .. }
             | StorageError::Io { .. }
             | StorageError::Corrupt { .. } => ErrorCode::StorageError,
             StorageError::NonContiguous { .. }

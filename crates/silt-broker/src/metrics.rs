@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     pub isr_expands: AtomicU64,
     /// Times this broker took over the leadership of a partition.
     pub leader_elections: AtomicU64,
+    /// Partition logs taken offline by a failed sync since the start.
+    pub offline_logs: AtomicU64,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
@@ -129,6 +131,12 @@ pub(crate) fn render(shared: &Shared) -> String {
         "silt_leader_elections_total",
         "Partition leaderships this broker took over.",
         &m.leader_elections,
+    );
+    counter(
+        &mut out,
+        "silt_offline_logs_total",
+        "Partition logs taken offline on this broker by a failed sync (until a restart).",
+        &m.offline_logs,
     );
 
     let me = shared.config.node_id;

@@ -179,6 +179,20 @@ impl ReplicaManager {
     }
 
     /// Every hosted partition.
+    /// The hosted partitions whose log is offline (a sync failed).
+    pub fn offline(&self) -> Vec<(String, u32)> {
+        let topics = self.read();
+        let mut out = Vec::new();
+        for (t, parts) in topics.iter() {
+            for (p, h) in parts {
+                if h.state().offline {
+                    out.push((t.clone(), *p));
+                }
+            }
+        }
+        out
+    }
+
     pub fn all(&self) -> Vec<PartitionHandle> {
         self.read().values().flat_map(|m| m.values().cloned()).collect()
     }

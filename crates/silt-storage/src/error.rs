@@ -34,6 +34,11 @@ pub enum StorageError {
     /// The configuration is unusable.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),
+    /// An fsync of this log failed earlier: what it held may not be on disk, whatever a later
+    /// sync says (the page cache may have dropped the dirty pages), so the log takes no more
+    /// writes and syncs until it is reopened and recovered (the "fsyncgate" rule).
+    #[error("the log in {dir} is offline after a failed sync ({reason}); restart to recover it")]
+    Offline { dir: PathBuf, reason: String },
     /// Any other I/O failure.
     #[error("I/O error on {path}: {source}")]
     Io {

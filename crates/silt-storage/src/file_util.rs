@@ -13,6 +13,17 @@ use crate::error::IoContext;
 thread_local! {
     /// When set, the next preallocations on this thread fail with `ENOSPC`.
     pub(crate) static FAIL_PREALLOCATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// When set, the next data syncs on this thread fail with `EIO`.
+    pub(crate) static FAIL_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// fdatasync of `file` (with the test hook that makes it fail).
+pub(crate) fn sync_data(file: &File, path: &Path) -> Result<(), StorageError> {
+    #[cfg(test)]
+    if FAIL_SYNC.with(|f| f.get()) {
+        return Err(StorageError::io(path, io::Error::from_raw_os_error(libc::EIO)));
+    }
+    file.sync_data().at(path)
 }
 
 /// Reserves `len` bytes of real disk space for `file`, growing it, so later writes (and writes

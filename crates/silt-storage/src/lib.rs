@@ -23,5 +23,5 @@ mod time_index;
 pub use config::{LogConfig, MIN_SEGMENT_MAX_BYTES};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use error::StorageError;
-pub use log::{AppendInfo, Log, ReadResult, RetentionOutcome};
+pub use log::{AppendInfo, Log, QUARANTINE_PREFIX, ReadResult, RetentionOutcome};
 pub use segment::{SEGMENT_NAME_DIGITS, segment_file_name};

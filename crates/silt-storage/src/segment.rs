@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use silt_core::Offset;
-use silt_core::batch::{BatchHeader, LOG_OVERHEAD, check_framing, validate};
+use silt_core::batch::{BatchHeader, check_framing, validate};
 
 use crate::error::IoContext;
 use crate::file_util::{preallocate, sync_dir};
@@ -108,7 +108,9 @@ impl Segment {
         let mut seg = Segment::assemble(base, log_path, file, data, (offset_index, time_index));
         seg.size = size;
         let index_ok = seg.offset_index.check(size).is_ok();
-        // Walk from the last indexed batch to the end to learn the end offset.
+        // Walk from the last indexed batch to the end to learn the end offset, checking those
+        // batches whole (CRC included): the last batch's header names the next segment's base,
+        // and a flipped bit there must not pass for a gap before the next segment.
         let (start_rel, start_pos) =
             if index_ok { seg.offset_index.lookup(u32::MAX) } else { (0, 0) };
         let mut walk = scan(
@@ -116,13 +118,13 @@ impl Segment {
             base.plus(u64::from(start_rel)),
             config.max_batch_bytes,
             None,
-            Check::Framing,
+            Check::Full,
         );
         for item in walk.by_ref() {
             if let Err(stop) = item {
                 return Err(seg.corrupt(
                     u64::from(start_pos) + stop.pos(),
-                    "framing broken in a trusted segment",
+                    "a damaged batch in a trusted segment",
                 ));
             }
         }
@@ -354,7 +356,7 @@ impl Segment {
 
     /// fdatasync of the log file.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.file.sync_data().at(&self.log_path)
+        crate::file_util::sync_data(&self.file, &self.log_path)
     }
 
     /// Checks the framing (and CRC when `verify_crc`) of the batch at `pos` and returns its header.
@@ -414,7 +416,10 @@ impl Segment {
     }
 
     /// Cuts the segment before the batch holding `offset` (which must be in it); the segment
-    /// must be active. Zeroes the cut batch's length so a crash cannot bring it back.
+    /// must be active. Zeroes every byte from the cut to the old end (and syncs), so neither a
+    /// crash nor a later append that ends on an old batch boundary can bring old batches back:
+    /// the bytes past the end of an active segment are always zeros (a recovered or sealed
+    /// file is trimmed, then extended with zeros when it is made active).
     pub(crate) fn truncate_to(
         &mut self,
         offset: Offset,
@@ -427,7 +432,13 @@ impl Segment {
         let cut_offset = Offset(u64::from_be_bytes(
             self.data[pos as usize..pos as usize + 8].try_into().expect("invariant: 8 bytes"),
         ));
-        self.file.write_all_at(&[0u8; LOG_OVERHEAD], pos).at(&self.log_path)?;
+        static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+        let mut at = pos;
+        while at < self.size {
+            let n = (self.size - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at).at(&self.log_path)?;
+            at += n as u64;
+        }
         self.file.sync_data().at(&self.log_path)?;
         self.size = pos;
         self.next_offset = cut_offset;

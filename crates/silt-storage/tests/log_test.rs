@@ -102,6 +102,9 @@ fn segments_roll_by_size_and_by_age() {
     assert!(all.iter().enumerate().all(|(i, (o, _))| o.0 == i as u64));
 }
 
+/// After a clean close only the batches after each segment's last index entry are checked
+/// whole at open (see the sealed-segment damage test); damage further back is not scanned for,
+/// but the read-time CRC check never serves it.
 #[test]
 fn clean_reopen_keeps_everything_and_does_not_scan() {
     let d = tempfile::tempdir().unwrap();
@@ -115,33 +118,23 @@ fn clean_reopen_keeps_everything_and_does_not_scan() {
     log.close().unwrap();
     assert!(d.path().join("clean-shutdown").exists());
 
-    // Damage the last batch's payload: a scan would cut it, a clean open must not look.
+    // Damage the payload of the active segment's first batch (before its last index entry):
+    // a scan would cut it, a clean open does not look there.
     let path = d.path().join(silt_storage::segment_file_name(active, "log"));
     let mut bytes = std::fs::read(&path).unwrap();
-    let n = bytes.len();
-    bytes[n - 3] ^= 0x40;
+    let first_len = BatchHeader::parse(&bytes).unwrap().total_len();
+    assert!(first_len < bytes.len(), "the active segment needs more than one batch");
+    bytes[first_len - 3] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
 
     let log = Log::open(d.path(), small_config(), 0).unwrap();
     assert!(!d.path().join("clean-shutdown").exists(), "marker consumed on open");
-    assert_eq!(log.log_end_offset(), end, "no scan, so the damaged batch is still counted");
+    assert!(!log.damaged_on_open());
+    assert_eq!(log.log_end_offset(), end, "no scan there, so the damaged batch is still counted");
     // ...but it is never served: the read-time CRC check reports it.
-    let last = log.read(Offset(end.0 - 3), 1 << 20);
-    assert!(matches!(last, Err(StorageError::Corrupt { .. })), "{last:?}");
-    assert_eq!(
-        read_all_until(&log, Offset(end.0 - 3)),
-        before[..before.len() - bytes_of_last(&before)]
-    );
-}
-
-fn bytes_of_last(all: &[u8]) -> usize {
-    let mut pos = 0;
-    let mut last = 0;
-    while pos < all.len() {
-        last = BatchHeader::parse(&all[pos..]).unwrap().total_len();
-        pos += last;
-    }
-    last
+    let damaged = log.read(active, 1 << 20);
+    assert!(matches!(damaged, Err(StorageError::Corrupt { .. })), "{damaged:?}");
+    assert_eq!(read_all_until(&log, active), before[..before.len() - bytes.len()]);
 }
 
 fn read_all_until(log: &Log, upper: Offset) -> Vec<u8> {
@@ -222,6 +215,72 @@ fn truncation_removes_the_suffix_durably_and_appends_continue() {
     assert_eq!(log.log_end_offset(), Offset(21));
     assert_eq!(values(&read_all(&log))[20].1, "b-0");
     assert_eq!(log.end_offset_for_epoch(LeaderEpoch(2)), Some((EPOCH, Offset(20))));
+}
+
+/// Truncation removes the bytes of every cut batch, not only the first one's header: when the
+/// next append is exactly as long as the batch it replaces, the old batches after it line up with
+/// the expected offsets, and a crash before a clean close must not bring them back.
+#[test]
+fn truncated_batches_stay_gone_when_an_equal_sized_append_lines_them_up_again() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..10 {
+        log.append(&mut batch("a", 1, 50, i), EPOCH, 0).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1, "the test needs the cut inside one segment");
+    assert_eq!(log.truncate_to(Offset(5)).unwrap(), Offset(5));
+    // Same length as the batch it replaces: the old batch 6 now follows where a batch 6 would.
+    log.append(&mut batch("x", 1, 50, 5), EPOCH, 0).unwrap();
+    drop(log); // a crash: no clean-shutdown marker, the active segment is scanned
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(6), "{:?}", values(&read_all(&log)));
+    assert_eq!(values(&read_all(&log))[5].1, "x-0");
+}
+
+/// A flipped `last_offset_delta` in the last batch of a sealed segment (not the last one), after
+/// a clean close: the batch fails its CRC, so that segment is cut before it, the log reports
+/// itself damaged (the broker then re-fetches from the leader), and the later segments, which
+/// no longer follow, are moved to a quarantine directory with their bytes intact — before, the
+/// damaged header made the next segment "not follow" and every later segment was deleted.
+#[test]
+fn damage_in_a_sealed_segment_cuts_it_there_and_quarantines_the_later_segments() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..120 {
+        log.append(&mut batch(&format!("s{i}"), 3, 120, i), EPOCH, 0).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 3, "the test needs several segments: {bases:?}");
+    log.close().unwrap();
+    let first = d.path().join(silt_storage::segment_file_name(bases[0], "log"));
+    let mut data = std::fs::read(&first).unwrap();
+    let (mut pos, mut last) = (0, None);
+    while let Some(h) = BatchHeader::parse(&data[pos..]).filter(|h| h.batch_length > 0) {
+        last = Some((pos, h.base_offset));
+        pos += h.total_len();
+    }
+    let (last_pos, last_base) = last.unwrap();
+    data[last_pos + silt_core::batch::LAST_OFFSET_DELTA_POS + 3] ^= 0x04;
+    std::fs::write(&first, &data).unwrap();
+    let later: Vec<Vec<u8>> = bases[1..]
+        .iter()
+        .map(|b| std::fs::read(d.path().join(silt_storage::segment_file_name(*b, "log"))).unwrap())
+        .collect();
+
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert!(log.damaged_on_open());
+    assert_eq!(log.log_end_offset(), last_base, "cut before the damaged batch, not after it");
+    assert_eq!(log.segment_bases(), vec![bases[0]]);
+    let quarantine: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(silt_storage::QUARANTINE_PREFIX))
+        .collect();
+    assert_eq!(quarantine.len(), 1);
+    for (b, bytes) in bases[1..].iter().zip(&later) {
+        let moved = quarantine[0].path().join(silt_storage::segment_file_name(*b, "log"));
+        assert_eq!(&std::fs::read(&moved).unwrap()[..bytes.len()], &bytes[..], "{moved:?}");
+    }
 }
 
 #[test]

@@ -33,6 +33,9 @@ pub struct PartitionState {
     pub log_end: Offset,
     /// Bytes of the log's segments.
     pub size_bytes: u64,
+    /// A sync of the log failed: it takes no writes until the broker restarts (the replica is
+    /// reported damaged, leaves the ISR and stops fetching).
+    pub offline: bool,
 }
 
 /// When an append is answered.

@@ -85,10 +85,16 @@ fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
     s.trim().parse().ok().map(Offset)
 }
 
+/// Written whole to a temporary file, synced, renamed over the old one, and the directory
+/// synced: a crash leaves the old or the new value, never an empty file.
 fn write_hw_checkpoint(dir: &Path, hw: Offset) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = dir.join(format!("{HW_CHECKPOINT_FILE}.tmp"));
-    std::fs::write(&tmp, hw.0.to_string())?;
-    std::fs::rename(tmp, dir.join(HW_CHECKPOINT_FILE))
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(hw.0.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, dir.join(HW_CHECKPOINT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Worker {
@@ -126,6 +132,7 @@ impl Worker {
             high_watermark: self.high_watermark,
             log_end: log.log_end_offset(),
             size_bytes: log.size_bytes(),
+            offline: log.offline().is_some(),
         }
     }
 

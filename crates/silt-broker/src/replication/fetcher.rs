@@ -69,7 +69,8 @@ impl Fetchers {
                 if let Some(l) = p.leader
                     && l != me
                     && p.replicas.contains(&me)
-                    && shared.replicas.partition(name, i as u32).is_some()
+                    // An offline replica (a failed sync) copies nothing until a restart.
+                    && shared.replicas.partition(name, i as u32).is_some_and(|h| !h.state().offline)
                 {
                     by_leader.entry(l).or_default().push(Followed {
                         topic: name.clone(),

@@ -1,4 +1,4 @@
-//! A full disk (injected: preallocation fails with ENOSPC) is an error, never a crash, and the
+//! Injected failures. A full disk (injected: preallocation fails with ENOSPC) is an error, never a crash, and the
 //! log stays readable and usable once space returns. `tests/disk_full_test.rs` repeats this on
 //! a real, tiny tmpfs when the tests run as root.
 
@@ -68,4 +68,38 @@ fn disk_full_at_open_is_an_error_not_a_panic() {
     // Nothing half-made is left behind to confuse the next open.
     let log = Log::open(d.path(), LogConfig::default(), 0).unwrap();
     assert_eq!(log.log_end_offset(), Offset(0));
+}
+
+/// The fsyncgate rule: after a failed fdatasync the appended bytes may be lost from the page
+/// cache while a later sync succeeds, so the failure is final. The log refuses appends,
+/// truncation and syncs from then on (even once syncs would work again), never reports the
+/// unsynced appends durable, and its close writes no clean-shutdown marker: the next open
+/// recovers (scans) the active segment.
+#[test]
+fn a_failed_sync_takes_the_log_offline_until_it_is_reopened() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), LogConfig::default(), 0).unwrap();
+    log.append(&mut batch(3), LeaderEpoch(1), 0).unwrap();
+    assert_eq!(log.sync().unwrap(), Offset(3));
+    log.append(&mut batch(3), LeaderEpoch(1), 0).unwrap();
+
+    crate::file_util::FAIL_SYNC.with(|f| f.set(true));
+    assert!(matches!(log.sync(), Err(StorageError::Io { .. })));
+    crate::file_util::FAIL_SYNC.with(|f| f.set(false));
+
+    assert!(log.offline().is_some());
+    assert!(matches!(log.sync(), Err(StorageError::Offline { .. })), "a later sync never succeeds");
+    assert_eq!(log.synced_offset(), Offset(3), "the unsynced appends are never reported durable");
+    assert!(matches!(
+        log.append(&mut batch(1), LeaderEpoch(1), 0),
+        Err(StorageError::Offline { .. })
+    ));
+    assert!(matches!(log.truncate_to(Offset(1)), Err(StorageError::Offline { .. })));
+    assert!(log.read(Offset(0), 1 << 20).is_ok(), "what it holds stays readable");
+    assert!(log.close().is_err());
+    assert!(!d.path().join(crate::checkpoint::CLEAN_SHUTDOWN_FILE).exists());
+
+    let log = Log::open(d.path(), LogConfig::default(), 0).unwrap();
+    assert!(log.offline().is_none(), "reopened and recovered");
+    assert_eq!(log.log_end_offset(), Offset(6), "the page cache still had them here");
 }

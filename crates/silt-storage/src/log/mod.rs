@@ -18,6 +18,7 @@ use crate::retention::segments_to_delete;
 use crate::segment::Segment;
 use crate::{LeaderEpochCache, LogConfig, StorageError};
 
+pub use open::QUARANTINE_PREFIX;
 pub use read::ReadResult;
 
 /// What an append stored.
@@ -51,6 +52,8 @@ pub struct Log {
     synced: Offset,
     /// Recovery on open cut bytes or dropped segments (a lost tail or corruption).
     damaged_on_open: bool,
+    /// Why a sync failed, once one has: the log is offline (see [`StorageError::Offline`]).
+    failed_sync: Option<String>,
 }
 
 impl Log {
@@ -126,6 +129,20 @@ impl Log {
         self.segments.last_mut().expect("invariant: a log has at least one segment")
     }
 
+    /// Why the log is offline (a sync failed), if it is.
+    pub fn offline(&self) -> Option<&str> {
+        self.failed_sync.as_deref()
+    }
+
+    fn check_online(&self) -> Result<(), StorageError> {
+        match &self.failed_sync {
+            None => Ok(()),
+            Some(reason) => {
+                Err(StorageError::Offline { dir: self.dir.clone(), reason: reason.clone() })
+            }
+        }
+    }
+
     /// Leader append: checks the batch fully, stamps the next offset and `epoch` into it in
     /// place, and writes it. Not durable until [`sync`](Self::sync).
     pub fn append(
@@ -134,6 +151,7 @@ impl Log {
         epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
+        self.check_online()?;
         self.check_size(batch.len())?;
         validate(batch, self.config.max_batch_bytes)?;
         let base = self.log_end_offset();
@@ -150,6 +168,7 @@ impl Log {
         batch: &[u8],
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
+        self.check_online()?;
         self.check_size(batch.len())?;
         let h = validate(batch, self.config.max_batch_bytes)?;
         let expected = self.log_end_offset();
@@ -214,11 +233,17 @@ impl Log {
     }
 
     /// Makes everything appended so far durable (fdatasync) and returns the log end offset it
-    /// covers. One call covers any number of appends: the group commit.
+    /// covers. One call covers any number of appends: the group commit. A failure is final: the
+    /// log goes offline and never reports those appends durable (see [`StorageError::Offline`]).
     pub fn sync(&mut self) -> Result<Offset, StorageError> {
+        self.check_online()?;
         let end = self.log_end_offset();
         if self.synced < end {
-            self.active().sync()?;
+            if let Err(e) = self.active().sync() {
+                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed: the log goes offline until it is reopened");
+                self.failed_sync = Some(e.to_string());
+                return Err(e);
+            }
             self.synced = end;
         }
         Ok(end)
@@ -228,6 +253,7 @@ impl Log {
     /// divergent suffix). Returns the new log end. Truncating below the log start empties the
     /// log and restarts it at `offset`.
     pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset, StorageError> {
+        self.check_online()?;
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
@@ -257,6 +283,7 @@ impl Log {
     /// Deletes every segment and starts an empty log at `offset` (a follower whose leader has
     /// deleted everything it had).
     pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<(), StorageError> {
+        self.check_online()?;
         for seg in self.segments.drain(..) {
             seg.delete()?;
         }
@@ -311,6 +338,8 @@ impl Log {
                 deleted_bytes += seg.size();
                 seg.delete()?;
             }
+            // The unlinks are durable too: a crash must not bring deleted segments back.
+            crate::file_util::sync_dir(&self.dir)?;
             if self.epochs.truncate_from_start(start) {
                 self.epochs.save()?;
             }
@@ -323,7 +352,11 @@ impl Log {
     pub fn delete(self) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         drop(self);
-        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(dir, e))
+        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(dir.clone(), e))?;
+        match dir.parent() {
+            Some(parent) => crate::file_util::sync_dir(parent),
+            None => Ok(()),
+        }
     }
 }
 

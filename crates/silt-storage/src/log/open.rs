@@ -3,8 +3,12 @@
 //! Open: a `clean-shutdown` marker means every file was synced and trimmed at close, so no scan
 //! is needed. Without it, segments at or after the recovery point (the active segment when the
 //! process died, and any whose roll did not finish) are scanned batch by batch and cut at the
-//! first invalid byte; later segments are then deleted. Earlier segments were sealed and synced
-//! at roll time and are opened as they are (their index files checked, and rebuilt if damaged).
+//! first invalid byte. Earlier segments were sealed and synced at roll time and are opened as
+//! they are: their index files checked (and rebuilt if damaged) and the batches after the last
+//! index entry checked whole; a damaged one makes that segment scanned and cut like an unsynced
+//! one. Segments after a cut (or after a gap) cannot be part of the log any more; they are moved
+//! to `quarantine-<ms>/` in the partition directory, never deleted, and the log reports itself
+//! damaged (the broker re-fetches from the leader; an operator can recover the files).
 
 use std::path::Path;
 
@@ -77,8 +81,8 @@ impl Log {
             if let Some(prev) = segments.last()
                 && prev.next_offset() != base
             {
-                tracing::warn!(dir = %dir.display(), base = base.0, expected = prev.next_offset().0, "segment does not follow its predecessor, dropping it and later ones");
-                delete_files(dir, &bases[i..])?;
+                tracing::error!(dir = %dir.display(), base = base.0, expected = prev.next_offset().0, "segment does not follow its predecessor: it and later ones are moved to quarantine");
+                quarantine(dir, &bases[i..])?;
                 damaged = true;
                 break;
             }
@@ -104,7 +108,10 @@ impl Log {
             segments.push(seg);
             damaged |= cut;
             if cut {
-                delete_files(dir, &bases[i + 1..])?;
+                if i + 1 < bases.len() {
+                    tracing::error!(dir = %dir.display(), segments = bases.len() - i - 1, "segments after the cut are moved to quarantine");
+                }
+                quarantine(dir, &bases[i + 1..])?;
                 break;
             }
         }
@@ -130,6 +137,7 @@ impl Log {
             epochs: loaded_epochs,
             synced: end,
             damaged_on_open: damaged,
+            failed_sync: None,
         };
         if !epochs_ok {
             log.rebuild_epochs()?;
@@ -163,6 +171,7 @@ impl Log {
 
     /// Syncs and trims every file, then writes the clean-shutdown marker, so the next open
     /// skips the scan.
+    /// An offline log (a sync failed) writes no marker: the next open recovers it.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.sync()?;
         self.active_mut().seal()?;
@@ -173,17 +182,32 @@ impl Log {
     }
 }
 
-/// Removes the files of the segments at `bases`.
-fn delete_files(dir: &Path, bases: &[Offset]) -> Result<(), StorageError> {
+/// The prefix of the directories segments cut off the log are moved to.
+pub const QUARANTINE_PREFIX: &str = "quarantine-";
+
+/// Moves the files of the segments at `bases` out of the log, into a new `quarantine-<ms>/`
+/// directory next to them (durably): they are no longer part of the log, but not destroyed.
+fn quarantine(dir: &Path, bases: &[Offset]) -> Result<(), StorageError> {
+    if bases.is_empty() {
+        return Ok(());
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let to = dir.join(format!("{QUARANTINE_PREFIX}{stamp}"));
+    std::fs::create_dir_all(&to).at(&to)?;
     for &base in bases {
         for ext in ["log", "index", "timeindex"] {
-            let path = dir.join(crate::segment_file_name(base, ext));
-            match std::fs::remove_file(&path) {
+            let name = crate::segment_file_name(base, ext);
+            let path = dir.join(&name);
+            match std::fs::rename(&path, to.join(&name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StorageError::io(path, e)),
             }
         }
     }
+    tracing::error!(quarantine = %to.display(), segments = bases.len(), "moved segments out of the log");
+    crate::file_util::sync_dir(&to)?;
     crate::file_util::sync_dir(dir)
 }
