@@ -1,7 +1,7 @@
 //! Consumer-group load for the chaos tests (RELIABILITY.md C8): members that commit after
-//! processing, killed by aborting their task (no leave), a watcher of the committed offsets
-//! (never backwards), and the drain that waits until the group has consumed every acknowledged
-//! value.
+//! processing (synchronously or async), killed by aborting their task (no leave), a watcher of the
+//! committed offsets (never backwards), and the drain that waits until the group has consumed
+//! every acknowledged value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -26,13 +26,33 @@ pub fn member_config(group: &str) -> GroupConfig {
     c
 }
 
-/// Starts a member that records every value it consumes into `consumed` and then commits.
-/// Abort the handle to kill it.
+/// How a member commits after each processed poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commits {
+    /// `commit`, awaited before the next poll.
+    Sync,
+    /// `commit_async`, not awaited: commits overlap polls, revocations and kills.
+    Async,
+}
+
+/// Starts a member that records every value it consumes into `consumed` and then commits
+/// synchronously. Abort the handle to kill it.
 pub fn spawn_member(
     client: Client,
     group: &str,
     topic: &str,
     consumed: Consumed,
+) -> JoinHandle<()> {
+    spawn_member_with(client, group, topic, consumed, Commits::Sync)
+}
+
+/// Like [`spawn_member`], committing as `commits` says.
+pub fn spawn_member_with(
+    client: Client,
+    group: &str,
+    topic: &str,
+    consumed: Consumed,
+    commits: Commits,
 ) -> JoinHandle<()> {
     let (group, topic) = (group.to_string(), topic.to_string());
     tokio::spawn(async move {
@@ -57,8 +77,13 @@ pub fn spawn_member(
                             set.insert(String::from_utf8_lossy(v).into_owned());
                         }
                     }
-                    if let Err(e) = c.commit().await {
-                        tracing::warn!(error = %e, "commit failed");
+                    match commits {
+                        Commits::Sync => {
+                            if let Err(e) = c.commit().await {
+                                tracing::warn!(error = %e, "commit failed");
+                            }
+                        }
+                        Commits::Async => drop(c.commit_async()),
                     }
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -1,5 +1,6 @@
 //! Consumer-group chaos (RELIABILITY.md T14, ISSUE 6): three members of one group consume a
-//! topic under `acks=all` load, committing after processing; a member is killed (no leave) and
+//! topic under `acks=all` load, committing after processing (two of them async, not awaited, so
+//! commits overlap revocations and kills — issue 14); a member is killed (no leave) and
 //! replaced every few seconds, and the coordinator's broker is killed and restarted in the middle.
 //! Checks (C8): committed offsets per partition never go backwards and never pass the high
 //! watermark, the union of what the members consumed covers every acknowledged record, nothing
@@ -11,13 +12,18 @@ use std::time::Duration;
 
 use silt_client::{Acks, Client, ProducerConfig, ProducerRecord};
 use silt_tests::cluster::{ClusterSettings, ProcessCluster};
-use silt_tests::group_load::{OffsetWatch, committed_to_end, drain, spawn_member};
+use silt_tests::group_load::{Commits, OffsetWatch, committed_to_end, drain, spawn_member_with};
 use silt_tests::workload::fault_topic_configs;
 
 const TOPIC: &str = "chaos";
 const GROUP: &str = "chaos-group";
 const PARTITIONS: u32 = 6;
 const MEMBERS: usize = 3;
+
+/// How the member in slot `i` (and each replacement of it) commits.
+fn commits(i: usize) -> Commits {
+    if i.is_multiple_of(2) { Commits::Async } else { Commits::Sync }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
@@ -80,7 +86,7 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
 
     let consumed = Arc::new(Mutex::new(BTreeSet::new()));
     let mut members: Vec<_> = (0..MEMBERS)
-        .map(|_| spawn_member(client.clone(), GROUP, TOPIC, consumed.clone()))
+        .map(|i| spawn_member_with(client.clone(), GROUP, TOPIC, consumed.clone(), commits(i)))
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -92,7 +98,8 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
         let victim = (round as usize * 7 + 1) % MEMBERS;
         members[victim].abort();
         killed_members += 1;
-        members[victim] = spawn_member(client.clone(), GROUP, TOPIC, consumed.clone());
+        members[victim] =
+            spawn_member_with(client.clone(), GROUP, TOPIC, consumed.clone(), commits(victim));
         if round == 3 {
             let coord = find_coordinator(&client).await;
             let id = cluster.brokers.values().find(|b| b.addr == coord).map(|b| b.id).unwrap();

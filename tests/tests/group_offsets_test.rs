@@ -1,12 +1,14 @@
 //! `__consumer_offsets` stays bounded without log compaction: with small segments, a stream of
 //! commits makes the coordinator rewrite the live records and delete the older segments, and a
 //! restarted broker reloads exactly the last committed offsets from what is left. A member also
-//! works as a stream of records.
+//! works as a stream of records. A member that gave a partition up cannot overwrite the offset its
+//! new owner committed.
 
 use std::time::{Duration, Instant};
 
 use silt_broker::{Broker, BrokerConfig};
-use silt_client::{Client, CommitMode, GroupConfig, TopicPartition};
+use silt_client::{Client, CommitMode, GroupConfig, GroupConsumer, TopicPartition};
+use silt_proto::v1::ErrorCode;
 
 struct Running {
     addr: String,
@@ -105,6 +107,59 @@ async fn a_group_member_as_a_stream_yields_every_record_once() {
     let mut want: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
     want.sort();
     assert_eq!(values, want);
+    let _ = b.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+}
+
+/// Polls both members until each owns `n` partitions (bounded).
+async fn settle(a: &mut GroupConsumer, b: &mut GroupConsumer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.assignment().len() != n || b.assignment().len() != n {
+        assert!(Instant::now() < deadline, "no split: {:?} {:?}", a.assignment(), b.assignment());
+        a.poll().await.unwrap();
+        b.poll().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_member_cannot_overwrite_the_new_owners_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = start(tmp.path()).await;
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+    client.admin().create_topic("r", 2, 1, Default::default()).await.unwrap();
+    let mut config = GroupConfig::new("rg");
+    config.commit = CommitMode::Manual;
+    config.fetch.max_wait_ms = 100;
+    tracing::info!("--- A owns both partitions");
+    let mut a = client.subscribe(config.clone(), vec!["r".into()]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.assignment().len() != 2 {
+        assert!(Instant::now() < deadline, "A never got both partitions");
+        a.poll().await.unwrap();
+    }
+    tracing::info!("--- B joins; one partition moves to it");
+    let mut bm = client.subscribe(config, vec!["r".into()]).await.unwrap();
+    settle(&mut a, &mut bm, 1).await;
+    let moved = bm.assignment()[0].clone();
+    let kept = a.assignment()[0].clone();
+    assert_ne!(moved, kept);
+    tracing::info!("--- B commits 100; A's late commit of 50 is refused");
+    bm.committer().commit([(moved.clone(), 100)]).await.unwrap();
+    let a_committer = a.committer();
+    let e = a_committer.commit([(moved.clone(), 50)]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::StaleMemberEpoch), "{e}");
+    // Beside a partition A owns: the whole commit is refused.
+    let e = a_committer.commit([(kept.clone(), 5), (moved.clone(), 50)]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::StaleMemberEpoch), "{e}");
+    // An async commit of it is dropped by the client (nothing sent, nothing refused).
+    a_committer.commit_async([(moved.clone(), 40)]).await.unwrap().unwrap();
+    let offsets = client.admin().group_offsets("rg").await.unwrap();
+    assert_eq!(offsets.get(&moved), Some(&100), "the new owner's commit stays");
+    assert_eq!(offsets.get(&kept), None, "nothing of the refused commit was written");
+    // A still commits what it owns.
+    a_committer.commit([(kept.clone(), 7)]).await.unwrap();
+    assert_eq!(client.admin().group_offsets("rg").await.unwrap().get(&kept), Some(&7));
+    drop((a, bm));
     let _ = b.stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
 }

@@ -139,6 +139,10 @@ mod tests {
         for c in [UnknownTopic, MessageTooLarge, InvalidRequest, TopicAlreadyExists] {
             assert!(!c.is_retriable(), "{c:?}");
         }
+        // A commit refused for a partition the member does not own would be refused again.
+        for c in [StaleMemberEpoch, FencedMemberEpoch, UnknownMemberId] {
+            assert!(!c.is_retriable(), "{c:?}");
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl From<GroupError> for WireError {
         let code = match &e {
             GroupError::UnknownMember(_) => ErrorCode::UnknownMemberId,
             GroupError::FencedEpoch { .. } => ErrorCode::FencedMemberEpoch,
+            GroupError::NotOwned { .. } => ErrorCode::StaleMemberEpoch,
             GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
             GroupError::Invalid(_) => ErrorCode::InvalidGroupId,
         };
@@ -280,7 +281,9 @@ impl GroupsService {
         }
         let co = coordinate(shared, &v, &req.group).await?;
         match co.slot.groups.get(&req.group) {
-            Some(g) => g.check_commit(&req.member_id, req.member_epoch)?,
+            Some(g) => {
+                g.check_commit(&req.member_id, req.member_epoch, offsets.iter().map(|(tp, _)| tp))?
+            }
             None if req.member_id.is_empty() => {}
             None => return Err(GroupError::UnknownMember(req.member_id.clone()).into()),
         }
@@ -422,7 +425,7 @@ impl GroupsService {
         let offsets = check_offsets(&coord::subscribable_topics(&v), &req.offsets)?;
         let mut co = coordinate(shared, &v, &req.group).await?;
         if let Some(g) = co.slot.groups.get(&req.group) {
-            g.check_commit("", 0)?;
+            g.check_commit("", 0, &[])?;
         }
         if offsets.is_empty() {
             return Ok(());
@@ -440,7 +443,7 @@ impl GroupsService {
         let g = co.slot.groups.get(&req.group).ok_or_else(|| {
             WireError::new(ErrorCode::GroupIdNotFound, format!("no group {}", req.group))
         })?;
-        g.check_commit("", 0)?;
+        g.check_commit("", 0, &[])?;
         let mut entries: Vec<Entry> = g
             .offsets
             .keys()

@@ -24,6 +24,10 @@ pub enum GroupError {
     UnknownMember(String),
     #[error("member {member} has epoch {current}, not {asked}: it was fenced")]
     FencedEpoch { member: String, asked: u32, current: u32 },
+    /// A commit for a partition the member does not hold (it was revoked, or never given):
+    /// another member may own it and have committed further.
+    #[error("member {member} at epoch {epoch} does not own {}-{}", .partition.0, .partition.1)]
+    NotOwned { member: String, epoch: u32, partition: Tp },
     #[error("the group has {0} member(s)")]
     NotEmpty(usize),
     #[error("{0}")]
@@ -426,9 +430,19 @@ impl Group {
         !self.members.is_empty() && self.refresh_target(topics, false)
     }
 
-    /// May `member_id` at `member_epoch` commit? An empty id commits from outside the group,
-    /// which only an empty group allows.
-    pub fn check_commit(&self, member_id: &str, member_epoch: u32) -> Result<(), GroupError> {
+    /// May `member_id` at `member_epoch` commit offsets of `partitions`? An empty id commits
+    /// from outside the group, which only an empty group allows. A member commits from its
+    /// current or its previous epoch (a commit may race the heartbeat answer that bumped it),
+    /// and only partitions it holds: assigned now, or still reported owned while it gives them
+    /// up (it commits before confirming the release). A partition is held by one member at a
+    /// time, so a revoked member's late commit cannot overwrite the new owner's: the whole
+    /// commit is refused (`NotOwned`) and no offset changes.
+    pub fn check_commit<'a>(
+        &self,
+        member_id: &str,
+        member_epoch: u32,
+        partitions: impl IntoIterator<Item = &'a Tp>,
+    ) -> Result<(), GroupError> {
         if member_id.is_empty() {
             return match self.members.len() {
                 0 => Ok(()),
@@ -439,14 +453,23 @@ impl Group {
             .members
             .get(member_id)
             .ok_or_else(|| GroupError::UnknownMember(member_id.to_string()))?;
-        if member_epoch == m.rec.epoch || member_epoch == m.rec.previous_epoch {
-            Ok(())
-        } else {
-            Err(GroupError::FencedEpoch {
+        if member_epoch != m.rec.epoch && member_epoch != m.rec.previous_epoch {
+            return Err(GroupError::FencedEpoch {
                 member: member_id.to_string(),
                 asked: member_epoch,
                 current: m.rec.epoch,
-            })
+            });
+        }
+        match partitions
+            .into_iter()
+            .find(|tp| !m.rec.assigned.contains(*tp) && !m.owned.contains(*tp))
+        {
+            Some(tp) => Err(GroupError::NotOwned {
+                member: member_id.to_string(),
+                epoch: member_epoch,
+                partition: tp.clone(),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -136,7 +136,7 @@ fn a_silent_member_is_removed_after_its_session_and_others_take_over() {
     beat(&mut g, &mut a, 10_030, &t, &mut n);
     assert_eq!(a.owned.len(), 6);
     // The removed member's commits and heartbeats are refused.
-    assert!(matches!(g.check_commit(&b.id, b.epoch), Err(GroupError::UnknownMember(_))));
+    assert!(matches!(g.check_commit(&b.id, b.epoch, &b.owned), Err(GroupError::UnknownMember(_))));
     assert!(matches!(
         g.heartbeat(hb(&b, "t"), 10_040, &t, || unreachable!()),
         Err(GroupError::UnknownMember(_))
@@ -150,15 +150,62 @@ fn commits_with_a_stale_epoch_are_fenced() {
     let mut n = 0;
     let mut a = Sim::default();
     beat(&mut g, &mut a, 0, &t, &mut n);
-    assert!(g.check_commit(&a.id, a.epoch).is_ok());
-    assert!(matches!(g.check_commit(&a.id, a.epoch + 7), Err(GroupError::FencedEpoch { .. })));
-    assert!(matches!(g.check_commit("", 0), Err(GroupError::NotEmpty(1))));
+    assert!(g.check_commit(&a.id, a.epoch, &a.owned).is_ok());
+    assert!(matches!(
+        g.check_commit(&a.id, a.epoch + 7, &a.owned),
+        Err(GroupError::FencedEpoch { .. })
+    ));
+    assert!(matches!(g.check_commit("", 0, &a.owned), Err(GroupError::NotEmpty(1))));
     let mut stale = a.clone();
     stale.epoch += 7;
     assert!(matches!(
         g.heartbeat(hb(&stale, "t"), 10, &t, || unreachable!()),
         Err(GroupError::FencedEpoch { .. })
     ));
+}
+
+#[test]
+fn a_revoked_member_cannot_commit_the_partition_it_gave_up() {
+    let t = topics(&[("t", 2)]);
+    let mut g = Group::default();
+    let mut n = 0;
+    let mut a = Sim::default();
+    beat(&mut g, &mut a, 0, &t, &mut n);
+    assert_eq!(a.owned.len(), 2);
+    let a_epoch = a.epoch;
+    // B joins; A learns that one partition goes to B but has not released it yet.
+    let mut b = Sim::default();
+    beat(&mut g, &mut b, 10, &t, &mut n);
+    let out = g.heartbeat(hb(&a, "t"), 20, &t, || unreachable!()).unwrap();
+    let moving: Vec<Tp> = a.owned.difference(&out.assignment).cloned().collect();
+    assert_eq!(moving.len(), 1);
+    let moving = &moving[0];
+    // While revoking, A may commit it (the commit on revocation, before confirming).
+    assert_eq!(g.check_commit(&a.id, a.epoch, [moving]), Ok(()));
+    // A confirms the release; B receives the partition and may commit it.
+    a.owned = out.assignment;
+    beat(&mut g, &mut a, 30, &t, &mut n);
+    assert_eq!(a.epoch, a_epoch, "giving partitions up keeps the member epoch");
+    beat(&mut g, &mut b, 40, &t, &mut n);
+    assert!(b.owned.contains(moving));
+    assert_eq!(g.check_commit(&b.id, b.epoch, [moving]), Ok(()));
+    // A's late commit of it is refused, with its current epoch or its previous one, alone or
+    // beside a partition it still owns; its own partition it still commits.
+    let previous = g.members[&a.id].rec.previous_epoch;
+    let kept = a.owned.iter().next().unwrap().clone();
+    for epoch in [a.epoch, previous] {
+        assert!(matches!(
+            g.check_commit(&a.id, epoch, [moving]),
+            Err(GroupError::NotOwned { ref partition, .. }) if partition == moving
+        ));
+        assert!(matches!(
+            g.check_commit(&a.id, epoch, [&kept, moving]),
+            Err(GroupError::NotOwned { .. })
+        ));
+        assert_eq!(g.check_commit(&a.id, epoch, [&kept]), Ok(()));
+    }
+    // Nor may B commit what A kept.
+    assert!(matches!(g.check_commit(&b.id, b.epoch, [&kept]), Err(GroupError::NotOwned { .. })));
 }
 
 #[test]
@@ -203,7 +250,10 @@ fn a_static_member_restarting_keeps_its_partitions() {
     beat(&mut g, &mut a2, 1_000, &t, &mut n);
     assert_eq!(a2.owned, before);
     assert_ne!(a2.id, old_id);
-    assert!(matches!(g.check_commit(&old_id, a.epoch), Err(GroupError::UnknownMember(_))));
+    assert!(matches!(
+        g.check_commit(&old_id, a.epoch, &a.owned),
+        Err(GroupError::UnknownMember(_))
+    ));
 }
 
 #[test]

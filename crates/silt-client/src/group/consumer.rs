@@ -2,7 +2,8 @@
 //! with the partitions the consumer owns and receives its assignment; `poll` reconciles (gives up
 //! revoked partitions after committing them and telling the listener, then confirms at once; takes
 //! new ones at their committed offsets), then fetches. Commits go through a [`Committer`], a
-//! cloneable handle any task can use.
+//! cloneable handle any task can use; pending async commits of a revoked partition are dropped
+//! and its position committed synchronously before the release is confirmed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -14,12 +15,11 @@ use silt_proto::v1::{self, ErrorCode};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::committer::{COMMIT_DEADLINE, Committer};
 use super::link::GroupLink;
 use crate::consumer::resolve;
 use crate::{Client, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
 
-/// How long a commit keeps retrying (coordinator moves, leader elections).
-const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
 /// How long joining keeps retrying (the first member of a cluster creates `__consumer_offsets`).
 const JOIN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long one heartbeat keeps retrying before the loop logs it and tries again.
@@ -115,88 +115,26 @@ pub trait RebalanceListener: Send {
 
 /// What the heartbeat task and the consumer share.
 #[derive(Debug, Default)]
-struct Membership {
-    member_id: String,
-    epoch: u32,
+pub(super) struct Membership {
+    pub(super) member_id: String,
+    pub(super) epoch: u32,
     /// The coordinator's latest answer.
     assignment: BTreeSet<TopicPartition>,
     /// What the consumer reads (reported in heartbeats).
     owned: BTreeSet<TopicPartition>,
     /// The member was fenced: the consumer must drop what it owned.
     lost: bool,
+    /// A number per owned partition, new each time the partition is taken: an async commit
+    /// sends a partition only if it still has the number it had when the commit was made.
+    pub(super) grants: BTreeMap<TopicPartition, u64>,
+    next_grant: u64,
+    /// The number of the next commit made, and per partition that of the last commit sent.
+    pub(super) next_commit: u64,
+    pub(super) sent: BTreeMap<TopicPartition, u64>,
     /// The last heartbeat error, for diagnostics.
     last_error: Option<String>,
     /// Stop heartbeating (closed).
     closed: bool,
-}
-
-/// Commits offsets for the group's member from any task (cheap to clone).
-#[derive(Debug, Clone)]
-pub struct Committer {
-    link: GroupLink,
-    membership: Arc<Mutex<Membership>>,
-}
-
-impl Committer {
-    /// Commits, for each partition, the next offset to consume; returns when committed.
-    pub async fn commit(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
-    ) -> Result<(), ClientError> {
-        self.commit_with_metadata(offsets.into_iter().map(|(tp, o)| (tp, o, String::new()))).await
-    }
-
-    /// Like [`commit`](Self::commit), with a metadata string per offset.
-    pub async fn commit_with_metadata(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, i64, String)>,
-    ) -> Result<(), ClientError> {
-        let offsets: Vec<v1::OffsetCommit> = offsets
-            .into_iter()
-            .map(|(tp, offset, metadata)| v1::OffsetCommit {
-                topic: tp.topic,
-                partition: tp.partition,
-                offset,
-                metadata,
-            })
-            .collect();
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let (member_id, member_epoch) = {
-            let m = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-            (m.member_id.clone(), m.epoch)
-        };
-        if member_id.is_empty() {
-            return Err(ClientError::server(
-                ErrorCode::UnknownMemberId as i32,
-                "not a member of the group (yet)",
-            ));
-        }
-        let req = v1::CommitOffsetsRequest {
-            group: self.link.group.clone(),
-            member_id,
-            member_epoch,
-            offsets,
-        };
-        self.link
-            .call(COMMIT_DEADLINE, |mut c| {
-                let req = req.clone();
-                async move { c.commit_offsets(req).await }
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Starts a commit and returns at once; the handle yields its outcome.
-    pub fn commit_async(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
-    ) -> JoinHandle<Result<(), ClientError>> {
-        let this = self.clone();
-        let offsets: Vec<_> = offsets.into_iter().collect();
-        tokio::spawn(async move { this.commit(offsets).await })
-    }
 }
 
 /// A member of a consumer group (see the module doc).
@@ -205,6 +143,8 @@ pub struct GroupConsumer {
     link: GroupLink,
     inner: Consumer,
     membership: Arc<Mutex<Membership>>,
+    /// Shared by every [`Committer`] of this member (see there).
+    commit_turn: Arc<tokio::sync::Mutex<()>>,
     wake: Arc<Notify>,
     heartbeats: JoinHandle<()>,
     listener: Option<Box<dyn RebalanceListener>>,
@@ -284,6 +224,7 @@ impl GroupConsumer {
             config,
             link,
             membership,
+            commit_turn: Arc::default(),
             wake,
             heartbeats,
             listener: None,
@@ -299,7 +240,11 @@ impl GroupConsumer {
 
     /// A handle for commits from any task.
     pub fn committer(&self) -> Committer {
-        Committer { link: self.link.clone(), membership: self.membership.clone() }
+        Committer {
+            link: self.link.clone(),
+            membership: self.membership.clone(),
+            turn: self.commit_turn.clone(),
+        }
     }
 
     /// This member's id (empty until joined).
@@ -336,11 +281,12 @@ impl GroupConsumer {
         Ok(())
     }
 
-    /// Starts committing every owned partition's position; returns at once.
+    /// Starts committing every owned partition's position; returns at once. A partition
+    /// revoked before the commit is sent is dropped from it (the revocation commits it).
     pub fn commit_async(&mut self) -> JoinHandle<Result<(), ClientError>> {
         let all: Vec<(TopicPartition, i64)> =
             self.inner.positions().iter().map(|(tp, o)| (tp.clone(), *o)).collect();
-        self.committed.extend(all.clone());
+        // Not noted in `committed`: it may be dropped, and the revocation must then commit.
         self.committer().commit_async(all)
     }
 
@@ -353,6 +299,7 @@ impl GroupConsumer {
             (lost, m.assignment.clone(), m.owned.clone())
         };
         if lost {
+            self.lock().grants.clear();
             let gone: Vec<TopicPartition> = self.inner.positions().keys().cloned().collect();
             for tp in &gone {
                 self.inner.remove(tp);
@@ -366,6 +313,15 @@ impl GroupConsumer {
         }
         let revoked: Vec<TopicPartition> = owned.difference(&assignment).cloned().collect();
         if !revoked.is_empty() {
+            // Async commits of these not sent yet are dropped: the new owner may commit further
+            // once the release is confirmed. Their positions are committed synchronously here
+            // (after any commit in flight: commits are sent one at a time).
+            {
+                let mut m = self.lock();
+                for tp in &revoked {
+                    m.grants.remove(tp);
+                }
+            }
             if self.auto_commits() {
                 let offsets: Vec<(TopicPartition, i64)> = revoked
                     .iter()
@@ -398,7 +354,15 @@ impl GroupConsumer {
                 self.inner.set_position(tp.clone(), start);
                 self.committed.insert(tp.clone(), start);
             }
-            self.lock().owned.extend(added.iter().cloned());
+            {
+                let mut m = self.lock();
+                m.owned.extend(added.iter().cloned());
+                for tp in &added {
+                    let grant = m.next_grant;
+                    m.next_grant += 1;
+                    m.grants.insert(tp.clone(), grant);
+                }
+            }
             if let Some(l) = self.listener.as_mut() {
                 l.on_assigned(&added).await;
             }
@@ -469,7 +433,9 @@ impl GroupConsumer {
             for tp in &owned {
                 self.inner.remove(tp);
             }
-            self.lock().owned.clear();
+            let mut m = self.lock();
+            m.owned.clear();
+            m.grants.clear();
         }
         let (member_id, instance_id) = {
             let mut m = self.lock();

@@ -2,10 +2,12 @@
 //! [`Committer`] handle, and group administration on `Admin`.
 
 mod admin;
+mod committer;
 mod consumer;
 mod link;
 
 pub use admin::{GroupListing, ResetPlan, ResetTo};
+pub use committer::Committer;
 pub use consumer::{
-    BoxFuture, CommitMode, Committer, Delivery, GroupConfig, GroupConsumer, RebalanceListener,
+    BoxFuture, CommitMode, Delivery, GroupConfig, GroupConsumer, RebalanceListener,
 };
