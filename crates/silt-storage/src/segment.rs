@@ -386,8 +386,19 @@ impl Segment {
             return Ok(0);
         }
         let target = u32::try_from(offset.0 - self.base.0).unwrap_or(u32::MAX);
-        let (_, pos) = self.offset_index.lookup(target);
+        let (rel, pos) = self.offset_index.lookup(target);
         let mut pos = u64::from(pos);
+        // An index entry is a hint, checked: it must land on the header of the batch it names
+        // (a damaged entry pointing inside a batch, or at another one, would otherwise fail or
+        // misplace every read through it). If not, walk from the segment's start.
+        let lands = pos == 0
+            || self
+                .header_at(pos, false, max_batch_bytes)
+                .is_ok_and(|h| h.base_offset == self.base.plus(u64::from(rel)));
+        if !lands {
+            tracing::warn!(segment = %self.log_path.display(), entry_rel = rel, entry_pos = pos, "offset index entry does not point at its batch; walking the segment instead");
+            pos = 0;
+        }
         while pos < self.size {
             let h = self.header_at(pos, false, max_batch_bytes)?;
             if h.last_offset() >= offset {

@@ -283,6 +283,37 @@ fn damage_in_a_sealed_segment_cuts_it_there_and_quarantines_the_later_segments()
     }
 }
 
+/// An offset-index entry of a sealed segment damaged so that it still passes the open-time
+/// checks (inside the file, rising) but points one byte into a batch: reads through it walk the
+/// segment from its start instead of failing on a torn "header" forever.
+#[test]
+fn a_damaged_index_entry_is_checked_on_lookup_not_trusted() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..60 {
+        log.append(&mut batch(&format!("s{i}"), 3, 120, i), EPOCH, 0).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 2);
+    let want = read_all(&log);
+    log.close().unwrap();
+    let idx = d.path().join(silt_storage::segment_file_name(bases[0], "index"));
+    let mut entries = std::fs::read(&idx).unwrap();
+    assert!(entries.len() >= 3 * 8, "the test needs a few index entries");
+    // The second entry's position, one byte further: inside its batch, still rising.
+    let pos = u32::from_be_bytes(entries[12..16].try_into().unwrap());
+    entries[12..16].copy_from_slice(&(pos + 1).to_be_bytes());
+    std::fs::write(&idx, &entries).unwrap();
+    let rel = u32::from_be_bytes(entries[8..12].try_into().unwrap());
+
+    let log = Log::open(d.path(), small_config(), 0).unwrap();
+    assert!(!log.damaged_on_open());
+    let at = Offset(bases[0].0 + u64::from(rel));
+    let r = log.read(at, 1 << 20).expect("read through the damaged entry");
+    assert_eq!(values(&r.data)[0].0, at);
+    assert_eq!(read_all(&log), want);
+}
+
 #[test]
 fn truncating_below_the_log_start_restarts_the_log_there() {
     let d = tempfile::tempdir().unwrap();
