@@ -37,6 +37,10 @@ pub struct ProducerConfig {
     pub acks: Acks,
     pub linger_ms: u64,
     pub batch_max_bytes: usize,
+    /// Kafka's `max.request.size`: record bytes in one produce request to a broker; batches for
+    /// more go in several requests, one after another (one batch larger than this still goes
+    /// alone). Keep it under the brokers' `max_request_bytes` (default 8 MiB).
+    pub request_max_bytes: usize,
     /// Kafka's `batch.size`: bytes of keyless records sent to one partition before the
     /// partitioner moves on to another, chosen at random (KIP-794).
     pub partition_switch_bytes: usize,
@@ -55,6 +59,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             linger_ms: 5,
             batch_max_bytes: 1024 * 1024,
+            request_max_bytes: 4 * 1024 * 1024,
             partition_switch_bytes: 16 * 1024,
             max_in_flight: 5,
             retries: 10,

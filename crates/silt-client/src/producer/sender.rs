@@ -123,7 +123,9 @@ async fn deliver(
             }
         }
         for (addr, group) in groups {
-            retry.extend(send_once(client, config, &addr, group, counter).await);
+            for request in split_requests(group, config.request_max_bytes) {
+                retry.extend(send_once(client, config, &addr, request, counter).await);
+            }
         }
         queue = Vec::new();
         let mut max_attempt = 0;
@@ -164,6 +166,28 @@ fn fail(b: InFlight, counter: &watch::Sender<u64>) {
     for w in b.batch.waiters {
         resolve(w, Err(err.clone()), counter);
     }
+}
+
+/// Splits one broker's batches, in order, into requests of at most `max_bytes` of records (a
+/// batch larger than that goes alone): a request for many partitions must stay under the
+/// broker's message limit, or the broker resets the stream and nothing is delivered.
+fn split_requests(group: Vec<InFlight>, max_bytes: usize) -> Vec<Vec<InFlight>> {
+    let mut out: Vec<Vec<InFlight>> = Vec::new();
+    let mut size = 0;
+    for b in group {
+        let len = b.batch.data.len();
+        match out.last_mut() {
+            Some(last) if size + len <= max_bytes => {
+                size += len;
+                last.push(b);
+            }
+            _ => {
+                size = len;
+                out.push(vec![b]);
+            }
+        }
+    }
+    out
 }
 
 /// One request to `addr` for `group`; returns the batches to retry.
@@ -288,5 +312,31 @@ mod tests {
         assert_eq!(backoff(100, 3), Duration::from_millis(400));
         assert_eq!(backoff(100, 5), Duration::from_millis(1000));
         assert_eq!(backoff(100, 60), Duration::from_millis(1000));
+    }
+
+    fn in_flight(partition: u32, len: usize) -> InFlight {
+        InFlight {
+            batch: Sealed {
+                topic: "t".into(),
+                partition,
+                data: bytes::Bytes::from(vec![0u8; len]),
+                waiters: vec![],
+                timestamps: vec![],
+            },
+            attempts: 0,
+            started: Instant::now(),
+            maybe_stored: false,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn requests_to_one_broker_stay_under_the_limit_in_order() {
+        let group = (0..7).map(|p| in_flight(p, 400)).chain([in_flight(7, 2_000)]).collect();
+        let requests = split_requests(group, 1_000);
+        let shape: Vec<Vec<u32>> =
+            requests.iter().map(|r| r.iter().map(|b| b.batch.partition).collect()).collect();
+        // Two batches of 400 fit in 1,000; a batch over the limit goes alone.
+        assert_eq!(shape, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6], vec![7]]);
     }
 }
