@@ -43,6 +43,23 @@ fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> 
         .map_err(|e| Status::invalid_argument(format!("bad raft payload: {e}")))
 }
 
+/// The largest metadata snapshot a node accepts (the image is names, ids and small maps; far
+/// below this).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A snapshot chunk is written at its `offset` into an in-memory buffer: an offset (or an end)
+/// past [`MAX_SNAPSHOT_BYTES`] would make that buffer grow to it — one request could exhaust the
+/// node's memory. Checked before openraft sees the chunk.
+fn check_snapshot_chunk(offset: u64, len: usize) -> Result<(), Status> {
+    let end = offset.checked_add(len as u64);
+    if end.is_none_or(|e| e > MAX_SNAPSHOT_BYTES) {
+        return Err(Status::invalid_argument(format!(
+            "snapshot chunk at offset {offset} of {len} bytes ends past the {MAX_SNAPSHOT_BYTES}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     let json = serde_json::to_vec(v)
         .map_err(|e| Status::internal(format!("cannot encode raft payload: {e}")))?;
@@ -68,7 +85,10 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.install_snapshot(decode(req.get_ref())?).await;
+        let chunk: openraft::raft::InstallSnapshotRequest<crate::typ::TypeConfig> =
+            decode(req.get_ref())?;
+        check_snapshot_chunk(chunk.offset, chunk.data.len())?;
+        let r = self.raft.install_snapshot(chunk).await;
         encode(&r)
     }
 
@@ -93,5 +113,19 @@ impl RaftRpc for RaftService {
             Err(e) => Proposed::Failed(e.to_string()),
         };
         encode(&r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_chunk_past_the_limit_is_refused_before_any_buffer_grows() {
+        assert!(check_snapshot_chunk(0, 1024).is_ok());
+        assert!(check_snapshot_chunk(MAX_SNAPSHOT_BYTES - 10, 10).is_ok());
+        assert!(check_snapshot_chunk(MAX_SNAPSHOT_BYTES - 10, 11).is_err());
+        assert!(check_snapshot_chunk(u64::MAX / 2, 1).is_err());
+        assert!(check_snapshot_chunk(u64::MAX, 1).is_err(), "overflow is refused too");
     }
 }
