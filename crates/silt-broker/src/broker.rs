@@ -52,6 +52,8 @@ pub enum StartError {
 /// throttled by 64 KiB window updates (h2's default).
 const HTTP2_STREAM_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// The largest broker heartbeat request or answer.
+const CONTROLLER_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest HTTP/2 frame this server accepts (clients send produce data in fewer frames).
 const HTTP2_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
@@ -124,6 +126,16 @@ impl Shared {
             return e;
         }
         let Some(why) = self.config_error(topic) else {
+            if self.cluster.image().topics.contains_key(topic) {
+                // In the image, not applied here yet (a large topic's replicas still opening).
+                return crate::error::WireError::new(
+                    ErrorCode::BrokerNotAvailable,
+                    format!(
+                        "topic {topic} is still being opened on broker {}; retry",
+                        self.config.node_id
+                    ),
+                );
+            }
             return crate::error::WireError::new(
                 ErrorCode::UnknownTopic,
                 format!("unknown topic {topic}"),
@@ -359,9 +371,12 @@ impl Broker {
         )
         .max_decoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES)
         .max_encoding_message_size(crate::replication::MAX_REPLICATION_MESSAGE_BYTES);
+        // Heartbeats are a few numbers: a small explicit limit, like every other service's.
         let controller = silt_proto::internal::controller_server::ControllerServer::new(
             crate::cluster::ControllerService::new(shared.clone()),
-        );
+        )
+        .max_decoding_message_size(CONTROLLER_MESSAGE_BYTES)
+        .max_encoding_message_size(CONTROLLER_MESSAGE_BYTES);
         let result = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))

@@ -2,8 +2,16 @@
 //! follower's position (which moves the HW) and long-polls until some partition has records for
 //! it or a higher HW than it knows; `OffsetForLeaderEpoch` tells a follower where its latest
 //! epoch ended here.
+//!
+//! A fetch answer is bounded in total: the partitions are read one after another, from a start
+//! that rotates between requests, against a running byte budget; only the first partition with
+//! data may exceed its share (one whole batch), later ones that do not fit answer no records
+//! this time (their fetch still counts for the follower's position). Before, each partition got
+//! `max(total / n, 64 KiB)` and always at least one batch, so ~33 lagging partitions with 1 MiB
+//! batches overflowed the 32 MiB message limit and the follower failed the same request forever.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{join_all, select_all};
@@ -22,18 +30,64 @@ use crate::partition::{PartitionHandle, ReplicaRead};
 
 /// The longest a follower's fetch waits for records.
 const MAX_WAIT: Duration = Duration::from_secs(5);
-/// Record bytes a follower gets per partition when the request leaves room; every partition
-/// always gets at least one batch.
+/// Record bytes a follower gets per partition when the request leaves room.
 const MIN_PARTITION_BYTES: usize = 64 * 1024;
+/// Room left in a fetch answer for everything but the records.
+const RESPONSE_OVERHEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ReplicationService {
     shared: Arc<Shared>,
+    /// Where the next fetch starts reading, so no partition is always last in line.
+    rotation: Arc<AtomicUsize>,
 }
 
 impl ReplicationService {
     pub fn new(shared: Arc<Shared>) -> ReplicationService {
-        ReplicationService { shared }
+        ReplicationService { shared, rotation: Arc::default() }
+    }
+
+    /// Reads every partition of `req` one after another from `start` (rotating), within `total`
+    /// record bytes (see the module doc). Answers in request order.
+    async fn read_within(
+        &self,
+        req: &ReplicaFetchRequest,
+        handles: &[Result<PartitionHandle, WireError>],
+        total: usize,
+        start: usize,
+    ) -> Vec<Result<ReplicaRead, WireError>> {
+        let n = req.partitions.len();
+        let share = (total / n.max(1)).max(MIN_PARTITION_BYTES).min(total);
+        let mut out: Vec<Option<Result<ReplicaRead, WireError>>> = (0..n).map(|_| None).collect();
+        let mut used = 0usize;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let (p, h) = (&req.partitions[i], &handles[i]);
+            let left = total.saturating_sub(used);
+            let r = match h {
+                Err(e) => Err(e.clone()),
+                Ok(h) => h
+                    .replica_fetch(
+                        req.replica_id,
+                        req.broker_epoch,
+                        LeaderEpoch(p.leader_epoch),
+                        Offset(p.fetch_offset),
+                        (p.max_bytes as usize).clamp(1, share).min(left.max(1)),
+                    )
+                    .await
+                    .map_err(WireError::from),
+            };
+            out[i] = Some(r.map(|mut r| {
+                // A whole batch is returned even past the limit: only the first one with data
+                // may do that; later ones wait for the next request.
+                if used > 0 && r.data.len() > left {
+                    r.data = bytes::Bytes::new();
+                }
+                used += r.data.len();
+                r
+            }));
+        }
+        out.into_iter().map(|r| r.expect("invariant: every partition was read")).collect()
     }
 
     /// Refuses requests from an older registration of the sending broker (KIP-903): a process
@@ -118,10 +172,14 @@ impl Replication for ReplicationService {
         req: Request<ReplicaFetchRequest>,
     ) -> Result<Response<ReplicaFetchResponse>, Status> {
         let req = req.into_inner();
-        let limit = self.shared.config.max_response_bytes.saturating_sub(64 * 1024);
-        let total = (req.max_bytes as usize).clamp(1, limit);
-        let n = req.partitions.len().max(1);
-        let per_partition = (total / n).max(MIN_PARTITION_BYTES);
+        let limit = self
+            .shared
+            .config
+            .max_response_bytes
+            .min(super::MAX_REPLICATION_MESSAGE_BYTES)
+            .saturating_sub(RESPONSE_OVERHEAD_BYTES);
+        let total = (req.max_bytes as usize).clamp(1, limit.max(1));
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let sender = self.check_sender(req.replica_id, req.broker_epoch);
         let handles: Vec<_> = req
             .partitions
@@ -139,20 +197,7 @@ impl Replication for ReplicationService {
             for w in &mut watches {
                 w.borrow_and_update();
             }
-            let reads = join_all(req.partitions.iter().zip(&handles).map(|(p, h)| async move {
-                let h = h.as_ref().map_err(Clone::clone)?;
-                let max = (p.max_bytes as usize).clamp(1, per_partition);
-                h.replica_fetch(
-                    req.replica_id,
-                    req.broker_epoch,
-                    LeaderEpoch(p.leader_epoch),
-                    Offset(p.fetch_offset),
-                    max,
-                )
-                .await
-                .map_err(WireError::from)
-            }))
-            .await;
+            let reads = self.read_within(&req, &handles, total, start).await;
             let news = reads.iter().zip(&req.partitions).any(|(r, p)| match r {
                 Ok(r) => !r.data.is_empty() || r.high_watermark.0 > p.high_watermark,
                 Err(_) => true,
