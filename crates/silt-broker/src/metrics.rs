@@ -132,6 +132,14 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Partition leaderships this broker took over.",
         &m.leader_elections,
     );
+    // Summed over the hosted replicas (a deleted topic's count goes with it).
+    let corruptions: u64 = shared.replicas.all().iter().map(|p| p.state().corruptions).sum();
+    let _ = writeln!(
+        out,
+        "# HELP silt_log_corruptions_total Reads of the hosted replicas that found corrupt bytes \
+         (CRC or framing) since they were opened; each is logged with its segment and \
+         position.\n# TYPE silt_log_corruptions_total counter\nsilt_log_corruptions_total {corruptions}"
+    );
     counter(
         &mut out,
         "silt_offline_logs_total",

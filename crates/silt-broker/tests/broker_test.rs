@@ -449,6 +449,52 @@ async fn a_topic_config_the_broker_cannot_apply_keeps_its_partitions_offline_not
     drop(tmp);
 }
 
+/// A flipped byte in a batch a clean open does not look at (before the segment's last index
+/// entry) is never served: the fetch answers a storage error, the broker logs the segment and
+/// position, and `silt_log_corruptions_total` counts it.
+#[tokio::test]
+async fn corrupt_bytes_found_while_serving_are_refused_and_counted() {
+    let http = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let with_http = {
+        let http = http.clone();
+        move |dir| silt_broker::BrokerConfig { http, ..silt_broker::BrokerConfig::for_test(dir) }
+    };
+    let b = TestBroker::start().await;
+    b.create_topic("rot", 1, &[]).await;
+    let mut c = b.data().await;
+    for i in 0..100 {
+        produce(&mut c, "rot", 0, v1::Acks::All, batch(&format!("r{i}"), 10, i)).await;
+    }
+    let dir = b.dir.clone();
+    let tmp = b.stop().await;
+    let seg = dir.join("rot-0").join(silt_storage::segment_file_name(silt_core::Offset(0), "log"));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let first = silt_core::batch::BatchHeader::parse(&bytes).unwrap().total_len();
+    bytes[first - 2] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let b = TestBroker::start_in(dir, with_http).await;
+    let mut c = b.data().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let (code, _) = fetch_values(&mut c, "rot", 0, 0).await;
+        if code != ErrorCode::BrokerNotAvailable || Instant::now() > deadline {
+            break code;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, ErrorCode::StorageError);
+    let (code, vals) = fetch_values(&mut c, "rot", 0, 10).await;
+    assert_eq!((code, !vals.is_empty()), (ErrorCode::None, true), "later batches are served");
+    let metrics = http_get(&http, "/metrics").await;
+    assert!(metrics.contains("\nsilt_log_corruptions_total 1\n"), "{metrics}");
+    drop(b);
+    drop(tmp);
+}
+
 /// The body of an HTTP/1.1 GET.
 async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

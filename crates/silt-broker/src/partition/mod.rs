@@ -36,6 +36,8 @@ pub struct PartitionState {
     /// A sync of the log failed: it takes no writes until the broker restarts (the replica is
     /// reported damaged, leaves the ISR and stops fetching).
     pub offline: bool,
+    /// Reads of this replica that found corrupt bytes since it was opened.
+    pub corruptions: u64,
 }
 
 /// When an append is answered.

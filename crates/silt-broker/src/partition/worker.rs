@@ -78,6 +78,8 @@ struct Worker {
     /// Waiters the HW has passed, answered at the end of the round, after the new offsets are
     /// published (so a client that got its ack and then asks for the latest offset sees it).
     released: Vec<(Reply<Appended>, Result<Appended, PartitionError>)>,
+    /// Reads that found corrupt bytes (a batch failing its CRC or framing) since the open.
+    corruptions: u64,
 }
 
 fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
@@ -114,7 +116,17 @@ impl Worker {
             hw_checkpointed: hw,
             waiters: VecDeque::new(),
             released: Vec::new(),
+            corruptions: 0,
         }
+    }
+
+    /// Counts (and logs, naming segment and position) a read that found corrupt bytes.
+    fn note_read<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e @ StorageError::Corrupt { .. }) = &r {
+            self.corruptions += 1;
+            tracing::error!(error = %e, "corrupt data found while serving a read; the batch is not served");
+        }
+        r
     }
 
     fn log(&mut self) -> &mut Log {
@@ -133,6 +145,7 @@ impl Worker {
             log_end: log.log_end_offset(),
             size_bytes: log.size_bytes(),
             offline: log.offline().is_some(),
+            corruptions: self.corruptions,
         }
     }
 
@@ -322,7 +335,8 @@ impl Worker {
             }
             Command::Read { from, max_bytes, reply } => {
                 let hw = self.high_watermark;
-                let _ = reply.send(self.log().read_upto(from, max_bytes, hw).map_err(Into::into));
+                let r = self.log().read_upto(from, max_bytes, hw);
+                let _ = reply.send(self.note_read(r).map_err(Into::into));
             }
             Command::OffsetForTime { timestamp_ms, reply } => {
                 let hw = self.high_watermark;
@@ -464,7 +478,8 @@ impl Worker {
         s.on_registration(replica, broker_epoch);
         s.on_fetch(replica, fetch_offset, end, Instant::now());
         self.advance_hw();
-        let data = self.log_ref().read(fetch_offset, max_bytes)?.data;
+        let read = self.log_ref().read(fetch_offset, max_bytes);
+        let data = self.note_read(read)?.data;
         Ok(ReplicaRead {
             data,
             high_watermark: self.high_watermark,
