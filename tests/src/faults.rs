@@ -312,6 +312,11 @@ pub fn zero_active_tail(dir: &std::path::Path, bytes: usize) -> (std::path::Path
 }
 
 fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    segments(dir).pop().expect("a segment")
+}
+
+/// The segment files of the partition in `dir`, oldest first.
+pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut logs: Vec<_> = std::fs::read_dir(dir)
         .expect("partition dir")
         .flatten()
@@ -319,7 +324,7 @@ fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     logs.sort();
-    logs.pop().expect("a segment")
+    logs
 }
 
 pub fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
@@ -330,4 +335,55 @@ pub fn corrupt_active_segment(dir: &std::path::Path) -> (std::path::PathBuf, usi
     bytes[at] ^= 0x5a;
     std::fs::write(&path, &bytes).expect("segment written");
     (path, at)
+}
+
+/// Flips one byte of a file in place (no truncation, so a broker that has the file mapped
+/// sees the change, as it would see a bit rotting on disk).
+pub fn flip_byte_in_place(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("segment");
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).expect("seek");
+    f.read_exact(&mut b).expect("a byte to flip");
+    f.seek(SeekFrom::Start(at)).expect("seek");
+    f.write_all(&[b[0] ^ 0x5a]).expect("byte written");
+    f.sync_data().expect("synced");
+}
+
+/// One raw fetch of `partition` of the fault topic from `offset`, straight to `addr`: the
+/// error code and the bytes of batches returned.
+pub async fn raw_fetch(
+    addr: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<(v1::ErrorCode, usize), String> {
+    let mut raw = v1::data_client::DataClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = v1::FetchRequest {
+        topics: vec![v1::TopicFetchData {
+            topic: TOPIC.into(),
+            partitions: vec![v1::PartitionFetchData {
+                partition,
+                fetch_offset: offset,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    };
+    match tokio::time::timeout(Duration::from_secs(5), raw.fetch(req)).await {
+        Ok(Ok(resp)) => {
+            let p = resp
+                .into_inner()
+                .topics
+                .pop()
+                .and_then(|mut t| t.partitions.pop())
+                .ok_or_else(|| "empty answer".to_string())?;
+            let code =
+                v1::ErrorCode::try_from(p.error_code).unwrap_or(v1::ErrorCode::UnknownServerError);
+            Ok((code, p.record_batches.len()))
+        }
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
 }

@@ -296,3 +296,50 @@ async fn t10_corrupted_follower_leaves_the_isr_and_recopies_from_the_leader() {
     println!("[t10] follower {follower} cut its log at the damage, re-copied and rejoined the ISR");
     finish(cluster, load, "t10").await;
 }
+
+/// T10 on the leader, in a sealed segment: a byte rots under a live leader. The first read that
+/// meets it is refused (never served), the leader hands leadership to an in-sync follower, cuts
+/// its log at the damage and copies the rest back, so the replicas end byte-identical (C6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_damaged_leader_hands_over_and_recopies() {
+    let _serial = SERIAL.lock().await;
+    let mut configs = silt_tests::workload::fault_topic_configs();
+    configs.insert("segment.bytes".into(), (256 * 1024).to_string());
+    configs.insert("max.message.bytes".into(), (128 * 1024).to_string());
+    let (cluster, load) = setup_with(SILTD, configs).await;
+    let (leader, epoch, _) = cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(30), "a leader", |_, _, isr| isr.len() == 3)
+        .await;
+    let dir = cluster.brokers[&leader].dir.join(format!("{TOPIC}-0"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while segments(&dir).len() < 2 {
+        assert!(Instant::now() < deadline, "the log never rolled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sealed = segments(&dir).swap_remove(0);
+    // Inside the records of the first batch: covered by its CRC, not by its framing.
+    flip_byte_in_place(&sealed, 64);
+    println!("[t10-leader] flipped byte 64 of {} on leader {leader}", sealed.display());
+    let addr = cluster.brokers[&leader].addr.clone();
+    let (code, bytes) = raw_fetch(&addr, 0, 0).await.expect("the leader answers");
+    assert_eq!((code, bytes), (v1::ErrorCode::StorageError, 0), "damaged bytes are never served");
+    let (new_leader, _, _) = cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(30), "leadership moved", |l, e, _| {
+            l != leader && e > epoch
+        })
+        .await;
+    let new_addr = cluster.brokers[&new_leader].addr.clone();
+    let (code, bytes) = raw_fetch(&new_addr, 0, 0).await.expect("the new leader answers");
+    assert!(code == v1::ErrorCode::None && bytes > 0, "the new leader serves offset 0: {code:?}");
+    cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(60), "the ISR back to 3", |_, _, isr| {
+            isr.len() == 3
+        })
+        .await;
+    assert!(
+        cluster.log_of(leader).contains("cutting the damaged log"),
+        "the old leader cut its log"
+    );
+    println!("[t10-leader] {leader} handed over to {new_leader}, cut its log and rejoined the ISR");
+    finish(cluster, load, "t10-leader").await;
+}

@@ -423,6 +423,7 @@ async fn tick_loop(shared: Arc<Shared>) {
     let retention = Duration::from_millis(shared.config.retention_check_interval_ms);
     let mut since_retention = Duration::ZERO;
     let mut reported = std::collections::HashSet::new();
+    let mut damaged = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(flush).await;
         since_retention += flush;
@@ -438,7 +439,17 @@ async fn tick_loop(shared: Arc<Shared>) {
         for (topic, partition) in shared.replicas.offline() {
             if reported.insert((topic.clone(), partition)) {
                 shared.metrics.offline_logs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                crate::cluster::report_damaged(&shared, &topic, partition).await;
+                let why = "the log is offline after a failed sync";
+                crate::cluster::report_damaged(&shared, &topic, partition, why).await;
+            }
+        }
+        // A leader that found its log damaged while serving hands leadership to another in-sync
+        // replica (then cuts its log and copies the rest back as a follower). The last in-sync
+        // copy stays leader: it serves what is good and refuses the damaged range.
+        for (topic, partition, at) in shared.replicas.damaged() {
+            if damaged.insert((topic.clone(), partition, at)) {
+                let why = format!("a read found this replica's log damaged from offset {at}");
+                crate::cluster::report_damaged(&shared, &topic, partition, &why).await;
             }
         }
     }

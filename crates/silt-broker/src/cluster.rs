@@ -285,7 +285,8 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
             match shared.replicas.open_topic(name, &t.topic_id(), &hosted, &config).await {
                 Ok(damaged) => {
                     for p in damaged {
-                        report_damaged(shared, name, p).await;
+                        report_damaged(shared, name, p, "recovery cut data from this replica")
+                            .await;
                     }
                 }
                 Err(e) => {
@@ -342,10 +343,11 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
     }
 }
 
-/// A replica whose recovery cut data leaves the ISR (unless it is the only copy) and gives up
-/// leadership until it has caught up and rejoined (Kafka's KIP-966 concern: a replica that lost
-/// its tail must not be elected over ones that have it).
-pub(crate) async fn report_damaged(shared: &Shared, topic: &str, partition: u32) {
+/// A replica whose recovery cut data (or whose log went offline, or that found damage while
+/// serving: `why`) leaves the ISR (unless it is the only copy) and gives up leadership until it
+/// has caught up and rejoined (Kafka's KIP-966 concern: a replica that lost its tail must not
+/// be elected over ones that have it).
+pub(crate) async fn report_damaged(shared: &Shared, topic: &str, partition: u32, why: &str) {
     let cluster = &shared.cluster;
     let cmd = Command::ReportDamagedReplica {
         broker: shared.config.node_id,
@@ -353,11 +355,7 @@ pub(crate) async fn report_damaged(shared: &Shared, topic: &str, partition: u32)
         topic: topic.to_string(),
         partition,
     };
-    tracing::warn!(
-        topic,
-        partition,
-        "recovery cut data from this replica; leaving the ISR until it catches up"
-    );
+    tracing::warn!(topic, partition, "{why}; leaving the ISR until it catches up");
     match cluster.node.propose(cmd).await {
         Ok(r) => tracing::info!(topic, partition, ?r, "reported the damaged replica"),
         Err(e) => {

@@ -178,7 +178,6 @@ impl ReplicaManager {
         self.read().get(topic).cloned()
     }
 
-    /// Every hosted partition.
     /// The hosted partitions whose log is offline (a sync failed).
     pub fn offline(&self) -> Vec<(String, u32)> {
         let topics = self.read();
@@ -193,6 +192,22 @@ impl ReplicaManager {
         out
     }
 
+    /// The hosted partitions a read found damaged (their leader asks to hand over), with the
+    /// offset the damage begins at.
+    pub fn damaged(&self) -> Vec<(String, u32, silt_core::Offset)> {
+        let topics = self.read();
+        let mut out = Vec::new();
+        for (t, parts) in topics.iter() {
+            for (p, h) in parts {
+                if let Some(at) = h.state().damaged_at {
+                    out.push((t.clone(), *p, at));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every hosted partition.
     pub fn all(&self) -> Vec<PartitionHandle> {
         self.read().values().flat_map(|m| m.values().cloned()).collect()
     }

@@ -413,6 +413,14 @@ impl Consumer {
                     out.extend(records);
                 }
                 c if c.is_retriable() => refresh = true,
+                // The replica found its log damaged (or offline): it hands leadership to another
+                // in-sync copy, so look the leader up again and retry (Kafka's consumer does
+                // the same with KAFKA_STORAGE_ERROR). Not retriable in general: a produce that
+                // met it may or may not have been stored.
+                ErrorCode::StorageError => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, offset = pos, error = %p.error_message, "the replica cannot serve this range; retrying after a metadata refresh");
+                    refresh = true;
+                }
                 ErrorCode::OffsetOutOfRange if self.reset_out_of_range.is_some() => {
                     let to = self.reset_out_of_range.unwrap_or(Seek::Earliest);
                     let offset = resolve(&self.client, &tp, to).await?;

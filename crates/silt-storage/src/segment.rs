@@ -376,6 +376,20 @@ impl Segment {
         Ok(h)
     }
 
+    /// The first batch of this segment that fails a full check (framing, CRC, offsets), as
+    /// `(position, offset)`: where a replica that found damage while serving cuts its log.
+    /// `None` if every batch checks.
+    pub(crate) fn first_damaged(&self, max_batch_bytes: usize) -> Option<(u64, Offset)> {
+        let data = &self.data[..self.size as usize];
+        let mut walk = scan(data, self.base, max_batch_bytes, None, Check::Full);
+        for item in walk.by_ref() {
+            if let Err(stop) = item {
+                return Some((stop.pos(), walk.next_offset()));
+            }
+        }
+        None
+    }
+
     /// The position of the batch holding `offset`, or of the first batch after it; `size` if none.
     pub(crate) fn position_of(
         &self,

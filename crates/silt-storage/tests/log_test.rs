@@ -455,3 +455,29 @@ fn a_bit_flipped_in_a_sealed_segment_is_reported_on_read_never_served() {
     assert_eq!(&served[..], &read_all_until(&log, at)[..]);
     assert!(served.len() <= 5000, "nothing at or past the flipped byte was returned");
 }
+
+/// A read that runs into a damaged batch serves the good batches before it; `damage_point`
+/// names the damaged batch's offset, and cutting the log there leaves a log that reads whole
+/// (what a replica that found the damage does before re-fetching from the leader).
+#[test]
+fn damage_found_by_a_read_is_located_and_cut_away() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = Log::open(d.path(), small_config(), 0).unwrap();
+    for i in 0..60 {
+        log.append(&mut batch("z", 2, 300, i), EPOCH, 0).unwrap();
+    }
+    let first_seg_end = log.segment_bases()[1];
+    let path = d.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3000] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap(); // seen through the live map
+    let good = log.read(Offset(0), 1 << 20).unwrap();
+    assert!(good.next_offset > Offset(0), "the batches before the damage are served");
+    let err = log.read(good.next_offset, 1 << 20).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    assert_eq!(log.damage_point(Offset(0)), Some(good.next_offset));
+    assert_eq!(log.damage_point(first_seg_end), None, "later segments check whole");
+    log.truncate_to(good.next_offset).unwrap();
+    assert_eq!(log.log_end_offset(), good.next_offset);
+    assert_eq!(read_all(&log).len(), good.data.len());
+}

@@ -38,6 +38,9 @@ pub struct PartitionState {
     pub offline: bool,
     /// Reads of this replica that found corrupt bytes since it was opened.
     pub corruptions: u64,
+    /// A read found this leader's log damaged from this offset on: it is reported damaged (so
+    /// leadership moves to another in-sync replica) and cut here once it follows.
+    pub damaged_at: Option<Offset>,
 }
 
 /// When an append is answered.

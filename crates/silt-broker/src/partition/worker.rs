@@ -80,6 +80,9 @@ struct Worker {
     released: Vec<(Reply<Appended>, Result<Appended, PartitionError>)>,
     /// Reads that found corrupt bytes (a batch failing its CRC or framing) since the open.
     corruptions: u64,
+    /// Where a read found this leader's log damaged: it asks to give up leadership, and cuts its
+    /// log here once it follows (then re-fetches the rest from the new leader).
+    damaged_at: Option<Offset>,
 }
 
 fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
@@ -117,16 +120,46 @@ impl Worker {
             waiters: VecDeque::new(),
             released: Vec::new(),
             corruptions: 0,
+            damaged_at: None,
         }
     }
 
-    /// Counts (and logs, naming segment and position) a read that found corrupt bytes.
-    fn note_read<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+    /// Counts (and logs, naming segment and position) a read from `from` that found corrupt
+    /// bytes, and marks the replica damaged where the damage begins: a follower cuts its log
+    /// there at once (and re-fetches); a leader keeps serving what is good below it until the
+    /// controller has moved leadership away (see [`repair`](Self::repair)).
+    fn note_read<T>(
+        &mut self,
+        r: Result<T, StorageError>,
+        from: Offset,
+    ) -> Result<T, StorageError> {
         if let Err(e @ StorageError::Corrupt { .. }) = &r {
             self.corruptions += 1;
             tracing::error!(error = %e, "corrupt data found while serving a read; the batch is not served");
+            if let Some(at) = self.log_ref().damage_point(from) {
+                self.damaged_at = Some(self.damaged_at.map_or(at, |d| d.min(at)));
+                if matches!(self.role, Role::Follower { .. }) {
+                    self.repair();
+                }
+            }
         }
         r
+    }
+
+    /// Cuts a damaged log at the first bad batch; the fetcher then copies the rest again from
+    /// the leader. Only a follower does this: a leader would throw away records only it may
+    /// hold.
+    fn repair(&mut self) {
+        let Some(at) = self.damaged_at.take() else { return };
+        let log = self.log();
+        tracing::warn!(dir = %log.dir().display(), offset = at.0, "cutting the damaged log; the rest is copied again from the leader");
+        match log.truncate_to(at) {
+            Ok(end) => {
+                let start = log.log_start_offset();
+                self.high_watermark = self.high_watermark.min(end).max(start);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot cut the damaged log"),
+        }
     }
 
     fn log(&mut self) -> &mut Log {
@@ -146,6 +179,7 @@ impl Worker {
             size_bytes: log.size_bytes(),
             offline: log.offline().is_some(),
             corruptions: self.corruptions,
+            damaged_at: self.damaged_at,
         }
     }
 
@@ -178,6 +212,7 @@ impl Worker {
                 for w in self.waiters.drain(..) {
                     let _ = w.reply.send(Err(PartitionError::LeadershipLost));
                 }
+                self.repair();
             }
             (spec, _) => {
                 tracing::debug!(?spec, current = current.0, "stale role ignored");
@@ -336,7 +371,7 @@ impl Worker {
             Command::Read { from, max_bytes, reply } => {
                 let hw = self.high_watermark;
                 let r = self.log().read_upto(from, max_bytes, hw);
-                let _ = reply.send(self.note_read(r).map_err(Into::into));
+                let _ = reply.send(self.note_read(r, from).map_err(Into::into));
             }
             Command::OffsetForTime { timestamp_ms, reply } => {
                 let hw = self.high_watermark;
@@ -479,7 +514,7 @@ impl Worker {
         s.on_fetch(replica, fetch_offset, end, Instant::now());
         self.advance_hw();
         let read = self.log_ref().read(fetch_offset, max_bytes);
-        let data = self.note_read(read)?.data;
+        let data = self.note_read(read, fetch_offset)?.data;
         Ok(ReplicaRead {
             data,
             high_watermark: self.high_watermark,

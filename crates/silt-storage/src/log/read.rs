@@ -61,8 +61,11 @@ impl Log {
                 {
                     break;
                 }
-                if verify {
-                    seg.header_at(pos, true, max_batch)?;
+                if verify && let Err(e) = seg.header_at(pos, true, max_batch) {
+                    if pos == start {
+                        return Err(e);
+                    }
+                    break; // serve the good batches before it; the next read reports it
                 }
                 first_offset.get_or_insert(h.base_offset);
                 next_offset = h.next_offset();
@@ -76,6 +79,17 @@ impl Log {
             }
         }
         Ok(empty)
+    }
+
+    /// Where the damage a read from `from` ran into begins: the offset of the first batch of
+    /// the segment holding `from` that fails a full check (the end of the last good batch
+    /// before it). `None` if that segment checks whole.
+    pub fn damage_point(&self, from: Offset) -> Option<Offset> {
+        let i = self.segments.partition_point(|s| s.base() <= from).saturating_sub(1);
+        let seg = self.segments.get(i)?;
+        let (position, offset) = seg.first_damaged(self.config.max_batch_bytes)?;
+        tracing::error!(segment = %seg.path().display(), position, offset = offset.0, "the log is damaged from this batch on");
+        Some(offset)
     }
 
     /// The first record whose timestamp is >= `timestamp_ms`: its offset and timestamp, or
