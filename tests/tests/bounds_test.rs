@@ -74,3 +74,104 @@ async fn a_follower_behind_on_many_partitions_catches_up_within_the_message_limi
         assert_eq!(cluster.sigterm(id), Some(0), "broker {id} exits cleanly");
     }
 }
+
+/// The broker's anonymous memory (heap) in bytes, from `/proc/PID/status` (`RssAnon`): what an
+/// out-of-memory kill counts, without the page cache of the mapped segments.
+fn rss_anon(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// An acks=0 flood (8 senders on one connection, 4 MiB requests answered as soon as they are
+/// queued) against one broker appending with fsync: the produce budget makes requests wait
+/// before their bodies are read, so the broker's heap stays well under a 256 MiB container.
+/// Before, each partition queued up to 1024 requests and the heap grew by gigabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acks0_flood_keeps_the_broker_heap_bounded() {
+    const LIMIT: u64 = 256 * 1024 * 1024;
+    let settings = ClusterSettings { brokers: 1, ..ClusterSettings::new(SILTD) };
+    let mut cluster = ProcessCluster::start(settings).await;
+    let client = cluster.client().await;
+    let configs = BTreeMap::from([
+        ("durability".to_string(), "fsync".to_string()),
+        ("max.message.bytes".to_string(), (2 << 20).to_string()),
+    ]);
+    client.admin().create_topic("flood", 1, 1, configs).await.expect("topic created");
+    cluster
+        .wait_partition("flood", 0, Duration::from_secs(30), "a leader", |_, _, isr| isr.len() == 1)
+        .await;
+    let pid = cluster.brokers[&1].pid().expect("running");
+    let idle = rss_anon(pid).expect("RssAnon");
+    // Four 1 MiB batches per request.
+    let mut data = Vec::new();
+    for _ in 0..4 {
+        let mut b = silt_core::batch::BatchBuilder::new();
+        for _ in 0..4 {
+            b.push(&silt_core::batch::Record::value(vec![b'f'; 256 * 1024], 0));
+        }
+        data.extend_from_slice(&b.build().expect("a batch"));
+    }
+    let data = Bytes::from(data);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.brokers[&1].addr))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connected");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let mut raw =
+            v1::data_client::DataClient::new(channel.clone()).max_encoding_message_size(8 << 20);
+        let (data, stop, sent) = (data.clone(), stop.clone(), sent.clone());
+        senders.push(tokio::spawn(async move {
+            // Bounded: at most 500 requests per sender, and the test stops them after 8 s.
+            for _ in 0..500 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let req = v1::ProduceRequest {
+                    acks: v1::Acks::None as i32,
+                    timeout_ms: 10_000,
+                    topics: vec![v1::TopicProduceData {
+                        topic: "flood".into(),
+                        partitions: vec![v1::PartitionProduceData {
+                            partition: 0,
+                            data: Some(v1::partition_produce_data::Data::RecordBatches(
+                                data.clone(),
+                            )),
+                        }],
+                    }],
+                };
+                if raw.produce(req).await.is_ok() {
+                    sent.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let mut peak = idle;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        peak = peak.max(rss_anon(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        let _ = tokio::time::timeout(Duration::from_secs(30), s).await;
+    }
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "[acks0-flood] {} MiB answered in 8 s; broker heap idle {} MiB, peak {} MiB",
+        sent >> 20,
+        idle >> 20,
+        peak >> 20
+    );
+    assert!(sent > 64 << 20, "the flood got through: {sent} bytes");
+    assert!(peak < LIMIT, "the broker's heap peaked at {} MiB", peak >> 20);
+    let panics = cluster.panics();
+    assert!(panics.is_empty(), "a broker panicked: {panics:?}");
+    assert_eq!(cluster.sigterm(1), Some(0), "the broker exits cleanly");
+}

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// Topics of an old single-broker data directory, migrated once registered.
     pub legacy: Option<LegacyTopics>,
     pub metrics: crate::metrics::Metrics,
+    /// Produce bytes received but not yet appended (`max_queued_produce_bytes`).
+    pub produce_budget: crate::service::produce_budget::ProduceBudget,
     /// The consumer groups this broker coordinates.
     pub coordinator: crate::groups::Coordinator,
 }
@@ -313,6 +315,10 @@ impl Broker {
         let cluster = crate::cluster::Cluster::start(&config, &peers, &advertised).await?;
         // Topics come from the image once this broker has registered (`cluster::run` opens the
         // hosted partitions, and sweeps directories no topic claims).
+        let produce_budget = crate::service::produce_budget::ProduceBudget::new(
+            config.max_queued_produce_bytes,
+            config.max_request_bytes,
+        );
         let shared = Arc::new(Shared {
             config,
             advertised,
@@ -324,6 +330,7 @@ impl Broker {
             cluster,
             legacy,
             metrics: crate::metrics::Metrics::default(),
+            produce_budget,
             coordinator: crate::groups::Coordinator::default(),
         });
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, "broker bound");
@@ -356,6 +363,8 @@ impl Broker {
         let data = DataServer::new(DataService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
+        let data =
+            crate::service::produce_budget::Budgeted::new(data, shared.produce_budget.clone());
         let admin = AdminServer::new(AdminService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);

@@ -14,6 +14,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9300";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9301";
 /// Default largest gRPC request (and so the largest produce request) in bytes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Default budget of produce bytes received but not yet appended (Kafka's
+/// `queued.max.request.bytes`).
+pub const DEFAULT_MAX_QUEUED_PRODUCE_BYTES: usize = 64 * 1024 * 1024;
 /// Default largest gRPC response (and so the largest fetch response) in bytes.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Default time an `acks=all` produce may wait for its records to be committed.
@@ -114,6 +117,9 @@ pub struct BrokerConfig {
     pub peers: Option<String>,
     pub rack: Option<String>,
     pub max_request_bytes: usize,
+    /// Produce bytes received but not yet appended, across all requests; a request waits
+    /// before its body is read while the budget is spent (backpressure on the client).
+    pub max_queued_produce_bytes: usize,
     pub max_response_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_fetch_wait_ms: u64,
@@ -158,6 +164,7 @@ impl Default for BrokerConfig {
             peers: None,
             rack: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_queued_produce_bytes: DEFAULT_MAX_QUEUED_PRODUCE_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_fetch_wait_ms: DEFAULT_MAX_FETCH_WAIT_MS,
@@ -238,6 +245,12 @@ impl BrokerConfig {
             return Err(bad(
                 "max_request_bytes",
                 format!("must be at least {}", 2 * REQUEST_OVERHEAD_BYTES),
+            ));
+        }
+        if self.max_queued_produce_bytes < self.max_request_bytes {
+            return Err(bad(
+                "max_queued_produce_bytes",
+                "must be at least max_request_bytes, so the largest request fits",
             ));
         }
         if self.max_response_bytes < self.max_request_bytes {
@@ -330,6 +343,10 @@ mod tests {
         assert_eq!(
             key(BrokerConfig { max_request_bytes: 10, ..Default::default() }),
             "max_request_bytes"
+        );
+        assert_eq!(
+            key(BrokerConfig { max_queued_produce_bytes: 1024, ..Default::default() }),
+            "max_queued_produce_bytes"
         );
         assert_eq!(
             key(BrokerConfig { peers: Some("2@a:1,2@b:2".into()), ..Default::default() }),

@@ -102,6 +102,12 @@ pub(crate) fn render(shared: &Shared) -> String {
         &m.produce_partition_errors,
     );
     m.produce_latency.render(&mut out, "silt_produce_latency_seconds", "Produce request latency.");
+    gauge(
+        &mut out,
+        "silt_produce_queued_bytes",
+        "Produce bytes received (or being read) but not yet appended; at most max_queued_produce_bytes.",
+        shared.produce_budget.in_use(),
+    );
     counter(&mut out, "silt_fetch_requests_total", "Fetch requests served.", &m.fetch_requests);
     counter(
         &mut out,

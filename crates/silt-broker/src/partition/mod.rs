@@ -109,6 +109,8 @@ enum Command {
         batches: Vec<Vec<u8>>,
         wait: WaitFor,
         reply: Reply<Appended>,
+        /// The request's share of the produce budget, given back once the data is appended.
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Read {
         from: Offset,
@@ -290,7 +292,17 @@ impl PartitionHandle {
         batches: Vec<Vec<u8>>,
         wait: WaitFor,
     ) -> Result<Appended, PartitionError> {
-        self.call(|reply| Command::Append { batches, wait, reply }).await
+        self.append_held(batches, wait, None).await
+    }
+
+    /// [`append`](Self::append), giving `held` (produce budget) back once the data is appended.
+    pub async fn append_held(
+        &self,
+        batches: Vec<Vec<u8>>,
+        wait: WaitFor,
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Appended, PartitionError> {
+        self.call(|reply| Command::Append { batches, wait, reply, held }).await
     }
 
     /// Queues an append and returns at once with the receiver of its answer, so a caller can
@@ -302,17 +314,23 @@ impl PartitionHandle {
     ) -> Result<oneshot::Receiver<Result<Appended, PartitionError>>, PartitionError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Append { batches, wait, reply })
+            .send(Command::Append { batches, wait, reply, held: None })
             .await
             .map_err(|_| PartitionError::Closed)?;
         Ok(rx)
     }
 
-    /// Queues an append without waiting for any answer (acks=0). `false` if the partition is
-    /// closed or its queue is full.
-    pub fn append_no_wait(&self, batches: Vec<Vec<u8>>) -> bool {
+    /// Queues an append without waiting for its answer (acks=0): waits only for room in the
+    /// partition's queue (backpressure, never a silent drop); `held` is given back once the
+    /// data is appended.
+    pub async fn append_unanswered(
+        &self,
+        batches: Vec<Vec<u8>>,
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), PartitionError> {
         let (reply, _) = oneshot::channel();
-        self.tx.try_send(Command::Append { batches, wait: WaitFor::Append, reply }).is_ok()
+        let cmd = Command::Append { batches, wait: WaitFor::Append, reply, held };
+        self.tx.send(cmd).await.map_err(|_| PartitionError::Closed)
     }
 
     /// Reads committed batches (below the HW) from `from`.

@@ -228,19 +228,22 @@ impl Worker {
             while let Some(cmd) = next.take() {
                 handled += 1;
                 match cmd {
-                    Command::Append { batches, wait, reply } => match self.append(batches, wait) {
-                        Ok(a) => {
-                            appended = true;
-                            if wait == WaitFor::Commit {
-                                self.waiters.push_back(Waiter { appended: a, reply });
-                            } else {
-                                let _ = reply.send(Ok(a));
+                    Command::Append { batches, wait, reply, held } => {
+                        match self.append(batches, wait) {
+                            Ok(a) => {
+                                drop(held);
+                                appended = true;
+                                if wait == WaitFor::Commit {
+                                    self.waiters.push_back(Waiter { appended: a, reply });
+                                } else {
+                                    let _ = reply.send(Ok(a));
+                                }
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
                             }
                         }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    },
+                    }
                     Command::Close { delete, reply } => {
                         self.commit(appended, &state);
                         for w in self.waiters.drain(..) {

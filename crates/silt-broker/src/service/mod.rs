@@ -5,6 +5,7 @@ mod admin;
 mod fetch;
 pub(crate) mod metadata;
 mod produce;
+pub(crate) mod produce_budget;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,18 +37,12 @@ impl v1::data_server::Data for DataService {
         req: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let started = std::time::Instant::now();
+        let budget = req.extensions().get::<produce_budget::Reservation>().cloned();
         let req = req.into_inner();
         let m = &self.shared.metrics;
-        let bytes: usize = req
-            .topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .map(|p| match &p.data {
-                Some(v1::partition_produce_data::Data::RecordBatches(b)) => b.len(),
-                _ => 0,
-            })
-            .sum();
-        let resp = produce::produce(&self.shared, req).await;
+        let bytes: usize =
+            req.topics.iter().flat_map(|t| &t.partitions).map(produce::data_bytes).sum();
+        let resp = produce::produce(&self.shared, req, budget.unwrap_or_default()).await;
         let errors =
             resp.topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
         m.produce_requests.fetch_add(1, Ordering::Relaxed);

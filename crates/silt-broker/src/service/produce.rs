@@ -8,7 +8,10 @@ use silt_core::batch::{BatchBuilder, BatchIter, validate};
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::now_ms;
+use super::produce_budget::Reservation;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::WaitFor;
@@ -17,7 +20,13 @@ use crate::topic_config::{Durability, TopicConfig};
 /// The longest a client may ask an `acks=all` produce to wait.
 const MAX_PRODUCE_TIMEOUT_MS: u64 = 300_000;
 
-pub(crate) async fn produce(shared: &Shared, req: v1::ProduceRequest) -> v1::ProduceResponse {
+/// `budget`: the request's reservation from the produce budget (see `produce_budget`); each
+/// partition takes its share to the partition worker, the rest is given back on return.
+pub(crate) async fn produce(
+    shared: &Shared,
+    req: v1::ProduceRequest,
+    budget: Reservation,
+) -> v1::ProduceResponse {
     // Never "unknown topic" (or an acknowledgement) from an image older than this broker's
     // registration.
     if let Err(e) = shared.serving() {
@@ -47,12 +56,13 @@ pub(crate) async fn produce(shared: &Shared, req: v1::ProduceRequest) -> v1::Pro
         let parts = join_all(t.partitions.into_iter().map(|p| {
             let config = config.clone();
             let topic = t.topic.as_str();
+            let held = budget.split(data_bytes(&p));
             async move {
                 let partition = p.partition;
                 let outcome = match config {
                     None => Err(shared.missing_topic(topic, partition)),
                     Some(config) => {
-                        produce_partition(shared, topic, p, &config, acks, timeout).await
+                        produce_partition(shared, topic, p, &config, acks, timeout, held).await
                     }
                 };
                 partition_response(partition, outcome)
@@ -78,6 +88,7 @@ async fn produce_partition(
     config: &TopicConfig,
     acks: v1::Acks,
     timeout: std::time::Duration,
+    held: Option<OwnedSemaphorePermit>,
 ) -> Result<Produced, WireError> {
     let handle = shared.leader_handle(topic, p.partition)?;
     let batches = match p.data {
@@ -97,12 +108,17 @@ async fn produce_partition(
     }
     if acks == v1::Acks::None {
         let state = handle.state();
-        if !handle.append_no_wait(batches) {
-            tracing::debug!(
-                topic,
-                partition = p.partition,
-                "acks=0 produce dropped: partition queue full or closed"
-            );
+        // Answered once queued: the budget (held until appended) and the queue's depth are the
+        // backpressure, so a flood waits on the client rather than in the broker.
+        match tokio::time::timeout(timeout, handle.append_unanswered(batches, held)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(WireError::new(
+                    ErrorCode::RequestTimedOut,
+                    "timed out waiting for room in the partition's queue; nothing was appended",
+                ));
+            }
         }
         return Ok(Produced {
             base_offset: -1,
@@ -111,13 +127,14 @@ async fn produce_partition(
         });
     }
     let wait = if acks == v1::Acks::All { WaitFor::Commit } else { WaitFor::Append };
-    let appended =
-        tokio::time::timeout(timeout, handle.append(batches, wait)).await.map_err(|_| {
-            WireError::new(
-                ErrorCode::RequestTimedOut,
-                "timed out waiting for the append; outcome unknown",
-            )
-        })??;
+    let appended = tokio::time::timeout(timeout, handle.append_held(batches, wait, held))
+        .await
+        .map_err(|_| {
+        WireError::new(
+            ErrorCode::RequestTimedOut,
+            "timed out waiting for the append; outcome unknown",
+        )
+    })??;
     let durability = match (appended.synced, config.durability, acks) {
         (true, _, _) => v1::DurabilityLevel::ReplicatedDisk,
         (false, Durability::Replicated, v1::Acks::All) => v1::DurabilityLevel::ReplicatedMemory,
@@ -128,6 +145,21 @@ async fn produce_partition(
         log_start: appended.log_start.0 as i64,
         durability,
     })
+}
+
+/// The bytes of a partition's data as received (its share of the request's budget).
+pub(crate) fn data_bytes(p: &v1::PartitionProduceData) -> usize {
+    match &p.data {
+        Some(Data::RecordBatches(b)) => b.len(),
+        Some(Data::Records(list)) => list.records.iter().map(record_bytes).sum(),
+        None => 0,
+    }
+}
+
+fn record_bytes(r: &v1::Record) -> usize {
+    let field = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len());
+    let headers: usize = r.headers.iter().map(|h| h.key.len() + field(&h.value)).sum();
+    field(&r.key) + field(&r.value) + headers
 }
 
 /// Splits pre-encoded data into batches, checking each fully; any bad batch fails the partition.
