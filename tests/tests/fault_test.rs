@@ -1,10 +1,10 @@
-//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10): three `siltd` processes, a topic with
-//! 3 partitions, RF 3, `min.insync.replicas=2`, `durability=fsync`, under a load of two `acks=all`
-//! producers and one assign-mode consumer. Each test injects its faults, heals, and checks the
-//! history (C1 no acknowledged record lost, C2 one value per offset, C4 readers only go forward
-//! and acknowledged order holds, C5 nothing read that was not sent), that the replicas are
-//! byte-identical below the HW (C6), and that no broker panicked (C9). The tests run one at a
-//! time (they share the two cores).
+//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10, T19, and a failed fsync): three
+//! `siltd` processes, a topic with 3 partitions, RF 3, `min.insync.replicas=2`,
+//! `durability=fsync`, under a load of two `acks=all` producers and one assign-mode consumer.
+//! Each test injects its faults, heals, and checks the history (C1 no acknowledged record lost,
+//! C2 one value per offset, C4 readers only go forward and acknowledged order holds, C5 nothing
+//! read that was not sent), that the replicas are byte-identical below the HW (C6), and that no
+//! broker panicked (C9). The tests run one at a time (they share the two cores).
 
 use std::time::{Duration, Instant};
 
@@ -297,11 +297,11 @@ async fn t10_corrupted_follower_leaves_the_isr_and_recopies_from_the_leader() {
     finish(cluster, load, "t10").await;
 }
 
-/// T10 on the leader, in a sealed segment: a byte rots under a live leader. The first read that
+/// T19 (damage on the leader), in a sealed segment: a byte rots under a live leader. The first read that
 /// meets it is refused (never served), the leader hands leadership to an in-sync follower, cuts
 /// its log at the damage and copies the rest back, so the replicas end byte-identical (C6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t10_damaged_leader_hands_over_and_recopies() {
+async fn t19_damage_on_the_leader_hands_over_and_recopies() {
     let _serial = SERIAL.lock().await;
     let mut configs = silt_tests::workload::fault_topic_configs();
     configs.insert("segment.bytes".into(), (256 * 1024).to_string());
@@ -319,7 +319,7 @@ async fn t10_damaged_leader_hands_over_and_recopies() {
     let sealed = segments(&dir).swap_remove(0);
     // Inside the records of the first batch: covered by its CRC, not by its framing.
     flip_byte_in_place(&sealed, 64);
-    println!("[t10-leader] flipped byte 64 of {} on leader {leader}", sealed.display());
+    println!("[t19] flipped byte 64 of {} on leader {leader}", sealed.display());
     let addr = cluster.brokers[&leader].addr.clone();
     let (code, bytes) = raw_fetch(&addr, 0, 0).await.expect("the leader answers");
     assert_eq!((code, bytes), (v1::ErrorCode::StorageError, 0), "damaged bytes are never served");
@@ -340,6 +340,46 @@ async fn t10_damaged_leader_hands_over_and_recopies() {
         cluster.log_of(leader).contains("cutting the damaged log"),
         "the old leader cut its log"
     );
-    println!("[t10-leader] {leader} handed over to {new_leader}, cut its log and rejoined the ISR");
-    finish(cluster, load, "t10-leader").await;
+    println!("[t19] {leader} handed over to {new_leader}, cut its log and rejoined the ISR");
+    finish(cluster, load, "t19").await;
+}
+
+/// A failed fsync is final (fsyncgate): the leader's syncs of partition 0 start failing with
+/// EIO; its log goes offline, it is reported damaged, leadership and the ISR move to the
+/// followers, and nothing appended before the failure is acknowledged by a later sync (C1). A
+/// restart with the disk healthy again reopens the log and the replica rejoins (C6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsyncgate_a_failed_sync_takes_the_replica_offline_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let (leader, epoch, _) = cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(30), "a leader", |_, _, isr| isr.len() == 3)
+        .await;
+    let trigger =
+        cluster.brokers[&leader].dir.join(format!("{TOPIC}-0")).join(silt_storage::FAIL_SYNC_FILE);
+    std::fs::write(&trigger, b"").expect("trigger written");
+    println!("[fsync] syncs of {TOPIC}-0 fail with EIO on leader {leader}");
+    let (new_leader, _, isr) = cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(30), "leadership moved", |l, e, isr| {
+            l != leader && e > epoch && !isr.contains(&leader)
+        })
+        .await;
+    let log = cluster.log_of(leader);
+    assert!(log.contains("fsync failed: the log goes offline"), "the log went offline:\n{log}");
+    assert!(log.contains("the log is offline after a failed sync"), "it reported itself:\n{log}");
+    println!("[fsync] {new_leader} leads with ISR {isr:?}");
+    // Writes go on with the other two.
+    let acked = load.history.acked();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(load.history.acked() > acked, "acks=all goes on without the offline replica");
+    std::fs::remove_file(&trigger).expect("trigger removed");
+    cluster.kill9(leader);
+    cluster.restart(leader);
+    cluster
+        .wait_partition(TOPIC, 0, Duration::from_secs(60), "the ISR back to 3", |_, _, isr| {
+            isr.len() == 3
+        })
+        .await;
+    println!("[fsync] {leader} reopened its log and rejoined the ISR");
+    finish(cluster, load, "fsync").await;
 }

@@ -17,10 +17,19 @@ thread_local! {
     pub(crate) static FAIL_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// fdatasync of `file` (with the test hook that makes it fail).
+/// With the `fault-injection` feature (fault tests only): a file of this name in a partition
+/// directory makes every data sync of that partition fail with `EIO`.
+#[cfg(feature = "fault-injection")]
+pub const FAIL_SYNC_FILE: &str = "FAIL_SYNC";
+
+/// fdatasync of `file` (with the test hooks that make it fail).
 pub(crate) fn sync_data(file: &File, path: &Path) -> Result<(), StorageError> {
     #[cfg(test)]
     if FAIL_SYNC.with(|f| f.get()) {
+        return Err(StorageError::io(path, io::Error::from_raw_os_error(libc::EIO)));
+    }
+    #[cfg(feature = "fault-injection")]
+    if path.parent().is_some_and(|d| d.join(FAIL_SYNC_FILE).exists()) {
         return Err(StorageError::io(path, io::Error::from_raw_os_error(libc::EIO)));
     }
     file.sync_data().at(path)

@@ -11,6 +11,8 @@ mod config;
 mod epoch_cache;
 mod error;
 mod file_util;
+#[cfg(feature = "fault-injection")]
+pub use file_util::FAIL_SYNC_FILE;
 mod index_file;
 mod log;
 mod mmap;
