@@ -111,21 +111,24 @@ impl ProcessCluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let ids: Vec<u64> = (1..=settings.brokers).collect();
         let addrs: BTreeMap<u64, String> = ids.iter().map(|id| (*id, free_addr())).collect();
+        // Broker-to-broker traffic goes to the internal listeners, through one proxy per link.
+        let internal: BTreeMap<u64, String> = ids.iter().map(|id| (*id, free_addr())).collect();
         let mut links = BTreeMap::new();
         for from in &ids {
             for to in &ids {
                 if from != to {
-                    let p = Proxy::start(addrs[to].clone()).await.expect("proxy starts");
+                    let p = Proxy::start(internal[to].clone()).await.expect("proxy starts");
                     links.insert((*from, *to), p);
                 }
             }
         }
         let mut brokers = BTreeMap::new();
         for id in &ids {
-            let peers: Vec<String> = ids
+            let peers: Vec<String> = ids.iter().map(|p| format!("{p}@{}", addrs[p])).collect();
+            let routes: Vec<String> = ids
                 .iter()
                 .map(|p| {
-                    let a = if p == id { &addrs[id] } else { &links[&(*id, *p)].addr };
+                    let a = if p == id { &internal[id] } else { &links[&(*id, *p)].addr };
                     format!("{p}@{a}")
                 })
                 .collect();
@@ -135,10 +138,13 @@ impl ProcessCluster {
                 &config,
                 format!(
                     "node_id = {id}\nlisten = \"{addr}\"\nhttp = \"\"\ndata_dir = \"{dir}\"\n\
+                     internal_listen = \"{internal}\"\ninternal_peers = \"{routes}\"\n\
                      peers = \"{peers}\"\nbroker_heartbeat_interval_ms = {hb}\n\
                      broker_session_timeout_ms = {st}\nreplica_lag_time_max_ms = {lag}\n\
                      request_timeout_ms = {rt}\n{extra}\n",
                     addr = addrs[id],
+                    internal = internal[id],
+                    routes = routes.join(","),
                     dir = dir.display(),
                     peers = peers.join(","),
                     hb = settings.heartbeat_ms,

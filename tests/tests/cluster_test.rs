@@ -28,11 +28,38 @@ impl Running {
     }
 }
 
-async fn start(id: u64, dir: std::path::PathBuf, listener: TcpListener, peers: &str) -> Running {
-    let addr = listener.local_addr().unwrap().to_string();
-    let config =
-        BrokerConfig { node_id: id, peers: Some(peers.to_string()), ..BrokerConfig::for_test(dir) };
-    let broker = Broker::bind_listener(config, listener).await.expect("broker binds");
+/// A broker's client and internal listeners, bound before any broker starts.
+struct Listeners {
+    client: TcpListener,
+    internal: TcpListener,
+}
+
+impl Listeners {
+    async fn bind() -> Listeners {
+        Listeners {
+            client: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            internal: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+}
+
+/// `peers` lists the voters' client addresses, `routes` their internal ones.
+async fn start(
+    id: u64,
+    dir: std::path::PathBuf,
+    listeners: Listeners,
+    (peers, routes): (&str, &str),
+) -> Running {
+    let addr = listeners.client.local_addr().unwrap().to_string();
+    let config = BrokerConfig {
+        node_id: id,
+        peers: Some(peers.to_string()),
+        internal_peers: Some(routes.to_string()),
+        ..BrokerConfig::for_test(dir)
+    };
+    let broker = Broker::bind_listeners(config, listeners.client, listeners.internal)
+        .await
+        .expect("broker binds");
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = broker
@@ -66,18 +93,20 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
     let tmp = tempfile::tempdir().unwrap();
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        listeners.push(Listeners::bind().await);
     }
-    let peers: Vec<String> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| format!("{}@{}", i + 1, l.local_addr().unwrap()))
-        .collect();
-    let peers = peers.join(",");
+    let list = |addr: fn(&Listeners) -> std::net::SocketAddr| {
+        let entries: Vec<String> =
+            listeners.iter().enumerate().map(|(i, l)| format!("{}@{}", i + 1, addr(l))).collect();
+        entries.join(",")
+    };
+    let peers = list(|l| l.client.local_addr().unwrap());
+    let routes = list(|l| l.internal.local_addr().unwrap());
     let mut brokers = BTreeMap::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
-        brokers.insert(id, start(id, tmp.path().join(format!("b{id}")), l, &peers).await);
+        let dir = tmp.path().join(format!("b{id}"));
+        brokers.insert(id, start(id, dir, l, (&peers, &routes)).await);
     }
 
     tracing::info!("--- formation: every broker sees three live brokers and one controller");
@@ -269,8 +298,8 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
     tracing::info!(
         "--- a fourth broker outside the peer list joins as a learner and hosts replicas"
     );
-    let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    brokers.insert(4, start(4, tmp.path().join("b4"), l4, &peers).await);
+    let l4 = Listeners::bind().await;
+    brokers.insert(4, start(4, tmp.path().join("b4"), l4, (&peers, &routes)).await);
     let a4 = brokers[&4].addr.clone();
     eventually(30, "four live brokers", || {
         let a4 = a4.clone();

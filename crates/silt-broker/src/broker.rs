@@ -275,6 +275,9 @@ pub struct Broker {
     shared: Arc<Shared>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The internal services' listener (Raft, controller, replication).
+    internal: TcpListener,
+    internal_addr: SocketAddr,
 }
 
 impl Broker {
@@ -287,11 +290,28 @@ impl Broker {
         Self::bind_listener(config, listener).await
     }
 
-    /// Like [`bind`](Self::bind) on an already bound listener (tests that must know every
-    /// broker's address before any starts, to list them as peers).
+    /// Like [`bind`](Self::bind) on an already bound client listener; binds the internal one
+    /// from the config.
     pub async fn bind_listener(
         config: BrokerConfig,
         listener: TcpListener,
+    ) -> Result<Broker, StartError> {
+        config.validate()?;
+        let addr = config.internal_listen_addr();
+        let internal = TcpListener::bind(&addr).await.map_err(|source| StartError::Bind {
+            addr,
+            flag: "--internal-listen",
+            source,
+        })?;
+        Self::bind_listeners(config, listener, internal).await
+    }
+
+    /// Like [`bind`](Self::bind) on already bound client and internal listeners (tests that
+    /// must know every broker's addresses before any starts, to list them as peers).
+    pub async fn bind_listeners(
+        config: BrokerConfig,
+        listener: TcpListener,
+        internal: TcpListener,
     ) -> Result<Broker, StartError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
@@ -308,11 +328,25 @@ impl Broker {
             flag: "--listen",
             source,
         })?;
+        let internal_addr = internal.local_addr().map_err(|source| StartError::Bind {
+            addr: config.internal_listen_addr(),
+            flag: "--internal-listen",
+            source,
+        })?;
         let advertised = config.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+        // Other brokers reach the internal services on the advertised host (their own routes,
+        // `internal_peers` or `peers` + 2, win where they have one).
+        let internal_advertised = match (advertised.rsplit_once(':'), internal_addr.ip()) {
+            (Some((host, _)), _) if config.advertise.is_some() => {
+                format!("{host}:{}", internal_addr.port())
+            }
+            (_, ip) if ip.is_unspecified() => {
+                format!("{}:{}", local_addr.ip(), internal_addr.port())
+            }
+            _ => internal_addr.to_string(),
+        };
         // Without `--peers` the broker is a quorum of one: the same code as a cluster.
-        let peers =
-            config.peers.clone().unwrap_or_else(|| format!("{}@{advertised}", config.node_id));
-        let cluster = crate::cluster::Cluster::start(&config, &peers, &advertised).await?;
+        let cluster = crate::cluster::Cluster::start(&config, &internal_advertised).await?;
         // Topics come from the image once this broker has registered (`cluster::run` opens the
         // hosted partitions, and sweeps directories no topic claims).
         let produce_budget = crate::service::produce_budget::ProduceBudget::new(
@@ -334,12 +368,18 @@ impl Broker {
             coordinator: crate::groups::Coordinator::default(),
         });
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, "broker bound");
-        Ok(Broker { shared, listener, local_addr })
+        tracing::info!(addr = %internal_addr, advertised = %internal_advertised, "internal services bound (Raft, controller, replication)");
+        Ok(Broker { shared, listener, local_addr, internal, internal_addr })
     }
 
     /// The bound gRPC address (the real port when `listen` used port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound address of the internal services.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
     }
 
     /// Serves until `shutdown` resolves, then drains requests and closes every log cleanly.
@@ -386,44 +426,68 @@ impl Broker {
         )
         .max_decoding_message_size(CONTROLLER_MESSAGE_BYTES)
         .max_encoding_message_size(CONTROLLER_MESSAGE_BYTES);
-        let result = tonic::transport::Server::builder()
-            .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
-            .max_frame_size(Some(HTTP2_MAX_FRAME_BYTES))
-            .tcp_nodelay(true)
+        // The internal services have their own listener, never the client port; they stop
+        // after the client services (the controlled shutdown needs Raft).
+        let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
+        let internal = tokio::spawn(
+            server()
+                .add_service(raft)
+                .add_service(controller)
+                .add_service(replication)
+                .serve_with_incoming_shutdown(nodelay(self.internal), async {
+                    let _ = internal_stopped.await;
+                }),
+        );
+        let result = server()
             .add_service(data)
             .add_service(admin)
             .add_service(metadata)
             .add_service(groups)
-            .add_service(raft)
-            .add_service(controller)
-            .add_service(replication)
-            .serve_with_incoming_shutdown(
-                // The builder's tcp_nodelay does not reach sockets from our own listener.
-                TcpListenerStream::new(self.listener).map(|s| {
-                    s.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                }),
-                async {
-                    shutdown.await;
-                    crate::cluster::move_leadership_away(&shared).await;
-                    shared.stopping.send_replace(true);
-                },
-            )
+            .serve_with_incoming_shutdown(nodelay(self.listener), async {
+                shutdown.await;
+                crate::cluster::move_leadership_away(&shared).await;
+                shared.stopping.send_replace(true);
+            })
             .await;
         tracing::info!("shutting down: closing partitions");
         ticker.abort();
         follower.abort();
         groups_expiry.abort();
         shared.cluster.node.shutdown().await;
+        let _ = stop_internal.send(());
+        let internal = internal.await;
         if let Some(h) = http {
             h.abort();
         }
         shared.replicas.close_all().await;
         tracing::info!("broker stopped");
-        result.map_err(StartError::from)
+        result.map_err(StartError::from)?;
+        match internal {
+            Ok(r) => r.map_err(StartError::from),
+            Err(e) => Err(StartError::Quorum(format!("internal services: {e}"))),
+        }
     }
+}
+
+/// A gRPC server with the broker's HTTP/2 settings.
+fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
+        .max_frame_size(Some(HTTP2_MAX_FRAME_BYTES))
+        .tcp_nodelay(true)
+}
+
+/// The accepted connections of `listener`, with `TCP_NODELAY` (the builder's setting does not
+/// reach sockets from our own listener).
+fn nodelay(
+    listener: TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    })
 }
 
 /// Drives retention passes and the background flush of `replicated` topics.

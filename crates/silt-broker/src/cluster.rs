@@ -38,24 +38,27 @@ pub(crate) struct Cluster {
     /// Controller state while this broker leads the quorum: liveness since it took over, and
     /// the term it took over in.
     pub liveness: Mutex<Option<(u64, Liveness)>>,
-    /// This broker's addresses for its peers (the `peers` setting): broker-to-broker traffic
-    /// (Raft, heartbeats, replication) uses them before the advertised client addresses.
+    /// This broker's routes to its peers' internal services (`internal_peers`, else each
+    /// `peers` entry with port + 2): broker-to-broker traffic (Raft, heartbeats, replication)
+    /// uses them before the registered internal addresses.
     pub peers: BTreeMap<u64, String>,
+    /// Where other brokers reach this one's internal services (registered in the image).
+    pub internal_advertised: String,
     /// The leader epoch of each partition this broker led at the last reconcile (to count
     /// leaderships taken over).
     pub led: Mutex<BTreeMap<(String, u32), u32>>,
 }
 
 impl Cluster {
+    /// `internal_advertised`: where this broker's internal services are reached.
     pub async fn start(
         config: &BrokerConfig,
-        peers: &str,
-        advertised: &str,
+        internal_advertised: &str,
     ) -> Result<Cluster, StartError> {
-        let peers: BTreeMap<u64, String> = parse_peers(peers)?.into_iter().collect();
+        let peers = internal_routes(config, internal_advertised)?;
         let mut node_config =
             NodeConfig::new(config.node_id, config.data_dir.clone(), peers.clone());
-        node_config.advertise = advertised.to_string();
+        node_config.advertise = internal_advertised.to_string();
         let node = MetadataNode::start(node_config)
             .await
             .map_err(|e| StartError::Quorum(e.to_string()))?;
@@ -66,6 +69,7 @@ impl Cluster {
             reconciled: AtomicU64::new(0),
             liveness: Mutex::new(None),
             peers,
+            internal_advertised: internal_advertised.to_string(),
             led: Mutex::default(),
         })
     }
@@ -74,13 +78,54 @@ impl Cluster {
         self.node.image()
     }
 
-    /// Where to reach broker `id`: this broker's `peers` entry, else its registered address.
+    /// Where to reach broker `id`'s internal services: this broker's route to it, else its
+    /// registered internal address (for entries from before: its client address + 2).
     pub fn peer_address(&self, id: u64) -> Option<String> {
-        self.peers
-            .get(&id)
-            .cloned()
-            .or_else(|| self.image().brokers.get(&id).map(|b| b.address.clone()))
+        self.peers.get(&id).cloned().or_else(|| {
+            let image = self.image();
+            let b = image.brokers.get(&id)?;
+            if b.internal_address.is_empty() {
+                crate::config::internal_of(&b.address)
+            } else {
+                Some(b.internal_address.clone())
+            }
+        })
     }
+}
+
+/// This broker's routes to the internal services of the initial voters: `internal_peers`, else
+/// each `peers` entry with its port + 2; this broker's own entry (if it is a voter) is
+/// `internal_advertised`. Without `peers`, a quorum of one: this broker.
+fn internal_routes(
+    config: &BrokerConfig,
+    internal_advertised: &str,
+) -> Result<BTreeMap<u64, String>, StartError> {
+    let me = config.node_id;
+    let mut routes = BTreeMap::new();
+    if let Some(p) = &config.internal_peers {
+        routes.extend(parse_peers(p)?);
+    } else if let Some(p) = &config.peers {
+        for (id, addr) in parse_peers(p)? {
+            let internal = crate::config::internal_of(&addr).ok_or_else(|| {
+                crate::config::BrokerConfigError {
+                    key: "peers".into(),
+                    reason: format!("{addr:?}: no port + 2 to reach its internal services"),
+                }
+            })?;
+            routes.insert(id, internal);
+        }
+    }
+    // A voter's own entry is where it listens; a broker outside `peers` joins as a learner.
+    let voter = match &config.peers {
+        Some(p) => parse_peers(p)?.iter().any(|(id, _)| *id == me),
+        None => true,
+    };
+    if voter {
+        routes.insert(me, internal_advertised.to_string());
+    } else {
+        routes.remove(&me);
+    }
+    Ok(routes)
 }
 
 /// The partition's image entry, or the error a client gets for it.
@@ -144,6 +189,7 @@ async fn register(shared: &Shared, cluster: &Cluster) {
     let command = Command::RegisterBroker {
         id: me,
         address: shared.advertised.clone(),
+        internal_address: cluster.internal_advertised.clone(),
         rack: shared.config.rack.clone(),
         incarnation: cluster.incarnation,
     };

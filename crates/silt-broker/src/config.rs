@@ -109,6 +109,12 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Address clients and other brokers use; defaults to the bound listen address.
     pub advertise: Option<String>,
+    /// gRPC address of the internal services (Raft, controller, replication), never served on
+    /// the client port. Default: the `listen` host with its port + 2 (port 0 stays 0).
+    pub internal_listen: Option<String>,
+    /// Routes to the peers' internal services, `ID@HOST:PORT,...`. Default: each `peers` entry
+    /// with its port + 2 (the default internal port of a broker listening there).
+    pub internal_peers: Option<String>,
     /// HTTP address for `/healthz`, `/readyz` and `/metrics`; empty disables it.
     pub http: String,
     pub data_dir: PathBuf,
@@ -159,6 +165,8 @@ impl Default for BrokerConfig {
             node_id: 1,
             listen: DEFAULT_LISTEN.to_string(),
             advertise: None,
+            internal_listen: None,
+            internal_peers: None,
             http: DEFAULT_HTTP.to_string(),
             data_dir: PathBuf::from("./silt-data"),
             peers: None,
@@ -203,6 +211,7 @@ impl BrokerConfig {
     pub fn for_test(data_dir: impl Into<PathBuf>) -> BrokerConfig {
         BrokerConfig {
             listen: "127.0.0.1:0".to_string(),
+            internal_listen: Some("127.0.0.1:0".to_string()),
             http: String::new(),
             data_dir: data_dir.into(),
             // Active segments are preallocated: tests running side by side with 1 GiB segments
@@ -210,6 +219,13 @@ impl BrokerConfig {
             topic_defaults: TopicDefaults { segment_bytes: 64 * 1024 * 1024, ..Default::default() },
             ..BrokerConfig::default()
         }
+    }
+
+    /// Where the internal services listen: `internal_listen`, else `listen` with its port + 2.
+    pub fn internal_listen_addr(&self) -> String {
+        self.internal_listen.clone().unwrap_or_else(|| {
+            internal_of(&self.listen).unwrap_or_else(|| format!("{} (port + 2)", self.listen))
+        })
     }
 
     /// Parses a `siltd.toml` (unknown keys are errors); unset keys keep their defaults.
@@ -231,6 +247,19 @@ impl BrokerConfig {
             && (a.is_empty() || !a.contains(':'))
         {
             return Err(bad("advertise", format!("{a:?} is not HOST:PORT")));
+        }
+        let internal = self.internal_listen_addr();
+        if internal.parse::<SocketAddr>().is_err() {
+            return Err(bad(
+                "internal_listen",
+                format!("{internal:?} is not HOST:PORT (nor is listen's port + 2)"),
+            ));
+        }
+        if internal == self.listen && !internal.ends_with(":0") {
+            return Err(bad("internal_listen", "must differ from listen (the client port)"));
+        }
+        if let Some(p) = &self.internal_peers {
+            parse_peers(p).map_err(|e| bad("internal_peers", e.reason))?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("data_dir", "must not be empty"));
@@ -315,6 +344,15 @@ impl BrokerConfig {
 }
 
 /// Parses `ID@HOST:PORT,ID@HOST:PORT,...`.
+/// The default internal address of a broker whose client address is `addr`: the same host,
+/// port + 2 (port 0, "any free port", stays 0). `None` if `addr` has no port or it is too high.
+pub fn internal_of(addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let port = if port == 0 { 0 } else { port.checked_add(2)? };
+    Some(format!("{host}:{port}"))
+}
+
 pub fn parse_peers(s: &str) -> Result<Vec<(u64, String)>, BrokerConfigError> {
     s.split(',')
         .map(|p| {
@@ -348,6 +386,22 @@ mod tests {
             key(BrokerConfig { max_queued_produce_bytes: 1024, ..Default::default() }),
             "max_queued_produce_bytes"
         );
+        let internal =
+            |s: &str| BrokerConfig { internal_listen: Some(s.into()), ..Default::default() };
+        assert_eq!(key(internal("nope")), "internal_listen");
+        assert_eq!(key(internal(DEFAULT_LISTEN)), "internal_listen", "never the client port");
+        assert_eq!(
+            key(BrokerConfig { internal_peers: Some("1@x".into()), ..Default::default() }),
+            "internal_peers"
+        );
+        assert_eq!(
+            BrokerConfig::default().internal_listen_addr(),
+            "127.0.0.1:9302",
+            "the client port + 2"
+        );
+        assert_eq!(internal_of("0.0.0.0:0").as_deref(), Some("0.0.0.0:0"));
+        assert_eq!(internal_of("[::1]:9300").as_deref(), Some("[::1]:9302"));
+        assert_eq!(internal_of("h:65535"), None);
         assert_eq!(
             key(BrokerConfig { peers: Some("2@a:1,2@b:2".into()), ..Default::default() }),
             "peers"

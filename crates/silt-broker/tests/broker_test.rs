@@ -504,3 +504,24 @@ async fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
+
+/// Raft, controller and replication RPCs are served on the internal listener only: the client
+/// port answers them `Unimplemented`, so a client cannot drive them there by accident.
+#[tokio::test]
+async fn internal_services_are_not_served_on_the_client_port() {
+    use silt_proto::internal::HeartbeatRequest;
+    use silt_proto::internal::controller_client::ControllerClient;
+    let b = TestBroker::start().await;
+    assert_ne!(b.addr, b.internal);
+    let heartbeat = |addr: String| async move {
+        let mut c = ControllerClient::connect(format!("http://{addr}")).await.expect("connects");
+        c.broker_heartbeat(HeartbeatRequest { node_id: 1, broker_epoch: 0 }).await
+    };
+    let on_client = heartbeat(b.addr.clone()).await.expect_err("refused on the client port");
+    assert_eq!(on_client.code(), tonic::Code::Unimplemented, "{on_client}");
+    match heartbeat(b.internal.clone()).await {
+        Ok(_) => {}
+        Err(s) => assert_ne!(s.code(), tonic::Code::Unimplemented, "served internally: {s}"),
+    }
+    b.stop().await;
+}

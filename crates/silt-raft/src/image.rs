@@ -14,6 +14,10 @@ pub use crate::rejection::Rejection;
 pub struct BrokerRecord {
     pub id: u64,
     pub address: String,
+    /// Where its internal services (Raft, controller, replication) listen; empty in entries
+    /// written before they had their own port (then: `address` with port + 2).
+    #[serde(default)]
+    pub internal_address: String,
     pub rack: Option<String>,
     /// Bumped at every registration, so a restarted broker's stale requests can be refused.
     pub epoch: u64,
@@ -87,6 +91,8 @@ pub enum Command {
     RegisterBroker {
         id: u64,
         address: String,
+        #[serde(default)]
+        internal_address: String,
         rack: Option<String>,
         #[serde(default)]
         incarnation: u64,
@@ -179,7 +185,7 @@ impl ClusterImage {
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
         match cmd {
-            Command::RegisterBroker { id, address, rack, incarnation } => {
+            Command::RegisterBroker { id, address, internal_address, rack, incarnation } => {
                 if let Some(b) = self.brokers.get_mut(id)
                     && b.incarnation != *incarnation
                     && !b.fenced
@@ -194,6 +200,7 @@ impl ClusterImage {
                     BrokerRecord {
                         id: *id,
                         address: address.clone(),
+                        internal_address: internal_address.clone(),
                         rack: rack.clone(),
                         epoch,
                         fenced: false,
@@ -494,7 +501,13 @@ mod tests {
     use super::*;
 
     fn register(id: u64, incarnation: u64) -> Command {
-        Command::RegisterBroker { id, address: format!("b{id}:9300"), rack: None, incarnation }
+        Command::RegisterBroker {
+            id,
+            address: format!("b{id}:9300"),
+            internal_address: String::new(),
+            rack: None,
+            incarnation,
+        }
     }
 
     #[test]
@@ -535,7 +548,13 @@ mod tests {
                 .unwrap();
         assert_eq!(
             c,
-            Command::RegisterBroker { id: 1, address: "a".into(), rack: None, incarnation: 0 }
+            Command::RegisterBroker {
+                id: 1,
+                address: "a".into(),
+                internal_address: String::new(),
+                rack: None,
+                incarnation: 0
+            }
         );
     }
 

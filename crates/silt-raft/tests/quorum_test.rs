@@ -56,7 +56,13 @@ async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn register(id: u64) -> Command {
-    Command::RegisterBroker { id, address: format!("broker{id}:9300"), rack: None, incarnation: id }
+    Command::RegisterBroker {
+        id,
+        address: format!("broker{id}:9300"),
+        internal_address: String::new(),
+        rack: None,
+        incarnation: id,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,13 @@ fn entry(term: u64, index: u64, cmd: Command) -> Entry {
 }
 
 fn register(id: NodeId) -> Command {
-    Command::RegisterBroker { id, address: format!("b{id}"), rack: None, incarnation: id }
+    Command::RegisterBroker {
+        id,
+        address: format!("b{id}"),
+        internal_address: String::new(),
+        rack: None,
+        incarnation: id,
+    }
 }
 
 async fn append(log: &mut LogStore, entries: Vec<Entry>) {

@@ -27,6 +27,14 @@ pub struct Options {
     /// Address clients and brokers use to reach this broker (default: the listen address).
     #[arg(long, env = "SILT_ADVERTISE")]
     pub advertise: Option<String>,
+    /// gRPC address of the internal services: Raft, controller, replication (default: the
+    /// listen port + 2). Never the client port; expose it to the other brokers only.
+    #[arg(long, env = "SILT_INTERNAL_LISTEN")]
+    pub internal_listen: Option<String>,
+    /// Routes to the peers' internal services, ID@HOST:PORT,... (default: each --peers entry
+    /// with its port + 2).
+    #[arg(long, env = "SILT_INTERNAL_PEERS")]
+    pub internal_peers: Option<String>,
     /// HTTP address for health checks (default 127.0.0.1:9301).
     #[arg(long, env = "SILT_HTTP")]
     pub http: Option<String>,
@@ -65,6 +73,12 @@ impl Options {
         }
         if let Some(v) = &self.advertise {
             c.advertise = Some(v.clone());
+        }
+        if let Some(v) = &self.internal_listen {
+            c.internal_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.internal_peers {
+            c.internal_peers = Some(v.clone());
         }
         if let Some(v) = &self.http {
             c.http = v.clone();

@@ -70,10 +70,19 @@ impl Drop for Node {
     }
 }
 
-/// A free loopback port (bound, read, released; the broker binds it right after).
+/// A free loopback port whose port + 2 (the default internal port) is free too (bound, read,
+/// released; the broker binds them right after).
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port
+            .checked_add(2)
+            .is_some_and(|i| std::net::TcpListener::bind(("127.0.0.1", i)).is_ok())
+        {
+            return l.local_addr().unwrap().to_string();
+        }
+    }
 }
 
 async fn leader_of(addr: &str, topic: &str, partition: usize) -> Option<(u64, u32)> {

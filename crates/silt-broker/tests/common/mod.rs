@@ -17,6 +17,8 @@ use tonic::transport::Channel;
 /// A running broker; dropping it stops it (and the temp dir goes with it).
 pub struct TestBroker {
     pub addr: String,
+    /// The internal services' address (Raft, controller, replication).
+    pub internal: String,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -35,6 +37,7 @@ impl TestBroker {
     pub async fn start_in(dir: PathBuf, make: impl FnOnce(PathBuf) -> BrokerConfig) -> TestBroker {
         let broker = Broker::bind(make(dir.clone())).await.expect("broker binds");
         let addr = broker.local_addr().to_string();
+        let internal = broker.internal_addr().to_string();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             broker
@@ -44,7 +47,7 @@ impl TestBroker {
                 .await
                 .expect("broker runs");
         });
-        let b = TestBroker { addr, dir, stop: Some(tx), task: Some(task), _tmp: None };
+        let b = TestBroker { addr, internal, dir, stop: Some(tx), task: Some(task), _tmp: None };
         b.wait_ready().await;
         b
     }

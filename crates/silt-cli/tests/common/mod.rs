@@ -95,15 +95,25 @@ pub fn cluster_config(id: u64, ports: &[u16], dir: &std::path::Path) -> BrokerCo
         node_id: id,
         listen: format!("127.0.0.1:{}", ports[id as usize - 1]),
         peers: Some(peers.join(",")),
+        // The default: the client port + 2, so the peers' routes follow from `peers`.
+        internal_listen: None,
         ..BrokerConfig::for_test(dir)
     }
 }
 
-/// `n` ports free right now.
+/// `n` ports free right now, each with its port + 2 (the default internal port) free too.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let mut held = Vec::new();
+    while held.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if let Some(internal) = port.checked_add(2)
+            && let Ok(i) = std::net::TcpListener::bind(("127.0.0.1", internal))
+        {
+            held.push((l, i));
+        }
+    }
+    held.iter().map(|(l, _)| l.local_addr().unwrap().port()).collect()
 }
 
 pub fn stdout(o: &Output) -> String {
