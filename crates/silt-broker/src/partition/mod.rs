@@ -8,6 +8,7 @@
 //! itself.
 
 mod leader;
+pub(crate) mod long_poll;
 mod truncation;
 mod worker;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{join_all, select_all};
+use futures_util::future::join_all;
 use silt_core::{LeaderEpoch, Offset};
 use silt_proto::internal::replication_server::Replication;
 use silt_proto::internal::{
@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Shared;
 use crate::error::WireError;
+use crate::partition::long_poll::long_poll;
 use crate::partition::{PartitionHandle, ReplicaRead};
 
 /// The longest a follower's fetch waits for records.
@@ -190,36 +191,26 @@ impl Replication for ReplicationService {
             .collect();
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_WAIT);
-        let mut stopping = self.shared.stopping.subscribe();
-        loop {
-            let mut watches: Vec<_> =
-                handles.iter().filter_map(|h| h.as_ref().ok().map(|h| h.watch())).collect();
-            for w in &mut watches {
-                w.borrow_and_update();
-            }
-            let reads = self.read_within(&req, &handles, total, start).await;
+        let live = handles.iter().filter_map(|h| h.as_ref().ok());
+        let (req, handles) = (&req, &handles);
+        let reads = long_poll(live, deadline, &self.shared.stopping, || async move {
+            let reads = self.read_within(req, handles, total, start).await;
             let news = reads.iter().zip(&req.partitions).any(|(r, p)| match r {
                 Ok(r) => !r.data.is_empty() || r.high_watermark.0 > p.high_watermark,
                 Err(_) => true,
             });
-            let now = Instant::now();
-            if news || now >= deadline || watches.is_empty() || *stopping.borrow_and_update() {
-                let partitions = reads
-                    .into_iter()
-                    .zip(&req.partitions)
-                    .map(|(r, p)| match r {
-                        Ok(r) => ok_item(p, r),
-                        Err(e) => error_item(p, e),
-                    })
-                    .collect();
-                return Ok(Response::new(ReplicaFetchResponse { partitions }));
-            }
-            let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-            tokio::select! {
-                _ = tokio::time::timeout(deadline - now, changed) => {}
-                _ = stopping.changed() => {}
-            }
-        }
+            (reads, news)
+        })
+        .await;
+        let partitions = reads
+            .into_iter()
+            .zip(&req.partitions)
+            .map(|(r, p)| match r {
+                Ok(r) => ok_item(p, r),
+                Err(e) => error_item(p, e),
+            })
+            .collect();
+        Ok(Response::new(ReplicaFetchResponse { partitions }))
     }
 
     async fn offset_for_leader_epoch(

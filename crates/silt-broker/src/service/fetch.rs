@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{join_all, select_all};
+use futures_util::future::join_all;
 use silt_core::Offset;
 use silt_core::batch::{BatchIter, RecordIter};
 use silt_proto::decoded_to_fetched;
@@ -12,6 +12,7 @@ use silt_proto::v1::{self, ErrorCode};
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::PartitionHandle;
+use crate::partition::long_poll::long_poll;
 
 /// Room kept in a fetch response for everything but record bytes.
 const RESPONSE_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -30,7 +31,7 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
     let max_bytes = if req.max_bytes == 0 { limit } else { (req.max_bytes as usize).min(limit) };
     let wait =
         Duration::from_millis(u64::from(req.max_wait_ms).min(shared.config.max_fetch_wait_ms));
-    let mut deadline = Instant::now() + wait;
+    let deadline = Instant::now() + wait;
     let mut topics: Vec<v1::TopicFetchResponse> = Vec::new();
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
@@ -54,13 +55,9 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
         }
         topics.push(v1::TopicFetchResponse { topic: t.topic, partitions: Vec::new() });
     }
-    loop {
-        // Take the watches first, so a change between the reads and the wait still wakes us.
-        let mut watches: Vec<_> =
-            wanted.iter().filter_map(|w| w.handle.as_ref().ok().map(|h| h.watch())).collect();
-        for w in &mut watches {
-            w.borrow_and_update();
-        }
+    let handles = wanted.iter().filter_map(|w| w.handle.as_ref().ok());
+    let wanted = &wanted;
+    let results = long_poll(handles, deadline, &shared.stopping, || async move {
         let results = if wanted.iter().map(|w| w.max_bytes).sum::<usize>() <= max_bytes {
             // The response limit cannot bind: read every partition at once (each worker thread
             // checks its own CRCs in parallel).
@@ -69,7 +66,7 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
         } else {
             let mut results = Vec::with_capacity(wanted.len());
             let mut total = 0usize;
-            for w in &wanted {
+            for w in wanted {
                 let budget = max_bytes.saturating_sub(total);
                 let r = read_partition(w, budget, total == 0, req.decode_records).await;
                 total += r.as_ref().map_or(0, |(_, bytes)| *bytes);
@@ -78,28 +75,17 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
             results
         };
         let total: usize = results.iter().map(|r| r.as_ref().map_or(0, |(_, bytes)| *bytes)).sum();
-        let any_error = results.iter().any(Result::is_err);
-        let now = Instant::now();
-        if total >= req.min_bytes as usize || any_error || now >= deadline || watches.is_empty() {
-            for (w, r) in wanted.iter().zip(results) {
-                topics[w.topic_index].partitions.push(match r {
-                    Ok((resp, _)) => resp,
-                    Err(e) => error_response(w.partition, e),
-                });
-            }
-            return v1::FetchResponse { topics };
-        }
-        let mut stopping = shared.stopping.subscribe();
-        if *stopping.borrow_and_update() {
-            deadline = now; // shutting down: answer with what there is
-            continue;
-        }
-        let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-        tokio::select! {
-            _ = tokio::time::timeout(deadline - now, changed) => {}
-            _ = stopping.changed() => deadline = Instant::now(),
-        }
+        let ready = total >= req.min_bytes as usize || results.iter().any(Result::is_err);
+        (results, ready)
+    })
+    .await;
+    for (w, r) in wanted.iter().zip(results) {
+        topics[w.topic_index].partitions.push(match r {
+            Ok((resp, _)) => resp,
+            Err(e) => error_response(w.partition, e),
+        });
     }
+    v1::FetchResponse { topics }
 }
 
 /// A consumer's `current_leader_epoch` against this leader's: older means the consumer's
