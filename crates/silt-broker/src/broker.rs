@@ -351,6 +351,7 @@ impl Broker {
         // hosted partitions, and sweeps directories no topic claims).
         let produce_budget = crate::service::produce_budget::ProduceBudget::new(
             config.max_queued_produce_bytes,
+            config.max_queued_produce_bytes_per_connection,
             config.max_request_bytes,
         );
         let shared = Arc::new(Shared {

@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 /// Default budget of produce bytes received but not yet appended (Kafka's
 /// `queued.max.request.bytes`).
 pub const DEFAULT_MAX_QUEUED_PRODUCE_BYTES: usize = 64 * 1024 * 1024;
+/// Default share of it one connection may hold.
+pub const DEFAULT_MAX_QUEUED_PRODUCE_BYTES_PER_CONNECTION: usize = 32 * 1024 * 1024;
 /// Default largest gRPC response (and so the largest fetch response) in bytes.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Default time an `acks=all` produce may wait for its records to be committed.
@@ -126,6 +128,8 @@ pub struct BrokerConfig {
     /// Produce bytes received but not yet appended, across all requests; a request waits
     /// before its body is read while the budget is spent (backpressure on the client).
     pub max_queued_produce_bytes: usize,
+    /// The most of `max_queued_produce_bytes` one connection may hold (at most all of it).
+    pub max_queued_produce_bytes_per_connection: usize,
     pub max_response_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_fetch_wait_ms: u64,
@@ -173,6 +177,8 @@ impl Default for BrokerConfig {
             rack: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_queued_produce_bytes: DEFAULT_MAX_QUEUED_PRODUCE_BYTES,
+            max_queued_produce_bytes_per_connection:
+                DEFAULT_MAX_QUEUED_PRODUCE_BYTES_PER_CONNECTION,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_fetch_wait_ms: DEFAULT_MAX_FETCH_WAIT_MS,
@@ -282,6 +288,12 @@ impl BrokerConfig {
                 "must be at least max_request_bytes, so the largest request fits",
             ));
         }
+        if self.max_queued_produce_bytes_per_connection < self.max_request_bytes {
+            return Err(bad(
+                "max_queued_produce_bytes_per_connection",
+                "must be at least max_request_bytes, so the largest request fits",
+            ));
+        }
         if self.max_response_bytes < self.max_request_bytes {
             return Err(bad(
                 "max_response_bytes",
@@ -385,6 +397,13 @@ mod tests {
         assert_eq!(
             key(BrokerConfig { max_queued_produce_bytes: 1024, ..Default::default() }),
             "max_queued_produce_bytes"
+        );
+        assert_eq!(
+            key(BrokerConfig {
+                max_queued_produce_bytes_per_connection: 1024,
+                ..Default::default()
+            }),
+            "max_queued_produce_bytes_per_connection"
         );
         let internal =
             |s: &str| BrokerConfig { internal_listen: Some(s.into()), ..Default::default() };

@@ -111,7 +111,7 @@ enum Command {
         wait: WaitFor,
         reply: Reply<Appended>,
         /// The request's share of the produce budget, given back once the data is appended.
-        held: Option<tokio::sync::OwnedSemaphorePermit>,
+        held: Option<crate::service::produce_budget::Held>,
     },
     Read {
         from: Offset,
@@ -301,7 +301,7 @@ impl PartitionHandle {
         &self,
         batches: Vec<Vec<u8>>,
         wait: WaitFor,
-        held: Option<tokio::sync::OwnedSemaphorePermit>,
+        held: Option<crate::service::produce_budget::Held>,
     ) -> Result<Appended, PartitionError> {
         self.call(|reply| Command::Append { batches, wait, reply, held }).await
     }
@@ -327,7 +327,7 @@ impl PartitionHandle {
     pub async fn append_unanswered(
         &self,
         batches: Vec<Vec<u8>>,
-        held: Option<tokio::sync::OwnedSemaphorePermit>,
+        held: Option<crate::service::produce_budget::Held>,
     ) -> Result<(), PartitionError> {
         let (reply, _) = oneshot::channel();
         let cmd = Command::Append { batches, wait: WaitFor::Append, reply, held };

@@ -8,10 +8,8 @@ use silt_core::batch::{BatchBuilder, BatchIter, validate};
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::now_ms;
-use super::produce_budget::Reservation;
+use super::produce_budget::{Held, Reservation};
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::WaitFor;
@@ -88,7 +86,7 @@ async fn produce_partition(
     config: &TopicConfig,
     acks: v1::Acks,
     timeout: std::time::Duration,
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<Held>,
 ) -> Result<Produced, WireError> {
     let handle = shared.leader_handle(topic, p.partition)?;
     let batches = match p.data {

@@ -7,7 +7,9 @@
 //! The size comes from the gRPC message prefix (1 flag byte, 4 length bytes, big endian), read
 //! from the first bytes of the body: at most one HTTP/2 frame is held before the reservation.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -23,20 +25,40 @@ const PRODUCE_PATH: &str = "/silt.v1.Data/Produce";
 /// gRPC's length prefix: compressed flag and message length.
 const GRPC_PREFIX_BYTES: usize = 5;
 
-/// The per-broker pool of produce bytes.
+/// The per-broker pool of produce bytes, and each connection's share of it.
 #[derive(Debug, Clone)]
 pub struct ProduceBudget {
     pool: Arc<Semaphore>,
     capacity: usize,
+    /// The most one connection may hold (so one client cannot take the whole pool).
+    per_connection: usize,
+    connections: Arc<Mutex<Connections>>,
     /// The largest message a request may carry (the service refuses larger ones itself).
     max_message: usize,
 }
 
+/// Each connection's semaphore, by remote address; idle ones are pruned as the map grows.
+#[derive(Debug, Default)]
+struct Connections {
+    by_peer: HashMap<SocketAddr, Arc<Semaphore>>,
+    prune_at: usize,
+}
+
+/// Map sizes below which idle connections are not pruned.
+const PRUNE_FLOOR: usize = 256;
+
 impl ProduceBudget {
-    /// A pool of `capacity` bytes; `capacity >= max_message` (checked by the config).
-    pub fn new(capacity: usize, max_message: usize) -> ProduceBudget {
+    /// A pool of `capacity` bytes, at most `per_connection` of them per connection; both at
+    /// least `max_message` (checked by the config).
+    pub fn new(capacity: usize, per_connection: usize, max_message: usize) -> ProduceBudget {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
-        ProduceBudget { pool: Arc::new(Semaphore::new(capacity)), capacity, max_message }
+        ProduceBudget {
+            pool: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            per_connection: per_connection.clamp(1, capacity),
+            connections: Arc::default(),
+            max_message,
+        }
     }
 
     /// Bytes reserved now (received or queued produce data not yet appended).
@@ -44,30 +66,74 @@ impl ProduceBudget {
         self.capacity - self.pool.available_permits()
     }
 
-    /// Waits for `bytes` (capped at the pool's size, so one request never waits forever).
-    async fn reserve(&self, bytes: usize) -> Reservation {
-        let n = bytes.clamp(1, self.capacity).min(u32::MAX as usize) as u32;
-        let permit = self.pool.clone().acquire_many_owned(n).await.ok();
-        Reservation(Arc::new(Mutex::new(permit)))
+    /// This connection's semaphore (created on first use).
+    fn connection(&self, peer: SocketAddr) -> Arc<Semaphore> {
+        let mut c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if c.by_peer.len() >= c.prune_at.max(PRUNE_FLOOR) {
+            let full = self.per_connection;
+            c.by_peer.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < full);
+            c.prune_at = 2 * c.by_peer.len();
+        }
+        c.by_peer
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_connection)))
+            .clone()
+    }
+
+    /// Waits for `bytes` from the connection's share, then from the pool (each capped at its
+    /// size, so one request never waits forever; always in this order, so no two requests
+    /// wait for each other).
+    async fn reserve(&self, bytes: usize, peer: Option<SocketAddr>) -> Reservation {
+        let take = |limit: usize| bytes.clamp(1, limit).min(u32::MAX as usize) as u32;
+        let conn = match peer {
+            Some(p) => {
+                let s = self.connection(p);
+                s.acquire_many_owned(take(self.per_connection)).await.ok()
+            }
+            None => None,
+        };
+        let pool = self.pool.clone().acquire_many_owned(take(self.capacity)).await.ok();
+        Reservation(Arc::new(Mutex::new(Some(Held { pool, conn }))))
     }
 }
 
-/// Produce bytes held from the pool; released when the last part is dropped. Travels in the
-/// request's extensions to the handler, which splits it per partition and hands each part to
-/// the partition worker with the data.
+/// Produce bytes held from the pool (and the connection's share); given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    pool: Option<OwnedSemaphorePermit>,
+    conn: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Splits `n` bytes (fewer than held) off both permits.
+    fn split(&mut self, n: usize) -> Held {
+        let split = |p: &mut Option<OwnedSemaphorePermit>| {
+            p.as_mut().and_then(|p| p.split(n.min(p.num_permits().saturating_sub(1))))
+        };
+        Held { pool: split(&mut self.pool), conn: split(&mut self.conn) }
+    }
+}
+
+/// A request's reservation; released when the last part is dropped. Travels in the request's
+/// extensions to the handler, which splits it per partition and hands each part to the
+/// partition worker with the data.
 #[derive(Debug, Clone, Default)]
-pub struct Reservation(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub struct Reservation(Arc<Mutex<Option<Held>>>);
 
 impl Reservation {
     /// Takes up to `bytes` of this reservation out as its own part (held until dropped).
-    pub fn split(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    pub fn split(&self, bytes: usize) -> Option<Held> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let p = g.as_mut()?;
-        let n = bytes.min(p.num_permits());
+        let held = g.as_mut()?;
+        let n = bytes.min(held.bytes());
         if n == 0 {
             return None;
         }
-        if n == p.num_permits() { g.take() } else { p.split(n) }
+        if n == held.bytes() { g.take() } else { Some(held.split(n)) }
     }
 }
 
@@ -114,7 +180,11 @@ where
         let budget = self.budget.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            match read_budgeted(body, &budget).await {
+            let peer = parts
+                .extensions
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|c| c.remote_addr());
+            match read_budgeted(body, &budget, peer).await {
                 Ok((bytes, reservation)) => {
                     parts.extensions.insert(reservation);
                     inner.call(http::Request::from_parts(parts, Body::new(full(bytes)))).await
@@ -134,6 +204,7 @@ fn full(bytes: Bytes) -> http_body_util::Full<Bytes> {
 async fn read_budgeted(
     mut body: Body,
     budget: &ProduceBudget,
+    peer: Option<SocketAddr>,
 ) -> Result<(Bytes, Reservation), tonic::Status> {
     let mut buf = BytesMut::new();
     let mut reservation = None;
@@ -148,7 +219,7 @@ async fn read_budgeted(
                 )));
             }
             expected = GRPC_PREFIX_BYTES + len;
-            reservation = Some(budget.reserve(expected).await);
+            reservation = Some(budget.reserve(expected, peer).await);
         }
         match body.frame().await {
             None => break,
@@ -175,19 +246,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_spent_pool_makes_the_next_request_wait_until_data_is_appended() {
-        let budget = ProduceBudget::new(1000, 1000);
-        let r = budget.reserve(800).await;
+        let budget = ProduceBudget::new(1000, 1000, 1000);
+        let r = budget.reserve(800, None).await;
         assert_eq!(budget.in_use(), 800);
         let part = r.split(300).expect("a part");
         drop(r);
         assert_eq!(budget.in_use(), 300, "the handler's unsplit rest is given back when it ends");
         let wait = std::time::Duration::from_millis(50);
         assert!(
-            tokio::time::timeout(wait, budget.reserve(800)).await.is_err(),
+            tokio::time::timeout(wait, budget.reserve(800, None)).await.is_err(),
             "800 more bytes do not fit while a partition still holds 300"
         );
         drop(part);
-        let again = tokio::time::timeout(wait, budget.reserve(800)).await;
+        let again = tokio::time::timeout(wait, budget.reserve(800, None)).await;
         let again = again.expect("appended data gave its bytes back");
         assert!(again.split(10_000).is_some(), "a part larger than what is held takes it all");
         assert!(again.split(1).is_none(), "nothing is left");
@@ -196,10 +267,36 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_larger_than_the_pool_still_runs_alone() {
-        let budget = ProduceBudget::new(100, 1000);
-        let r = budget.reserve(1000).await;
+        let budget = ProduceBudget::new(100, 100, 1000);
+        let r = budget.reserve(1000, None).await;
         assert_eq!(budget.in_use(), 100);
         drop(r);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_connection_cannot_take_the_whole_pool() {
+        let budget = ProduceBudget::new(1000, 600, 500);
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let first = budget.reserve(500, Some(a)).await;
+        let wait = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(wait, budget.reserve(500, Some(a))).await.is_err(),
+            "a second 500 would put connection a over its 600"
+        );
+        let other = tokio::time::timeout(wait, budget.reserve(500, Some(b))).await;
+        assert!(other.is_ok(), "another connection still gets its share");
+        assert_eq!(budget.in_use(), 1000);
+        let part = first.split(200).expect("a part");
+        drop(first);
+        drop(other);
+        let again = tokio::time::timeout(wait, budget.reserve(400, Some(a))).await;
+        assert!(again.is_ok(), "200 held + 400 fit in a's 600");
+        assert!(
+            tokio::time::timeout(wait, budget.reserve(100, Some(a))).await.is_err(),
+            "a's share is spent while its parts are held"
+        );
+        drop(part);
     }
 }
