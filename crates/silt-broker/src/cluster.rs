@@ -44,6 +44,8 @@ pub(crate) struct Cluster {
     pub peers: BTreeMap<u64, String>,
     /// Where other brokers reach this one's internal services (registered in the image).
     pub internal_advertised: String,
+    /// Producer ids this broker may hand out: `(next, end)` of the block the quorum gave it.
+    pub producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// The leader epoch of each partition this broker led at the last reconcile (to count
     /// leaderships taken over).
     pub led: Mutex<BTreeMap<(String, u32), u32>>,
@@ -70,6 +72,7 @@ impl Cluster {
             liveness: Mutex::new(None),
             peers,
             internal_advertised: internal_advertised.to_string(),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
             led: Mutex::default(),
         })
     }
@@ -91,6 +94,43 @@ impl Cluster {
             }
         })
     }
+}
+
+/// Producer ids a broker asks the quorum for at a time.
+const PRODUCER_ID_BLOCK: u32 = 1000;
+
+/// A new producer id, unique in the cluster: from this broker's block, asking the quorum for a
+/// new block when it is used up.
+pub(crate) async fn next_producer_id(shared: &Shared) -> Result<i64, WireError> {
+    let cluster = &shared.cluster;
+    let mut ids = cluster.producer_ids.lock().await;
+    if ids.0 >= ids.1 {
+        let cmd = Command::AllocateProducerIds {
+            broker: shared.config.node_id,
+            count: PRODUCER_ID_BLOCK,
+        };
+        match cluster.node.propose(cmd).await {
+            Ok(CommandResponse::ProducerIds { start, count }) => {
+                *ids = (start, start + i64::from(count));
+                tracing::info!(start, count, "allocated a block of producer ids");
+            }
+            Ok(other) => {
+                return Err(WireError::new(
+                    ErrorCode::BrokerNotAvailable,
+                    format!("the quorum refused a block of producer ids: {other:?}"),
+                ));
+            }
+            Err(e) => {
+                return Err(WireError::new(
+                    ErrorCode::BrokerNotAvailable,
+                    format!("no block of producer ids (metadata quorum: {e}); retry"),
+                ));
+            }
+        }
+    }
+    let id = ids.0;
+    ids.0 += 1;
+    Ok(id)
 }
 
 /// This broker's routes to the internal services of the initial voters: `internal_peers`, else

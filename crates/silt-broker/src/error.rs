@@ -61,6 +61,15 @@ impl From<PartitionError> for WireError {
             e @ PartitionError::NotEnoughReplicasAfterAppend { .. } => {
                 WireError::new(ErrorCode::NotEnoughReplicasAfterAppend, e.to_string())
             }
+            PartitionError::Sequence(s) => {
+                use crate::partition::producers::SequenceError;
+                let code = match s {
+                    SequenceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequenceNumber,
+                    SequenceError::InvalidEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+                    SequenceError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
+                };
+                WireError::new(code, s.to_string())
+            }
             // Unknown outcome: the records may or may not survive under the new leader.
             e @ PartitionError::LeadershipLost => {
                 WireError::new(ErrorCode::RequestTimedOut, e.to_string())

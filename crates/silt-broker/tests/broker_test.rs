@@ -525,3 +525,81 @@ async fn internal_services_are_not_served_on_the_client_port() {
     }
     b.stop().await;
 }
+
+/// A batch of `n` records from an idempotent producer.
+fn idempotent_batch(prefix: &str, n: usize, producer: (i64, i16), sequence: i32) -> Bytes {
+    let mut b = silt_core::batch::BatchBuilder::new();
+    for i in 0..n {
+        b.push(&silt_core::batch::Record::value(format!("{prefix}-{i}"), 0));
+    }
+    b.set_producer(producer.0, producer.1, sequence);
+    b.build().unwrap()
+}
+
+/// Broker-side deduplication of idempotent producers (issue 15): ids from `InitProducerId`
+/// are unique; a retried batch is answered with its original offsets and not appended again,
+/// also after a restart (the state is rebuilt from the log); a gap, an old epoch and an
+/// unknown producer with a non-zero sequence are refused and change nothing.
+#[tokio::test]
+async fn a_retried_idempotent_batch_is_appended_once_also_after_a_restart() {
+    let b = TestBroker::start().await;
+    assert_eq!(b.create_topic("idem", 1, &[]).await.error_code(), ErrorCode::None);
+    let mut c = b.data().await;
+    let id1 = c.init_producer_id(v1::InitProducerIdRequest {}).await.unwrap().into_inner();
+    let id2 = c.init_producer_id(v1::InitProducerIdRequest {}).await.unwrap().into_inner();
+    assert_eq!((id1.error_code(), id1.producer_epoch), (ErrorCode::None, 0));
+    assert_ne!(id1.producer_id, id2.producer_id, "ids are unique");
+    let p = (id1.producer_id, 0);
+    let first = idempotent_batch("a", 3, p, 0);
+    let r = produce(&mut c, "idem", 0, v1::Acks::All, first.clone()).await;
+    assert_eq!((r.error_code(), r.base_offset), (ErrorCode::None, 0));
+    let r = produce(&mut c, "idem", 0, v1::Acks::All, idempotent_batch("b", 2, p, 3)).await;
+    assert_eq!((r.error_code(), r.base_offset), (ErrorCode::None, 3));
+    let retry = produce(&mut c, "idem", 0, v1::Acks::All, first.clone()).await;
+    assert_eq!(
+        (retry.error_code(), retry.base_offset),
+        (ErrorCode::None, 0),
+        "the original offsets"
+    );
+    let gap = produce(&mut c, "idem", 0, v1::Acks::All, idempotent_batch("c", 1, p, 9)).await;
+    assert_eq!(gap.error_code(), ErrorCode::OutOfOrderSequenceNumber, "{}", gap.error_message);
+    let unknown = produce(
+        &mut c,
+        "idem",
+        0,
+        v1::Acks::All,
+        idempotent_batch("d", 1, (id2.producer_id, 0), 5),
+    )
+    .await;
+    assert_eq!(unknown.error_code(), ErrorCode::UnknownProducerId);
+    let newer =
+        produce(&mut c, "idem", 0, v1::Acks::All, idempotent_batch("e", 1, (p.0, 1), 0)).await;
+    assert_eq!((newer.error_code(), newer.base_offset), (ErrorCode::None, 5), "a new epoch");
+    let zombie = produce(&mut c, "idem", 0, v1::Acks::All, idempotent_batch("f", 1, p, 5)).await;
+    assert_eq!(zombie.error_code(), ErrorCode::InvalidProducerEpoch);
+    let plain = produce(&mut c, "idem", 0, v1::Acks::All, batch("plain", 1, 0)).await;
+    assert_eq!((plain.error_code(), plain.base_offset), (ErrorCode::None, 6), "no id: no checks");
+
+    let dir = b.dir.clone();
+    let tmp = b.stop().await;
+    let b = TestBroker::start_in(dir, silt_broker::BrokerConfig::for_test).await;
+    let mut c = b.data().await;
+    let newer_retry = idempotent_batch("e", 1, (p.0, 1), 0);
+    let again = produce(&mut c, "idem", 0, v1::Acks::All, newer_retry).await;
+    assert_eq!(
+        (again.error_code(), again.base_offset),
+        (ErrorCode::None, 5),
+        "deduplicated after a restart"
+    );
+    let (code, values) = fetch_values(&mut c, "idem", 0, 0).await;
+    assert_eq!(code, ErrorCode::None);
+    let offsets: Vec<i64> = values.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..7).collect::<Vec<_>>(), "every record once: {values:?}");
+    let id3 = c.init_producer_id(v1::InitProducerIdRequest {}).await.unwrap().into_inner();
+    assert!(
+        id3.producer_id > id2.producer_id.max(id1.producer_id),
+        "no id handed out twice across restarts"
+    );
+    b.stop().await;
+    drop(tmp);
+}

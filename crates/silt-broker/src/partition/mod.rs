@@ -9,6 +9,7 @@
 
 mod leader;
 pub(crate) mod long_poll;
+pub mod producers;
 mod truncation;
 mod worker;
 
@@ -237,6 +238,10 @@ pub enum PartitionError {
         "only {live} in-sync replica(s) caught up, min.insync.replicas is {min}; nothing was appended"
     )]
     NotEnoughReplicas { live: usize, min: u32 },
+    /// An idempotent producer's batch out of sequence, from a fenced epoch, or from a producer
+    /// with no state here (nothing of the request was appended).
+    #[error(transparent)]
+    Sequence(#[from] producers::SequenceError),
     /// Leadership moved before the records were committed.
     #[error("leadership moved before the records were committed; outcome unknown")]
     LeadershipLost,

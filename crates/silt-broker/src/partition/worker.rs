@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use silt_core::batch::BatchIter;
+use silt_core::batch::{BatchHeader, BatchIter};
 use silt_core::{LeaderEpoch, Offset};
 use silt_storage::{Log, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::leader::LeaderState;
+use super::producers::{Decision, PRODUCER_ID_EXPIRATION_MS, Producers};
 use super::truncation;
 use super::{
     Appended, Command, EpochEnd, PartitionError, PartitionState, ReplicaRead, Reply, RoleSpec,
@@ -83,6 +84,9 @@ struct Worker {
     /// Where a read found this leader's log damaged: it asks to give up leadership, and cuts its
     /// log here once it follows (then re-fetches the rest from the new leader).
     damaged_at: Option<Offset>,
+    /// Idempotent producers' state; `None` until needed, and again after a truncation (it is
+    /// rebuilt from the log before the next idempotent append as leader).
+    producers: Option<Producers>,
 }
 
 fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
@@ -121,6 +125,7 @@ impl Worker {
             released: Vec::new(),
             corruptions: 0,
             damaged_at: None,
+            producers: None,
         }
     }
 
@@ -153,7 +158,10 @@ impl Worker {
         let Some(at) = self.damaged_at.take() else { return };
         let log = self.log();
         tracing::warn!(dir = %log.dir().display(), offset = at.0, "cutting the damaged log; the rest is copied again from the leader");
-        match log.truncate_to(at) {
+        let cut = log.truncate_to(at);
+        self.forget_producers();
+        let log = self.log();
+        match cut {
             Ok(end) => {
                 let start = log.log_start_offset();
                 self.high_watermark = self.high_watermark.min(end).max(start);
@@ -275,14 +283,27 @@ impl Worker {
         }
         let epoch = s.view.leader_epoch;
         let now = now_ms();
-        let log = self.log();
+        let plan = self.plan_producers(&batches)?;
+        let log = self.log.as_mut().expect("invariant: the log lives until Close");
         let mut first = None;
         let mut last = Offset::ZERO;
-        for mut b in batches {
-            let info = log.append(&mut b, epoch, now)?;
-            first.get_or_insert(info.base_offset);
-            last = info.last_offset;
+        for (i, mut b) in batches.into_iter().enumerate() {
+            let (base, end) = match plan.as_ref().map(|p| p[i]) {
+                Some(Decision::Duplicate { base_offset, last_offset }) => {
+                    (base_offset, last_offset)
+                }
+                _ => {
+                    let info = log.append(&mut b, epoch, now)?;
+                    if let (Some(p), Some(h)) = (self.producers.as_mut(), BatchHeader::parse(&b)) {
+                        p.record(&h);
+                    }
+                    (info.base_offset, info.last_offset)
+                }
+            };
+            first.get_or_insert(base);
+            last = last.max(end);
         }
+        let log = self.log_ref();
         let base_offset = first.unwrap_or(log.log_end_offset());
         Ok(Appended {
             base_offset,
@@ -290,6 +311,32 @@ impl Worker {
             log_start: log.log_start_offset(),
             synced: false,
         })
+    }
+
+    /// The leader's dedupe decisions for a request's batches (`None` when none carries a
+    /// producer id); builds the producers' state from the log first if needed.
+    fn plan_producers(
+        &mut self,
+        batches: &[Vec<u8>],
+    ) -> Result<Option<Vec<Decision>>, PartitionError> {
+        let headers: Vec<BatchHeader> =
+            batches.iter().filter_map(|b| BatchHeader::parse(b)).collect();
+        if headers.len() != batches.len() || headers.iter().all(|h| h.producer_id < 0) {
+            return Ok(None);
+        }
+        if self.producers.is_none() {
+            let started = Instant::now();
+            let p = Producers::rebuild(self.log_ref())?;
+            tracing::info!(dir = %self.log_ref().dir().display(), producers = p.len(), took = ?started.elapsed(), "rebuilt the idempotent producers' state from the log");
+            self.producers = Some(p);
+        }
+        let p = self.producers.as_ref().expect("invariant: built above");
+        Ok(Some(p.plan(&headers)?))
+    }
+
+    /// Drops the producers' state after the log was cut (rebuilt when next needed).
+    fn forget_producers(&mut self) {
+        self.producers = None;
     }
 
     /// The end of a round: the group commit (one sync for everything appended in it, leaders of
@@ -469,6 +516,9 @@ impl Worker {
                 {
                     tracing::error!(error = %e, "background flush failed");
                 }
+                if let Some(p) = &mut self.producers {
+                    p.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
+                }
                 if retention && let Err(e) = self.log().apply_retention(now_ms()) {
                     tracing::warn!(error = %e, "retention pass failed");
                 }
@@ -539,6 +589,10 @@ impl Worker {
         let log = self.log();
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let cut = truncation::cut(log.epochs().entries(), start, end, &leader);
+        if cut.to < end || log.log_end_offset() < leader.log_start {
+            self.producers = None;
+        }
+        let log = self.log();
         if cut.to < end {
             tracing::info!(dir = %log.dir().display(), from = end.0, to = cut.to.0, converged = cut.converged, "truncating the divergent suffix");
             if cut.to < start || leader.found.is_none() {
@@ -565,7 +619,7 @@ impl Worker {
     ) -> Result<Offset, PartitionError> {
         let now = now_ms();
         let fsync = self.config.durability == Durability::Fsync;
-        let log = self.log();
+        let log = self.log.as_mut().expect("invariant: the log lives until Close");
         let mut wrote = false;
         for b in BatchIter::new(data) {
             let b = b.map_err(StorageError::InvalidBatch)?;
@@ -574,6 +628,9 @@ impl Worker {
                 continue; // already have it (a repeated read)
             }
             log.append_replicated(&b, now)?;
+            if let (Some(p), Some(h)) = (self.producers.as_mut(), BatchHeader::parse(&b)) {
+                p.record(&h);
+            }
             wrote = true;
         }
         if wrote && fsync {

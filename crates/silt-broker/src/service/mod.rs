@@ -73,6 +73,30 @@ impl v1::data_server::Data for DataService {
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         Ok(Response::new(fetch::list_offsets(&self.shared, req.into_inner()).await))
     }
+
+    async fn init_producer_id(
+        &self,
+        _req: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let r = match self.shared.serving() {
+            Ok(()) => crate::cluster::next_producer_id(&self.shared).await,
+            Err(e) => Err(e),
+        };
+        Ok(Response::new(match r {
+            Ok(id) => v1::InitProducerIdResponse {
+                error_code: v1::ErrorCode::None as i32,
+                error_message: String::new(),
+                producer_id: id,
+                producer_epoch: 0,
+            },
+            Err(e) => v1::InitProducerIdResponse {
+                error_code: e.code as i32,
+                error_message: e.message,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+        }))
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,0 +1,318 @@
+//! Idempotent producers' state of one partition (Kafka's producer state manager): per producer
+//! id, its epoch and the sequence ranges and offsets of its last [`WINDOW`] batches. The
+//! leader checks each batch that carries a producer id against it: a retry of a batch already
+//! in the log is answered with the original offsets instead of being appended again; a gap, an
+//! old epoch or a producer it has no state for is refused. The state is a function of the log
+//! (every batch carries its producer id, epoch and sequences), so it is rebuilt by a scan of the
+//! log, by the leader before its first idempotent append and after any truncation; followers
+//! keep it current from what they replicate once built.
+
+use std::collections::{HashMap, VecDeque};
+
+use silt_core::Offset;
+use silt_core::batch::{BatchHeader, BatchIter};
+use silt_storage::{Log, StorageError};
+
+/// Batches remembered per producer (Kafka's 5: the most requests a producer keeps in flight).
+pub const WINDOW: usize = 5;
+/// A producer silent this long is forgotten (Kafka's `producer.id.expiration.ms`, 7 days).
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Bytes read per step of a rebuild.
+const REBUILD_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// One appended batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Appended {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: Offset,
+    last_offset: Offset,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    epoch: i16,
+    batches: VecDeque<Appended>,
+    /// The newest batch's max timestamp (for expiry).
+    last_timestamp_ms: i64,
+}
+
+/// What the leader does with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// New: append it.
+    Append,
+    /// Already in the log at these offsets: answer them, append nothing.
+    Duplicate { base_offset: Offset, last_offset: Offset },
+}
+
+/// Why a batch is refused (nothing of its request is appended).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("producer {producer_id}: sequence {got} where {expected} was expected")]
+    OutOfOrder { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {got} is older than the current {current}")]
+    InvalidEpoch { producer_id: i64, current: i16, got: i16 },
+    #[error(
+        "producer {producer_id}: no state for it here (expired or never seen) and sequence {got} is not 0"
+    )]
+    UnknownProducer { producer_id: i64, got: i32 },
+}
+
+/// The last sequence of a batch (sequences wrap from `i32::MAX` to 0, as in Kafka).
+fn last_seq(first: i32, record_count: u32) -> i32 {
+    let span = i64::from(record_count.max(1)) - 1;
+    ((i64::from(first) + span) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// The producers' state of one partition.
+#[derive(Debug, Clone, Default)]
+pub struct Producers {
+    by_id: HashMap<i64, Entry>,
+}
+
+impl Producers {
+    /// The state of the log's batches from its start (reads every batch once).
+    pub fn rebuild(log: &Log) -> Result<Producers, StorageError> {
+        let mut p = Producers::default();
+        let end = log.log_end_offset();
+        let mut at = log.log_start_offset();
+        // Each step moves past at least one batch; bounded by the offsets in the log.
+        while at < end {
+            let read = log.read(at, REBUILD_READ_BYTES)?;
+            let mut next = at;
+            for b in BatchIter::new(read.data) {
+                let Ok(b) = b else { break };
+                if let Some(h) = BatchHeader::parse(&b) {
+                    p.record(&h);
+                    next = next.max(h.next_offset());
+                }
+            }
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+        Ok(p)
+    }
+
+    /// How many producers have state here.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The leader's decision for each batch of one request, in order, as if the earlier ones
+    /// were appended; any refusal refuses the whole request (nothing is changed here).
+    pub fn plan(&self, headers: &[BatchHeader]) -> Result<Vec<Decision>, SequenceError> {
+        let mut scratch: HashMap<i64, Entry> = HashMap::new();
+        let mut out = Vec::with_capacity(headers.len());
+        for (i, h) in headers.iter().enumerate() {
+            if h.producer_id < 0 {
+                out.push(Decision::Append);
+                continue;
+            }
+            let entry = scratch.get(&h.producer_id).or_else(|| self.by_id.get(&h.producer_id));
+            let d = decide(entry, h)?;
+            if d == Decision::Append {
+                // Placeholder offsets: later batches of the request only look at sequences.
+                let mut e = entry.cloned();
+                let fake = Offset(u64::MAX - i as u64);
+                apply(&mut e, h, fake, fake);
+                if let Some(e) = e {
+                    scratch.insert(h.producer_id, e);
+                }
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Remembers an appended batch (`h` as stored: its real base offset).
+    pub fn record(&mut self, h: &BatchHeader) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let mut e = self.by_id.remove(&h.producer_id);
+        apply(&mut e, h, h.base_offset, h.last_offset());
+        if let Some(e) = e {
+            self.by_id.insert(h.producer_id, e);
+        }
+    }
+
+    /// Forgets producers whose newest batch is older than `max_age_ms`.
+    pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) {
+        self.by_id.retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) <= max_age_ms);
+    }
+}
+
+fn decide(entry: Option<&Entry>, h: &BatchHeader) -> Result<Decision, SequenceError> {
+    let (id, seq) = (h.producer_id, h.base_sequence);
+    let Some(e) = entry else {
+        return if seq == 0 {
+            Ok(Decision::Append)
+        } else {
+            Err(SequenceError::UnknownProducer { producer_id: id, got: seq })
+        };
+    };
+    if h.producer_epoch < e.epoch {
+        return Err(SequenceError::InvalidEpoch {
+            producer_id: id,
+            current: e.epoch,
+            got: h.producer_epoch,
+        });
+    }
+    if h.producer_epoch > e.epoch {
+        // A new epoch starts its sequences again.
+        return if seq == 0 {
+            Ok(Decision::Append)
+        } else {
+            Err(SequenceError::OutOfOrder { producer_id: id, expected: 0, got: seq })
+        };
+    }
+    let last = last_seq(seq, h.record_count);
+    if let Some(b) = e.batches.iter().find(|b| b.first_seq == seq && b.last_seq == last) {
+        return Ok(Decision::Duplicate { base_offset: b.base_offset, last_offset: b.last_offset });
+    }
+    let expected = e.batches.back().map_or(0, |b| next_seq(b.last_seq));
+    if seq == expected {
+        Ok(Decision::Append)
+    } else {
+        Err(SequenceError::OutOfOrder { producer_id: id, expected, got: seq })
+    }
+}
+
+fn apply(entry: &mut Option<Entry>, h: &BatchHeader, base_offset: Offset, last_offset: Offset) {
+    let e = match entry {
+        Some(e) if e.epoch == h.producer_epoch => e,
+        Some(e) if e.epoch > h.producer_epoch => return, // a fenced epoch's batch (rebuild)
+        _ => entry.insert(Entry {
+            epoch: h.producer_epoch,
+            batches: VecDeque::with_capacity(WINDOW),
+            last_timestamp_ms: h.max_timestamp,
+        }),
+    };
+    if e.batches.len() == WINDOW {
+        e.batches.pop_front();
+    }
+    e.batches.push_back(Appended {
+        first_seq: h.base_sequence,
+        last_seq: last_seq(h.base_sequence, h.record_count),
+        base_offset,
+        last_offset,
+    });
+    e.last_timestamp_ms = e.last_timestamp_ms.max(h.max_timestamp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(id: i64, epoch: i16, seq: i32, records: u32, base: u64) -> BatchHeader {
+        BatchHeader {
+            base_offset: Offset(base),
+            batch_length: 100,
+            partition_leader_epoch: silt_core::LeaderEpoch(0),
+            magic: 1,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 1_000,
+            max_timestamp: 1_000,
+            producer_id: id,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            record_count: records,
+        }
+    }
+
+    fn one(p: &Producers, h: BatchHeader) -> Result<Decision, SequenceError> {
+        p.plan(&[h]).map(|d| d[0])
+    }
+
+    #[test]
+    fn in_order_batches_append_and_each_of_the_last_five_is_a_duplicate() {
+        let mut p = Producers::default();
+        for i in 0..7u64 {
+            let h = batch(7, 0, (i * 3) as i32, 3, 100 + i * 3);
+            assert_eq!(one(&p, h), Ok(Decision::Append), "batch {i}");
+            p.record(&h);
+        }
+        for i in 2..7u64 {
+            let retry = batch(7, 0, (i * 3) as i32, 3, 0);
+            let want = Decision::Duplicate {
+                base_offset: Offset(100 + i * 3),
+                last_offset: Offset(100 + i * 3 + 2),
+            };
+            assert_eq!(one(&p, retry), Ok(want), "retry of batch {i}");
+        }
+        // Older than the window: not deduplicated, refused as out of order.
+        assert!(matches!(one(&p, batch(7, 0, 3, 3, 0)), Err(SequenceError::OutOfOrder { .. })));
+        assert_eq!(one(&p, batch(7, 0, 21, 1, 0)), Ok(Decision::Append));
+    }
+
+    #[test]
+    fn a_gap_an_old_epoch_and_an_unknown_producer_are_refused() {
+        let mut p = Producers::default();
+        p.record(&batch(1, 2, 0, 5, 0));
+        assert_eq!(
+            one(&p, batch(1, 2, 6, 1, 0)),
+            Err(SequenceError::OutOfOrder { producer_id: 1, expected: 5, got: 6 })
+        );
+        assert_eq!(
+            one(&p, batch(1, 1, 5, 1, 0)),
+            Err(SequenceError::InvalidEpoch { producer_id: 1, current: 2, got: 1 })
+        );
+        assert_eq!(one(&p, batch(1, 3, 0, 1, 0)), Ok(Decision::Append), "a new epoch from 0");
+        assert!(matches!(one(&p, batch(1, 3, 4, 1, 0)), Err(SequenceError::OutOfOrder { .. })));
+        assert_eq!(
+            one(&p, batch(9, 0, 4, 1, 0)),
+            Err(SequenceError::UnknownProducer { producer_id: 9, got: 4 })
+        );
+        assert_eq!(one(&p, batch(9, 0, 0, 1, 0)), Ok(Decision::Append));
+        assert_eq!(one(&p, batch(-1, -1, -1, 1, 0)), Ok(Decision::Append), "no producer id");
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut p = Producers::default();
+        p.record(&batch(4, 0, 0, 1, 0));
+        let mut e = p.by_id.remove(&4).unwrap();
+        e.batches.back_mut().unwrap().last_seq = i32::MAX - 3;
+        p.by_id.insert(4, e);
+        let wrapping = batch(4, 0, i32::MAX - 2, 5, 10);
+        assert_eq!(one(&p, wrapping), Ok(Decision::Append));
+        p.record(&wrapping);
+        assert_eq!(last_seq(i32::MAX - 2, 5), 1);
+        assert_eq!(one(&p, batch(4, 0, 2, 1, 0)), Ok(Decision::Append), "after the wrap");
+        let retry = batch(4, 0, i32::MAX - 2, 5, 0);
+        assert!(matches!(one(&p, retry), Ok(Decision::Duplicate { .. })));
+    }
+
+    #[test]
+    fn a_request_is_planned_batch_after_batch_and_refused_whole() {
+        let p = Producers::default();
+        let ok = [batch(3, 0, 0, 2, 0), batch(3, 0, 2, 2, 0), batch(3, 0, 4, 1, 0)];
+        assert_eq!(p.plan(&ok).unwrap(), vec![Decision::Append; 3]);
+        let gap = [batch(3, 0, 0, 2, 0), batch(3, 0, 3, 1, 0)];
+        assert!(p.plan(&gap).is_err());
+        assert_eq!(p.len(), 0, "planning changes nothing");
+    }
+
+    #[test]
+    fn silent_producers_expire() {
+        let mut p = Producers::default();
+        p.record(&batch(1, 0, 0, 1, 0));
+        p.expire(1_000 + PRODUCER_ID_EXPIRATION_MS, PRODUCER_ID_EXPIRATION_MS);
+        assert_eq!(p.len(), 1);
+        p.expire(1_001 + PRODUCER_ID_EXPIRATION_MS, PRODUCER_ID_EXPIRATION_MS);
+        assert_eq!(p.len(), 0);
+    }
+}
