@@ -72,11 +72,13 @@ pub struct Report {
 
 impl Report {
     /// True when every property holds.
+    /// C1, C2, C4, C5 and C3 (nothing stored twice: the producers are idempotent).
     pub fn ok(&self) -> bool {
         self.lost.is_empty()
             && self.conflicts.is_empty()
             && self.order.is_empty()
             && self.phantoms.is_empty()
+            && self.duplicates == 0
     }
 
     /// One line for the test output.

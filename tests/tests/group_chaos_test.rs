@@ -132,14 +132,23 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
     }
     let consumed = consumed.lock().unwrap().clone();
     let phantoms: Vec<_> = consumed.difference(&sent).collect();
+    // C3: the idempotent producer's retries appended nothing twice.
+    let log = silt_tests::workload::final_read(&cluster.bootstrap(), TOPIC, PARTITIONS).await;
+    let mut copies: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for v in log.values() {
+        *copies.entry(v.as_str()).or_default() += 1;
+    }
+    let duplicates: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
     eprintln!(
         "group chaos: {killed_members} members killed, coordinator broker {coordinator_killed:?} killed; \
-         {} sent, {} acknowledged, {} consumed, 0 lost, {} commit regressions",
+         {} sent, {} acknowledged, {} consumed, 0 lost, {} commit regressions, {} duplicates",
         sent.len(),
         acked.len(),
         consumed.len(),
-        regressions.len()
+        regressions.len(),
+        duplicates.len()
     );
+    assert!(duplicates.is_empty(), "records stored twice: {duplicates:?}");
     assert!(phantoms.is_empty(), "consumed but never sent: {phantoms:?}");
     assert!(regressions.is_empty(), "committed offsets went backwards: {regressions:?}");
     assert!(acked.len() > 1_000, "the load ran: {} acknowledged", acked.len());

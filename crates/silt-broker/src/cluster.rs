@@ -102,8 +102,21 @@ const PRODUCER_ID_BLOCK: u32 = 1000;
 /// A new producer id, unique in the cluster: from this broker's block, asking the quorum for a
 /// new block when it is used up.
 pub(crate) async fn next_producer_id(shared: &Shared) -> Result<i64, WireError> {
+    let mut ids = shared.cluster.producer_ids.lock().await;
+    fill(shared, &mut ids).await?;
+    let id = ids.0;
+    ids.0 += 1;
+    Ok(id)
+}
+
+/// Gets this broker a block of producer ids if it has none left.
+async fn fill_producer_ids(shared: &Shared) -> Result<(), WireError> {
+    let mut ids = shared.cluster.producer_ids.lock().await;
+    fill(shared, &mut ids).await
+}
+
+async fn fill(shared: &Shared, ids: &mut (i64, i64)) -> Result<(), WireError> {
     let cluster = &shared.cluster;
-    let mut ids = cluster.producer_ids.lock().await;
     if ids.0 >= ids.1 {
         let cmd = Command::AllocateProducerIds {
             broker: shared.config.node_id,
@@ -128,9 +141,7 @@ pub(crate) async fn next_producer_id(shared: &Shared) -> Result<i64, WireError> 
             }
         }
     }
-    let id = ids.0;
-    ids.0 += 1;
-    Ok(id)
+    Ok(())
 }
 
 /// This broker's routes to the internal services of the initial voters: `internal_peers`, else
@@ -246,6 +257,11 @@ async fn register(shared: &Shared, cluster: &Cluster) {
                     incarnation = cluster.incarnation,
                     "registered with the cluster"
                 );
+                // A block of producer ids now, while the quorum answers: idempotent producers
+                // then get ids from this broker even while the quorum is down.
+                if let Err(e) = fill_producer_ids(shared).await {
+                    tracing::info!(error = %e.message, "no block of producer ids yet");
+                }
                 break;
             }
             Ok(other) => tracing::warn!(?other, "unexpected answer to registration"),

@@ -161,6 +161,10 @@ pub struct ProduceArgs {
     /// How long a batch waits for more records before it is sent.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// Idempotent produce: a retried batch is never appended twice (needs --acks all)
+    /// [default: true with --acks all, else false].
+    #[arg(long)]
+    pub idempotence: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +271,9 @@ pub struct BenchProduceArgs {
     /// given load.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Idempotent produce (needs --acks all) [default: true with --acks all, else false].
+    #[arg(long)]
+    pub idempotence: Option<bool>,
 }
 
 #[derive(Debug, Args)]

@@ -87,12 +87,15 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
     let mut tasks = Vec::new();
     for i in 0..a.producers {
         let n = per_producer + u64::from((i as u64) < extra);
-        let producer = client.producer(ProducerConfig {
-            acks: acks(a.acks),
-            linger_ms: a.linger_ms,
-            batch_max_bytes: a.batch_bytes,
-            ..ProducerConfig::default()
-        });
+        let producer = client
+            .try_producer(ProducerConfig {
+                acks: acks(a.acks),
+                linger_ms: a.linger_ms,
+                batch_max_bytes: a.batch_bytes,
+                enable_idempotence: a.idempotence,
+                ..ProducerConfig::default()
+            })
+            .map_err(|e| CliError::usage(e.to_string()))?;
         let (topic, value, hist) = (a.topic.clone(), value.clone(), hist.clone());
         tasks.push(tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();

@@ -106,11 +106,14 @@ pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
     if sep.as_deref() == Some("") {
         return Err(CliError::usage("--key-separator is empty"));
     }
-    let producer = client.producer(ProducerConfig {
-        acks: acks(a.acks),
-        linger_ms: a.linger_ms,
-        ..ProducerConfig::default()
-    });
+    let producer = client
+        .try_producer(ProducerConfig {
+            acks: acks(a.acks),
+            linger_ms: a.linger_ms,
+            enable_idempotence: a.idempotence,
+            ..ProducerConfig::default()
+        })
+        .map_err(|e| CliError::usage(e.to_string()))?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending = Vec::new();
     let mut sent = 0u64;

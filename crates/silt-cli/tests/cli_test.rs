@@ -17,6 +17,10 @@ fn topic_commands_follow_the_contract() {
     assert_eq!(stderr(&o).trim(), "error: topic orders already exists (TOPIC_ALREADY_EXISTS)");
     assert_eq!(b.silt(&["topic", "create", "x", "-c", "novalue"]).status.code(), Some(2));
     assert_eq!(b.silt(&["topic", "frobnicate"]).status.code(), Some(2));
+    // Idempotence needs acks=all: refused at configuration time, nothing sent.
+    let o = b.silt_stdin(&["produce", "orders", "--acks", "1", "--idempotence", "true"], "x\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("idempotence needs acks=all"), "{}", stderr(&o));
 
     let list = json(&b.silt(&["-o", "json", "topic", "list"]));
     assert_eq!(

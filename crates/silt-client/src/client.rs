@@ -247,8 +247,19 @@ impl Client {
         Admin::new(self.clone())
     }
 
+    /// A producer; idempotence asked for with acks other than `All` is turned off with an
+    /// error log (use [`try_producer`](Self::try_producer) to refuse it instead).
     pub fn producer(&self, config: ProducerConfig) -> Producer {
+        if let Err(e) = config.idempotent() {
+            tracing::error!(error = %e, "idempotence turned off");
+        }
         Producer::new(self.clone(), config)
+    }
+
+    /// A producer, or the configuration error (idempotence with acks other than `All`).
+    pub fn try_producer(&self, config: ProducerConfig) -> Result<Producer, ClientError> {
+        config.idempotent()?;
+        Ok(Producer::new(self.clone(), config))
     }
 
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {

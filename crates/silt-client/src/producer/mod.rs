@@ -5,6 +5,7 @@
 //! unavailable broker, ...) with backoff and a metadata refresh, within the delivery timeout. Each `send` returns a future that resolves to the record's offset.
 
 mod accumulator;
+mod idempotence;
 mod sender;
 
 use std::future::Future;
@@ -51,6 +52,24 @@ pub struct ProducerConfig {
     /// A record not acknowledged within this time fails.
     pub delivery_timeout_ms: u64,
     pub request_timeout_ms: u32,
+    /// Kafka's `enable.idempotence`: retries never append a batch twice (the brokers answer a
+    /// retried batch with its original offsets). `None` (the default): on with `Acks::All`, off
+    /// otherwise. `Some(true)` needs `Acks::All` ([`Client::try_producer`] refuses the rest).
+    pub enable_idempotence: Option<bool>,
+}
+
+impl ProducerConfig {
+    /// Whether batches carry a producer id and sequences; an error for idempotence asked for
+    /// with acks other than `All` (as in Kafka, whose idempotence needs `acks=all`).
+    pub fn idempotent(&self) -> Result<bool, ClientError> {
+        match (self.enable_idempotence, self.acks) {
+            (Some(true), Acks::All) | (None, Acks::All) => Ok(true),
+            (Some(true), acks) => Err(ClientError::InvalidArgument(format!(
+                "idempotence needs acks=all (got {acks:?}); turn it off or use acks=all"
+            ))),
+            (Some(false), _) | (None, _) => Ok(false),
+        }
+    }
 }
 
 impl Default for ProducerConfig {
@@ -66,6 +85,7 @@ impl Default for ProducerConfig {
             retry_backoff_ms: 100,
             delivery_timeout_ms: 120_000,
             request_timeout_ms: 30_000,
+            enable_idempotence: None,
         }
     }
 }
@@ -169,6 +189,7 @@ fn now_ms() -> i64 {
 }
 
 impl Producer {
+    /// `config` must have passed [`ProducerConfig::idempotent`] (else idempotence is off).
     pub(crate) fn new(client: Client, config: ProducerConfig) -> Producer {
         let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
         let (counter, outstanding) = watch::channel(0u64);
@@ -241,7 +262,8 @@ async fn run(
 ) {
     let mut acc: Accumulator<Waiter> =
         Accumulator::new(config.batch_max_bytes, Duration::from_millis(config.linger_ms));
-    let pipeline = sender::Pipeline::new(config.max_in_flight);
+    let pipeline =
+        sender::Pipeline::new(config.max_in_flight, config.idempotent().unwrap_or(false));
     let config = Arc::new(config);
     loop {
         let deadline = acc.next_deadline();

@@ -14,6 +14,7 @@ use silt_proto::v1::{self, ErrorCode};
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
 
 use super::accumulator::Sealed;
+use super::idempotence::{Idempotence, needs_new_identity};
 use super::{Acks, ProducerConfig, RecordMetadata, Waiter};
 use crate::{Client, ClientError, ProduceError};
 
@@ -25,6 +26,22 @@ struct InFlight {
     /// An earlier attempt may have stored it (so a final failure is "unknown", not "not stored").
     maybe_stored: bool,
     last_error: Option<ProduceError>,
+    /// The leader refused its idempotent sequence (nothing appended): stamp it again under a
+    /// new producer id before the retry.
+    restamp: bool,
+}
+
+impl InFlight {
+    fn new(batch: Sealed<Waiter>) -> InFlight {
+        InFlight {
+            batch,
+            attempts: 0,
+            started: Instant::now(),
+            maybe_stored: false,
+            last_error: None,
+            restamp: false,
+        }
+    }
 }
 
 /// The backoff before retry number `attempt` (1-based): `base` doubling, capped at 1 s.
@@ -36,18 +53,21 @@ pub(crate) fn backoff(base_ms: u64, attempt: u32) -> Duration {
 /// One lock per partition, taken while a batch of it is in flight.
 type PartitionLocks = HashMap<(String, u32), Arc<Mutex<()>>>;
 
-/// What bounds the requests in flight: a permit per request, a lock per partition.
+/// What bounds the requests in flight: a permit per request, a lock per partition; and the
+/// idempotent producer's identity, when idempotence is on.
 #[derive(Debug)]
 pub(super) struct Pipeline {
     inflight: Arc<Semaphore>,
     partitions: std::sync::Mutex<PartitionLocks>,
+    idempotence: Option<Arc<Idempotence>>,
 }
 
 impl Pipeline {
-    pub(super) fn new(max_in_flight: usize) -> Pipeline {
+    pub(super) fn new(max_in_flight: usize, idempotent: bool) -> Pipeline {
         Pipeline {
             inflight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             partitions: std::sync::Mutex::new(HashMap::new()),
+            idempotence: idempotent.then(Arc::default),
         }
     }
 
@@ -79,21 +99,25 @@ pub(super) async fn dispatch(
         guards.push(pipeline.partition_lock(topic, *partition).lock_owned().await);
     }
     let Ok(permit) = pipeline.inflight.clone().acquire_owned().await else { return };
-    let batches = sealed
-        .into_iter()
-        .map(|batch| InFlight {
-            batch,
-            attempts: 0,
-            started: Instant::now(),
-            maybe_stored: false,
-            last_error: None,
-        })
-        .collect();
+    let mut batches = Vec::with_capacity(sealed.len());
+    for mut batch in sealed {
+        // Stamped here, in sending order, under the partition's lock: sequences are gap-free.
+        if let Some(idem) = &pipeline.idempotence
+            && let Err(e) = idem.stamp(client, &mut batch).await
+        {
+            for w in batch.waiters {
+                resolve(w, Err(e.clone()), counter);
+            }
+            continue;
+        }
+        batches.push(InFlight::new(batch));
+    }
     let (client, config, counter) = (client.clone(), config.clone(), counter.clone());
+    let idem = pipeline.idempotence.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let _guards = guards;
-        deliver(&client, &config, &counter, batches).await;
+        deliver(&client, &config, &counter, idem.as_deref(), batches).await;
     });
 }
 
@@ -102,11 +126,13 @@ async fn deliver(
     client: &Client,
     config: &ProducerConfig,
     counter: &watch::Sender<u64>,
+    idem: Option<&Idempotence>,
     mut queue: Vec<InFlight>,
 ) {
     while !queue.is_empty() {
         let mut groups: HashMap<String, Vec<InFlight>> = HashMap::new();
         let mut retry = Vec::new();
+        let mut failed = Vec::new();
         for mut b in queue {
             match client.leader(&b.batch.topic, b.batch.partition).await {
                 Ok(addr) => groups.entry(addr).or_default().push(b),
@@ -118,13 +144,16 @@ async fn deliver(
                         message: e.to_string(),
                         definitely_not_stored: true,
                     });
-                    if retriable { retry.push(b) } else { fail(b, counter) }
+                    if retriable { retry.push(b) } else { failed.push(b) }
                 }
             }
         }
         for (addr, group) in groups {
             for request in split_requests(group, config.request_max_bytes) {
-                retry.extend(send_once(client, config, &addr, request, counter).await);
+                let (again, lost) =
+                    send_once(client, config, &addr, request, counter, idem.is_some()).await;
+                retry.extend(again);
+                failed.extend(lost);
             }
         }
         queue = Vec::new();
@@ -133,11 +162,31 @@ async fn deliver(
             b.attempts += 1;
             let expired = b.started.elapsed() >= Duration::from_millis(config.delivery_timeout_ms);
             if b.attempts > config.retries || expired {
-                fail(b, counter);
+                failed.push(b);
             } else {
                 max_attempt = max_attempt.max(b.attempts);
                 queue.push(b);
             }
+        }
+        give_up(idem, failed, counter).await;
+        if let Some(idem) = idem {
+            // A leader that refused a batch's sequence (nothing appended) lost this producer's
+            // state: a new identity, and the refused batches stamped again under it, in order.
+            if queue.iter().any(|b| b.restamp) {
+                idem.reset("a leader refused a sequence").await;
+            }
+            let mut kept = Vec::with_capacity(queue.len());
+            for mut b in queue {
+                if std::mem::take(&mut b.restamp)
+                    && let Err(e) = idem.stamp(client, &mut b.batch).await
+                {
+                    b.last_error = Some(e);
+                    fail(b, counter);
+                    continue;
+                }
+                kept.push(b);
+            }
+            queue = kept;
         }
         if !queue.is_empty() {
             tokio::time::sleep(backoff(config.retry_backoff_ms, max_attempt)).await;
@@ -154,6 +203,33 @@ async fn deliver(
 fn resolve(waiter: Waiter, r: Result<RecordMetadata, ProduceError>, counter: &watch::Sender<u64>) {
     let _ = waiter.send(r);
     counter.send_modify(|n| *n = n.saturating_sub(1));
+}
+
+/// Fails batches for good. With idempotence, a batch that was definitely not stored gives its
+/// sequences back (the partition's next batch reuses them); one whose outcome is unknown drops
+/// the identity (the next batches take a new producer id), as a gap would stop the partition.
+async fn give_up(idem: Option<&Idempotence>, failed: Vec<InFlight>, counter: &watch::Sender<u64>) {
+    if failed.is_empty() {
+        return;
+    }
+    if let Some(idem) = idem {
+        let mut unknown = false;
+        for b in &failed {
+            let not_stored =
+                !b.maybe_stored && b.last_error.as_ref().is_some_and(|e| e.definitely_not_stored);
+            if not_stored {
+                idem.release(&b.batch).await;
+            } else {
+                unknown = true;
+            }
+        }
+        if unknown {
+            idem.reset("a batch failed for good with its outcome unknown").await;
+        }
+    }
+    for b in failed {
+        fail(b, counter);
+    }
 }
 
 fn fail(b: InFlight, counter: &watch::Sender<u64>) {
@@ -197,7 +273,8 @@ async fn send_once(
     addr: &str,
     group: Vec<InFlight>,
     counter: &watch::Sender<u64>,
-) -> Vec<InFlight> {
+    idempotent: bool,
+) -> (Vec<InFlight>, Vec<InFlight>) {
     let acks = match config.acks {
         Acks::None => v1::Acks::None,
         Acks::Leader => v1::Acks::Leader,
@@ -232,7 +309,7 @@ async fn send_once(
         Ok(r) => r,
         Err(message) => {
             // The request may have reached the broker: outcome unknown.
-            return group
+            let retry = group
                 .into_iter()
                 .map(|mut b| {
                     b.maybe_stored = true;
@@ -244,6 +321,7 @@ async fn send_once(
                     b
                 })
                 .collect();
+            return (retry, Vec::new());
         }
     };
     let mut answers: HashMap<(String, u32), v1::PartitionProduceResponse> = HashMap::new();
@@ -253,6 +331,7 @@ async fn send_once(
         }
     }
     let mut retry = Vec::new();
+    let mut failed = Vec::new();
     for mut b in group {
         let Some(a) = answers.remove(&(b.batch.topic.clone(), b.batch.partition)) else {
             b.maybe_stored = true;
@@ -296,9 +375,16 @@ async fn send_once(
         // The topic existed in the metadata `send` checked, so a broker that does not know it
         // yet is lagging behind the metadata quorum: retry like Kafka does.
         let lagging = matches!(code, ErrorCode::UnknownTopic | ErrorCode::UnknownPartition);
-        if code.is_retriable() || lagging { retry.push(b) } else { fail(b, counter) }
+        if needs_new_identity(code) && idempotent {
+            b.restamp = true;
+            retry.push(b);
+        } else if code.is_retriable() || lagging {
+            retry.push(b)
+        } else {
+            failed.push(b)
+        }
     }
-    retry
+    (retry, failed)
 }
 
 #[cfg(test)]
@@ -315,19 +401,13 @@ mod tests {
     }
 
     fn in_flight(partition: u32, len: usize) -> InFlight {
-        InFlight {
-            batch: Sealed {
-                topic: "t".into(),
-                partition,
-                data: bytes::Bytes::from(vec![0u8; len]),
-                waiters: vec![],
-                timestamps: vec![],
-            },
-            attempts: 0,
-            started: Instant::now(),
-            maybe_stored: false,
-            last_error: None,
-        }
+        InFlight::new(Sealed {
+            topic: "t".into(),
+            partition,
+            data: bytes::Bytes::from(vec![0u8; len]),
+            waiters: vec![],
+            timestamps: vec![],
+        })
     }
 
     #[test]

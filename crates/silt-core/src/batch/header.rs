@@ -87,3 +87,42 @@ pub fn patch_base_offset_and_epoch(batch: &mut [u8], base_offset: Offset, epoch:
     batch[PARTITION_LEADER_EPOCH_POS..PARTITION_LEADER_EPOCH_POS + 4]
         .copy_from_slice(&epoch.0.to_be_bytes());
 }
+
+/// Stamps an encoded batch with an idempotent producer's id, epoch and first sequence, and
+/// recomputes its CRC (the fields are covered by it). `false` if `batch` is shorter than a
+/// header (nothing is changed).
+pub fn stamp_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> bool {
+    if batch.len() < HEADER_LEN {
+        return false;
+    }
+    batch[PRODUCER_ID_POS..PRODUCER_ID_POS + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc_of(batch);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_stamped_batch_carries_the_producer_and_a_valid_crc() {
+        let mut b = BatchBuilder::new();
+        b.push(&Record::value("x", 5));
+        b.push(&Record::value("y", 6));
+        let mut v = b.build_vec().unwrap();
+        assert!(stamp_producer(&mut v, 42, 3, 7));
+        let h = BatchHeader::parse(&v).unwrap();
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 3, 7));
+        validate(&v, 1 << 20).expect("still valid, CRC included");
+        assert!(!stamp_producer(&mut [0u8; 10], 1, 0, 0));
+    }
+}

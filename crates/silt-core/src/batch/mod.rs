@@ -31,7 +31,7 @@ mod varint;
 
 pub use builder::{BatchBuilder, Header, Record};
 pub use decode::{BatchIter, DecodedRecord, MAX_HEADERS_PER_RECORD, RecordIter};
-pub use header::{BatchHeader, patch_base_offset_and_epoch};
+pub use header::{BatchHeader, patch_base_offset_and_epoch, stamp_producer};
 pub use validate::{BatchError, check_framing, validate, verify_crc};
 
 /// Position of `base_offset` (u64).
