@@ -100,9 +100,11 @@ pub struct ProcessCluster {
     tmp: tempfile::TempDir,
 }
 
-fn free_addr() -> String {
+/// A free port, held (bound) until the listener is dropped right before the broker binds it,
+/// so the proxies started meanwhile cannot be given the same port.
+fn free_port() -> (String, std::net::TcpListener) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("bound").to_string()
+    (l.local_addr().expect("bound").to_string(), l)
 }
 
 impl ProcessCluster {
@@ -110,9 +112,16 @@ impl ProcessCluster {
     pub async fn start(settings: ClusterSettings) -> ProcessCluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let ids: Vec<u64> = (1..=settings.brokers).collect();
-        let addrs: BTreeMap<u64, String> = ids.iter().map(|id| (*id, free_addr())).collect();
-        // Broker-to-broker traffic goes to the internal listeners, through one proxy per link.
-        let internal: BTreeMap<u64, String> = ids.iter().map(|id| (*id, free_addr())).collect();
+        let mut held = BTreeMap::new();
+        let (mut addrs, mut internal) = (BTreeMap::new(), BTreeMap::new());
+        for id in &ids {
+            let ((client, c), (inner, i)) = (free_port(), free_port());
+            addrs.insert(*id, client);
+            // Broker-to-broker traffic goes to the internal listeners, through one proxy per
+            // link.
+            internal.insert(*id, inner);
+            held.insert(*id, (c, i));
+        }
         let mut links = BTreeMap::new();
         for from in &ids {
             for to in &ids {
@@ -166,6 +175,7 @@ impl ProcessCluster {
                 paused: false,
                 log,
             };
+            drop(held.remove(id));
             b.spawn();
             brokers.insert(*id, b);
         }
