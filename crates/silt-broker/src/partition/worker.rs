@@ -319,9 +319,14 @@ impl Worker {
         &mut self,
         batches: &[Vec<u8>],
     ) -> Result<Option<Vec<Decision>>, PartitionError> {
+        // The common case (no producer ids) costs a header parse per batch and no allocation.
+        let idempotent = |b: &Vec<u8>| BatchHeader::parse(b).is_some_and(|h| h.producer_id >= 0);
+        if !batches.iter().any(idempotent) {
+            return Ok(None);
+        }
         let headers: Vec<BatchHeader> =
             batches.iter().filter_map(|b| BatchHeader::parse(b)).collect();
-        if headers.len() != batches.len() || headers.iter().all(|h| h.producer_id < 0) {
+        if headers.len() != batches.len() {
             return Ok(None);
         }
         if self.producers.is_none() {
@@ -590,7 +595,7 @@ impl Worker {
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let cut = truncation::cut(log.epochs().entries(), start, end, &leader);
         if cut.to < end || log.log_end_offset() < leader.log_start {
-            self.producers = None;
+            self.forget_producers();
         }
         let log = self.log();
         if cut.to < end {
