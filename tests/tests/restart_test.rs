@@ -215,7 +215,13 @@ async fn t18_a_topic_recreated_while_a_replica_was_down_keeps_none_of_the_old_da
     let admin = client.admin();
     let configs = silt_tests::workload::fault_topic_configs();
     admin.create_topic(AGAIN, 1, 3, configs.clone()).await.expect("created");
-    let producer = client.producer(silt_client::ProducerConfig::default());
+    // Retries bounded by time, not count (the re-created topic's ISR may take a while to grow
+    // back to two on a loaded machine; ten quick retries ran out in CI once).
+    let producer = client.producer(silt_client::ProducerConfig {
+        retries: 1_000,
+        delivery_timeout_ms: 60_000,
+        ..Default::default()
+    });
     for i in 0..200 {
         let r = silt_client::ProducerRecord::new(AGAIN, format!("old-{i}"));
         producer.send(r).await.expect("queued").await.expect("acknowledged");
