@@ -3,11 +3,14 @@
 //! id and epoch and the partition's next sequence; retries resend the same bytes, so a leader
 //! that already appended it answers its original offsets instead of appending it again.
 //!
-//! Sequences stay gap-free because a partition has one batch in flight at a time (the
-//! pipeline's partition lock) and batches are stamped in sending order. When a batch fails for
-//! good (its outcome may be unknown), or a leader refuses one for its sequence (it lost the
-//! producer's state), the identity is dropped: the next batch takes a new producer id and every
-//! partition starts again at sequence 0 (a new id needs no history on the brokers).
+//! Sequences stay gap-free because batches are stamped in sealing order, each partition's
+//! retries go out in that order (the pipeline's lanes), and a leader refuses a batch whose
+//! predecessor it has not appended. When a batch fails for good with its outcome unknown, or a
+//! leader refuses the oldest batch in flight for its sequence (it lost the producer's state),
+//! the identity is dropped: the next batch takes a new producer id and every partition starts
+//! again at sequence 0 (a new id needs no history on the brokers). Each identity is a
+//! generation; a batch stamped under an older one is stamped again only when it was refused
+//! (nothing appended), so no record is ever sent under two identities.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,6 +30,8 @@ struct State {
     id: Option<(i64, i16)>,
     /// The next sequence of each partition under `id`.
     next: HashMap<(String, u32), i32>,
+    /// Counts resets: the generation of the current (or next) identity.
+    generation: u64,
 }
 
 /// One producer's identity, shared by its sending tasks.
@@ -36,14 +41,24 @@ pub(crate) struct Idempotence {
 }
 
 impl Idempotence {
-    /// Stamps `batch` (not yet stamped) with the producer's id and the partition's next
-    /// sequence, getting an id from the cluster first if there is none.
+    /// The generation of the current identity.
+    pub(crate) async fn generation(&self) -> u64 {
+        self.state.lock().await.generation
+    }
+
+    /// Stamps `batch` with the producer's id and the partition's next sequence, getting an id
+    /// from the cluster first if there is none; returns the generation stamped, or `None` (and
+    /// stamps nothing) if the identity is no longer of generation `expected`.
     pub(crate) async fn stamp<W>(
         &self,
         client: &Client,
         batch: &mut Sealed<W>,
-    ) -> Result<(), ProduceError> {
+        expected: u64,
+    ) -> Result<Option<u64>, ProduceError> {
         let mut s = self.state.lock().await;
+        if s.generation != expected {
+            return Ok(None);
+        }
         let (id, epoch) = match s.id {
             Some(id) => id,
             None => {
@@ -68,7 +83,7 @@ impl Idempotence {
         }
         batch.data = data.into();
         s.next.insert(key, next);
-        Ok(())
+        Ok(Some(s.generation))
     }
 
     /// A stamped batch that was definitely not stored gives its sequences back, if it is still
@@ -86,9 +101,14 @@ impl Idempotence {
         }
     }
 
-    /// Drops the identity: the next stamp takes a new producer id, sequences from 0.
-    pub(crate) async fn reset(&self, why: &str) {
+    /// Drops the identity of generation `generation` (nothing if it was dropped already): the
+    /// next stamp takes a new producer id, sequences from 0.
+    pub(crate) async fn reset(&self, why: &str, generation: u64) {
         let mut s = self.state.lock().await;
+        if s.generation != generation {
+            return;
+        }
+        s.generation += 1;
         if let Some((id, _)) = s.id.take() {
             tracing::info!(
                 producer_id = id,

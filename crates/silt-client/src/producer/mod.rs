@@ -1,11 +1,12 @@
 //! `Producer`: records go to a background task that batches them per partition (`linger_ms`,
 //! `batch_max_bytes`), groups ready batches per leader broker into one request, keeps at most
-//! `max_in_flight` requests in flight (one batch per partition at a time, so retries keep each
-//! partition's order), and retries retriable failures (`NOT_LEADER`, `NOT_ENOUGH_REPLICAS`, an
+//! `max_in_flight` requests in flight (up to `max_in_flight` batches per partition with
+//! idempotence, one without; retries keep each partition's order), and retries retriable failures (`NOT_LEADER`, `NOT_ENOUGH_REPLICAS`, an
 //! unavailable broker, ...) with backoff and a metadata refresh, within the delivery timeout. Each `send` returns a future that resolves to the record's offset.
 
 mod accumulator;
 mod idempotence;
+mod lanes;
 mod sender;
 
 use std::future::Future;

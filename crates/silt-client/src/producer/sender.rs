@@ -2,45 +2,63 @@
 //! at most `max_in_flight` requests at once, and retry retriable failures with exponential
 //! backoff (refreshing metadata) until `retries` or `delivery_timeout_ms` runs out.
 //!
-//! Order per partition survives retries: a partition has at most one batch in flight, and the
-//! next one waits for it (acquired in sealing order), so a retried batch can never land after a
-//! later one. Different partitions still go in parallel, up to `max_in_flight` requests.
+//! Order per partition survives retries: each partition is a lane (see [`super::lanes`]) with
+//! up to `max_in_flight` batches in flight when idempotent (the leader refuses a batch whose
+//! predecessor it has not appended, and a retry waits until every older batch of its partition
+//! is resolved), or one at a time without idempotence (nothing else would stop a retry from
+//! landing after a later batch). Different partitions go in parallel, up to `max_in_flight`
+//! requests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use silt_proto::v1::{self, ErrorCode};
-use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 
 use super::accumulator::Sealed;
 use super::idempotence::{Idempotence, needs_new_identity};
+use super::lanes::{Lane, Ticket};
 use super::{Acks, ProducerConfig, RecordMetadata, Waiter};
 use crate::{Client, ClientError, ProduceError};
 
 /// A batch on its way, with what its attempts taught us.
 struct InFlight {
     batch: Sealed<Waiter>,
+    /// Its place in the partition's lane, given back when it is resolved (dropped).
+    ticket: Ticket,
+    /// The identity generation it is stamped with (idempotence).
+    generation: u64,
     attempts: u32,
     started: Instant,
     /// An earlier attempt may have stored it (so a final failure is "unknown", not "not stored").
     maybe_stored: bool,
     last_error: Option<ProduceError>,
-    /// The leader refused its idempotent sequence (nothing appended): stamp it again under a
-    /// new producer id before the retry.
-    restamp: bool,
+    /// Whether every older batch of its partition was resolved when it was last sent.
+    sent_as_head: bool,
+    /// The leader refused its idempotent sequence last time (nothing appended).
+    refused: bool,
 }
 
 impl InFlight {
-    fn new(batch: Sealed<Waiter>) -> InFlight {
+    fn new(batch: Sealed<Waiter>, ticket: Ticket, generation: u64) -> InFlight {
         InFlight {
             batch,
+            ticket,
+            generation,
             attempts: 0,
             started: Instant::now(),
             maybe_stored: false,
             last_error: None,
-            restamp: false,
+            sent_as_head: false,
+            refused: false,
         }
+    }
+
+    /// Refused for its sequence while older batches were still in flight: the leader had not
+    /// appended them yet; resent once they are resolved, with no backoff.
+    fn refused_behind(&self) -> bool {
+        self.refused && !self.sent_as_head
     }
 }
 
@@ -50,15 +68,13 @@ pub(crate) fn backoff(base_ms: u64, attempt: u32) -> Duration {
     Duration::from_millis(ms.min(1000).max(base_ms.min(1000)))
 }
 
-/// One lock per partition, taken while a batch of it is in flight.
-type PartitionLocks = HashMap<(String, u32), Arc<Mutex<()>>>;
-
-/// What bounds the requests in flight: a permit per request, a lock per partition; and the
+/// What bounds the requests in flight: a permit per request, a lane per partition; and the
 /// idempotent producer's identity, when idempotence is on.
 #[derive(Debug)]
 pub(super) struct Pipeline {
     inflight: Arc<Semaphore>,
-    partitions: std::sync::Mutex<PartitionLocks>,
+    lanes: std::sync::Mutex<HashMap<(String, u32), Arc<Lane>>>,
+    per_lane: usize,
     idempotence: Option<Arc<Idempotence>>,
 }
 
@@ -66,59 +82,82 @@ impl Pipeline {
     pub(super) fn new(max_in_flight: usize, idempotent: bool) -> Pipeline {
         Pipeline {
             inflight: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            partitions: std::sync::Mutex::new(HashMap::new()),
+            lanes: std::sync::Mutex::new(HashMap::new()),
+            per_lane: if idempotent { max_in_flight.clamp(1, MAX_IDEMPOTENT_IN_FLIGHT) } else { 1 },
             idempotence: idempotent.then(Arc::default),
         }
     }
 
-    fn partition_lock(&self, topic: &str, partition: u32) -> Arc<Mutex<()>> {
-        let mut m = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((topic.to_string(), partition)).or_default().clone()
+    fn lane(&self, topic: &str, partition: u32) -> Arc<Lane> {
+        let mut m = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((topic.to_string(), partition)).or_insert_with(|| Lane::new(self.per_lane)).clone()
     }
 }
 
-/// Sends `sealed` batches in the background, holding one in-flight permit per request group and
-/// the lock of each partition it carries (taken in a fixed order, so dispatches cannot deadlock,
-/// and by one caller at a time, so batches of a partition go out in sealing order).
+/// Batches of one partition in flight with idempotence: the brokers remember a producer's last
+/// five batches per partition, so a retry of any of them is recognised (Kafka's limit too).
+const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
+
+/// Sends `sealed` batches (at most one per partition) in the background: each takes a ticket
+/// in its partition's lane (waiting for room), is stamped in that order when idempotent, and
+/// the request group holds one in-flight permit.
 pub(super) async fn dispatch(
     client: &Client,
     config: &Arc<ProducerConfig>,
     pipeline: &Pipeline,
     counter: &Arc<watch::Sender<u64>>,
-    sealed: Vec<Sealed<Waiter>>,
+    mut sealed: Vec<Sealed<Waiter>>,
 ) {
     if sealed.is_empty() {
         return;
     }
-    let mut keys: Vec<(String, u32)> =
-        sealed.iter().map(|b| (b.topic.clone(), b.partition)).collect();
-    keys.sort();
-    keys.dedup();
-    let mut guards: Vec<OwnedMutexGuard<()>> = Vec::with_capacity(keys.len());
-    for (topic, partition) in &keys {
-        guards.push(pipeline.partition_lock(topic, *partition).lock_owned().await);
-    }
-    let Ok(permit) = pipeline.inflight.clone().acquire_owned().await else { return };
+    sealed.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let mut batches = Vec::with_capacity(sealed.len());
     for mut batch in sealed {
-        // Stamped here, in sending order, under the partition's lock: sequences are gap-free.
-        if let Some(idem) = &pipeline.idempotence
-            && let Err(e) = idem.stamp(client, &mut batch).await
-        {
-            for w in batch.waiters {
-                resolve(w, Err(e.clone()), counter);
-            }
-            continue;
-        }
-        batches.push(InFlight::new(batch));
+        let Some(ticket) = pipeline.lane(&batch.topic, batch.partition).enter().await else {
+            return;
+        };
+        let generation = match &pipeline.idempotence {
+            None => 0,
+            Some(idem) => match stamp_in_order(client, idem, &ticket, &mut batch).await {
+                Ok(g) => g,
+                Err(e) => {
+                    for w in batch.waiters {
+                        resolve(w, Err(e.clone()), counter);
+                    }
+                    continue;
+                }
+            },
+        };
+        batches.push(InFlight::new(batch, ticket, generation));
     }
+    let Ok(permit) = pipeline.inflight.clone().acquire_owned().await else { return };
     let (client, config, counter) = (client.clone(), config.clone(), counter.clone());
     let idem = pipeline.idempotence.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let _guards = guards;
         deliver(&client, &config, &counter, idem.as_deref(), batches).await;
     });
+}
+
+/// Stamps a new batch under the current identity once no older batch of its partition still
+/// holds an older one (which is then restamped or resolved first, keeping the order).
+async fn stamp_in_order(
+    client: &Client,
+    idem: &Idempotence,
+    ticket: &Ticket,
+    batch: &mut Sealed<Waiter>,
+) -> Result<u64, ProduceError> {
+    // Each extra round follows an identity reset, which is rare.
+    for _ in 0..MAX_STAMP_ROUNDS {
+        let generation = idem.generation().await;
+        ticket.wait_older_stamped_at_least(generation).await;
+        if let Some(g) = idem.stamp(client, batch, generation).await? {
+            ticket.stamped(g);
+            return Ok(g);
+        }
+    }
+    Err(too_many_resets())
 }
 
 /// Sends until every batch is acknowledged or has failed for good.
@@ -144,6 +183,7 @@ async fn deliver(
                         message: e.to_string(),
                         definitely_not_stored: true,
                     });
+                    b.refused = false;
                     if retriable { retry.push(b) } else { failed.push(b) }
                 }
             }
@@ -164,31 +204,19 @@ async fn deliver(
             if b.attempts > config.retries || expired {
                 failed.push(b);
             } else {
-                max_attempt = max_attempt.max(b.attempts);
+                if !b.refused_behind() {
+                    max_attempt = max_attempt.max(b.attempts);
+                }
                 queue.push(b);
             }
         }
         give_up(idem, failed, counter).await;
-        if let Some(idem) = idem {
-            // A leader that refused a batch's sequence (nothing appended) lost this producer's
-            // state: a new identity, and the refused batches stamped again under it, in order.
-            if queue.iter().any(|b| b.restamp) {
-                idem.reset("a leader refused a sequence").await;
-            }
-            let mut kept = Vec::with_capacity(queue.len());
-            for mut b in queue {
-                if std::mem::take(&mut b.restamp)
-                    && let Err(e) = idem.stamp(client, &mut b.batch).await
-                {
-                    b.last_error = Some(e);
-                    fail(b, counter);
-                    continue;
-                }
-                kept.push(b);
-            }
-            queue = kept;
+        if queue.is_empty() {
+            break;
         }
-        if !queue.is_empty() {
+        // Only refusals behind older batches in flight: they go again as soon as those are
+        // resolved, with no backoff and no metadata refresh.
+        if max_attempt > 0 {
             tokio::time::sleep(backoff(config.retry_backoff_ms, max_attempt)).await;
             let mut topics: Vec<String> = queue.iter().map(|b| b.batch.topic.clone()).collect();
             topics.sort();
@@ -197,6 +225,66 @@ async fn deliver(
                 tracing::debug!(error = %e, "metadata refresh before a retry failed");
             }
         }
+        // Retries go out in each partition's order: every older batch resolved first.
+        for b in &queue {
+            b.ticket.wait_head().await;
+        }
+        if let Some(idem) = idem {
+            let mut kept = Vec::with_capacity(queue.len());
+            for mut b in queue {
+                match restamp_if_refused(client, idem, &mut b).await {
+                    Ok(()) => kept.push(b),
+                    Err(e) => {
+                        b.last_error = Some(e);
+                        fail(b, counter);
+                    }
+                }
+            }
+            queue = kept;
+        }
+    }
+}
+
+/// Before a retry, at the head of its partition: a batch the leader refused for its sequence
+/// (nothing appended) while it was already the oldest in flight means the leader has no usable
+/// state for this identity, which is dropped; a refused batch of a dropped identity is stamped
+/// again under the current one. A batch whose outcome may be stored keeps its stamp, so the
+/// leader can recognise it.
+async fn restamp_if_refused(
+    client: &Client,
+    idem: &Idempotence,
+    b: &mut InFlight,
+) -> Result<(), ProduceError> {
+    if !std::mem::take(&mut b.refused) {
+        return Ok(());
+    }
+    if b.sent_as_head {
+        idem.reset("a leader refused the oldest batch's sequence", b.generation).await;
+    }
+    let mut generation = idem.generation().await;
+    if b.generation == generation {
+        return Ok(()); // refused behind an older batch: the same bytes go again
+    }
+    // A reset between reading the generation and stamping leaves the batch unstamped: again.
+    for _ in 0..MAX_STAMP_ROUNDS {
+        if let Some(g) = idem.stamp(client, &mut b.batch, generation).await? {
+            b.generation = g;
+            b.ticket.stamped(g);
+            return Ok(());
+        }
+        generation = idem.generation().await;
+    }
+    Err(too_many_resets())
+}
+
+/// Identity resets a stamp may race with before the batch fails.
+const MAX_STAMP_ROUNDS: usize = 100;
+
+fn too_many_resets() -> ProduceError {
+    ProduceError {
+        code: None,
+        message: "the idempotent producer's identity kept changing while stamping a batch".into(),
+        definitely_not_stored: true,
     }
 }
 
@@ -213,18 +301,14 @@ async fn give_up(idem: Option<&Idempotence>, failed: Vec<InFlight>, counter: &wa
         return;
     }
     if let Some(idem) = idem {
-        let mut unknown = false;
         for b in &failed {
             let not_stored =
                 !b.maybe_stored && b.last_error.as_ref().is_some_and(|e| e.definitely_not_stored);
             if not_stored {
                 idem.release(&b.batch).await;
             } else {
-                unknown = true;
+                idem.reset("a batch failed for good with its outcome unknown", b.generation).await;
             }
-        }
-        if unknown {
-            idem.reset("a batch failed for good with its outcome unknown").await;
         }
     }
     for b in failed {
@@ -271,7 +355,7 @@ async fn send_once(
     client: &Client,
     config: &ProducerConfig,
     addr: &str,
-    group: Vec<InFlight>,
+    mut group: Vec<InFlight>,
     counter: &watch::Sender<u64>,
     idempotent: bool,
 ) -> (Vec<InFlight>, Vec<InFlight>) {
@@ -281,7 +365,9 @@ async fn send_once(
         Acks::All => v1::Acks::All,
     };
     let mut topics: Vec<v1::TopicProduceData> = Vec::new();
-    for b in &group {
+    for b in group.iter_mut() {
+        b.sent_as_head = b.ticket.is_head();
+        b.refused = false;
         let data = v1::PartitionProduceData {
             partition: b.batch.partition,
             data: Some(v1::partition_produce_data::Data::RecordBatches(b.batch.data.clone())),
@@ -376,7 +462,7 @@ async fn send_once(
         // yet is lagging behind the metadata quorum: retry like Kafka does.
         let lagging = matches!(code, ErrorCode::UnknownTopic | ErrorCode::UnknownPartition);
         if needs_new_identity(code) && idempotent {
-            b.restamp = true;
+            b.refused = true;
             retry.push(b);
         } else if code.is_retriable() || lagging {
             retry.push(b)
@@ -400,19 +486,24 @@ mod tests {
         assert_eq!(backoff(100, 60), Duration::from_millis(1000));
     }
 
-    fn in_flight(partition: u32, len: usize) -> InFlight {
-        InFlight::new(Sealed {
+    async fn in_flight(partition: u32, len: usize) -> InFlight {
+        let sealed = Sealed {
             topic: "t".into(),
             partition,
             data: bytes::Bytes::from(vec![0u8; len]),
             waiters: vec![],
             timestamps: vec![],
-        })
+        };
+        InFlight::new(sealed, Lane::new(1).enter().await.unwrap(), 0)
     }
 
-    #[test]
-    fn requests_to_one_broker_stay_under_the_limit_in_order() {
-        let group = (0..7).map(|p| in_flight(p, 400)).chain([in_flight(7, 2_000)]).collect();
+    #[tokio::test]
+    async fn requests_to_one_broker_stay_under_the_limit_in_order() {
+        let mut group = Vec::new();
+        for p in 0..7 {
+            group.push(in_flight(p, 400).await);
+        }
+        group.push(in_flight(7, 2_000).await);
         let requests = split_requests(group, 1_000);
         let shape: Vec<Vec<u32>> =
             requests.iter().map(|r| r.iter().map(|b| b.batch.partition).collect()).collect();
