@@ -223,6 +223,24 @@ impl ProcessCluster {
         b.paused = false;
     }
 
+    /// Waits up to `within` for broker `id` to exit on its own; true if it did (it is then
+    /// stopped, ready for [`ProcessCluster::restart`]).
+    pub fn wait_exited(&mut self, id: u64, within: Duration) -> bool {
+        let b = self.brokers.get_mut(&id).expect("known broker");
+        let deadline = Instant::now() + within;
+        while let Some(c) = b.child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                b.child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// SIGTERM and wait for the exit; returns the exit code.
     pub fn sigterm(&mut self, id: u64) -> Option<i32> {
         let b = self.brokers.get_mut(&id).expect("known broker");

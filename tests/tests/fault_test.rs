@@ -1,4 +1,5 @@
-//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10, T19, and a failed fsync): three
+//! Fault tests (RELIABILITY.md T1, T3, T4, T5, T6, T9, T10, T19, a failed fsync, and a leader
+//! that dies between its append and its answer to an idempotent producer): three
 //! `siltd` processes, a topic with 3 partitions, RF 3, `min.insync.replicas=2`,
 //! `durability=fsync`, under a load of two `acks=all` producers and one assign-mode consumer.
 //! Each test injects its faults, heals, and checks the history (C1 no acknowledged record lost,
@@ -342,6 +343,63 @@ async fn t19_damage_on_the_leader_hands_over_and_recopies() {
     );
     println!("[t19] {leader} handed over to {new_leader}, cut its log and rejoined the ISR");
     finish(cluster, load, "t19").await;
+}
+
+/// Issue 15: the leader of partition 0 dies after committing an acks=all produce and before
+/// answering it, five times. The idempotent producers retry the unanswered batches at the new
+/// leader, which finds them in its log (the followers rebuild the producers' state from what
+/// they replicate) and answers their original offsets: no record appears twice (C3) and none
+/// is lost (C1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_dies_between_append_and_answer_and_the_retries_are_not_duplicated() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, load) = setup(SILTD).await;
+    let mut deduplicated = 0;
+    for round in 0..5 {
+        let (leader, epoch, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
+                isr.len() == 3
+            })
+            .await;
+        let trigger = cluster.brokers[&leader]
+            .dir
+            .join(format!("{TOPIC}-0"))
+            .join(silt_broker::CRASH_BEFORE_ANSWER_FILE);
+        let dedupes = |c: &silt_tests::cluster::ProcessCluster, id: u64| {
+            c.log_of(id).matches("a retried batch is in the log already").count()
+        };
+        let before: std::collections::BTreeMap<u64, usize> =
+            (1..=3).map(|id| (id, dedupes(&cluster, id))).collect();
+        std::fs::write(&trigger, b"").expect("trigger written");
+        assert!(
+            cluster.wait_exited(leader, Duration::from_secs(30)),
+            "[dedupe] leader {leader} never answered a produce to p0"
+        );
+        std::fs::remove_file(&trigger).expect("trigger removed");
+        let (new_leader, _, _) = cluster
+            .wait_partition(TOPIC, 0, Duration::from_secs(30), "a new leader", |l, e, _| {
+                l != leader && e > epoch
+            })
+            .await;
+        // The producers' retries reach the new leader within their backoff.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let seen = loop {
+            let n = dedupes(&cluster, new_leader) - before[&new_leader];
+            if n > 0 || Instant::now() > deadline {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!(
+            "[dedupe] round {round}: {leader} died before answering; {new_leader} answered {seen} retried batch(es) from its log"
+        );
+        deduplicated += usize::from(seen > 0);
+        cluster.restart(leader);
+    }
+    // Each round's unanswered batches were committed, so their retries are duplicates at the
+    // new leader.
+    assert_eq!(deduplicated, 5, "[dedupe] rounds whose retries the new leader recognised");
+    finish(cluster, load, "dedupe").await;
 }
 
 /// A failed fsync is final (fsyncgate): the leader's syncs of partition 0 start failing with

@@ -18,3 +18,5 @@ pub mod topic_config;
 
 pub use broker::{Broker, StartError};
 pub use config::BrokerConfig;
+#[cfg(feature = "fault-injection")]
+pub use service::CRASH_BEFORE_ANSWER_FILE;

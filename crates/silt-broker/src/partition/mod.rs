@@ -9,6 +9,7 @@
 
 mod leader;
 pub(crate) mod long_poll;
+mod producer_snapshot;
 pub mod producers;
 mod truncation;
 mod worker;
@@ -529,6 +530,43 @@ mod tests {
         let answer = EpochEnd { found: None, log_start: Offset(40) };
         assert_eq!(h.truncate_by_epoch(LeaderEpoch(2), answer).await.unwrap().log_end, Offset(40));
         assert_eq!(h.state().log_start, Offset(40));
+    }
+
+    /// Issue 15: the leader writes a producer snapshot at each segment roll (keeping the newest
+    /// few); a truncation drops those above the cut; after a reopen the state is rebuilt from
+    /// the snapshot and the log after it, and a retry is still recognised.
+    #[tokio::test]
+    async fn producer_snapshots_follow_rolls_and_truncations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config =
+            TopicConfig { segment_bytes: 1024, max_message_bytes: 1024, ..TopicConfig::default() };
+        let open =
+            |role| PartitionHandle::open("t-0".into(), tmp.path().to_owned(), config.clone(), role);
+        let (h, _) = open(leader(0)).await.expect("opens");
+        let idempotent = |seq: i32| {
+            let mut b = BatchBuilder::new();
+            b.push(&Record::value(vec![b'x'; 300], 0));
+            let mut data = b.build_vec().expect("one record");
+            assert!(silt_core::batch::stamp_producer(&mut data, 42, 0, seq));
+            data
+        };
+        for seq in 0..12 {
+            h.append(vec![idempotent(seq)], WaitFor::Append).await.expect("appends");
+        }
+        let snapshots = producer_snapshot::list(tmp.path());
+        assert!(!snapshots.is_empty() && snapshots.len() <= producer_snapshot::KEEP);
+        let newest = snapshots.last().unwrap().0;
+        h.set_role(RoleSpec::Follower { leader_epoch: LeaderEpoch(1) }).await.expect("role");
+        let cut = Offset(newest.0 - 1);
+        let answer = EpochEnd { found: Some((LeaderEpoch(0), cut)), log_start: Offset(0) };
+        assert_eq!(h.truncate_by_epoch(LeaderEpoch(1), answer).await.unwrap().log_end, cut);
+        assert!(producer_snapshot::list(tmp.path()).iter().all(|(o, _)| *o <= cut));
+        h.close(false).await.expect("closes");
+        let (h, _) = open(leader(2)).await.expect("reopens");
+        let last = (cut.0 - 1) as i32;
+        let retry = h.append(vec![idempotent(last)], WaitFor::Append).await.expect("answered");
+        assert_eq!(retry.base_offset, Offset(cut.0 - 1), "the retry is answered from the log");
+        assert_eq!(h.state().log_end, cut, "nothing appended");
     }
 
     /// A replica whose log holds `runs`: each `(epoch, end)` writes records as leader of

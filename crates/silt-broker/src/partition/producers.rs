@@ -5,13 +5,16 @@
 //! old epoch or a producer it has no state for is refused. The state is a function of the log
 //! (every batch carries its producer id, epoch and sequences), so it is rebuilt by a scan of the
 //! log, by the leader before its first idempotent append and after any truncation; followers
-//! keep it current from what they replicate once built.
+//! keep it current from what they replicate once built. A rebuild starts from the newest
+//! snapshot (see [`producer_snapshot`](super::producer_snapshot)) and replays the log after it.
 
 use std::collections::{HashMap, VecDeque};
 
 use silt_core::Offset;
 use silt_core::batch::{BatchHeader, BatchIter};
 use silt_storage::{Log, StorageError};
+
+use super::producer_snapshot;
 
 /// Batches remembered per producer (Kafka's 5: the most requests a producer keeps in flight).
 pub const WINDOW: usize = 5;
@@ -22,19 +25,25 @@ const REBUILD_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// One appended batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Appended {
-    first_seq: i32,
-    last_seq: i32,
-    base_offset: Offset,
-    last_offset: Offset,
+pub(super) struct Appended {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    epoch: i16,
-    batches: VecDeque<Appended>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub epoch: i16,
+    pub batches: VecDeque<Appended>,
     /// The newest batch's max timestamp (for expiry).
-    last_timestamp_ms: i64,
+    pub last_timestamp_ms: i64,
+}
+
+impl Entry {
+    pub(super) fn new(epoch: i16, last_timestamp_ms: i64) -> Entry {
+        Entry { epoch, batches: VecDeque::with_capacity(WINDOW), last_timestamp_ms }
+    }
 }
 
 /// What the leader does with a batch.
@@ -70,17 +79,30 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 /// The producers' state of one partition.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Producers {
     by_id: HashMap<i64, Entry>,
 }
 
 impl Producers {
-    /// The state of the log's batches from its start (reads every batch once).
+    /// The state of the log's batches: the newest snapshot at or below the log's end, then
+    /// every batch after it (from the log's start without a snapshot).
     pub fn rebuild(log: &Log) -> Result<Producers, StorageError> {
-        let mut p = Producers::default();
         let end = log.log_end_offset();
-        let mut at = log.log_start_offset();
+        let (mut p, from) = match producer_snapshot::load_newest(log.dir(), end) {
+            // Records deleted since (retention) are skipped; the snapshot kept their state.
+            Some((at, p)) => (p, at.max(log.log_start_offset())),
+            None => (Producers::default(), log.log_start_offset()),
+        };
+        p.replay(log, from)?;
+        Ok(p)
+    }
+
+    /// Records every batch of `log` from `from` to its end.
+    fn replay(&mut self, log: &Log, from: Offset) -> Result<(), StorageError> {
+        let p = self;
+        let end = log.log_end_offset();
+        let mut at = from;
         // Each step moves past at least one batch; bounded by the offsets in the log.
         while at < end {
             let read = log.read(at, REBUILD_READ_BYTES)?;
@@ -97,7 +119,16 @@ impl Producers {
             }
             at = next;
         }
-        Ok(p)
+        Ok(())
+    }
+
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&i64, &Entry)> {
+        self.by_id.iter()
+    }
+
+    /// Adds a producer's state (a snapshot being read); returns the one it replaces.
+    pub(super) fn insert(&mut self, id: i64, entry: Entry) -> Option<Entry> {
+        self.by_id.insert(id, entry)
     }
 
     /// How many producers have state here.
@@ -193,11 +224,7 @@ fn apply(entry: &mut Option<Entry>, h: &BatchHeader, base_offset: Offset, last_o
     let e = match entry {
         Some(e) if e.epoch == h.producer_epoch => e,
         Some(e) if e.epoch > h.producer_epoch => return, // a fenced epoch's batch (rebuild)
-        _ => entry.insert(Entry {
-            epoch: h.producer_epoch,
-            batches: VecDeque::with_capacity(WINDOW),
-            last_timestamp_ms: h.max_timestamp,
-        }),
+        _ => entry.insert(Entry::new(h.producer_epoch, h.max_timestamp)),
     };
     if e.batches.len() == WINDOW {
         e.batches.pop_front();

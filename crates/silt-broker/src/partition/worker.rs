@@ -13,6 +13,7 @@ use silt_storage::{Log, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::leader::LeaderState;
+use super::producer_snapshot;
 use super::producers::{Decision, PRODUCER_ID_EXPIRATION_MS, Producers};
 use super::truncation;
 use super::{
@@ -109,6 +110,8 @@ fn write_hw_checkpoint(dir: &Path, hw: Offset) -> std::io::Result<()> {
 impl Worker {
     fn new(log: Log, config: TopicConfig) -> Worker {
         let end = log.log_end_offset();
+        // Recovery may have cut a tail some snapshot describes; the log would grow past it.
+        producer_snapshot::delete_above(log.dir(), Some(end));
         // A replica only knows what the HW checkpoint says (the leader advances it from its
         // followers; a sole replica once it leads).
         let hw = read_hw_checkpoint(log.dir())
@@ -158,8 +161,8 @@ impl Worker {
         let Some(at) = self.damaged_at.take() else { return };
         let log = self.log();
         tracing::warn!(dir = %log.dir().display(), offset = at.0, "cutting the damaged log; the rest is copied again from the leader");
-        let cut = log.truncate_to(at);
-        self.forget_producers();
+        self.forget_producers(Some(at));
+        let cut = self.log().truncate_to(at);
         let log = self.log();
         match cut {
             Ok(end) => {
@@ -285,11 +288,21 @@ impl Worker {
         let now = now_ms();
         let plan = self.plan_producers(&batches)?;
         let log = self.log.as_mut().expect("invariant: the log lives until Close");
+        let segment = log.active_base_offset();
         let mut first = None;
         let mut last = Offset::ZERO;
         for (i, mut b) in batches.into_iter().enumerate() {
             let (base, end) = match plan.as_ref().map(|p| p[i]) {
                 Some(Decision::Duplicate { base_offset, last_offset }) => {
+                    if let Some(h) = BatchHeader::parse(&b) {
+                        tracing::info!(
+                            dir = %log.dir().display(),
+                            producer_id = h.producer_id,
+                            sequence = h.base_sequence,
+                            base_offset = base_offset.0,
+                            "a retried batch is in the log already: answered with its offsets, not appended again"
+                        );
+                    }
                     (base_offset, last_offset)
                 }
                 _ => {
@@ -302,6 +315,9 @@ impl Worker {
             };
             first.get_or_insert(base);
             last = last.max(end);
+        }
+        if self.log_ref().active_base_offset() != segment {
+            self.snapshot_producers();
         }
         let log = self.log_ref();
         let base_offset = first.unwrap_or(log.log_end_offset());
@@ -339,9 +355,30 @@ impl Worker {
         Ok(Some(p.plan(&headers)?))
     }
 
-    /// Drops the producers' state after the log was cut (rebuilt when next needed).
-    fn forget_producers(&mut self) {
+    /// Drops the producers' state before the log is cut to `kept` (`None`: emptied), with the
+    /// snapshots above it (it is rebuilt when next needed).
+    fn forget_producers(&mut self, kept: Option<Offset>) {
         self.producers = None;
+        producer_snapshot::delete_above(self.log_ref().dir(), kept);
+    }
+
+    /// After an append that rolled the active segment: a snapshot of the producers' state at
+    /// the log's end (built first if needed, from the previous snapshot on), so a later rebuild
+    /// replays at most about a segment.
+    fn snapshot_producers(&mut self) {
+        if self.producers.is_none() {
+            match Producers::rebuild(self.log_ref()) {
+                Ok(p) => self.producers = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build the producers' state for a snapshot");
+                    return;
+                }
+            }
+        }
+        let (log, p) = (self.log_ref(), self.producers.as_ref().expect("invariant: built above"));
+        if let Err(e) = producer_snapshot::write(log.dir(), log.log_end_offset(), p) {
+            tracing::warn!(dir = %log.dir().display(), error = %e, "cannot write a producer snapshot");
+        }
     }
 
     /// The end of a round: the group commit (one sync for everything appended in it, leaders of
@@ -594,8 +631,11 @@ impl Worker {
         let log = self.log();
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let cut = truncation::cut(log.epochs().entries(), start, end, &leader);
-        if cut.to < end || log.log_end_offset() < leader.log_start {
-            self.forget_producers();
+        let kept = cut.to.min(end);
+        let fully =
+            (cut.to < end && (cut.to < start || leader.found.is_none())) || kept < leader.log_start;
+        if cut.to < end || fully {
+            self.forget_producers(if fully { None } else { Some(kept) });
         }
         let log = self.log();
         if cut.to < end {
@@ -625,6 +665,7 @@ impl Worker {
         let now = now_ms();
         let fsync = self.config.durability == Durability::Fsync;
         let log = self.log.as_mut().expect("invariant: the log lives until Close");
+        let segment = log.active_base_offset();
         let mut wrote = false;
         for b in BatchIter::new(data) {
             let b = b.map_err(StorageError::InvalidBatch)?;
@@ -642,6 +683,10 @@ impl Worker {
             // Synced before the next fetch reports this position: the leader counts it as on disk.
             log.sync()?;
         }
+        if log.active_base_offset() != segment {
+            self.snapshot_producers();
+        }
+        let log = self.log_ref();
         let end = log.log_end_offset();
         let hw = leader_hw.min(end);
         if hw > self.high_watermark {

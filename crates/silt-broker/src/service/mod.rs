@@ -5,6 +5,8 @@ mod admin;
 mod fetch;
 pub(crate) mod metadata;
 mod produce;
+#[cfg(feature = "fault-injection")]
+pub use produce::CRASH_BEFORE_ANSWER_FILE;
 pub(crate) mod produce_budget;
 
 use std::sync::Arc;

@@ -133,6 +133,8 @@ async fn produce_partition(
             "timed out waiting for the append; outcome unknown",
         )
     })??;
+    #[cfg(feature = "fault-injection")]
+    crash_before_answer(shared, topic, p.partition);
     let durability = match (appended.synced, config.durability, acks) {
         (true, _, _) => v1::DurabilityLevel::ReplicatedDisk,
         (false, Durability::Replicated, v1::Acks::All) => v1::DurabilityLevel::ReplicatedMemory,
@@ -143,6 +145,23 @@ async fn produce_partition(
         log_start: appended.log_start.0 as i64,
         durability,
     })
+}
+
+/// With the `fault-injection` feature (fault tests only): a file of this name in a partition
+/// directory makes the broker abort once a produce to that partition is appended (and, with
+/// acks=all, committed), before the producer gets the answer.
+#[cfg(feature = "fault-injection")]
+pub const CRASH_BEFORE_ANSWER_FILE: &str = "CRASH_BEFORE_ANSWER";
+
+#[cfg(feature = "fault-injection")]
+fn crash_before_answer(shared: &Shared, topic: &str, partition: u32) {
+    let dir = crate::replica_manager::partition_dir(&shared.config.data_dir, topic, partition);
+    if dir.join(CRASH_BEFORE_ANSWER_FILE).exists() {
+        eprintln!(
+            "fault injection: aborting after the append to {topic}-{partition}, before answering"
+        );
+        std::process::abort();
+    }
 }
 
 /// The bytes of a partition's data as received (its share of the request's budget).

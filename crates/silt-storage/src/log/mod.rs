@@ -99,6 +99,11 @@ impl Log {
         self.segments.len()
     }
 
+    /// Base offset of the active (newest) segment: it changes when the log rolls.
+    pub fn active_base_offset(&self) -> Offset {
+        self.active().base()
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<Offset> {
         self.segments.iter().map(Segment::base).collect()
