@@ -495,6 +495,7 @@ fn nodelay(
 async fn tick_loop(shared: Arc<Shared>) {
     let flush = Duration::from_millis(shared.config.flush_interval_ms);
     let retention = Duration::from_millis(shared.config.retention_check_interval_ms);
+    let expiry = i64::try_from(shared.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
     let mut since_retention = Duration::ZERO;
     let mut reported = std::collections::HashSet::new();
     let mut damaged = std::collections::HashSet::new();
@@ -506,7 +507,7 @@ async fn tick_loop(shared: Arc<Shared>) {
             since_retention = Duration::ZERO;
         }
         for p in shared.replicas.all() {
-            p.tick(do_retention);
+            p.tick(do_retention, expiry);
         }
         // A log whose sync failed is offline until a restart: out of the ISR, and leadership
         // elsewhere (the same report as a replica damaged at open).

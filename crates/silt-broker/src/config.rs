@@ -33,6 +33,9 @@ pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 /// A follower that has not caught up with its leader for this long leaves the ISR.
 pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
+/// An idempotent producer silent this long is forgotten by the partitions (Kafka's
+/// `producer.id.expiration.ms`, 7 days).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Default partitions of `__consumer_offsets` (fixed once the topic exists).
 pub const DEFAULT_OFFSETS_TOPIC_PARTITIONS: u32 = 16;
 /// Default replication factor of `__consumer_offsets` (capped at the cluster's size).
@@ -142,6 +145,11 @@ pub struct BrokerConfig {
     /// Cluster mode: a follower that has not caught up with its leader for this long leaves
     /// the ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// A partition forgets an idempotent producer whose newest batch is older than this
+    /// (Kafka's `producer.id.expiration.ms`); checked with each retention pass. A retry from
+    /// a forgotten producer is refused (`UNKNOWN_PRODUCER_ID`) and the client starts over
+    /// under a new id.
+    pub producer_id_expiration_ms: u64,
     /// Partitions of the internal `__consumer_offsets` topic, created on first group use.
     pub offsets_topic_partitions: u32,
     /// Its replication factor, capped at the cluster's size (Raft voters or registered brokers,
@@ -187,6 +195,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+            producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             offsets_topic_partitions: DEFAULT_OFFSETS_TOPIC_PARTITIONS,
             offsets_topic_replication_factor: DEFAULT_OFFSETS_TOPIC_REPLICATION_FACTOR,
             offsets_topic_segment_bytes: DEFAULT_OFFSETS_TOPIC_SEGMENT_BYTES,
@@ -307,6 +316,7 @@ impl BrokerConfig {
             ("broker_heartbeat_interval_ms", self.broker_heartbeat_interval_ms),
             ("broker_session_timeout_ms", self.broker_session_timeout_ms),
             ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
+            ("producer_id_expiration_ms", self.producer_id_expiration_ms),
             ("offsets_topic_partitions", u64::from(self.offsets_topic_partitions)),
             ("offsets_topic_replication_factor", u64::from(self.offsets_topic_replication_factor)),
             ("group_min_session_timeout_ms", self.group_min_session_timeout_ms),

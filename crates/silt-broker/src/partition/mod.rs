@@ -177,9 +177,11 @@ enum Command {
         change: IsrChange,
         answer: IsrAnswer,
     },
-    /// Retention, the background flush of `replicated` topics, the HW checkpoint.
+    /// Retention (and the expiry of producers silent longer than `producer_expiry_ms`), the
+    /// background flush of `replicated` topics, the HW checkpoint.
     Tick {
         retention: bool,
+        producer_expiry_ms: i64,
     },
     Close {
         delete: bool,
@@ -443,9 +445,10 @@ impl PartitionHandle {
             .map_err(|_| PartitionError::Closed)
     }
 
-    /// Asks for a retention pass (and a flush); does not wait.
-    pub fn tick(&self, retention: bool) {
-        let _ = self.tx.try_send(Command::Tick { retention });
+    /// Asks for a flush and, with `retention`, a retention pass and the expiry of producers
+    /// silent longer than `producer_expiry_ms`; does not wait.
+    pub fn tick(&self, retention: bool, producer_expiry_ms: i64) {
+        let _ = self.tx.try_send(Command::Tick { retention, producer_expiry_ms });
     }
 
     /// Closes the log cleanly (`delete`: and removes its directory); the worker then exits.

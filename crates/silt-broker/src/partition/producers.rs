@@ -18,8 +18,6 @@ use super::producer_snapshot;
 
 /// Batches remembered per producer (Kafka's 5: the most requests a producer keeps in flight).
 pub const WINDOW: usize = 5;
-/// A producer silent this long is forgotten (Kafka's `producer.id.expiration.ms`, 7 days).
-pub const PRODUCER_ID_EXPIRATION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Bytes read per step of a rebuild.
 const REBUILD_READ_BYTES: usize = 4 * 1024 * 1024;
 
@@ -337,9 +335,10 @@ mod tests {
     fn silent_producers_expire() {
         let mut p = Producers::default();
         p.record(&batch(1, 0, 0, 1, 0));
-        p.expire(1_000 + PRODUCER_ID_EXPIRATION_MS, PRODUCER_ID_EXPIRATION_MS);
+        let week = crate::config::DEFAULT_PRODUCER_ID_EXPIRATION_MS as i64;
+        p.expire(1_000 + week, week);
         assert_eq!(p.len(), 1);
-        p.expire(1_001 + PRODUCER_ID_EXPIRATION_MS, PRODUCER_ID_EXPIRATION_MS);
+        p.expire(1_001 + week, week);
         assert_eq!(p.len(), 0);
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::leader::LeaderState;
 use super::producer_snapshot;
-use super::producers::{Decision, PRODUCER_ID_EXPIRATION_MS, Producers};
+use super::producers::{Decision, Producers};
 use super::truncation;
 use super::{
     Appended, Command, EpochEnd, PartitionError, PartitionState, ReplicaRead, Reply, RoleSpec,
@@ -552,14 +552,14 @@ impl Worker {
                     s.isr_answered(&change, answer);
                 }
             }
-            Command::Tick { retention } => {
+            Command::Tick { retention, producer_expiry_ms } => {
                 if self.config.durability == Durability::Replicated
                     && let Err(e) = self.log().sync()
                 {
                     tracing::error!(error = %e, "background flush failed");
                 }
-                if let Some(p) = &mut self.producers {
-                    p.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
+                if retention && let Some(p) = &mut self.producers {
+                    p.expire(now_ms(), producer_expiry_ms);
                 }
                 if retention && let Err(e) = self.log().apply_retention(now_ms()) {
                     tracing::warn!(error = %e, "retention pass failed");
