@@ -274,6 +274,10 @@ pub struct BenchProduceArgs {
     /// Idempotent produce (needs --acks all) [default: true with --acks all, else false].
     #[arg(long)]
     pub idempotence: Option<bool>,
+    /// Produce requests in flight per producer; with idempotence also the batches of one
+    /// partition in flight (at most 5), without it one per partition.
+    #[arg(long, default_value_t = 5)]
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Args)]

@@ -93,6 +93,7 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
                 linger_ms: a.linger_ms,
                 batch_max_bytes: a.batch_bytes,
                 enable_idempotence: a.idempotence,
+                max_in_flight: a.max_in_flight,
                 ..ProducerConfig::default()
             })
             .map_err(|e| CliError::usage(e.to_string()))?;

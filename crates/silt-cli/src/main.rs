@@ -23,6 +23,15 @@ use crate::args::{BenchCmd, Cli, Command};
 use crate::error::CliError;
 
 fn main() -> std::process::ExitCode {
+    // Diagnostics only when asked for (`RUST_LOG=silt_client=debug`, or `RUST_LOG=info` for the
+    // brokers of `silt dev`): stderr stays the one error line scripts read.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -461,6 +461,9 @@ impl PartitionHandle {
 mod tests {
     use silt_core::batch::{BatchBuilder, Record};
 
+    /// Longer than the worker's `PARK_FOR`.
+    const PARK_FOR_TEST: std::time::Duration = std::time::Duration::from_millis(600);
+
     use super::*;
 
     fn batch(v: &str) -> Vec<u8> {
@@ -570,6 +573,50 @@ mod tests {
         let retry = h.append(vec![idempotent(last)], WaitFor::Append).await.expect("answered");
         assert_eq!(retry.base_offset, Offset(cut.0 - 1), "the retry is answered from the log");
         assert_eq!(h.state().log_end, cut, "nothing appended");
+    }
+
+    /// gRPC handles pipelined produce requests concurrently, so a producer's batch can reach
+    /// the partition before its predecessor: it waits for it (and is appended after it, in
+    /// sequence order) instead of being refused; one whose predecessor never comes is refused
+    /// with `OUT_OF_ORDER_SEQUENCE_NUMBER` after a while, nothing appended.
+    #[tokio::test]
+    async fn a_batch_that_overtook_its_predecessor_waits_for_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (h, _) = PartitionHandle::open(
+            "t-0".into(),
+            tmp.path().to_owned(),
+            TopicConfig::default(),
+            leader(0),
+        )
+        .await
+        .expect("opens");
+        let idempotent = |seq: i32| {
+            let mut data = batch(&format!("s{seq}"));
+            assert!(silt_core::batch::stamp_producer(&mut data, 9, 0, seq));
+            data
+        };
+        let second = tokio::spawn({
+            let h = h.clone();
+            async move { h.append(vec![idempotent(1)], WaitFor::Append).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "the overtaking batch waits");
+        let first = h.append(vec![idempotent(0)], WaitFor::Append).await.expect("appended");
+        let second = second.await.unwrap().expect("appended after its predecessor");
+        assert_eq!((first.base_offset, second.base_offset), (Offset(0), Offset(1)));
+
+        let gap = tokio::spawn({
+            let h = h.clone();
+            async move { h.append(vec![idempotent(5)], WaitFor::Append).await }
+        });
+        tokio::time::sleep(PARK_FOR_TEST).await;
+        h.tick(false, i64::MAX);
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), gap).await;
+        assert!(matches!(
+            refused.expect("answered").unwrap(),
+            Err(PartitionError::Sequence(producers::SequenceError::OutOfOrder { .. }))
+        ));
+        assert_eq!(h.state().log_end, Offset(2), "nothing appended");
     }
 
     /// A replica whose log holds `runs`: each `(epoch, end)` writes records as leader of

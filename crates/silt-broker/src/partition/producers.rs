@@ -66,6 +66,21 @@ pub enum SequenceError {
     UnknownProducer { producer_id: i64, got: i32 },
 }
 
+impl SequenceError {
+    /// A batch that comes after a gap its producer's earlier batches may still fill (as
+    /// opposed to an old epoch, or a batch the window has forgotten).
+    pub fn is_ahead(&self) -> bool {
+        match *self {
+            SequenceError::OutOfOrder { expected, got, .. } => {
+                let d = (i64::from(got) - i64::from(expected)).rem_euclid(i64::from(i32::MAX) + 1);
+                d > 0 && d < 1 << 30
+            }
+            SequenceError::UnknownProducer { got, .. } => got > 0,
+            SequenceError::InvalidEpoch { .. } => false,
+        }
+    }
+}
+
 /// The last sequence of a batch (sequences wrap from `i32::MAX` to 0, as in Kafka).
 fn last_seq(first: i32, record_count: u32) -> i32 {
     let span = i64::from(record_count.max(1)) - 1;

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use silt_core::batch::{BatchHeader, BatchIter};
@@ -88,6 +88,10 @@ struct Worker {
     /// Idempotent producers' state; `None` until needed, and again after a truncation (it is
     /// rebuilt from the log before the next idempotent append as leader).
     producers: Option<Producers>,
+    /// Produces whose idempotent batch came before its predecessor (gRPC handles a
+    /// connection's requests concurrently, so pipelined requests can reach the worker out of
+    /// order): appended once the predecessor is, refused after [`PARK_FOR`].
+    parked: Vec<Parked>,
 }
 
 fn read_hw_checkpoint(dir: &Path) -> Option<Offset> {
@@ -106,6 +110,22 @@ fn write_hw_checkpoint(dir: &Path, hw: Offset) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join(HW_CHECKPOINT_FILE))?;
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// A produce waiting for its producer's previous batch.
+struct Parked {
+    batches: Vec<Vec<u8>>,
+    wait: WaitFor,
+    reply: Reply<Appended>,
+    held: Option<crate::service::produce_budget::Held>,
+    since: Instant,
+}
+
+/// Produces parked at once per partition (5 per producer for a few producers; more are
+/// refused at once).
+const PARK_MAX: usize = 32;
+/// How long a produce waits for its predecessor. Checked whenever the worker handles a command
+/// (the flush tick wakes it at least every `flush_interval_ms`), so a refusal can come later.
+const PARK_FOR: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn new(log: Log, config: TopicConfig) -> Worker {
@@ -129,6 +149,7 @@ impl Worker {
             corruptions: 0,
             damaged_at: None,
             producers: None,
+            parked: Vec::new(),
         }
     }
 
@@ -223,6 +244,7 @@ impl Worker {
                 for w in self.waiters.drain(..) {
                     let _ = w.reply.send(Err(PartitionError::LeadershipLost));
                 }
+                self.refuse_parked(|| PartitionError::NotLeader);
                 self.repair();
             }
             (spec, _) => {
@@ -240,19 +262,10 @@ impl Worker {
                 handled += 1;
                 match cmd {
                     Command::Append { batches, wait, reply, held } => {
-                        match self.append(batches, wait) {
-                            Ok(a) => {
-                                drop(held);
-                                appended = true;
-                                if wait == WaitFor::Commit {
-                                    self.waiters.push_back(Waiter { appended: a, reply });
-                                } else {
-                                    let _ = reply.send(Ok(a));
-                                }
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
+                        let p = Parked { batches, wait, reply, held, since: Instant::now() };
+                        if self.append_or_park(p) {
+                            appended = true;
+                            self.retry_parked();
                         }
                     }
                     Command::Close { delete, reply } => {
@@ -260,6 +273,7 @@ impl Worker {
                         for w in self.waiters.drain(..) {
                             let _ = w.reply.send(Err(PartitionError::LeadershipLost));
                         }
+                        self.refuse_parked(|| PartitionError::Closed);
                         let _ = reply.send(self.close(delete));
                         return;
                     }
@@ -269,13 +283,75 @@ impl Worker {
                     next = rx.try_recv().ok();
                 }
             }
+            self.expire_parked();
             self.commit(appended, &state);
         }
         // All handles dropped without Close (broker torn down): close cleanly anyway.
         let _ = self.close(false);
     }
 
-    fn append(&mut self, batches: Vec<Vec<u8>>, wait: WaitFor) -> Result<Appended, PartitionError> {
+    /// Appends a produce and answers it (or queues its answer for the HW); one whose idempotent
+    /// batch arrived before its predecessor is parked instead. True if something was appended.
+    fn append_or_park(&mut self, mut p: Parked) -> bool {
+        match self.append(&mut p.batches, p.wait) {
+            Ok(a) => {
+                drop(p.held);
+                if p.wait == WaitFor::Commit {
+                    self.waiters.push_back(Waiter { appended: a, reply: p.reply });
+                } else {
+                    let _ = p.reply.send(Ok(a));
+                }
+                true
+            }
+            Err(PartitionError::Sequence(e))
+                if e.is_ahead() && self.parked.len() < PARK_MAX && p.since.elapsed() < PARK_FOR =>
+            {
+                self.parked.push(p);
+                false
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(e));
+                false
+            }
+        }
+    }
+
+    /// After an append: the parked produces whose predecessors may now be in, in arrival order,
+    /// until a pass appends nothing (each pass that goes on appended at least one).
+    fn retry_parked(&mut self) {
+        while !self.parked.is_empty() {
+            let mut progressed = false;
+            for p in std::mem::take(&mut self.parked) {
+                progressed |= self.append_or_park(p);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Refuses the parked produces that waited [`PARK_FOR`] for their predecessor: the client
+    /// resends them in order (`OUT_OF_ORDER_SEQUENCE_NUMBER`, nothing appended).
+    fn expire_parked(&mut self) {
+        if self.parked.iter().any(|p| p.since.elapsed() >= PARK_FOR) {
+            for p in std::mem::take(&mut self.parked) {
+                // Past its time it is answered, not parked again.
+                self.append_or_park(p);
+            }
+        }
+    }
+
+    fn refuse_parked(&mut self, why: impl Fn() -> PartitionError) {
+        for p in self.parked.drain(..) {
+            let _ = p.reply.send(Err(why()));
+        }
+    }
+
+    fn append(
+        &mut self,
+        batches: &mut [Vec<u8>],
+        wait: WaitFor,
+    ) -> Result<Appended, PartitionError> {
         let Role::Leader(s) = &self.role else { return Err(PartitionError::NotLeader) };
         let min = self.config.min_insync_replicas;
         if wait == WaitFor::Commit {
@@ -286,15 +362,15 @@ impl Worker {
         }
         let epoch = s.view.leader_epoch;
         let now = now_ms();
-        let plan = self.plan_producers(&batches)?;
+        let plan = self.plan_producers(batches)?;
         let log = self.log.as_mut().expect("invariant: the log lives until Close");
         let segment = log.active_base_offset();
         let mut first = None;
         let mut last = Offset::ZERO;
-        for (i, mut b) in batches.into_iter().enumerate() {
+        for (i, b) in batches.iter_mut().enumerate() {
             let (base, end) = match plan.as_ref().map(|p| p[i]) {
                 Some(Decision::Duplicate { base_offset, last_offset }) => {
-                    if let Some(h) = BatchHeader::parse(&b) {
+                    if let Some(h) = BatchHeader::parse(b) {
                         tracing::info!(
                             dir = %log.dir().display(),
                             producer_id = h.producer_id,
@@ -306,8 +382,8 @@ impl Worker {
                     (base_offset, last_offset)
                 }
                 _ => {
-                    let info = log.append(&mut b, epoch, now)?;
-                    if let (Some(p), Some(h)) = (self.producers.as_mut(), BatchHeader::parse(&b)) {
+                    let info = log.append(b, epoch, now)?;
+                    if let (Some(p), Some(h)) = (self.producers.as_mut(), BatchHeader::parse(b)) {
                         p.record(&h);
                     }
                     (info.base_offset, info.last_offset)

@@ -73,15 +73,20 @@ impl Idempotence {
         let key = (batch.topic.clone(), batch.partition);
         let seq = s.next.get(&key).copied().unwrap_or(0);
         let next = seq_after(seq, i64::from(count));
-        let mut data = batch.data.to_vec();
-        if !silt_core::batch::stamp_producer(&mut data, id, epoch, seq) {
+        // Patched in place when no request holds the bytes any more (the usual case).
+        let mut data = match std::mem::take(&mut batch.data).try_into_mut() {
+            Ok(unique) => unique,
+            Err(shared) => bytes::BytesMut::from(&shared[..]),
+        };
+        let stamped = silt_core::batch::stamp_producer(&mut data, id, epoch, seq);
+        batch.data = data.freeze();
+        if !stamped {
             return Err(ProduceError {
                 code: None,
                 message: "a batch shorter than its header".into(),
                 definitely_not_stored: true,
             });
         }
-        batch.data = data.into();
         s.next.insert(key, next);
         Ok(Some(s.generation))
     }

@@ -461,6 +461,14 @@ async fn send_once(
         // The topic existed in the metadata `send` checked, so a broker that does not know it
         // yet is lagging behind the metadata quorum: retry like Kafka does.
         let lagging = matches!(code, ErrorCode::UnknownTopic | ErrorCode::UnknownPartition);
+        tracing::debug!(
+            topic = %b.batch.topic,
+            partition = b.batch.partition,
+            code = code.as_str_name(),
+            head = b.sent_as_head,
+            attempt = b.attempts,
+            "produce refused"
+        );
         if needs_new_identity(code) && idempotent {
             b.refused = true;
             retry.push(b);
