@@ -44,6 +44,8 @@ pub enum StartError {
     },
     #[error("metadata quorum: {0}")]
     Quorum(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -278,6 +280,8 @@ pub struct Broker {
     /// The internal services' listener (Raft, controller, replication).
     internal: TcpListener,
     internal_addr: SocketAddr,
+    /// TLS on the client listener, when configured.
+    tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Broker {
@@ -322,6 +326,12 @@ impl Broker {
                 data_dir: config.data_dir.display().to_string(),
             });
         }
+        let tls = match config.tls_files() {
+            Some(files) => {
+                Some(Arc::new(crate::tls::ServerTls::load(files).map_err(StartError::Tls)?))
+            }
+            None => None,
+        };
         let replicas = ReplicaManager::new(&config.data_dir);
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
@@ -368,14 +378,19 @@ impl Broker {
             produce_budget,
             coordinator: crate::groups::Coordinator::default(),
         });
-        tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, "broker bound");
+        tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), "broker bound");
         tracing::info!(addr = %internal_addr, advertised = %internal_advertised, "internal services bound (Raft, controller, replication)");
-        Ok(Broker { shared, listener, local_addr, internal, internal_addr })
+        Ok(Broker { shared, listener, local_addr, internal, internal_addr, tls })
     }
 
     /// The bound gRPC address (the real port when `listen` used port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The client listener's TLS configuration, to reload on SIGHUP (`None` without TLS).
+    pub fn tls(&self) -> Option<Arc<crate::tls::ServerTls>> {
+        self.tls.clone()
     }
 
     /// The bound address of the internal services.
@@ -439,17 +454,20 @@ impl Broker {
                     let _ = internal_stopped.await;
                 }),
         );
-        let result = server()
-            .add_service(data)
-            .add_service(admin)
-            .add_service(metadata)
-            .add_service(groups)
-            .serve_with_incoming_shutdown(nodelay(self.listener), async {
-                shutdown.await;
-                crate::cluster::move_leadership_away(&shared).await;
-                shared.stopping.send_replace(true);
-            })
-            .await;
+        let router =
+            server().add_service(data).add_service(admin).add_service(metadata).add_service(groups);
+        let stop = async {
+            shutdown.await;
+            crate::cluster::move_leadership_away(&shared).await;
+            shared.stopping.send_replace(true);
+        };
+        let result = match self.tls {
+            Some(tls) => {
+                let incoming = crate::tls::incoming(self.listener, tls);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => router.serve_with_incoming_shutdown(nodelay(self.listener), stop).await,
+        };
         tracing::info!("shutting down: closing partitions");
         ticker.abort();
         follower.abort();

@@ -122,6 +122,12 @@ pub struct BrokerConfig {
     pub internal_peers: Option<String>,
     /// HTTP address for `/healthz`, `/readyz` and `/metrics`; empty disables it.
     pub http: String,
+    /// TLS on the client listener: the certificate chain (PEM) ...
+    pub tls_cert: Option<PathBuf>,
+    /// ... and its private key (PEM); both or neither.
+    pub tls_key: Option<PathBuf>,
+    /// With TLS: clients must present a certificate signed by this CA (PEM) — mTLS.
+    pub tls_client_ca: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`. A broker not in the list joins
     /// as a learner. Absent: a quorum of one, this broker (`node_id@` its advertised address).
@@ -180,6 +186,9 @@ impl Default for BrokerConfig {
             internal_listen: None,
             internal_peers: None,
             http: DEFAULT_HTTP.to_string(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             data_dir: PathBuf::from("./silt-data"),
             peers: None,
             rack: None,
@@ -248,6 +257,15 @@ impl BrokerConfig {
         toml::from_str(text).map_err(|e| bad("config file", e.to_string()))
     }
 
+    /// The client listener's TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     /// Checks every rule; the error names the key.
     pub fn validate(&self) -> Result<(), BrokerConfigError> {
         self.listen
@@ -302,6 +320,14 @@ impl BrokerConfig {
                 "max_queued_produce_bytes_per_connection",
                 "must be at least max_request_bytes, so the largest request fits",
             ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(bad("tls_key", "is needed with tls_cert")),
+            (None, Some(_)) => return Err(bad("tls_cert", "is needed with tls_key")),
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(bad("tls_client_ca", "needs tls_cert and tls_key (TLS on)"));
+            }
+            _ => {}
         }
         if self.max_response_bytes < self.max_request_bytes {
             return Err(bad(

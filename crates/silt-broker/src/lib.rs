@@ -14,6 +14,7 @@ pub mod partition;
 pub mod replica_manager;
 mod replication;
 mod service;
+pub mod tls;
 pub mod topic_config;
 
 pub use broker::{Broker, StartError};

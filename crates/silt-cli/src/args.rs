@@ -19,6 +19,15 @@ pub struct Cli {
     /// catching up with the cluster), in ms.
     #[arg(long, global = true, default_value_t = 15_000)]
     pub connect_timeout_ms: u64,
+    /// Connect with TLS, trusting brokers whose certificates this CA (PEM file) signed.
+    #[arg(long, global = true, env = "SILT_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for brokers that require one (mTLS); with --tls-key.
+    #[arg(long, global = true, env = "SILT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "SILT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Output format (JSON shapes: docs/cli-json.md).
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,

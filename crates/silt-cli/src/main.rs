@@ -45,6 +45,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// TLS settings from `--tls-ca`, `--tls-cert`, `--tls-key` (a client certificate without a CA
+/// is a usage error: TLS needs the CA to trust the brokers).
+fn tls_options(cli: &Cli) -> Result<Option<silt_client::TlsOptions>, CliError> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| CliError::usage(format!("{flag} {}: {e}", p.display())))
+    };
+    let Some(ca) = &cli.tls_ca else {
+        if cli.tls_cert.is_some() {
+            return Err(CliError::usage("--tls-cert needs --tls-ca (the CA of the brokers)"));
+        }
+        return Ok(None);
+    };
+    let identity = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(c), Some(k)) => Some((read("--tls-cert", c)?, read("--tls-key", k)?)),
+        _ => None,
+    };
+    Ok(Some(silt_client::TlsOptions { ca_pem: read("--tls-ca", ca)?, identity }))
+}
+
 async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Dev(a) = cli.command {
         return dev::run(a, cli.output).await;
@@ -65,7 +84,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     let within = std::time::Duration::from_millis(cli.connect_timeout_ms);
-    let client = silt_client::Client::connect_within(&bootstrap, within).await?;
+    let tls = tls_options(&cli)?;
+    let options = silt_client::ConnectOptions { within, tls };
+    let client = match silt_client::Client::connect_with(&bootstrap, options).await {
+        Ok(c) => c,
+        Err(e) => {
+            let mut err = CliError::from(e);
+            if cli.tls_ca.is_none() && err.code == "BROKER_NOT_AVAILABLE" {
+                err.what.push_str(
+                    "; if the brokers use TLS, pass --tls-ca (and --tls-cert/--tls-key for mTLS)",
+                );
+            }
+            return Err(err);
+        }
+    };
     let out = cli.output;
     match cli.command {
         Command::Cluster(cmd) => cluster::run(&client, cmd, out).await,

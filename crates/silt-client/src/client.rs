@@ -8,7 +8,7 @@ use std::time::Duration;
 use silt_proto::v1::data_client::DataClient;
 use silt_proto::v1::metadata_client::MetadataClient;
 use silt_proto::v1::{self, ErrorCode};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig};
 
@@ -36,9 +36,35 @@ struct MetaCache {
     epochs: HashMap<String, Vec<u32>>,
 }
 
+/// TLS to the brokers (their listeners started with `--tls-cert`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM of the CA that signed the brokers' certificates.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate chain and private key (PEM), for brokers that require one
+    /// (`--tls-client-ca`, mTLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// How [`Client::connect_with`] connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How long to keep trying while no broker can answer yet.
+    pub within: Duration,
+    /// TLS to every broker; `None`: plaintext.
+    pub tls: Option<TlsOptions>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { within: DEFAULT_CONNECT_WITHIN, tls: None }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     bootstrap: Vec<String>,
+    tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     meta: RwLock<MetaCache>,
 }
@@ -61,12 +87,29 @@ impl Client {
         bootstrap: &[String],
         within: Duration,
     ) -> Result<Client, ClientError> {
+        Client::connect_with(bootstrap, ConnectOptions { within, tls: None }).await
+    }
+
+    /// [`connect_within`](Self::connect_within) with every option, TLS included.
+    pub async fn connect_with(
+        bootstrap: &[String],
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let within = options.within;
         if bootstrap.is_empty() {
             return Err(ClientError::InvalidArgument("no bootstrap address".into()));
         }
+        let tls = options.tls.map(|t| {
+            let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(t.ca_pem));
+            if let Some((cert, key)) = t.identity {
+                c = c.identity(Identity::from_pem(cert, key));
+            }
+            c
+        });
         let client = Client {
             inner: Arc::new(Inner {
                 bootstrap: bootstrap.to_vec(),
+                tls,
                 channels: Mutex::new(HashMap::new()),
                 meta: RwLock::new(MetaCache::default()),
             }),
@@ -92,8 +135,16 @@ impl Client {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ClientError::InvalidArgument(format!("bad broker address {addr:?}: {e}")))?
+        let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| {
+            ClientError::InvalidArgument(format!("bad broker address {addr:?}: {e}"))
+        })?;
+        if let Some(tls) = &self.inner.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                ClientError::InvalidArgument(format!("TLS settings for {addr}: {e}"))
+            })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             // h2's 64 KiB default windows throttle multi-megabyte fetches and produces.

@@ -10,7 +10,7 @@ mod group;
 mod producer;
 
 pub use admin::Admin;
-pub use client::Client;
+pub use client::{Client, ConnectOptions, TlsOptions};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
 pub use error::{ClientError, ProduceError};
 pub use group::{

@@ -47,8 +47,32 @@ pub fn main() -> std::process::ExitCode {
 async fn serve(config: silt_broker::BrokerConfig) -> anyhow::Result<()> {
     let broker = Broker::bind(config).await?;
     eprintln!("siltd listening on {}", broker.local_addr());
+    if let Some(tls) = broker.tls() {
+        tokio::spawn(reload_tls_on_sighup(tls));
+    }
     broker.run(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Reads the TLS certificate, key and client CA again on every SIGHUP; new connections use
+/// them, open ones keep theirs, and a failed reload keeps the old ones.
+async fn reload_tls_on_sighup(tls: std::sync::Arc<silt_broker::tls::ServerTls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP: TLS certificates will not reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; serving the previous certificates")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -35,6 +35,16 @@ pub struct Options {
     /// with its port + 2).
     #[arg(long, env = "SILT_INTERNAL_PEERS")]
     pub internal_peers: Option<String>,
+    /// TLS on the client listener: certificate chain (PEM); with --tls-key. Read again on
+    /// SIGHUP.
+    #[arg(long, env = "SILT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "SILT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mTLS. Needs --tls-cert.
+    #[arg(long, env = "SILT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// HTTP address for health checks (default 127.0.0.1:9301).
     #[arg(long, env = "SILT_HTTP")]
     pub http: Option<String>,
@@ -82,6 +92,15 @@ impl Options {
         }
         if let Some(v) = &self.http {
             c.http = v.clone();
+        }
+        if let Some(v) = &self.tls_cert {
+            c.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls_key = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_client_ca {
+            c.tls_client_ca = Some(v.clone());
         }
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();

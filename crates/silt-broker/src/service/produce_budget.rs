@@ -183,7 +183,13 @@ where
             let peer = parts
                 .extensions
                 .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|c| c.remote_addr());
+                .and_then(|c| c.remote_addr())
+                .or_else(|| {
+                    type Tls = tonic::transport::server::TlsConnectInfo<
+                        tonic::transport::server::TcpConnectInfo,
+                    >;
+                    parts.extensions.get::<Tls>().and_then(|c| c.get_ref().remote_addr())
+                });
             match read_budgeted(body, &budget, peer).await {
                 Ok((bytes, reservation)) => {
                     parts.extensions.insert(reservation);

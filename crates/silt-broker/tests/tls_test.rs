@@ -1,0 +1,168 @@
+//! TLS on the client listener (issue 17, first part): TLS clients are served, plaintext and
+//! wrong-CA clients are refused; with a client CA, clients without a certificate from it are
+//! refused (mTLS); a reload serves the new certificate to new connections while open ones keep
+//! working, and a reload from broken files keeps the previous certificate.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use silt_broker::{Broker, BrokerConfig};
+use silt_client::{Acks, Client, ConnectOptions, ProducerConfig, ProducerRecord, TlsOptions};
+use tokio::sync::oneshot;
+
+/// A certificate authority that signs server and client certificates.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// (certificate PEM, key PEM) for `cn`, valid for 127.0.0.1 and localhost.
+    fn sign(&self, cn: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A broker whose client listener serves `cert`/`key`, requiring client certificates from
+/// `client_ca` if given; stops when the sender is dropped.
+async fn tls_broker(
+    dir: &Path,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+) -> (String, std::sync::Arc<silt_broker::tls::ServerTls>, oneshot::Sender<()>) {
+    let mut config = BrokerConfig::for_test(dir.join("data"));
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    config.tls_client_ca = client_ca;
+    let broker = Broker::bind(config).await.expect("binds with TLS");
+    let addr = broker.local_addr().to_string();
+    let tls = broker.tls().expect("TLS is on");
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        broker
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("runs");
+    });
+    (addr, tls, tx)
+}
+
+async fn connect(addr: &str, tls: Option<TlsOptions>, within: Duration) -> Result<Client, String> {
+    Client::connect_with(&[addr.to_string()], ConnectOptions { within, tls })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn trusting(ca: &Ca) -> TlsOptions {
+    TlsOptions { ca_pem: ca.pem.clone().into_bytes(), identity: None }
+}
+
+async fn produce_one(client: &Client, topic: &str, value: &str) -> i64 {
+    let producer = client
+        .try_producer(ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .expect("producer");
+    let sent = producer.send(ProducerRecord::new(topic, value.to_string())).await.expect("queued");
+    sent.await.expect("acknowledged").offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_serves_tls_clients_and_refuses_plaintext_and_other_cas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Silt test CA");
+    let (cert, key) = ca.sign("broker-1", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = (write(tmp.path(), "b.crt", &cert), write(tmp.path(), "b.key", &key));
+    let (addr, _tls, _stop) = tls_broker(tmp.path(), cert, key, None).await;
+
+    let client = connect(&addr, Some(trusting(&ca)), Duration::from_secs(30)).await.expect("TLS");
+    client.admin().create_topic("t", 1, 1, Default::default()).await.expect("topic created");
+    assert_eq!(produce_one(&client, "t", "over TLS").await, 0);
+
+    let plain = connect(&addr, None, Duration::from_secs(2)).await;
+    assert!(plain.is_err(), "a plaintext client is refused");
+    let other = Ca::new("Another CA");
+    let wrong = connect(&addr, Some(trusting(&other)), Duration::from_secs(2)).await;
+    assert!(wrong.is_err(), "a client that trusts another CA does not accept the broker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Silt test CA");
+    let (cert, key) = ca.sign("broker-1", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = (write(tmp.path(), "b.crt", &cert), write(tmp.path(), "b.key", &key));
+    let ca_file = write(tmp.path(), "ca.crt", &ca.pem);
+    let (addr, tls, _stop) = tls_broker(tmp.path(), cert, key, Some(ca_file)).await;
+    assert!(tls.requires_client_certificates());
+
+    let (c, k) = ca.sign("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let with_cert =
+        TlsOptions { identity: Some((c.into_bytes(), k.into_bytes())), ..trusting(&ca) };
+    let client = connect(&addr, Some(with_cert), Duration::from_secs(30)).await.expect("mTLS");
+    client.admin().create_topic("t", 1, 1, Default::default()).await.expect("topic created");
+    assert_eq!(produce_one(&client, "t", "over mTLS").await, 0);
+
+    let none = connect(&addr, Some(trusting(&ca)), Duration::from_secs(2)).await;
+    assert!(none.is_err(), "a client without a certificate is refused");
+    let other = Ca::new("Another CA");
+    let (c, k) = other.sign("mallory", ExtendedKeyUsagePurpose::ClientAuth);
+    let forged = TlsOptions { identity: Some((c.into_bytes(), k.into_bytes())), ..trusting(&ca) };
+    let refused = connect(&addr, Some(forged), Duration::from_secs(2)).await;
+    assert!(refused.is_err(), "a certificate from another CA is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_the_new_certificate_and_open_connections_keep_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new("Old CA"), Ca::new("New CA"));
+    let (cert, key) = old_ca.sign("broker-1", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert_file, key_file) =
+        (write(tmp.path(), "b.crt", &cert), write(tmp.path(), "b.key", &key));
+    let (addr, tls, _stop) = tls_broker(tmp.path(), cert_file, key_file, None).await;
+    let before = connect(&addr, Some(trusting(&old_ca)), Duration::from_secs(30)).await.unwrap();
+    before.admin().create_topic("t", 1, 1, Default::default()).await.expect("topic created");
+    assert_eq!(produce_one(&before, "t", "before").await, 0);
+
+    let (cert, key) = new_ca.sign("broker-1", ExtendedKeyUsagePurpose::ServerAuth);
+    write(tmp.path(), "b.crt", &cert);
+    write(tmp.path(), "b.key", &key);
+    tls.reload().expect("reloads");
+    let after = connect(&addr, Some(trusting(&new_ca)), Duration::from_secs(5)).await;
+    assert_eq!(produce_one(&after.expect("new certificate served"), "t", "after").await, 1);
+    assert!(
+        connect(&addr, Some(trusting(&old_ca)), Duration::from_secs(2)).await.is_err(),
+        "new connections get the new certificate"
+    );
+    assert_eq!(produce_one(&before, "t", "still open").await, 2, "the open connection works");
+
+    write(tmp.path(), "b.key", "not a key");
+    let err = tls.reload().expect_err("a broken key is refused");
+    assert!(err.contains("b.key"), "the error names the file: {err}");
+    let still = connect(&addr, Some(trusting(&new_ca)), Duration::from_secs(5)).await;
+    assert!(still.is_ok(), "the previous certificate is still served");
+}
