@@ -282,6 +282,8 @@ pub struct Broker {
     internal_addr: SocketAddr,
     /// TLS on the client listener, when configured.
     tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Mutual TLS on the internal listener, when configured (`internal_tls_ca`).
+    internal_tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Broker {
@@ -327,6 +329,12 @@ impl Broker {
             });
         }
         let tls = match config.tls_files() {
+            Some(files) => {
+                Some(Arc::new(crate::tls::ServerTls::load(files).map_err(StartError::Tls)?))
+            }
+            None => None,
+        };
+        let internal_tls = match config.internal_tls_files() {
             Some(files) => {
                 Some(Arc::new(crate::tls::ServerTls::load(files).map_err(StartError::Tls)?))
             }
@@ -379,8 +387,8 @@ impl Broker {
             coordinator: crate::groups::Coordinator::default(),
         });
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), "broker bound");
-        tracing::info!(addr = %internal_addr, advertised = %internal_advertised, "internal services bound (Raft, controller, replication)");
-        Ok(Broker { shared, listener, local_addr, internal, internal_addr, tls })
+        tracing::info!(addr = %internal_addr, advertised = %internal_advertised, mtls = internal_tls.is_some(), "internal services bound (Raft, controller, replication)");
+        Ok(Broker { shared, listener, local_addr, internal, internal_addr, tls, internal_tls })
     }
 
     /// The bound gRPC address (the real port when `listen` used port 0).
@@ -391,6 +399,11 @@ impl Broker {
     /// The client listener's TLS configuration, to reload on SIGHUP (`None` without TLS).
     pub fn tls(&self) -> Option<Arc<crate::tls::ServerTls>> {
         self.tls.clone()
+    }
+
+    /// The internal listener's mutual TLS configuration, to reload on SIGHUP.
+    pub fn internal_tls(&self) -> Option<Arc<crate::tls::ServerTls>> {
+        self.internal_tls.clone()
     }
 
     /// The bound address of the internal services.
@@ -445,15 +458,21 @@ impl Broker {
         // The internal services have their own listener, never the client port; they stop
         // after the client services (the controlled shutdown needs Raft).
         let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
-        let internal = tokio::spawn(
-            server()
-                .add_service(raft)
-                .add_service(controller)
-                .add_service(replication)
-                .serve_with_incoming_shutdown(nodelay(self.internal), async {
-                    let _ = internal_stopped.await;
-                }),
-        );
+        let internal_router =
+            server().add_service(raft).add_service(controller).add_service(replication);
+        let internal_stop = async {
+            let _ = internal_stopped.await;
+        };
+        let internal = match self.internal_tls {
+            Some(tls) => {
+                let incoming =
+                    crate::tls::incoming(self.internal, tls, Some(quorum_member_check(&shared)));
+                tokio::spawn(internal_router.serve_with_incoming_shutdown(incoming, internal_stop))
+            }
+            None => tokio::spawn(
+                internal_router.serve_with_incoming_shutdown(nodelay(self.internal), internal_stop),
+            ),
+        };
         let router =
             server().add_service(data).add_service(admin).add_service(metadata).add_service(groups);
         let stop = async {
@@ -463,7 +482,7 @@ impl Broker {
         };
         let result = match self.tls {
             Some(tls) => {
-                let incoming = crate::tls::incoming(self.listener, tls);
+                let incoming = crate::tls::incoming(self.listener, tls, None);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             None => router.serve_with_incoming_shutdown(nodelay(self.listener), stop).await,
@@ -486,6 +505,22 @@ impl Broker {
             Err(e) => Err(StartError::Quorum(format!("internal services: {e}"))),
         }
     }
+}
+
+/// Who may call the internal services: a certificate (already verified against the cluster
+/// CA) whose subject CN is `broker-<id>` for a member of this broker's quorum.
+fn quorum_member_check(shared: &Arc<Shared>) -> crate::tls::PeerCheck {
+    let mut members: std::collections::BTreeSet<u64> =
+        shared.cluster.peers.keys().copied().collect();
+    members.insert(shared.config.node_id);
+    Arc::new(move |der: &[u8]| match crate::tls::broker_id_of(der) {
+        Some(id) if members.contains(&id) => Ok(()),
+        Some(id) => Err(format!("broker-{id} is not a member of this quorum {members:?}")),
+        None => Err(format!(
+            "the certificate's subject CN ({}) is not broker-<id>",
+            crate::tls::subject_common_name(der).unwrap_or_else(|| "none".into())
+        )),
+    })
 }
 
 /// A gRPC server with the broker's HTTP/2 settings.

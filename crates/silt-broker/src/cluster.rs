@@ -44,6 +44,8 @@ pub(crate) struct Cluster {
     pub peers: BTreeMap<u64, String>,
     /// Where other brokers reach this one's internal services (registered in the image).
     pub internal_advertised: String,
+    /// TLS for calls to the peers' internal services (`internal_tls_ca`); `None`: plaintext.
+    pub internal_tls: Option<tonic::transport::ClientTlsConfig>,
     /// Producer ids this broker may hand out: `(next, end)` of the block the quorum gave it.
     pub producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// The leader epoch of each partition this broker led at the last reconcile (to count
@@ -58,9 +60,16 @@ impl Cluster {
         internal_advertised: &str,
     ) -> Result<Cluster, StartError> {
         let peers = internal_routes(config, internal_advertised)?;
+        let internal_tls = match (&config.tls_cert, &config.tls_key, &config.internal_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(crate::tls::internal_client_config(cert, key, ca).map_err(StartError::Tls)?)
+            }
+            _ => None,
+        };
         let mut node_config =
             NodeConfig::new(config.node_id, config.data_dir.clone(), peers.clone());
         node_config.advertise = internal_advertised.to_string();
+        node_config.tls = internal_tls.clone();
         let node = MetadataNode::start(node_config)
             .await
             .map_err(|e| StartError::Quorum(e.to_string()))?;
@@ -72,6 +81,7 @@ impl Cluster {
             liveness: Mutex::new(None),
             peers,
             internal_advertised: internal_advertised.to_string(),
+            internal_tls,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             led: Mutex::default(),
         })
@@ -79,6 +89,17 @@ impl Cluster {
 
     pub fn image(&self) -> Arc<ClusterImage> {
         self.node.image()
+    }
+
+    /// An endpoint for a peer's internal services at `addr` (TLS when configured).
+    pub fn internal_endpoint(&self, addr: &str) -> Result<tonic::transport::Endpoint, String> {
+        let scheme = if self.internal_tls.is_some() { "https" } else { "http" };
+        let e = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+        match &self.internal_tls {
+            Some(tls) => e.tls_config(tls.clone()).map_err(|e| format!("TLS to {addr}: {e}")),
+            None => Ok(e),
+        }
     }
 
     /// Where to reach broker `id`'s internal services: this broker's route to it, else its
@@ -495,7 +516,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         let Some(addr) = cluster.node.leader().and_then(|l| cluster.peer_address(l)) else {
             continue;
         };
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        let Ok(endpoint) = cluster.internal_endpoint(&addr) else {
             continue;
         };
         let call = async {

@@ -128,6 +128,10 @@ pub struct BrokerConfig {
     pub tls_key: Option<PathBuf>,
     /// With TLS: clients must present a certificate signed by this CA (PEM) — mTLS.
     pub tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS on the internal listener (Raft, controller, replication): peers must present
+    /// a certificate this cluster CA signed, with subject CN `broker-<id>` of a quorum member;
+    /// this broker calls them with its `tls_cert`/`tls_key`. Needs TLS on.
+    pub internal_tls_ca: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`. A broker not in the list joins
     /// as a learner. Absent: a quorum of one, this broker (`node_id@` its advertised address).
@@ -189,6 +193,7 @@ impl Default for BrokerConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            internal_tls_ca: None,
             data_dir: PathBuf::from("./silt-data"),
             peers: None,
             rack: None,
@@ -266,6 +271,16 @@ impl BrokerConfig {
         })
     }
 
+    /// The internal listener's TLS files (client certificates from the cluster CA required),
+    /// when internal mTLS is on.
+    pub fn internal_tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: Some(self.internal_tls_ca.clone()?),
+        })
+    }
+
     /// Checks every rule; the error names the key.
     pub fn validate(&self) -> Result<(), BrokerConfigError> {
         self.listen
@@ -326,6 +341,12 @@ impl BrokerConfig {
             (None, Some(_)) => return Err(bad("tls_cert", "is needed with tls_key")),
             (None, None) if self.tls_client_ca.is_some() => {
                 return Err(bad("tls_client_ca", "needs tls_cert and tls_key (TLS on)"));
+            }
+            (None, None) if self.internal_tls_ca.is_some() => {
+                return Err(bad(
+                    "internal_tls_ca",
+                    "needs tls_cert and tls_key (the broker's certificate, CN broker-<id>)",
+                ));
             }
             _ => {}
         }

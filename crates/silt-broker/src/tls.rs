@@ -63,6 +63,24 @@ impl ServerTls {
     }
 }
 
+/// TLS for this broker's own calls to its peers' internal services: it trusts the cluster CA
+/// and presents its broker certificate.
+pub fn internal_client_config(
+    cert: &Path,
+    key: &Path,
+    cluster_ca: &Path,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    // Checked here so a bad file fails at start, not at the first connection.
+    read_certificates(cluster_ca)?;
+    read_certificates(cert)?;
+    PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: no usable private key: {e}", key.display()))?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(cluster_ca)?))
+        .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?)))
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -106,11 +124,16 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// The connections of `listener` that completed a TLS handshake, for the gRPC server; ends
-/// when the server drops it.
+/// Decides whether a peer that completed the handshake may send requests, from its verified
+/// end-entity certificate (DER).
+pub type PeerCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
+/// The connections of `listener` that completed a TLS handshake (and passed `check`, if any),
+/// for the gRPC server; ends when the server drops it.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
+    check: Option<PeerCheck>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(64);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -132,11 +155,23 @@ pub fn incoming(
                 }
             };
             let _ = sock.set_nodelay(true);
-            let (acceptor, tx) = (tls.acceptor(), tx.clone());
+            let (acceptor, tx, check) = (tls.acceptor(), tx.clone(), check.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                     Ok(Ok(stream)) => {
+                        if let Some(check) = check {
+                            let leaf =
+                                stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+                            let verdict = match leaf {
+                                Some(cert) => check(cert.as_ref()),
+                                None => Err("no client certificate".to_string()),
+                            };
+                            if let Err(why) = verdict {
+                                tracing::warn!(%peer, why, "peer refused before any request");
+                                return;
+                            }
+                        }
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
@@ -146,4 +181,97 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The subject common name of a DER certificate, if it has one (bounds-checked: `None` for
+/// anything malformed).
+pub fn subject_common_name(der: &[u8]) -> Option<String> {
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serial,
+    // signature, issuer, validity, subject, ... }, ... }
+    let (cert, _) = der_element(der, 0x30)?;
+    let (mut tbs, _) = der_element(cert, 0x30)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs, 0xa0)?.1;
+    }
+    let rest = der_element(tbs, 0x02)?.1; // serial number
+    let rest = der_element(rest, 0x30)?.1; // signature algorithm
+    let rest = der_element(rest, 0x30)?.1; // issuer
+    let rest = der_element(rest, 0x30)?.1; // validity
+    let (mut subject, _) = der_element(rest, 0x30)?;
+    // Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value }; at most one step per byte.
+    while !subject.is_empty() {
+        let (set, next) = der_element(subject, 0x31)?;
+        subject = next;
+        let (attr, _) = der_element(set, 0x30)?;
+        let (oid, value) = der_element(attr, 0x06)?;
+        if oid == [0x55, 0x04, 0x03] {
+            let (&tag, _) = value.split_first()?;
+            let (text, _) = der_element(value, tag)?;
+            return String::from_utf8(text.to_vec()).ok();
+        }
+    }
+    None
+}
+
+/// One DER element with tag `tag` at the start of `input`: (its contents, what follows).
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The broker id a broker certificate names: subject CN `broker-<id>`.
+pub fn broker_id_of(der: &[u8]) -> Option<u64> {
+    subject_common_name(der)?.strip_prefix("broker-")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    use super::*;
+
+    fn cert(cn: &str) -> Vec<u8> {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::OrganizationName, "Silt");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.self_signed(&KeyPair::generate().unwrap()).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_common_name_and_broker_id_come_from_the_subject() {
+        assert_eq!(subject_common_name(&cert("broker-3")).as_deref(), Some("broker-3"));
+        assert_eq!(broker_id_of(&cert("broker-3")), Some(3));
+        assert_eq!(broker_id_of(&cert("alice")), None);
+        assert_eq!(broker_id_of(&cert("broker-x")), None);
+    }
+
+    #[test]
+    fn malformed_certificates_have_no_name_and_do_not_panic() {
+        let good = cert("broker-1");
+        for cut in 0..good.len() {
+            let _ = subject_common_name(&good[..cut]);
+        }
+        let mut flipped = good.clone();
+        for i in 0..flipped.len() {
+            flipped[i] ^= 0xff;
+            let _ = subject_common_name(&flipped);
+            flipped[i] ^= 0xff;
+        }
+        assert_eq!(subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(subject_common_name(&[]), None);
+    }
 }

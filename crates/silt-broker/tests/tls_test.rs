@@ -31,11 +31,15 @@ impl Ca {
 
     /// (certificate PEM, key PEM) for `cn`, valid for 127.0.0.1 and localhost.
     fn sign(&self, cn: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        self.sign_for(cn, vec![usage])
+    }
+
+    fn sign_for(&self, cn: &str, usages: Vec<ExtendedKeyUsagePurpose>) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
 }
@@ -165,4 +169,108 @@ async fn a_reload_serves_the_new_certificate_and_open_connections_keep_working()
     assert!(err.contains("b.key"), "the error names the file: {err}");
     let still = connect(&addr, Some(trusting(&new_ca)), Duration::from_secs(5)).await;
     assert!(still.is_ok(), "the previous certificate is still served");
+}
+
+/// Three brokers whose internal listeners require mutual TLS with `ca`; returns the client and
+/// internal addresses and the stop handles.
+async fn mtls_cluster(dir: &Path, ca: &Ca) -> (Vec<String>, Vec<String>, Vec<oneshot::Sender<()>>) {
+    use tokio::net::TcpListener;
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listeners.push((client, internal));
+    }
+    let addr = |l: &TcpListener| l.local_addr().unwrap().to_string();
+    let clients: Vec<String> = listeners.iter().map(|(c, _)| addr(c)).collect();
+    let internals: Vec<String> = listeners.iter().map(|(_, i)| addr(i)).collect();
+    let routes = |a: &[String]| {
+        a.iter().enumerate().map(|(i, a)| format!("{}@{a}", i + 1)).collect::<Vec<_>>().join(",")
+    };
+    let ca_file = write(dir, "cluster-ca.crt", &ca.pem);
+    let mut stops = Vec::new();
+    for (i, (client, internal)) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let (cert, key) = ca.sign_for(&format!("broker-{id}"), usages);
+        let mut config = BrokerConfig::for_test(dir.join(format!("b{id}")));
+        config.node_id = id;
+        config.listen = clients[i].clone();
+        config.internal_listen = Some(internals[i].clone());
+        config.peers = Some(routes(&clients));
+        config.internal_peers = Some(routes(&internals));
+        config.tls_cert = Some(write(dir, &format!("b{id}.crt"), &cert));
+        config.tls_key = Some(write(dir, &format!("b{id}.key"), &key));
+        config.internal_tls_ca = Some(ca_file.clone());
+        let (tx, rx) = oneshot::channel();
+        stops.push(tx);
+        tokio::spawn(async move {
+            let broker = Broker::bind_listeners(config, client, internal).await.expect("binds");
+            broker
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("runs");
+        });
+    }
+    (clients, internals, stops)
+}
+
+/// Calls `ReplicaFetch` on `addr` over TLS trusting `ca`, presenting `identity`; true if the
+/// service answered.
+async fn reaches_replication(addr: &str, ca: &Ca, identity: Option<(String, String)>) -> bool {
+    use silt_proto::internal::replication_client::ReplicationClient;
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem));
+    if let Some((c, k)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(c, k));
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5));
+    let Ok(channel) = endpoint.connect().await else { return false };
+    let mut replication = ReplicationClient::new(channel);
+    let call = replication.replica_fetch(silt_proto::internal::ReplicaFetchRequest::default());
+    // An empty request is answered (nothing to fetch); a refused peer gets a transport error.
+    matches!(tokio::time::timeout(Duration::from_secs(10), call).await, Ok(Ok(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_replicate_over_mutual_tls_and_only_quorum_members_reach_internal_services() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Silt cluster CA");
+    let (clients, internals, _stops) = mtls_cluster(tmp.path(), &ca).await;
+    let client = connect(&clients[0], Some(trusting(&ca)), Duration::from_secs(60)).await.unwrap();
+    let configs = [("min.insync.replicas".to_string(), "2".to_string())].into_iter().collect();
+    client.admin().create_topic("r3", 1, 3, configs).await.expect("topic over three brokers");
+    // acks=all with min ISR 2: the followers fetched over the internal mTLS links.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let offset = loop {
+        let producer = client.try_producer(ProducerConfig::default()).unwrap();
+        let sent = producer.send(ProducerRecord::new("r3", "replicated")).await.unwrap();
+        match sent.await {
+            Ok(m) => break m.offset,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("acks=all never succeeded: {e}"),
+        }
+    };
+    assert!(offset >= 0);
+
+    let usages = || vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let member = ca.sign_for("broker-2", usages());
+    assert!(reaches_replication(&internals[0], &ca, Some(member)).await, "a member gets through");
+    let user = ca.sign("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    assert!(!reaches_replication(&internals[0], &ca, Some(user)).await, "a client certificate");
+    let stranger = ca.sign_for("broker-9", usages());
+    assert!(!reaches_replication(&internals[0], &ca, Some(stranger)).await, "not in the quorum");
+    let other = Ca::new("Another CA");
+    let forged = other.sign_for("broker-2", usages());
+    assert!(!reaches_replication(&internals[0], &ca, Some(forged)).await, "another CA");
+    assert!(!reaches_replication(&internals[0], &ca, None).await, "no certificate");
 }

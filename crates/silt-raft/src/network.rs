@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use silt_proto::internal::RaftPayload;
 use silt_proto::internal::raft_client::RaftClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::typ::{NodeId, TypeConfig};
 
@@ -35,11 +35,16 @@ pub struct Network {
     /// addresses in the Raft membership, which are whatever the initializing node configured.
     /// So each broker can reach the others by its own route (a private network, a test proxy).
     local_addresses: Arc<std::collections::BTreeMap<NodeId, String>>,
+    /// TLS to the peers (mutual: this node's certificate, the cluster CA); `None`: plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Network {
-    pub(crate) fn new(local_addresses: std::collections::BTreeMap<NodeId, String>) -> Network {
-        Network { channels: Arc::default(), local_addresses: Arc::new(local_addresses) }
+    pub(crate) fn new(
+        local_addresses: std::collections::BTreeMap<NodeId, String>,
+        tls: Option<ClientTlsConfig>,
+    ) -> Network {
+        Network { channels: Arc::default(), local_addresses: Arc::new(local_addresses), tls }
     }
 
     /// The address to use for `target`: this node's own setting, else `fallback`.
@@ -53,11 +58,13 @@ impl Network {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))
+                    .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+                if let Some(tls) = &self.tls {
+                    e = e.tls_config(tls.clone()).map_err(|e| format!("TLS to {addr}: {e}"))?;
+                }
+                let c = e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy();
                 channels.insert(addr.to_string(), c.clone());
                 c
             }

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// TLS (this node's certificate, the cluster CA) for calls to the peers; `None`: plaintext.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl NodeConfig {
@@ -56,6 +58,7 @@ impl NodeConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_min_ms: DEFAULT_ELECTION_MIN_MS,
             election_max_ms: DEFAULT_ELECTION_MAX_MS,
+            tls: None,
         }
     }
 }
@@ -107,7 +110,7 @@ impl MetadataNode {
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let network = Network::new(config.peers.clone());
+        let network = Network::new(config.peers.clone(), config.tls.clone());
         let raft =
             Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log, sm.clone())
                 .await

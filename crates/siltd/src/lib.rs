@@ -47,16 +47,18 @@ pub fn main() -> std::process::ExitCode {
 async fn serve(config: silt_broker::BrokerConfig) -> anyhow::Result<()> {
     let broker = Broker::bind(config).await?;
     eprintln!("siltd listening on {}", broker.local_addr());
-    if let Some(tls) = broker.tls() {
+    let tls: Vec<_> = broker.tls().into_iter().chain(broker.internal_tls()).collect();
+    if !tls.is_empty() {
         tokio::spawn(reload_tls_on_sighup(tls));
     }
     broker.run(shutdown_signal()).await?;
     Ok(())
 }
 
-/// Reads the TLS certificate, key and client CA again on every SIGHUP; new connections use
-/// them, open ones keep theirs, and a failed reload keeps the old ones.
-async fn reload_tls_on_sighup(tls: std::sync::Arc<silt_broker::tls::ServerTls>) {
+/// Reads the TLS certificate, key and client CA (and the internal listener's cluster CA) again
+/// on every SIGHUP; new connections use them, open ones keep theirs, and a failed reload keeps
+/// the old ones. (This broker's own calls to its peers keep the files read at start.)
+async fn reload_tls_on_sighup(tls: Vec<std::sync::Arc<silt_broker::tls::ServerTls>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -66,10 +68,12 @@ async fn reload_tls_on_sighup(tls: std::sync::Arc<silt_broker::tls::ServerTls>) 
         }
     };
     while hup.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: TLS reload failed; serving the previous certificates")
+        for t in &tls {
+            match t.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; serving the previous certificates")
+                }
             }
         }
     }

@@ -45,6 +45,11 @@ pub struct Options {
     /// Require client certificates signed by this CA (PEM): mTLS. Needs --tls-cert.
     #[arg(long, env = "SILT_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS on the internal listener: peers must present a certificate this cluster CA
+    /// (PEM) signed with subject CN broker-<id> of a quorum member; this broker calls them with
+    /// --tls-cert/--tls-key. Needs --tls-cert.
+    #[arg(long, env = "SILT_INTERNAL_TLS_CA")]
+    pub internal_tls_ca: Option<PathBuf>,
     /// HTTP address for health checks (default 127.0.0.1:9301).
     #[arg(long, env = "SILT_HTTP")]
     pub http: Option<String>,
@@ -101,6 +106,9 @@ impl Options {
         }
         if let Some(v) = &self.tls_client_ca {
             c.tls_client_ca = Some(v.clone());
+        }
+        if let Some(v) = &self.internal_tls_ca {
+            c.internal_tls_ca = Some(v.clone());
         }
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();

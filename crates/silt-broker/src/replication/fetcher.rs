@@ -18,7 +18,7 @@ use silt_proto::v1::ErrorCode;
 use silt_raft::ClusterImage;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::broker::Shared;
 use crate::partition::{EpochEnd, PartitionHandle};
@@ -159,7 +159,7 @@ async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<F
             continue;
         };
         if client.as_ref().is_none_or(|(a, _)| *a != addr) {
-            match connect(&addr) {
+            match connect(&shared.cluster, &addr) {
                 Ok(c) => client = Some((addr.clone(), c)),
                 Err(e) => {
                     tracing::warn!(leader, %addr, error = %e, "bad leader address");
@@ -194,8 +194,12 @@ async fn wait(wanted: &mut watch::Receiver<Vec<Followed>>, until: Option<Instant
     let _ = tokio::time::timeout_at(until, wanted.changed()).await;
 }
 
-fn connect(addr: &str) -> Result<ReplicationClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+fn connect(
+    cluster: &crate::cluster::Cluster,
+    addr: &str,
+) -> Result<ReplicationClient<Channel>, String> {
+    let channel = cluster
+        .internal_endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(32 * 1024 * 1024))
