@@ -25,6 +25,10 @@ pub struct ClusterSettings {
     pub request_timeout_ms: u64,
     /// More `siltd.toml` lines for every broker.
     pub extra: String,
+    /// TLS everywhere: client listeners require client certificates from a test CA (mTLS),
+    /// brokers talk to each other over mutual TLS (`internal_tls_ca`), and the harness's
+    /// clients present a certificate (see [`crate::tls`]).
+    pub tls: bool,
 }
 
 impl ClusterSettings {
@@ -38,6 +42,7 @@ impl ClusterSettings {
             replica_lag_time_max_ms: 4_000,
             request_timeout_ms: 5_000,
             extra: String::new(),
+            tls: false,
         }
     }
 }
@@ -131,8 +136,23 @@ impl ProcessCluster {
                 }
             }
         }
+        let pki = settings.tls.then(|| crate::tls::TestPki::new(tmp.path()));
+        crate::tls::set_client_tls(pki.as_ref().map(|p| p.client("harness")));
         let mut brokers = BTreeMap::new();
         for id in &ids {
+            let tls = match &pki {
+                Some(pki) => {
+                    let (cert, key) = pki.broker(*id);
+                    let ca = pki.ca_file.display();
+                    format!(
+                        "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{ca}\"\n\
+                         internal_tls_ca = \"{ca}\"\n",
+                        cert.display(),
+                        key.display()
+                    )
+                }
+                None => String::new(),
+            };
             let peers: Vec<String> = ids.iter().map(|p| format!("{p}@{}", addrs[p])).collect();
             let routes: Vec<String> = ids
                 .iter()
@@ -150,7 +170,7 @@ impl ProcessCluster {
                      internal_listen = \"{internal}\"\ninternal_peers = \"{routes}\"\n\
                      peers = \"{peers}\"\nbroker_heartbeat_interval_ms = {hb}\n\
                      broker_session_timeout_ms = {st}\nreplica_lag_time_max_ms = {lag}\n\
-                     request_timeout_ms = {rt}\n{extra}\n",
+                     request_timeout_ms = {rt}\n{tls}{extra}\n",
                     addr = addrs[id],
                     internal = internal[id],
                     routes = routes.join(","),
@@ -191,7 +211,7 @@ impl ProcessCluster {
 
     /// A client bootstrapped with every broker.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.bootstrap()).await.expect("a client connects")
+        crate::tls::connect(&self.bootstrap()).await.expect("a client connects")
     }
 
     /// Waits until `n` brokers are registered and unfenced.
@@ -386,6 +406,9 @@ impl ProcessCluster {
 
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        if self.settings.tls {
+            crate::tls::set_client_tls(None);
+        }
         for b in self.brokers.values_mut() {
             if b.paused {
                 b.signal("-CONT");
@@ -400,7 +423,7 @@ impl Drop for ProcessCluster {
 
 async fn describe_cluster(addr: &str) -> Option<v1::DescribeClusterResponse> {
     let call = async {
-        let c = Client::connect(&[addr.to_string()]).await.ok()?;
+        let c = crate::tls::connect(&[addr.to_string()]).await.ok()?;
         c.admin().describe_cluster().await.ok()
     };
     tokio::time::timeout(Duration::from_secs(2), call).await.ok().flatten()
@@ -409,7 +432,8 @@ async fn describe_cluster(addr: &str) -> Option<v1::DescribeClusterResponse> {
 /// The topic as the broker at `addr` describes it (its own replica's log start and HW).
 pub async fn describe_on(addr: &str, topic: &str) -> Option<v1::TopicDescription> {
     let call = async {
-        let mut c = v1::admin_client::AdminClient::connect(format!("http://{addr}")).await.ok()?;
+        let channel = crate::tls::endpoint(addr).connect().await.ok()?;
+        let mut c = v1::admin_client::AdminClient::new(channel);
         let req = v1::DescribeTopicsRequest { topics: vec![topic.to_string()] };
         let mut t = c.describe_topics(req).await.ok()?.into_inner().topics;
         if t.is_empty() || t[0].error_code != v1::ErrorCode::None as i32 {

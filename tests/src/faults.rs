@@ -27,7 +27,15 @@ pub async fn setup_with(
     binary: &str,
     configs: BTreeMap<String, String>,
 ) -> (ProcessCluster, Workload) {
-    let cluster = ProcessCluster::start(ClusterSettings::new(binary)).await;
+    setup_cluster(ClusterSettings::new(binary), configs).await
+}
+
+/// [`setup_with`] on a cluster with other settings (e.g. TLS everywhere).
+pub async fn setup_cluster(
+    settings: ClusterSettings,
+    configs: BTreeMap<String, String>,
+) -> (ProcessCluster, Workload) {
+    let cluster = ProcessCluster::start(settings).await;
     let client = cluster.client().await;
     client.admin().create_topic(TOPIC, PARTITIONS, 3, configs).await.expect("topic created");
     for p in 0..PARTITIONS {
@@ -185,9 +193,8 @@ pub async fn raw_produce(
     acks: v1::Acks,
     value: &str,
 ) -> Result<v1::PartitionProduceResponse, String> {
-    let mut raw = v1::data_client::DataClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = crate::tls::endpoint(addr).connect().await.map_err(|e| e.to_string())?;
+    let mut raw = v1::data_client::DataClient::new(channel);
     let mut b = silt_core::batch::BatchBuilder::new();
     b.push(&silt_core::batch::Record::value(value.to_string(), 0));
     let req = v1::ProduceRequest {
@@ -220,8 +227,7 @@ pub async fn raw_produce(
 /// A broker still catching up must answer each with `BROKER_NOT_AVAILABLE` (per item) or
 /// `Unavailable` (whole request): nothing from a stale image.
 pub async fn probe_requests(addr: &str, partition: u32) -> Vec<String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("a broker url")
+    let endpoint = crate::tls::endpoint(addr)
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
     let Ok(ch) = endpoint.connect().await else { return vec!["connect: not reachable".into()] };
@@ -357,9 +363,8 @@ pub async fn raw_fetch(
     partition: u32,
     offset: i64,
 ) -> Result<(v1::ErrorCode, usize), String> {
-    let mut raw = v1::data_client::DataClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = crate::tls::endpoint(addr).connect().await.map_err(|e| e.to_string())?;
+    let mut raw = v1::data_client::DataClient::new(channel);
     let req = v1::FetchRequest {
         topics: vec![v1::TopicFetchData {
             topic: TOPIC.into(),

@@ -9,4 +9,5 @@ pub mod faults;
 pub mod group_load;
 pub mod history;
 pub mod proxy;
+pub mod tls;
 pub mod workload;

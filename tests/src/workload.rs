@@ -68,7 +68,7 @@ impl Workload {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         for id in 0..spec.producers {
-            let client = Client::connect(&bootstrap).await.expect("producer connects");
+            let client = crate::tls::connect(&bootstrap).await.expect("producer connects");
             tasks.push(tokio::spawn(produce(
                 client,
                 spec.clone(),
@@ -78,7 +78,7 @@ impl Workload {
             )));
         }
         for id in 0..spec.consumers {
-            let client = Client::connect(&bootstrap).await.expect("consumer connects");
+            let client = crate::tls::connect(&bootstrap).await.expect("consumer connects");
             tasks.push(tokio::spawn(consume(
                 client,
                 spec.clone(),
@@ -206,7 +206,7 @@ pub async fn final_read(
     topic: &str,
     partitions: u32,
 ) -> BTreeMap<(u32, i64), String> {
-    let client = Client::connect(bootstrap).await.expect("final reader connects");
+    let client = crate::tls::connect(bootstrap).await.expect("final reader connects");
     let tps: Vec<TopicPartition> = (0..partitions)
         .map(|partition| TopicPartition { topic: topic.to_string(), partition })
         .collect();

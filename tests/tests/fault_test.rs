@@ -20,10 +20,36 @@ const SILTD: &str = env!("CARGO_BIN_EXE_siltd-under-test");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_leader_killed_five_times_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let (mut cluster, load) = setup(SILTD).await;
+    let (cluster, load) = setup(SILTD).await;
+    leader_killed(cluster, load, 5, "t1").await;
+}
+
+/// T1 with TLS everywhere (RELIABILITY T15's "T1 re-run with mTLS", issue 17): clients present
+/// certificates to the client listeners, brokers replicate and run Raft over mutual TLS, and the
+/// leader of p0 is killed three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_with_mutual_tls_everywhere_leader_killed_three_times_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let settings = silt_tests::cluster::ClusterSettings {
+        tls: true,
+        ..silt_tests::cluster::ClusterSettings::new(SILTD)
+    };
+    let (cluster, load) =
+        setup_cluster(settings, silt_tests::workload::fault_topic_configs()).await;
+    leader_killed(cluster, load, 3, "t1-mtls").await;
+}
+
+/// Kills the leader of p0 `rounds` times (waiting for a full ISR before each), measuring each
+/// failover until the first `acks=all` acknowledgement, then checks everything.
+async fn leader_killed(
+    mut cluster: silt_tests::cluster::ProcessCluster,
+    load: silt_tests::workload::Workload,
+    rounds: usize,
+    name: &str,
+) {
     let probes = History::default();
     let mut failovers = Vec::new();
-    for round in 0..5 {
+    for round in 0..rounds {
         let (leader, epoch, _) = cluster
             .wait_partition(TOPIC, 0, Duration::from_secs(60), "a full ISR", |_, _, isr| {
                 isr.len() == 3
@@ -36,18 +62,18 @@ async fn t1_leader_killed_five_times_loses_nothing() {
                 l != leader && e > epoch
             })
             .await;
-        let acked = probe_until_acked(&cluster, &probes, 0, &format!("t1-{round}")).await;
+        let acked = probe_until_acked(&cluster, &probes, 0, &format!("{name}-{round}")).await;
         let took = acked - killed;
         println!(
-            "[t1] round {round}: killed {leader} (epoch {epoch}); {new_leader} leads epoch {new_epoch}; first acks=all after {took:?}"
+            "[{name}] round {round}: killed {leader} (epoch {epoch}); {new_leader} leads epoch {new_epoch}; first acks=all after {took:?}"
         );
         failovers.push(took);
         cluster.restart(leader);
     }
     failovers.sort();
     println!(
-        "[t1] failover (kill -9 -> first acks=all ok) median {:?}, all {failovers:?}",
-        failovers[2]
+        "[{name}] failover (kill -9 -> first acks=all ok) median {:?}, all {failovers:?}",
+        failovers[rounds / 2]
     );
     assert!(
         failovers.iter().all(|d| *d < Duration::from_secs(20)),
@@ -56,7 +82,7 @@ async fn t1_leader_killed_five_times_loses_nothing() {
     for s in probes.sends() {
         load.history.record_send(s);
     }
-    finish(cluster, load, "t1").await;
+    finish(cluster, load, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
