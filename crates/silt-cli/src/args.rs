@@ -76,6 +76,11 @@ pub struct DevArgs {
     /// gRPC port of broker 1; broker N listens on PORT + 10*(N-1), its health port one above.
     #[arg(long, default_value_t = 9300)]
     pub base_port: u16,
+    /// TLS everywhere: makes a CA, broker and `admin` client certificates under DIR/tls (kept
+    /// for later starts), requires client certificates (mTLS) on every broker and mutual TLS
+    /// between brokers, and prints how to connect.
+    #[arg(long)]
+    pub secure: bool,
 }
 
 #[derive(Debug, Subcommand)]

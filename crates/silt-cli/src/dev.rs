@@ -38,6 +38,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
     // replicas an acks=all write needs two of them.
     let replication_factor = a.brokers.min(3);
     let min_insync_replicas = if replication_factor >= 3 { 2 } else { 1 };
+    let pki = if a.secure { Some(crate::dev_pki::ensure(&a.data_dir, a.brokers)?) } else { None };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -59,6 +60,20 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             },
             ..BrokerConfig::default()
         };
+        let config = match &pki {
+            // Clients need a certificate from the dev CA; brokers talk over mutual TLS.
+            Some(pki) => {
+                let (cert, key) = pki.broker(id);
+                BrokerConfig {
+                    tls_cert: Some(cert),
+                    tls_key: Some(key),
+                    tls_client_ca: Some(pki.ca()),
+                    internal_tls_ca: Some(pki.ca()),
+                    ..config
+                }
+            }
+            None => config,
+        };
         let broker = Broker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("broker {id}: {e}"), "START_FAILED"))?;
@@ -75,12 +90,29 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
         }));
     }
     let bootstrap = addrs.join(",");
-    wait_for_cluster(&addrs, a.brokers as usize).await?;
+    let tls = pki.as_ref().map(|p| p.admin_tls()).transpose()?;
+    wait_for_cluster(&addrs, a.brokers as usize, tls).await?;
+    // The flags a client of a secure dev cluster needs.
+    let flags = pki.as_ref().map(|p| {
+        let (cert, key) = p.admin();
+        format!(
+            " --tls-ca {} --tls-cert {} --tls-key {}",
+            p.ca().display(),
+            cert.display(),
+            key.display()
+        )
+    });
     match out {
-        Output::Json => outln!(
-            "{}",
-            json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir})
-        ),
+        Output::Json => {
+            let tls = pki.as_ref().map(|p| {
+                let (cert, key) = p.admin();
+                json!({"ca": p.ca(), "cert": cert, "key": key})
+            });
+            outln!(
+                "{}",
+                json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir, "tls": tls})
+            )
+        }
         Output::Text => {
             outln!(
                 "silt dev: {} broker{} up (topics default to {replication_factor} replica{}), data in {}",
@@ -90,7 +122,13 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
                 a.data_dir.display()
             );
             outln!("bootstrap: {bootstrap}");
-            outln!("try: silt -b {bootstrap} cluster info    (Ctrl-C stops the cluster)");
+            let flags = flags.unwrap_or_default();
+            if pki.is_some() {
+                outln!(
+                    "secure: TLS with client certificates (mTLS) on every broker, mutual TLS between brokers"
+                );
+            }
+            outln!("try: silt -b {bootstrap}{flags} cluster info    (Ctrl-C stops the cluster)");
         }
     }
     let _ = tokio::signal::ctrl_c().await;
@@ -128,10 +166,15 @@ fn check_data_dir(a: &DevArgs) -> Result<(), CliError> {
 }
 
 /// Waits (bounded) until a broker reports every broker alive.
-async fn wait_for_cluster(addrs: &[String], n: usize) -> Result<(), CliError> {
+async fn wait_for_cluster(
+    addrs: &[String],
+    n: usize,
+    tls: Option<silt_client::TlsOptions>,
+) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let options = silt_client::ConnectOptions { tls, ..Default::default() };
     while Instant::now() < deadline {
-        if let Ok(c) = silt_client::Client::connect(&addrs[..1]).await
+        if let Ok(c) = silt_client::Client::connect_with(&addrs[..1], options.clone()).await
             && let Ok(v) = c.admin().describe_cluster().await
             && v.brokers.iter().filter(|b| b.alive).count() == n
             && v.controller_id.is_some()

@@ -10,6 +10,7 @@ mod bench_group;
 mod cluster;
 mod consume;
 mod dev;
+mod dev_pki;
 mod error;
 mod group;
 mod produce;

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, interrupt, stderr, wait_exit};
@@ -25,6 +25,35 @@ fn free_base_port(brokers: u16) -> u16 {
     })
 }
 
+/// Starts `silt <args> --data-dir DIR` and waits (bounded) for the first stdout line that
+/// starts with `prefix`; returns the process and the rest of that line.
+fn spawn_dev(args: &[&str], dir: &std::path::Path, prefix: &'static str) -> (Child, String) {
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok(line) => (dev, line),
+        Err(e) => {
+            let _ = dev.kill();
+            panic!("silt {args:?} printed no {prefix:?} line: {e}");
+        }
+    }
+}
+
 fn silt(bootstrap: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_silt")).arg("-b").arg(bootstrap).args(args).output().unwrap()
 }
@@ -38,29 +67,8 @@ fn json(o: &std::process::Output) -> serde_json::Value {
 fn a_three_broker_dev_cluster_replicates_by_default_and_describes_every_partition() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port(3);
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_silt"))
-        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = dev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(b) = line.strip_prefix("bootstrap: ") {
-                let _ = tx.send(b.to_string());
-            }
-        }
-    });
-    let bootstrap = match rx.recv_timeout(Duration::from_secs(90)) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = dev.kill();
-            panic!("silt dev printed no bootstrap: {e}");
-        }
-    };
+    let dev_args = ["dev", "--base-port", &base.to_string()];
+    let (mut dev, bootstrap) = spawn_dev(&dev_args, dir.path(), "bootstrap: ");
     let first = bootstrap.split(',').next().unwrap().to_string();
 
     tracing_free_phase("--- default topics have 3 replicas and min.insync.replicas 2");
@@ -135,4 +143,40 @@ fn a_three_broker_dev_cluster_replicates_by_default_and_describes_every_partitio
 
 fn tracing_free_phase(what: &str) {
     eprintln!("{what}");
+}
+
+/// `silt dev --secure` (issue 17): certificates under DIR/tls, mTLS on the client port, and a
+/// printed command that works as is; a plaintext client is refused; a restart reuses the
+/// certificates, so the same command still works.
+#[test]
+fn a_secure_dev_cluster_prints_the_flags_that_connect_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(1);
+    let base = base.to_string();
+    let dev_args = ["dev", "--secure", "--brokers", "1", "--base-port", &base];
+    let start = || spawn_dev(&dev_args, dir.path(), "try: silt ");
+    let (mut dev, printed) = start();
+    // "-b HOST:PORT --tls-ca CA --tls-cert CERT --tls-key KEY cluster info    (Ctrl-C ...)"
+    let flags: Vec<String> =
+        printed.split("    (").next().unwrap().split_whitespace().map(String::from).collect();
+    assert!(flags.contains(&"--tls-ca".to_string()), "{printed}");
+    assert!(dir.path().join("tls/ca.crt").exists() && dir.path().join("tls/admin.key").exists());
+    let run = |extra: &[&str]| {
+        let base_flags: Vec<&str> =
+            flags.iter().map(String::as_str).take_while(|f| *f != "cluster").collect();
+        Command::new(env!("CARGO_BIN_EXE_silt")).args(&base_flags).args(extra).output().unwrap()
+    };
+    let o = run(&["topic", "create", "secure", "-p", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = silt(&flags[1], &["--connect-timeout-ms", "1000", "topic", "list"]);
+    assert_eq!(plain.status.code(), Some(1), "plaintext is refused: {}", stderr(&plain));
+    interrupt(&dev);
+    assert!(wait_exit(&mut dev, 60).success());
+
+    let (mut dev, again) = start();
+    assert_eq!(again, printed, "the same certificates after a restart");
+    let o = run(&["topic", "list"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("secure"), "{}", stderr(&o));
+    interrupt(&dev);
+    assert!(wait_exit(&mut dev, 60).success());
 }
