@@ -4,13 +4,15 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use silt_core::batch::{BatchHeader, BatchIter};
 use silt_core::{LeaderEpoch, Offset};
 use silt_storage::{Log, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
+
+mod producing;
 
 use super::leader::LeaderState;
 use super::producer_snapshot;
@@ -21,6 +23,7 @@ use super::{
     Truncated, WaitFor,
 };
 use crate::topic_config::{Durability, TopicConfig};
+use producing::Parked;
 
 /// Most commands handled between two syncs (bounds the latency of the first waiter).
 const GROUP_COMMIT_MAX: usize = 256;
@@ -110,22 +113,6 @@ fn write_hw_checkpoint(dir: &Path, hw: Offset) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join(HW_CHECKPOINT_FILE))?;
     std::fs::File::open(dir)?.sync_all()
 }
-
-/// A produce waiting for its producer's previous batch.
-struct Parked {
-    batches: Vec<Vec<u8>>,
-    wait: WaitFor,
-    reply: Reply<Appended>,
-    held: Option<crate::service::produce_budget::Held>,
-    since: Instant,
-}
-
-/// Produces parked at once per partition (5 per producer for a few producers; more are
-/// refused at once).
-const PARK_MAX: usize = 32;
-/// How long a produce waits for its predecessor. Checked whenever the worker handles a command
-/// (the flush tick wakes it at least every `flush_interval_ms`), so a refusal can come later.
-const PARK_FOR: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn new(log: Log, config: TopicConfig) -> Worker {
@@ -290,63 +277,6 @@ impl Worker {
         let _ = self.close(false);
     }
 
-    /// Appends a produce and answers it (or queues its answer for the HW); one whose idempotent
-    /// batch arrived before its predecessor is parked instead. True if something was appended.
-    fn append_or_park(&mut self, mut p: Parked) -> bool {
-        match self.append(&mut p.batches, p.wait) {
-            Ok(a) => {
-                drop(p.held);
-                if p.wait == WaitFor::Commit {
-                    self.waiters.push_back(Waiter { appended: a, reply: p.reply });
-                } else {
-                    let _ = p.reply.send(Ok(a));
-                }
-                true
-            }
-            Err(PartitionError::Sequence(e))
-                if e.is_ahead() && self.parked.len() < PARK_MAX && p.since.elapsed() < PARK_FOR =>
-            {
-                self.parked.push(p);
-                false
-            }
-            Err(e) => {
-                let _ = p.reply.send(Err(e));
-                false
-            }
-        }
-    }
-
-    /// After an append: the parked produces whose predecessors may now be in, in arrival order,
-    /// until a pass appends nothing (each pass that goes on appended at least one).
-    fn retry_parked(&mut self) {
-        while !self.parked.is_empty() {
-            let mut progressed = false;
-            for p in std::mem::take(&mut self.parked) {
-                progressed |= self.append_or_park(p);
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    /// Refuses the parked produces that waited [`PARK_FOR`] for their predecessor: the client
-    /// resends them in order (`OUT_OF_ORDER_SEQUENCE_NUMBER`, nothing appended).
-    fn expire_parked(&mut self) {
-        if self.parked.iter().any(|p| p.since.elapsed() >= PARK_FOR) {
-            for p in std::mem::take(&mut self.parked) {
-                // Past its time it is answered, not parked again.
-                self.append_or_park(p);
-            }
-        }
-    }
-
-    fn refuse_parked(&mut self, why: impl Fn() -> PartitionError) {
-        for p in self.parked.drain(..) {
-            let _ = p.reply.send(Err(why()));
-        }
-    }
-
     fn append(
         &mut self,
         batches: &mut [Vec<u8>],
@@ -403,58 +333,6 @@ impl Worker {
             log_start: log.log_start_offset(),
             synced: false,
         })
-    }
-
-    /// The leader's dedupe decisions for a request's batches (`None` when none carries a
-    /// producer id); builds the producers' state from the log first if needed.
-    fn plan_producers(
-        &mut self,
-        batches: &[Vec<u8>],
-    ) -> Result<Option<Vec<Decision>>, PartitionError> {
-        // The common case (no producer ids) costs a header parse per batch and no allocation.
-        let idempotent = |b: &Vec<u8>| BatchHeader::parse(b).is_some_and(|h| h.producer_id >= 0);
-        if !batches.iter().any(idempotent) {
-            return Ok(None);
-        }
-        let headers: Vec<BatchHeader> =
-            batches.iter().filter_map(|b| BatchHeader::parse(b)).collect();
-        if headers.len() != batches.len() {
-            return Ok(None);
-        }
-        if self.producers.is_none() {
-            let started = Instant::now();
-            let p = Producers::rebuild(self.log_ref())?;
-            tracing::info!(dir = %self.log_ref().dir().display(), producers = p.len(), took = ?started.elapsed(), "rebuilt the idempotent producers' state from the log");
-            self.producers = Some(p);
-        }
-        let p = self.producers.as_ref().expect("invariant: built above");
-        Ok(Some(p.plan(&headers)?))
-    }
-
-    /// Drops the producers' state before the log is cut to `kept` (`None`: emptied), with the
-    /// snapshots above it (it is rebuilt when next needed).
-    fn forget_producers(&mut self, kept: Option<Offset>) {
-        self.producers = None;
-        producer_snapshot::delete_above(self.log_ref().dir(), kept);
-    }
-
-    /// After an append that rolled the active segment: a snapshot of the producers' state at
-    /// the log's end (built first if needed, from the previous snapshot on), so a later rebuild
-    /// replays at most about a segment.
-    fn snapshot_producers(&mut self) {
-        if self.producers.is_none() {
-            match Producers::rebuild(self.log_ref()) {
-                Ok(p) => self.producers = Some(p),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot build the producers' state for a snapshot");
-                    return;
-                }
-            }
-        }
-        let (log, p) = (self.log_ref(), self.producers.as_ref().expect("invariant: built above"));
-        if let Err(e) = producer_snapshot::write(log.dir(), log.log_end_offset(), p) {
-            tracing::warn!(dir = %log.dir().display(), error = %e, "cannot write a producer snapshot");
-        }
     }
 
     /// The end of a round: the group commit (one sync for everything appended in it, leaders of
