@@ -292,6 +292,11 @@ impl ProcessCluster {
         b.paused = true;
     }
 
+    /// SIGHUP: the broker reads its TLS files again.
+    pub fn hangup(&self, id: u64) {
+        self.brokers[&id].signal("-HUP");
+    }
+
     pub fn resume(&mut self, id: u64) {
         let b = self.brokers.get_mut(&id).expect("known broker");
         b.signal("-CONT");

@@ -5,7 +5,9 @@
 //! Each test injects its faults, heals, and checks the history (C1 no acknowledged record lost,
 //! C2 one value per offset, C4 readers only go forward and acknowledged order holds, C5 nothing
 //! read that was not sent), that the replicas are byte-identical below the HW (C6), and that no
-//! broker panicked (C9). The tests run one at a time (they share the two cores).
+//! broker panicked (C9), C3 (no record twice) included. T1 also runs with mutual TLS everywhere,
+//! and a single TLS broker has its certificate rotated by SIGHUP. The tests run one at a time
+//! (they share the two cores, and a TLS cluster sets the harness's client TLS).
 
 use std::time::{Duration, Instant};
 
@@ -466,4 +468,64 @@ async fn fsyncgate_a_failed_sync_takes_the_replica_offline_and_loses_nothing() {
         .await;
     println!("[fsync] {leader} reopened its log and rejoined the ISR");
     finish(cluster, load, "fsync").await;
+}
+
+/// Issue 17: certificate rotation on a running broker. Its certificate and key are replaced by
+/// ones from a new CA and it gets SIGHUP: new connections get the new certificate, an open
+/// connection keeps producing, clients that trust only the old CA are refused; broken files
+/// on the next SIGHUP are logged and the broker keeps serving the last good certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_tls_certificate_and_the_broker_keeps_serving() {
+    use silt_client::{Client, ConnectOptions, TlsOptions};
+    use silt_tests::cluster::{ClusterSettings, ProcessCluster};
+    let _serial = SERIAL.lock().await;
+    let settings = ClusterSettings { brokers: 1, tls: true, ..ClusterSettings::new(SILTD) };
+    let cluster = ProcessCluster::start(settings).await;
+    let old = cluster.client().await;
+    old.admin().create_topic("rotate", 1, 1, Default::default()).await.expect("topic");
+    let produce = |c: &Client, v: &'static str| {
+        let p = c.producer(ProducerConfig { acks: Acks::All, ..Default::default() });
+        async move { p.send(ProducerRecord::new("rotate", v)).await.unwrap().await.unwrap().offset }
+    };
+    assert_eq!(produce(&old, "before").await, 0);
+
+    let root = cluster.root().to_owned();
+    std::fs::create_dir_all(root.join("new-ca")).unwrap();
+    let new_ca = silt_tests::tls::TestPki::new(&root.join("new-ca"));
+    let (cert, key) = new_ca.broker(1);
+    std::fs::copy(cert, root.join("broker-1.crt")).unwrap();
+    std::fs::copy(key, root.join("broker-1.key")).unwrap();
+    cluster.hangup(1);
+    // The broker still asks for client certificates from the first CA: the harness's.
+    let identity = silt_tests::tls::client_tls().and_then(|t| t.identity);
+    let trusting_new = TlsOptions { ca_pem: new_ca.ca_pem.clone().into_bytes(), identity };
+    let connect = |tls: TlsOptions| {
+        let options = ConnectOptions { within: Duration::from_secs(2), tls: Some(tls) };
+        let bootstrap = cluster.bootstrap();
+        async move { Client::connect_with(&bootstrap, options).await }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let new = loop {
+        match connect(trusting_new.clone()).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => eprintln!("not yet: {e}"),
+            Err(e) => panic!("the new certificate was never served: {e}"),
+        }
+    };
+    assert_eq!(produce(&new, "after").await, 1);
+    assert_eq!(produce(&old, "open connection").await, 2, "the open connection keeps working");
+    let old_only = silt_tests::tls::client_tls().expect("the harness's TLS");
+    assert!(connect(old_only).await.is_err(), "a client trusting only the old CA is refused");
+    assert!(cluster.log_of(1).contains("SIGHUP: TLS certificates reloaded"));
+
+    std::fs::write(root.join("broker-1.key"), "not a key").unwrap();
+    cluster.hangup(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.log_of(1).contains("TLS reload failed") {
+        assert!(Instant::now() < deadline, "the failed reload was not logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still = connect(trusting_new).await.expect("the last good certificate is served");
+    assert_eq!(produce(&still, "still").await, 3);
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }
