@@ -35,11 +35,25 @@ impl Ca {
     }
 
     fn sign_for(&self, cn: &str, usages: Vec<ExtendedKeyUsagePurpose>) -> (String, String) {
+        self.sign_with(cn, usages, false)
+    }
+
+    /// With `expired`: valid in 2020 only.
+    fn sign_with(
+        &self,
+        cn: &str,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        expired: bool,
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = usages;
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
         (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
 }
@@ -273,4 +287,32 @@ async fn brokers_replicate_over_mutual_tls_and_only_quorum_members_reach_interna
     let forged = other.sign_for("broker-2", usages());
     assert!(!reaches_replication(&internals[0], &ca, Some(forged)).await, "another CA");
     assert!(!reaches_replication(&internals[0], &ca, None).await, "no certificate");
+}
+
+/// RELIABILITY T15: expired certificates are refused both ways: a client does not accept a
+/// broker whose certificate expired, and a broker requiring client certificates does not accept
+/// an expired one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_are_refused_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Silt test CA");
+    let ca_file = write(tmp.path(), "ca.crt", &ca.pem);
+    let server = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let (cert, key) = ca.sign_with("broker-1", server.clone(), true);
+    let (cert, key) = (write(tmp.path(), "old.crt", &cert), write(tmp.path(), "old.key", &key));
+    let (addr, _tls, _stop) = tls_broker(&tmp.path().join("a"), cert, key, None).await;
+    let refused = connect(&addr, Some(trusting(&ca)), Duration::from_secs(10)).await;
+    let err = refused.expect_err("a broker with an expired certificate is not trusted");
+    assert!(err.contains("expired"), "refused for its expiry: {err}");
+
+    let (cert, key) = ca.sign_with("broker-1", server, false);
+    let (cert, key) = (write(tmp.path(), "b.crt", &cert), write(tmp.path(), "b.key", &key));
+    let (addr, _tls, _stop2) = tls_broker(&tmp.path().join("b"), cert, key, Some(ca_file)).await;
+    let (c, k) = ca.sign_with("alice", vec![ExtendedKeyUsagePurpose::ClientAuth], false);
+    let valid = TlsOptions { identity: Some((c.into_bytes(), k.into_bytes())), ..trusting(&ca) };
+    let (c, k) = ca.sign_with("alice", vec![ExtendedKeyUsagePurpose::ClientAuth], true);
+    let expired = TlsOptions { identity: Some((c.into_bytes(), k.into_bytes())), ..trusting(&ca) };
+    assert!(connect(&addr, Some(valid), Duration::from_secs(30)).await.is_ok(), "control");
+    let refused = connect(&addr, Some(expired), Duration::from_secs(3)).await;
+    assert!(refused.is_err(), "an expired client certificate is refused");
 }
