@@ -87,16 +87,9 @@ pub fn endpoint(addr: &str) -> tonic::transport::Endpoint {
         None => {
             tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("a broker url")
         }
-        Some(t) => {
-            let mut c = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(t.ca_pem));
-            if let Some((cert, key)) = t.identity {
-                c = c.identity(tonic::transport::Identity::from_pem(cert, key));
-            }
-            tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-                .expect("a broker url")
-                .tls_config(c)
-                .expect("TLS settings")
-        }
+        Some(t) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .expect("a broker url")
+            .tls_config(t.tonic_config())
+            .expect("TLS settings"),
     }
 }

@@ -71,14 +71,19 @@ pub fn internal_client_config(
     cluster_ca: &Path,
 ) -> Result<tonic::transport::ClientTlsConfig, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (ca_pem, cert_pem, key_pem) = (read(cluster_ca)?, read(cert)?, read(key)?);
     // Checked here so a bad file fails at start, not at the first connection.
-    read_certificates(cluster_ca)?;
-    read_certificates(cert)?;
-    PrivateKeyDer::from_pem_file(key)
+    for (pem, path) in [(&ca_pem, cluster_ca), (&cert_pem, cert)] {
+        let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>();
+        if certs.map_or(true, |c| c.is_empty()) {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+    }
+    PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("{}: no usable private key: {e}", key.display()))?;
     Ok(tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read(cluster_ca)?))
-        .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?)))
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

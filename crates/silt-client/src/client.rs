@@ -46,6 +46,17 @@ pub struct TlsOptions {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl TlsOptions {
+    /// The tonic client TLS settings these options stand for.
+    pub fn tonic_config(&self) -> ClientTlsConfig {
+        let c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => c.identity(Identity::from_pem(cert, key)),
+            None => c,
+        }
+    }
+}
+
 /// How [`Client::connect_with`] connects.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -99,13 +110,7 @@ impl Client {
         if bootstrap.is_empty() {
             return Err(ClientError::InvalidArgument("no bootstrap address".into()));
         }
-        let tls = options.tls.map(|t| {
-            let mut c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(t.ca_pem));
-            if let Some((cert, key)) = t.identity {
-                c = c.identity(Identity::from_pem(cert, key));
-            }
-            c
-        });
+        let tls = options.tls.as_ref().map(TlsOptions::tonic_config);
         let client = Client {
             inner: Arc::new(Inner {
                 bootstrap: bootstrap.to_vec(),
