@@ -358,7 +358,15 @@ async fn t19_damage_on_the_leader_hands_over_and_recopies() {
         })
         .await;
     let new_addr = cluster.brokers[&new_leader].addr.clone();
-    let (code, bytes) = raw_fetch(&new_addr, 0, 0).await.expect("the new leader answers");
+    // The metadata may name the new leader a moment before that broker has applied it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, bytes) = loop {
+        let (code, bytes) = raw_fetch(&new_addr, 0, 0).await.expect("the new leader answers");
+        if code != v1::ErrorCode::NotLeader || Instant::now() > deadline {
+            break (code, bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(code == v1::ErrorCode::None && bytes > 0, "the new leader serves offset 0: {code:?}");
     cluster
         .wait_partition(TOPIC, 0, Duration::from_secs(60), "the ISR back to 3", |_, _, isr| {
