@@ -25,9 +25,11 @@ pub struct ClusterSettings {
     pub request_timeout_ms: u64,
     /// More `siltd.toml` lines for every broker.
     pub extra: String,
-    /// TLS everywhere: client listeners require client certificates from a test CA (mTLS),
-    /// brokers talk to each other over mutual TLS (`internal_tls_ca`), and the harness's
-    /// clients present a certificate (see [`crate::tls`]).
+    /// TLS and authentication everywhere: client listeners take certificates from a test CA
+    /// and authenticate every request (`auth`), brokers talk to each other over mutual TLS
+    /// (`internal_tls_ca`), and the harness's clients present a certificate for `User:harness`,
+    /// whose rights are ACLs (every topic, group and the cluster) that `User:admin`, the super
+    /// user, grants at start (see [`crate::tls`]).
     pub tls: bool,
 }
 
@@ -146,7 +148,8 @@ impl ProcessCluster {
                     let ca = pki.ca_file.display();
                     format!(
                         "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{ca}\"\n\
-                         internal_tls_ca = \"{ca}\"\n",
+                         internal_tls_ca = \"{ca}\"\nauth = true\n\
+                         super_users = [\"User:admin\"]\n",
                         cert.display(),
                         key.display()
                     )
@@ -201,6 +204,9 @@ impl ProcessCluster {
         }
         let cluster = ProcessCluster { brokers, links, settings, tmp };
         cluster.wait_alive(ids.len(), Duration::from_secs(60)).await;
+        if let Some(pki) = &pki {
+            crate::tls::grant_harness(&cluster.bootstrap(), pki).await;
+        }
         cluster
     }
 

@@ -93,3 +93,43 @@ pub fn endpoint(addr: &str) -> tonic::transport::Endpoint {
             .expect("TLS settings"),
     }
 }
+
+/// As the super user `User:admin`: every right on every topic, group and the cluster to
+/// `User:harness` (the harness's clients), through ACLs, so the fault tests run with
+/// authentication and authorization on.
+pub async fn grant_harness(bootstrap: &[String], pki: &TestPki) {
+    use silt_proto::v1::{Acl, AclOperation, AclPermission, PatternType, ResourceType};
+    let options = ConnectOptions { tls: Some(pki.client("admin")), ..Default::default() };
+    let admin = Client::connect_with(bootstrap, options).await.expect("the admin logs in");
+    let acls = [ResourceType::Topic, ResourceType::Group, ResourceType::Cluster]
+        .into_iter()
+        .map(|rt| Acl {
+            principal: "User:harness".into(),
+            resource_type: rt as i32,
+            resource_name: "*".into(),
+            pattern: PatternType::Literal as i32,
+            operation: AclOperation::All as i32,
+            permission: AclPermission::Allow as i32,
+        })
+        .collect();
+    admin.admin().create_acls(acls).await.expect("ACLs for the harness");
+    // Every broker applies them before the test starts (each answers from its own image).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for addr in bootstrap {
+        loop {
+            let seen = match endpoint(addr).connect().await {
+                Ok(ch) => {
+                    let mut s = silt_proto::v1::security_client::SecurityClient::new(ch);
+                    let req = silt_proto::v1::ListAclsRequest { filter: None };
+                    s.list_acls(req).await.map_or(0, |r| r.into_inner().acls.len())
+                }
+                Err(_) => 0,
+            };
+            if seen >= 3 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{addr} did not apply the ACLs");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

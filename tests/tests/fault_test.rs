@@ -26,9 +26,10 @@ async fn t1_leader_killed_five_times_loses_nothing() {
     leader_killed(cluster, load, 5, "t1").await;
 }
 
-/// T1 with TLS everywhere (RELIABILITY T15's "T1 re-run with mTLS", issue 17): clients present
-/// certificates to the client listeners, brokers replicate and run Raft over mutual TLS, and the
-/// leader of p0 is killed three times.
+/// T1 with TLS and authentication everywhere (RELIABILITY T15's "T1 re-run with mTLS", issue
+/// 17): clients present certificates to the client listeners and every request is authorized by
+/// ACLs (`auth`; the harness's principal has ACLs, not super-user rights), brokers replicate and
+/// run Raft over mutual TLS, and the leader of p0 is killed three times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_with_mutual_tls_everywhere_leader_killed_three_times_loses_nothing() {
     let _serial = SERIAL.lock().await;
@@ -508,7 +509,8 @@ async fn sighup_rotates_the_tls_certificate_and_the_broker_keeps_serving() {
     let identity = silt_tests::tls::client_tls().and_then(|t| t.identity);
     let trusting_new = TlsOptions { ca_pem: new_ca.ca_pem.clone().into_bytes(), identity };
     let connect = |tls: TlsOptions| {
-        let options = ConnectOptions { within: Duration::from_secs(2), tls: Some(tls) };
+        let options =
+            ConnectOptions { within: Duration::from_secs(2), tls: Some(tls), credentials: None };
         let bootstrap = cluster.bootstrap();
         async move { Client::connect_with(&bootstrap, options).await }
     };

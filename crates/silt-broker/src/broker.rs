@@ -11,6 +11,7 @@ use silt_proto::v1::admin_server::AdminServer;
 use silt_proto::v1::data_server::DataServer;
 use silt_proto::v1::groups_server::GroupsServer;
 use silt_proto::v1::metadata_server::MetadataServer;
+use silt_proto::v1::security_server::SecurityServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     pub produce_budget: crate::service::produce_budget::ProduceBudget,
     /// The consumer groups this broker coordinates.
     pub coordinator: crate::groups::Coordinator,
+    /// Authentication state and super users (`auth`).
+    pub auth: crate::auth::Authenticator,
 }
 
 impl Shared {
@@ -372,6 +375,7 @@ impl Broker {
             config.max_queued_produce_bytes_per_connection,
             config.max_request_bytes,
         );
+        let auth = crate::auth::Authenticator::new(config.auth, &config.super_users);
         let shared = Arc::new(Shared {
             config,
             advertised,
@@ -385,8 +389,9 @@ impl Broker {
             metrics: crate::metrics::Metrics::default(),
             produce_budget,
             coordinator: crate::groups::Coordinator::default(),
+            auth,
         });
-        tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), "broker bound");
+        tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), auth = shared.auth.enabled(), "broker bound");
         tracing::info!(addr = %internal_addr, advertised = %internal_advertised, mtls = internal_tls.is_some(), "internal services bound (Raft, controller, replication)");
         Ok(Broker { shared, listener, local_addr, internal, internal_addr, tls, internal_tls })
     }
@@ -434,6 +439,9 @@ impl Broker {
             .max_encoding_message_size(c.max_response_bytes);
         let data =
             crate::service::produce_budget::Budgeted::new(data, shared.produce_budget.clone());
+        let security = SecurityServer::new(crate::service::SecurityService::new(shared.clone()))
+            .max_decoding_message_size(c.max_request_bytes)
+            .max_encoding_message_size(c.max_response_bytes);
         let admin = AdminServer::new(AdminService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
@@ -473,8 +481,14 @@ impl Broker {
                 internal_router.serve_with_incoming_shutdown(nodelay(self.internal), internal_stop),
             ),
         };
-        let router =
-            server().add_service(data).add_service(admin).add_service(metadata).add_service(groups);
+        // Every client service authenticates its requests first (a pass-through with auth off).
+        use crate::auth::layer::Authenticated;
+        let router = server()
+            .add_service(Authenticated::new(data, shared.clone()))
+            .add_service(Authenticated::new(admin, shared.clone()))
+            .add_service(Authenticated::new(metadata, shared.clone()))
+            .add_service(Authenticated::new(groups, shared.clone()))
+            .add_service(Authenticated::new(security, shared.clone()));
         let stop = async {
             shutdown.await;
             crate::cluster::move_leadership_away(&shared).await;

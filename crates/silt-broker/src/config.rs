@@ -132,6 +132,12 @@ pub struct BrokerConfig {
     /// a certificate this cluster CA signed, with subject CN `broker-<id>` of a quorum member;
     /// this broker calls them with its `tls_cert`/`tls_key`. Needs TLS on.
     pub internal_tls_ca: Option<PathBuf>,
+    /// Authentication and ACLs on the client listener: every request needs a principal (a
+    /// password login, or a client certificate when `tls_client_ca` is set), and every
+    /// operation an allowing ACL. Needs TLS on.
+    pub auth: bool,
+    /// Principals (`User:NAME`) allowed everything without ACLs.
+    pub super_users: Vec<String>,
     pub data_dir: PathBuf,
     /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`. A broker not in the list joins
     /// as a learner. Absent: a quorum of one, this broker (`node_id@` its advertised address).
@@ -194,6 +200,8 @@ impl Default for BrokerConfig {
             tls_key: None,
             tls_client_ca: None,
             internal_tls_ca: None,
+            auth: false,
+            super_users: Vec::new(),
             data_dir: PathBuf::from("./silt-data"),
             peers: None,
             rack: None,
@@ -268,6 +276,7 @@ impl BrokerConfig {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),
+            client_certificate_optional: self.auth,
         })
     }
 
@@ -278,6 +287,7 @@ impl BrokerConfig {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: Some(self.internal_tls_ca.clone()?),
+            client_certificate_optional: false,
         })
     }
 
@@ -349,6 +359,16 @@ impl BrokerConfig {
                 ));
             }
             _ => {}
+        }
+        if self.auth && self.tls_cert.is_none() {
+            return Err(bad(
+                "auth",
+                "needs TLS (tls_cert, tls_key): passwords must not cross the network in clear",
+            ));
+        }
+        if let Some(p) = self.super_users.iter().find(|p| crate::auth::check_principal(p).is_err())
+        {
+            return Err(bad("super_users", format!("{p:?} is not User:NAME")));
         }
         if self.max_response_bytes < self.max_request_bytes {
             return Err(bad(

@@ -2,6 +2,7 @@
 //! services (`Broker::bind(config)` / `run(shutdown)`). `siltd` is a thin main around it, and
 //! tests start brokers in-process on port 0.
 
+pub mod auth;
 mod broker;
 mod cluster;
 pub mod config;

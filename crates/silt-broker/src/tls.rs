@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
-use tokio_rustls::server::TlsStream;
+
+use crate::auth::connection::TlsConn;
 
 /// Handshakes in progress at once; more connections wait in the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -30,6 +31,9 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: Option<PathBuf>,
+    /// With a client CA: a client may also connect without a certificate (then it must log in
+    /// with a password: authentication on). A certificate it presents must still verify.
+    pub client_certificate_optional: bool,
 }
 
 /// The listener's TLS configuration, replaceable while it serves.
@@ -55,7 +59,7 @@ impl ServerTls {
 
     /// Whether clients must present a certificate signed by the client CA.
     pub fn requires_client_certificates(&self) -> bool {
-        self.files.client_ca.is_some()
+        self.files.client_ca.is_some() && !self.files.client_certificate_optional
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -114,9 +118,13 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
             for c in read_certificates(ca)? {
                 roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = if files.client_certificate_optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|e| format!("{}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -139,7 +147,7 @@ pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
     check: Option<PeerCheck>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
@@ -177,7 +185,7 @@ pub fn incoming(
                                 return;
                             }
                         }
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(TlsConn::new(stream))).await;
                     }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),

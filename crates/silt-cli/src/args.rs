@@ -5,16 +5,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "silt", version, about = "Command-line client for Silt")]
 pub struct Cli {
-    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "SILT_BOOTSTRAP",
-        hide_env_values = true,
-        default_value = "127.0.0.1:9300"
-    )]
-    pub bootstrap: String,
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...] [default: the profile's, else
+    /// 127.0.0.1:9300].
+    #[arg(short, long, global = true, env = "SILT_BOOTSTRAP", hide_env_values = true)]
+    pub bootstrap: Option<String>,
+    /// Connection settings from this profile of ~/.config/silt/config.toml (or $SILT_CONFIG);
+    /// flags given on the command line override them [default: the file's default_profile].
+    #[arg(long, global = true, env = "SILT_PROFILE")]
+    pub profile: Option<String>,
+    /// Log in as this user (brokers with --auth); the password from SILT_PASSWORD, else a
+    /// prompt.
+    #[arg(long, global = true, env = "SILT_USER")]
+    pub user: Option<String>,
     /// How long to keep trying to reach a broker that can answer (brokers restarting or
     /// catching up with the cluster), in ms.
     #[arg(long, global = true, default_value_t = 15_000)]
@@ -63,6 +65,88 @@ pub enum Command {
     Bench(BenchCmd),
     /// Run a local cluster of brokers in this process, until Ctrl-C.
     Dev(DevArgs),
+    /// Create, delete and list users (password logins; brokers with --auth).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Add, remove and list ACLs (brokers with --auth).
+    #[command(subcommand)]
+    Acl(AclCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user, or set a new password: from SILT_NEW_PASSWORD, else SILT_PASSWORD (when
+    /// not also logging in with --user), else a prompt.
+    Create {
+        /// User name; its principal is User:NAME.
+        name: String,
+    },
+    /// Delete a user (its open connections stay authenticated until they close).
+    Delete {
+        /// User name.
+        name: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OperationArg {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    DescribeConfigs,
+    AlterConfigs,
+}
+
+/// The resource an ACL command names.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct AclResource {
+    /// A topic (`*`: every topic).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// A consumer group (`*`: every group).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The cluster (topic creation, users and ACLs, listing every group).
+    #[arg(long)]
+    pub cluster: bool,
+    /// A transactional id.
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    /// Allow PRINCIPAL (User:NAME, or User:* for everyone).
+    #[arg(long, value_name = "PRINCIPAL", conflicts_with = "deny")]
+    pub allow: Option<String>,
+    /// Deny PRINCIPAL (a deny wins over every allow).
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub deny: Option<String>,
+    /// The operation.
+    #[arg(long, value_enum)]
+    pub operation: Option<OperationArg>,
+    #[command(flatten)]
+    pub resource: AclResource,
+    /// The name is a prefix: the ACL covers every resource whose name starts with it.
+    #[arg(long)]
+    pub prefixed: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCmd {
+    /// Add an ACL: --allow|--deny PRINCIPAL --operation OP --topic T|--group G|--cluster.
+    Add(AclArgs),
+    /// Remove every ACL matching the flags given (absent flags match anything; at least one).
+    Remove(AclArgs),
+    /// List ACLs, optionally only those matching the flags given.
+    List(AclArgs),
 }
 
 #[derive(Debug, Args)]

@@ -69,6 +69,8 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
                     tls_key: Some(key),
                     tls_client_ca: Some(pki.ca()),
                     internal_tls_ca: Some(pki.ca()),
+                    auth: true,
+                    super_users: vec![DEV_SUPER_USER.to_string()],
                     ..config
                 }
             }
@@ -102,6 +104,11 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             key.display()
         )
     });
+    // The same settings as a profile (`SILT_CONFIG=FILE silt ...`).
+    let profile = match &pki {
+        Some(p) => Some(write_profile(&a.data_dir, &bootstrap, p)?),
+        None => None,
+    };
     match out {
         Output::Json => {
             let tls = pki.as_ref().map(|p| {
@@ -110,7 +117,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             });
             outln!(
                 "{}",
-                json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir, "tls": tls})
+                json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir, "tls": tls, "profile": profile})
             )
         }
         Output::Text => {
@@ -125,10 +132,17 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             let flags = flags.unwrap_or_default();
             if pki.is_some() {
                 outln!(
-                    "secure: TLS with client certificates (mTLS) on every broker, mutual TLS between brokers"
+                    "secure: TLS on every broker, mutual TLS between brokers, authentication and ACLs on; \
+                     the admin certificate logs in as super user {DEV_SUPER_USER}"
                 );
             }
             outln!("try: silt -b {bootstrap}{flags} cluster info    (Ctrl-C stops the cluster)");
+            if let Some(file) = &profile {
+                outln!(
+                    "or:  SILT_CONFIG={} silt cluster info    (profile {DEV_PROFILE})",
+                    file.display()
+                );
+            }
         }
     }
     let _ = tokio::signal::ctrl_c().await;
@@ -184,4 +198,32 @@ async fn wait_for_cluster(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(CliError::failed("the local cluster did not form within 60 s", "CLUSTER_NOT_FORMED"))
+}
+
+/// The super user of `silt dev --secure` (its `admin` certificate's CN).
+const DEV_SUPER_USER: &str = "User:admin";
+/// The profile `silt dev --secure` writes.
+const DEV_PROFILE: &str = "dev-secure";
+
+/// Writes `DATA_DIR/silt.toml`, a profile file with the admin's connection settings.
+fn write_profile(
+    data_dir: &std::path::Path,
+    bootstrap: &str,
+    pki: &crate::dev_pki::DevPki,
+) -> Result<std::path::PathBuf, CliError> {
+    let (cert, key) = pki.admin();
+    // Absolute: a profile's relative paths are relative to the profile file.
+    let abs = |p: std::path::PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let profile = crate::profile::Profile {
+        bootstrap: Some(bootstrap.to_string()),
+        tls_ca: Some(abs(pki.ca())),
+        tls_cert: Some(abs(cert)),
+        tls_key: Some(abs(key)),
+        user: None,
+    };
+    let path = data_dir.join("silt.toml");
+    std::fs::write(&path, crate::profile::render(DEV_PROFILE, &profile)).map_err(|e| {
+        CliError::failed(format!("cannot write {}: {e}", path.display()), "START_FAILED")
+    })?;
+    Ok(path)
 }

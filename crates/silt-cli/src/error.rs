@@ -51,6 +51,9 @@ pub fn code_name(code: ErrorCode) -> String {
 
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> CliError {
+        if let Some(why) = e.authentication_failure() {
+            return CliError::failed(why, "AUTHENTICATION_FAILED");
+        }
         let code = match (&e, e.code()) {
             (_, Some(code)) => code_name(code),
             (ClientError::UnknownTopic(_), None) => "UNKNOWN_TOPIC".into(),

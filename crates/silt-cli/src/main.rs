@@ -14,7 +14,9 @@ mod dev_pki;
 mod error;
 mod group;
 mod produce;
+mod profile;
 mod record_json;
+mod security;
 mod time;
 mod topic;
 
@@ -46,31 +48,82 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The default `--bootstrap`.
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9300";
+
+/// Connection settings: the command line's flags over the profile's.
+#[derive(Debug)]
+struct Settings {
+    bootstrap: String,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    user: Option<String>,
+}
+
+fn settings(cli: &Cli) -> Result<Settings, CliError> {
+    let p = profile::load(profile::path().as_deref(), cli.profile.as_deref())?;
+    // A certificate and its key come as a pair: a flag for either replaces both.
+    let (tls_cert, tls_key) = if cli.tls_cert.is_some() || cli.tls_key.is_some() {
+        (cli.tls_cert.clone(), cli.tls_key.clone())
+    } else {
+        (p.tls_cert, p.tls_key)
+    };
+    Ok(Settings {
+        bootstrap: cli.bootstrap.clone().or(p.bootstrap).unwrap_or(DEFAULT_BOOTSTRAP.into()),
+        tls_ca: cli.tls_ca.clone().or(p.tls_ca),
+        tls_cert,
+        tls_key,
+        user: cli.user.clone().or(p.user),
+    })
+}
+
 /// TLS settings from `--tls-ca`, `--tls-cert`, `--tls-key` (a client certificate without a CA
 /// is a usage error: TLS needs the CA to trust the brokers).
-fn tls_options(cli: &Cli) -> Result<Option<silt_client::TlsOptions>, CliError> {
+fn tls_options(s: &Settings) -> Result<Option<silt_client::TlsOptions>, CliError> {
     let read = |flag: &str, p: &std::path::Path| {
         std::fs::read(p).map_err(|e| CliError::usage(format!("{flag} {}: {e}", p.display())))
     };
-    let Some(ca) = &cli.tls_ca else {
-        if cli.tls_cert.is_some() {
+    let Some(ca) = &s.tls_ca else {
+        if s.tls_cert.is_some() {
             return Err(CliError::usage("--tls-cert needs --tls-ca (the CA of the brokers)"));
         }
         return Ok(None);
     };
-    let identity = match (&cli.tls_cert, &cli.tls_key) {
+    let identity = match (&s.tls_cert, &s.tls_key) {
         (Some(c), Some(k)) => Some((read("--tls-cert", c)?, read("--tls-key", k)?)),
-        _ => None,
+        (None, None) => None,
+        _ => return Err(CliError::usage("--tls-cert and --tls-key go together")),
     };
     Ok(Some(silt_client::TlsOptions { ca_pem: read("--tls-ca", ca)?, identity }))
+}
+
+/// The login of `--user`: the password from SILT_PASSWORD, else a prompt.
+fn credentials(s: &Settings) -> Result<Option<silt_client::Credentials>, CliError> {
+    let Some(user) = &s.user else { return Ok(None) };
+    if s.tls_ca.is_none() {
+        return Err(CliError::usage(
+            "--user needs TLS (--tls-ca): a password is never sent in clear",
+        ));
+    }
+    let password = match std::env::var("SILT_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => security::prompt_password(&format!("password for {user}: "))?,
+    };
+    Ok(Some(silt_client::Credentials { user: user.clone(), password }))
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Dev(a) = cli.command {
         return dev::run(a, cli.output).await;
     }
-    let bootstrap: Vec<String> =
-        cli.bootstrap.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let settings = settings(&cli)?;
+    let bootstrap: Vec<String> = settings
+        .bootstrap
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if bootstrap.is_empty() {
         return Err(CliError::usage("--bootstrap names no broker"));
     }
@@ -85,13 +138,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     let within = std::time::Duration::from_millis(cli.connect_timeout_ms);
-    let tls = tls_options(&cli)?;
-    let options = silt_client::ConnectOptions { within, tls };
+    let tls = tls_options(&settings)?;
+    let credentials = credentials(&settings)?;
+    let logged_in = credentials.is_some();
+    let options = silt_client::ConnectOptions { within, tls, credentials };
     let client = match silt_client::Client::connect_with(&bootstrap, options).await {
         Ok(c) => c,
         Err(e) => {
             let mut err = CliError::from(e);
-            if cli.tls_ca.is_none() && err.code == "BROKER_NOT_AVAILABLE" {
+            if settings.tls_ca.is_none() && err.code == "BROKER_NOT_AVAILABLE" {
                 err.what.push_str(
                     "; if the brokers use TLS, pass --tls-ca (and --tls-cert/--tls-key for mTLS)",
                 );
@@ -110,6 +165,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&client, a, out).await,
         Command::Bench(BenchCmd::Rebalance(a)) => bench_group::rebalance(&client, a, out).await,
         Command::Bench(BenchCmd::Commit(a)) => bench_group::commit(&client, a, out).await,
+        Command::User(cmd) => security::user(&client, cmd, out, logged_in).await,
+        Command::Acl(cmd) => security::acl(&client, cmd, out).await,
         Command::Dev(_) => unreachable!("handled before connecting"),
     }
 }

@@ -170,6 +170,19 @@ fn a_secure_dev_cluster_prints_the_flags_that_connect_to_it() {
     assert!(o.status.success(), "{}", stderr(&o));
     let plain = silt(&flags[1], &["--connect-timeout-ms", "1000", "topic", "list"]);
     assert_eq!(plain.status.code(), Some(1), "plaintext is refused: {}", stderr(&plain));
+    // Authentication is on: TLS without the admin certificate or a password is refused.
+    let ca = dir.path().join("tls/ca.crt");
+    let anonymous = silt(&flags[1], &["--tls-ca", ca.to_str().unwrap(), "topic", "list"]);
+    assert!(stderr(&anonymous).contains("(AUTHENTICATION_FAILED)"), "{}", stderr(&anonymous));
+    // The profile it wrote connects as the admin (a super user): it creates a user.
+    let profile = dir.path().join("silt.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_silt"))
+        .env("SILT_CONFIG", &profile)
+        .env("SILT_PASSWORD", "bob-pw")
+        .args(["user", "create", "bob"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
     interrupt(&dev);
     assert!(wait_exit(&mut dev, 60).success());
 

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::client::Transport;
 use silt_proto::v1::admin_client::AdminClient;
 use silt_proto::v1::{self, ErrorCode};
-use tonic::transport::Channel;
 
 use crate::{Client, ClientError};
 
@@ -44,7 +44,19 @@ impl Admin {
     /// [`ADMIN_RETRY_WITHIN`].
     async fn with_admin<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(AdminClient<Transport>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.with_any(|t| {
+            call(AdminClient::new(t).max_decoding_message_size(crate::client::MAX_DECODE_BYTES))
+        })
+        .await
+    }
+
+    /// [`with_admin`](Self::with_admin) for any service: `call` gets the transport.
+    pub(crate) async fn with_any<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Transport) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + ADMIN_RETRY_WITHIN;
@@ -52,8 +64,7 @@ impl Admin {
         loop {
             let mut last = ClientError::Connect("no broker answered".into());
             for addr in self.client.any_addresses() {
-                let c = AdminClient::new(self.client.channel(&addr)?)
-                    .max_decoding_message_size(crate::client::MAX_DECODE_BYTES);
+                let c = self.client.channel(&addr)?;
                 match tokio::time::timeout(std::time::Duration::from_secs(60), call(c)).await {
                     Ok(Ok(r)) => return Ok(r.into_inner()),
                     Ok(Err(status)) if passes_over(&status) => {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use silt_proto::v1::data_client::DataClient;
 use silt_proto::v1::metadata_client::MetadataClient;
 use silt_proto::v1::{self, ErrorCode};
+use tonic::metadata::{BinaryMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{Admin, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig};
@@ -57,6 +59,20 @@ impl TlsOptions {
     }
 }
 
+/// A user and password for brokers with authentication on (`siltd --auth`); sent over TLS
+/// with every request, verified by the broker once per connection.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
 /// How [`Client::connect_with`] connects.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -64,18 +80,49 @@ pub struct ConnectOptions {
     pub within: Duration,
     /// TLS to every broker; `None`: plaintext.
     pub tls: Option<TlsOptions>,
+    /// A password login; `None`: none (a client certificate, or no authentication).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { within: DEFAULT_CONNECT_WITHIN, tls: None }
+        ConnectOptions { within: DEFAULT_CONNECT_WITHIN, tls: None, credentials: None }
     }
 }
+
+/// Adds the login's metadata to every request (encoded once).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Login(Option<Arc<(BinaryMetadataValue, BinaryMetadataValue)>>);
+
+impl Login {
+    fn new(c: Option<&Credentials>) -> Login {
+        Login(c.map(|c| {
+            Arc::new((
+                MetadataValue::from_bytes(c.user.as_bytes()),
+                MetadataValue::from_bytes(c.password.as_bytes()),
+            ))
+        }))
+    }
+}
+
+impl tonic::service::Interceptor for Login {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(l) = &self.0 {
+            req.metadata_mut().insert_bin(silt_proto::USER_METADATA, l.0.clone());
+            req.metadata_mut().insert_bin(silt_proto::PASSWORD_METADATA, l.1.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The transport every generated client runs on: a channel with the login attached.
+pub(crate) type Transport = InterceptedService<Channel, Login>;
 
 #[derive(Debug)]
 struct Inner {
     bootstrap: Vec<String>,
     tls: Option<ClientTlsConfig>,
+    login: Login,
     channels: Mutex<HashMap<String, Channel>>,
     meta: RwLock<MetaCache>,
 }
@@ -98,7 +145,8 @@ impl Client {
         bootstrap: &[String],
         within: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_with(bootstrap, ConnectOptions { within, tls: None }).await
+        Client::connect_with(bootstrap, ConnectOptions { within, ..ConnectOptions::default() })
+            .await
     }
 
     /// [`connect_within`](Self::connect_within) with every option, TLS included.
@@ -115,6 +163,7 @@ impl Client {
             inner: Arc::new(Inner {
                 bootstrap: bootstrap.to_vec(),
                 tls,
+                login: Login::new(options.credentials.as_ref()),
                 channels: Mutex::new(HashMap::new()),
                 meta: RwLock::new(MetaCache::default()),
             }),
@@ -134,8 +183,13 @@ impl Client {
         }
     }
 
-    /// The channel to `addr` (HOST:PORT), created on first use.
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+    /// The transport to `addr` (HOST:PORT): its channel, created on first use, with the login.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Transport, ClientError> {
+        let channel = self.raw_channel(addr)?;
+        Ok(InterceptedService::new(channel, self.inner.login.clone()))
+    }
+
+    fn raw_channel(&self, addr: &str) -> Result<Channel, ClientError> {
         let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -161,7 +215,7 @@ impl Client {
         Ok(channel)
     }
 
-    pub(crate) fn data(&self, addr: &str) -> Result<DataClient<Channel>, ClientError> {
+    pub(crate) fn data(&self, addr: &str) -> Result<DataClient<Transport>, ClientError> {
         Ok(DataClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_DECODE_BYTES)
             .max_encoding_message_size(MAX_ENCODE_BYTES))
@@ -192,6 +246,10 @@ impl Client {
                     let resp = resp.into_inner();
                     self.update_cache(&resp, topics.is_empty());
                     return Ok(resp);
+                }
+                // Another broker would refuse the same credentials.
+                Ok(Err(status)) if is_refusal(&status) => {
+                    return Err(ClientError::Transport(status));
                 }
                 Ok(Err(status)) => {
                     last = ClientError::Connect(format!("{addr}: {}", status.message()))
@@ -238,9 +296,15 @@ impl Client {
         }
         let deadline = tokio::time::Instant::now() + UNKNOWN_TOPIC_GRACE;
         loop {
-            self.metadata(&[topic.to_string()]).await?;
+            let m = self.metadata(&[topic.to_string()]).await?;
             if let Some(n) = self.cached_partitions(topic) {
                 return Ok(n);
+            }
+            if let Some(t) = m.topics.iter().find(|t| {
+                t.name == topic && t.error_code == ErrorCode::TopicAuthorizationFailed as i32
+            }) {
+                let why = format!("not authorized to describe topic {}", t.name);
+                return Err(ClientError::server(t.error_code, &why));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::UnknownTopic(topic.to_string()));
@@ -330,4 +394,9 @@ impl Client {
     ) -> Result<crate::GroupConsumer, ClientError> {
         crate::GroupConsumer::subscribe(self, config, topics).await
     }
+}
+
+/// Whether a status is the broker refusing who the client is (not a transient failure).
+pub(crate) fn is_refusal(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
 }

@@ -40,9 +40,21 @@ impl ClientError {
     /// [`Client::partition_count`](crate::Client::partition_count) for the grace after a create).
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Transport(_) | ClientError::Connect(_) | ClientError::Timeout => true,
+            ClientError::Transport(status) => !crate::client::is_refusal(status),
+            ClientError::Connect(_) | ClientError::Timeout => true,
             ClientError::Server { code, .. } => code.is_retriable(),
             _ => false,
+        }
+    }
+
+    /// The broker's reason, when it refused to authenticate the client (no credentials or
+    /// certificate, an unknown user, a wrong password).
+    pub fn authentication_failure(&self) -> Option<&str> {
+        match self {
+            ClientError::Transport(s) if s.code() == tonic::Code::Unauthenticated => {
+                Some(s.message())
+            }
+            _ => None,
         }
     }
 

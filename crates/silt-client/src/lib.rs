@@ -8,9 +8,10 @@ mod consumer;
 mod error;
 mod group;
 mod producer;
+mod security;
 
 pub use admin::Admin;
-pub use client::{Client, ConnectOptions, TlsOptions};
+pub use client::{Client, ConnectOptions, Credentials, TlsOptions};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
 pub use error::{ClientError, ProduceError};
 pub use group::{

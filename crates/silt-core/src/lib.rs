@@ -10,6 +10,7 @@ pub mod liveness;
 mod offset;
 pub mod partitioner;
 pub mod placement;
+pub mod scram;
 mod topic_name;
 
 pub use ids::{LeaderEpoch, NodeId, PartitionId, random_id128, random_u64};

@@ -9,6 +9,11 @@ mod convert;
 
 pub use convert::{ConvertError, decoded_to_fetched, record_from_proto, record_to_proto};
 
+/// Request metadata keys of a password login (binary values: tonic encodes them in base64).
+/// Sent with every request over TLS; the broker verifies them once per connection.
+pub const USER_METADATA: &str = "silt-user-bin";
+pub const PASSWORD_METADATA: &str = "silt-password-bin";
+
 /// The client services and messages (`package silt.v1`).
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod v1 {

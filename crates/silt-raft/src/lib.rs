@@ -18,8 +18,9 @@ mod state_machine;
 pub mod typ;
 
 pub use image::{
-    BrokerRecord, ClusterImage, Command, CommandResponse, PartitionImage, Rejection, TopicImage,
-    elect_leader,
+    AclBinding, AclFilter, AclOperation, AclPermission, BrokerRecord, CLUSTER_RESOURCE,
+    ClusterImage, Command, CommandResponse, PartitionImage, PatternType, Rejection, ResourceType,
+    ScramCredential, TopicImage, WILDCARD, elect_leader,
 };
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
 pub use network::{MAX_RAFT_MESSAGE_BYTES, Network};

@@ -51,4 +51,7 @@ pub enum Rejection {
     /// `AllocateProducerIds` asking for no ids.
     #[error("cannot allocate 0 producer ids to broker {broker}")]
     EmptyProducerIdBlock { broker: u64 },
+    /// `DeleteUser` for a name without a credential.
+    #[error("unknown user {name}")]
+    UnknownUser { name: String },
 }

@@ -50,6 +50,13 @@ pub struct Options {
     /// --tls-cert/--tls-key. Needs --tls-cert.
     #[arg(long, env = "SILT_INTERNAL_TLS_CA")]
     pub internal_tls_ca: Option<PathBuf>,
+    /// Authentication and ACLs: every request needs a principal (password login with --user,
+    /// or a client certificate signed by --tls-client-ca) and an allowing ACL. Needs --tls-cert.
+    #[arg(long, env = "SILT_AUTH")]
+    pub auth: bool,
+    /// Principals allowed everything without ACLs, User:NAME,...
+    #[arg(long, env = "SILT_SUPER_USERS", value_delimiter = ',')]
+    pub super_users: Option<Vec<String>>,
     /// HTTP address for health checks (default 127.0.0.1:9301).
     #[arg(long, env = "SILT_HTTP")]
     pub http: Option<String>,
@@ -109,6 +116,12 @@ impl Options {
         }
         if let Some(v) = &self.internal_tls_ca {
             c.internal_tls_ca = Some(v.clone());
+        }
+        if self.auth {
+            c.auth = true;
+        }
+        if let Some(v) = &self.super_users {
+            c.super_users = v.clone();
         }
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();

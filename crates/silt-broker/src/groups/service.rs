@@ -11,9 +11,11 @@ use super::coordinator::{
 };
 use super::records::{Entry, OffsetValue};
 use super::state::{Committed, GroupError, Heartbeat, Tp, assignor_name, state_name};
+use crate::auth::Access;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::service::metadata::view;
+use silt_raft::AclOperation;
 
 /// Longest group id, instance id or client id.
 const MAX_ID_BYTES: usize = 255;
@@ -150,6 +152,20 @@ fn apply_committed(c: &mut Coordinated, group: &str, offsets: Vec<(Tp, OffsetVal
 }
 
 impl GroupsService {
+    /// Committing (or resetting) offsets: READ on the group and on every topic named.
+    fn may_commit(
+        &self,
+        access: &Access,
+        group: &str,
+        offsets: &[v1::OffsetCommit],
+    ) -> Result<(), WireError> {
+        access.group(&self.shared, AclOperation::Read, group)?;
+        for o in offsets {
+            access.topic(&self.shared, AclOperation::Read, &o.topic)?;
+        }
+        Ok(())
+    }
+
     async fn find(
         &self,
         req: v1::FindCoordinatorRequest,
@@ -476,7 +492,12 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::FindCoordinatorRequest>,
     ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
-        let r = self.find(req.into_inner()).await;
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match access.group(&self.shared, AclOperation::Describe, &req.group) {
+            Ok(()) => self.find(req).await,
+            Err(e) => Err(e),
+        };
         let (error_code, error_message) = status(&r);
         Ok(Response::new(r.unwrap_or(v1::FindCoordinatorResponse {
             error_code,
@@ -489,7 +510,12 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::GroupHeartbeatRequest>,
     ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
-        let r = self.heartbeat(req.into_inner()).await;
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match access.group(&self.shared, AclOperation::Read, &req.group) {
+            Ok(()) => self.heartbeat(req).await,
+            Err(e) => Err(e),
+        };
         let (error_code, error_message) = status(&r);
         Ok(Response::new(r.unwrap_or(v1::GroupHeartbeatResponse {
             error_code,
@@ -502,7 +528,13 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::LeaveGroupRequest>,
     ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
-        let (error_code, error_message) = status(&self.leave(req.into_inner()).await);
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match access.group(&self.shared, AclOperation::Read, &req.group) {
+            Ok(()) => self.leave(req).await,
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = status(&r);
         Ok(Response::new(v1::LeaveGroupResponse { error_code, error_message }))
     }
 
@@ -510,10 +542,15 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::CommitOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let access = Access::of(&req);
         let req = req.into_inner();
         let parts: Vec<(String, u32)> =
             req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
-        let (error_code, error_message) = status(&self.commit(req).await);
+        let r = match self.may_commit(&access, &req.group, &req.offsets) {
+            Ok(()) => self.commit(req).await,
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = status(&r);
         let partitions = parts
             .into_iter()
             .map(|(topic, partition)| v1::CommitOffsetsResult {
@@ -530,7 +567,16 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::FetchOffsetsRequest>,
     ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
-        let r = GroupsService::fetch_offsets(self, req.into_inner()).await;
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match access.group(&self.shared, AclOperation::Describe, &req.group) {
+            // Offsets of topics the principal may not describe are left out.
+            Ok(()) => GroupsService::fetch_offsets(self, req).await.map(|offsets| {
+                let may = |t: &str| access.topic(&self.shared, AclOperation::Describe, t).is_ok();
+                offsets.into_iter().filter(|o| may(&o.topic)).collect()
+            }),
+            Err(e) => Err(e),
+        };
         let (error_code, error_message) = status(&r);
         Ok(Response::new(v1::FetchOffsetsResponse {
             error_code,
@@ -541,9 +587,17 @@ impl v1::groups_server::Groups for GroupsService {
 
     async fn list_groups(
         &self,
-        _req: Request<v1::ListGroupsRequest>,
+        req: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
-        let r = self.list().await;
+        // Kafka's rule: every group with DESCRIBE on the cluster, else those the principal
+        // may describe.
+        let access = Access::of(&req);
+        let all = access.may_cluster(&self.shared, AclOperation::Describe);
+        let r = self.list().await.map(|groups| {
+            let may =
+                |g: &str| all || access.group(&self.shared, AclOperation::Describe, g).is_ok();
+            groups.into_iter().filter(|g| may(&g.group)).collect()
+        });
         let (error_code, error_message) = status(&r);
         Ok(Response::new(v1::ListGroupsResponse {
             error_code,
@@ -556,7 +610,12 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::DescribeGroupRequest>,
     ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
-        let r = self.describe(req.into_inner()).await;
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match access.group(&self.shared, AclOperation::Describe, &req.group) {
+            Ok(()) => self.describe(req).await,
+            Err(e) => Err(e),
+        };
         let (error_code, error_message) = status(&r);
         Ok(Response::new(r.unwrap_or(v1::DescribeGroupResponse {
             error_code,
@@ -569,7 +628,13 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::ResetOffsetsRequest>,
     ) -> Result<Response<v1::ResetOffsetsResponse>, Status> {
-        let (error_code, error_message) = status(&self.reset(req.into_inner()).await);
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match self.may_commit(&access, &req.group, &req.offsets) {
+            Ok(()) => self.reset(req).await,
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = status(&r);
         Ok(Response::new(v1::ResetOffsetsResponse { error_code, error_message }))
     }
 
@@ -577,7 +642,13 @@ impl v1::groups_server::Groups for GroupsService {
         &self,
         req: Request<v1::DeleteGroupRequest>,
     ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
-        let (error_code, error_message) = status(&self.delete(req.into_inner()).await);
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = match access.group(&self.shared, AclOperation::Delete, &req.group) {
+            Ok(()) => self.delete(req).await,
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = status(&r);
         Ok(Response::new(v1::DeleteGroupResponse { error_code, error_message }))
     }
 }

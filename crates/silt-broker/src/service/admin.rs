@@ -10,11 +10,12 @@ use silt_proto::v1::{self, ErrorCode};
 use tonic::{Request, Response, Status};
 
 use super::metadata::{TopicView, view};
+use crate::auth::Access;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::topic_config::TopicConfig;
 use silt_core::placement::{BrokerSlot, place_replicas};
-use silt_raft::{Command, CommandResponse, Rejection};
+use silt_raft::{AclOperation, Command, CommandResponse, Rejection};
 
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -56,13 +57,14 @@ fn unknown_topic(t: &str) -> WireError {
 }
 
 /// The client's error for a command the quorum refused, by the refusal's kind.
-fn rejection_error(r: &Rejection) -> WireError {
+pub(super) fn rejection_error(r: &Rejection) -> WireError {
     let code = match r {
         Rejection::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
         Rejection::UnknownTopic { .. } => ErrorCode::UnknownTopic,
         Rejection::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         // No partitions, or one without distinct replicas: more replicas than brokers.
         Rejection::InvalidAssignment { .. } => ErrorCode::InvalidReplicationFactor,
+        Rejection::UnknownUser { .. } => ErrorCode::ResourceNotFound,
         // Not proposed by admin calls; listed so a new kind needs a decision here.
         Rejection::UnknownBroker { .. }
         | Rejection::StaleBrokerEpoch { .. }
@@ -74,8 +76,26 @@ fn rejection_error(r: &Rejection) -> WireError {
     WireError::new(code, r.to_string())
 }
 
+/// Commits a metadata command through the quorum (forwarded to the controller if needed).
+pub(super) async fn propose(shared: &Shared, cmd: Command) -> Result<CommandResponse, WireError> {
+    match shared.cluster.node.propose(cmd).await {
+        Ok(CommandResponse::Rejected(why)) => Err(rejection_error(&why)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(WireError::new(ErrorCode::RequestTimedOut, format!("metadata quorum: {e}"))),
+    }
+}
+
 impl AdminService {
-    async fn create(&self, t: v1::NewTopic, validate_only: bool) -> Result<(), WireError> {
+    async fn create(
+        &self,
+        access: &Access,
+        t: v1::NewTopic,
+        validate_only: bool,
+    ) -> Result<(), WireError> {
+        // Kafka's rule: CREATE on the cluster, or on the topic.
+        if !access.may_cluster(&self.shared, AclOperation::Create) {
+            access.topic(&self.shared, AclOperation::Create, &t.name)?;
+        }
         self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let name = TopicName::new(t.name.clone())
@@ -149,7 +169,8 @@ impl AdminService {
         self.create_in_cluster(record, config).await
     }
 
-    async fn delete(&self, name: &str) -> Result<(), WireError> {
+    async fn delete(&self, access: &Access, name: &str) -> Result<(), WireError> {
+        access.topic(&self.shared, AclOperation::Delete, name)?;
         self.shared.serving()?; // checks and the wait for the local apply need a current image
         let shared = &self.shared;
         let _guard = shared.admin_lock.lock().await;
@@ -192,15 +213,8 @@ impl AdminService {
         }
     }
 
-    /// Commits a metadata command through the quorum (forwarded to the controller if needed).
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, WireError> {
-        match self.shared.cluster.node.propose(cmd).await {
-            Ok(CommandResponse::Rejected(why)) => Err(rejection_error(&why)),
-            Ok(r) => Ok(r),
-            Err(e) => {
-                Err(WireError::new(ErrorCode::RequestTimedOut, format!("metadata quorum: {e}")))
-            }
-        }
+        propose(&self.shared, cmd).await
     }
 
     /// Waits (bounded) until this broker's view of `topic`'s config satisfies `done`, so an admin
@@ -288,11 +302,12 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         req: Request<v1::CreateTopicsRequest>,
     ) -> Result<Response<v1::CreateTopicsResponse>, Status> {
+        let access = Access::of(&req);
         let req = req.into_inner();
         let mut topics = Vec::with_capacity(req.topics.len());
         for t in req.topics {
             let name = t.name.clone();
-            topics.push(result(name, self.create(t, req.validate_only).await));
+            topics.push(result(name, self.create(&access, t, req.validate_only).await));
         }
         Ok(Response::new(v1::CreateTopicsResponse { topics }))
     }
@@ -301,9 +316,10 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         req: Request<v1::DeleteTopicsRequest>,
     ) -> Result<Response<v1::DeleteTopicsResponse>, Status> {
+        let access = Access::of(&req);
         let mut topics = Vec::new();
         for name in req.into_inner().topics {
-            let r = self.delete(&name).await;
+            let r = self.delete(&access, &name).await;
             topics.push(result(name, r));
         }
         Ok(Response::new(v1::DeleteTopicsResponse { topics }))
@@ -316,15 +332,26 @@ impl v1::admin_server::Admin for AdminService {
         if let Err(e) = self.shared.serving() {
             return Err(Status::unavailable(e.message));
         }
+        let access = Access::of(&req);
         let names = req.into_inner().topics;
         let v = view(&self.shared);
-        let names: Vec<String> =
-            if names.is_empty() { v.topics.keys().cloned().collect() } else { names };
+        let may = |name: &str| access.topic(&self.shared, AclOperation::Describe, name);
+        let names: Vec<String> = if names.is_empty() {
+            v.topics.keys().filter(|n| may(n).is_ok()).cloned().collect()
+        } else {
+            names
+        };
         let topics = names
             .into_iter()
-            .map(|name| match v.topics.get(&name) {
-                Some(t) => self.describe(&name, t),
-                None => v1::TopicDescription {
+            .map(|name| match (may(&name), v.topics.get(&name)) {
+                (Err(e), _) => v1::TopicDescription {
+                    error_code: e.code as i32,
+                    error_message: e.message,
+                    name,
+                    ..Default::default()
+                },
+                (Ok(()), Some(t)) => self.describe(&name, t),
+                (Ok(()), None) => v1::TopicDescription {
                     error_code: ErrorCode::UnknownTopic as i32,
                     error_message: format!("unknown topic {name}"),
                     name,
@@ -339,11 +366,14 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         req: Request<v1::AlterTopicConfigRequest>,
     ) -> Result<Response<v1::AlterTopicConfigResponse>, Status> {
+        let access = Access::of(&req);
         let req = req.into_inner();
         let name = req.topic.clone();
-        Ok(Response::new(v1::AlterTopicConfigResponse {
-            result: Some(result(name, self.alter(req).await)),
-        }))
+        let r = match access.topic(&self.shared, AclOperation::AlterConfigs, &name) {
+            Ok(()) => self.alter(req).await,
+            Err(e) => Err(e),
+        };
+        Ok(Response::new(v1::AlterTopicConfigResponse { result: Some(result(name, r)) }))
     }
 
     async fn describe_cluster(

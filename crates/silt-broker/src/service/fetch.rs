@@ -9,10 +9,12 @@ use silt_core::batch::{BatchIter, RecordIter};
 use silt_proto::decoded_to_fetched;
 use silt_proto::v1::{self, ErrorCode};
 
+use crate::auth::Access;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::PartitionHandle;
 use crate::partition::long_poll::long_poll;
+use silt_raft::AclOperation;
 
 /// Room kept in a fetch response for everything but record bytes.
 const RESPONSE_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -26,7 +28,11 @@ struct Wanted {
     handle: Result<PartitionHandle, WireError>,
 }
 
-pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchResponse {
+pub(crate) async fn fetch(
+    shared: &Shared,
+    access: &Access,
+    req: v1::FetchRequest,
+) -> v1::FetchResponse {
     let limit = shared.config.max_response_bytes.saturating_sub(RESPONSE_OVERHEAD_BYTES);
     let max_bytes = if req.max_bytes == 0 { limit } else { (req.max_bytes as usize).min(limit) };
     let wait =
@@ -35,11 +41,15 @@ pub(crate) async fn fetch(shared: &Shared, req: v1::FetchRequest) -> v1::FetchRe
     let mut topics: Vec<v1::TopicFetchResponse> = Vec::new();
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
+        let allowed = access.topic(shared, AclOperation::Read, &t.topic);
         for p in t.partitions {
-            let handle = shared.leader_handle(&t.topic, p.partition).and_then(|h| {
-                check_leader_epoch(shared, &t.topic, p.partition, p.current_leader_epoch)?;
-                Ok(h)
-            });
+            let handle = allowed
+                .clone()
+                .and_then(|()| shared.leader_handle(&t.topic, p.partition))
+                .and_then(|h| {
+                    check_leader_epoch(shared, &t.topic, p.partition, p.current_leader_epoch)?;
+                    Ok(h)
+                });
             let pmax = if p.partition_max_bytes == 0 {
                 max_bytes
             } else {
@@ -190,15 +200,19 @@ fn error_response(partition: u32, e: WireError) -> v1::PartitionFetchResponse {
 
 pub(crate) async fn list_offsets(
     shared: &Shared,
+    access: &Access,
     req: v1::ListOffsetsRequest,
 ) -> v1::ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     let serving = shared.serving();
     for t in req.topics {
+        let allowed = access.topic(shared, AclOperation::Describe, &t.topic);
         let known = serving.is_ok() && shared.topic_config(&t.topic).is_some();
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let r = if known {
+            let r = if let Err(e) = &allowed {
+                Err(e.clone())
+            } else if known {
                 list_partition(shared, &t.topic, &p).await
             } else {
                 Err(shared.missing_topic(&t.topic, p.partition))

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use silt_proto::v1::{self, ErrorCode};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::broker::Shared;
+use silt_raft::AclOperation;
 
 /// The id of a cluster formed by a metadata quorum.
 pub(crate) const QUORUM_CLUSTER_ID: &str = "silt";
@@ -88,17 +90,29 @@ impl v1::metadata_server::Metadata for MetadataService {
         &self,
         req: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let access = Access::of(&req);
         let req = req.into_inner();
         if let Err(e) = self.shared.serving() {
             // Clients move on to another broker; this one's image may be stale.
             return Err(Status::unavailable(e.message));
         }
         let v = view(&self.shared);
-        let names: Vec<String> =
-            if req.topics.is_empty() { v.topics.keys().cloned().collect() } else { req.topics };
+        let may_describe = |name: &str| access.topic(&self.shared, AclOperation::Describe, name);
+        // Every topic = every topic the principal may describe; a named one it may not is
+        // refused (before existence, so a refusal tells nothing about it).
+        let names: Vec<String> = if req.topics.is_empty() {
+            v.topics.keys().filter(|n| may_describe(n).is_ok()).cloned().collect()
+        } else {
+            req.topics
+        };
         let topics = names
             .into_iter()
             .map(|name| match v.topics.get(&name) {
+                _ if may_describe(&name).is_err() => v1::TopicMetadata {
+                    name,
+                    error_code: ErrorCode::TopicAuthorizationFailed as i32,
+                    partitions: vec![],
+                },
                 Some(t) => v1::TopicMetadata {
                     name,
                     error_code: ErrorCode::None as i32,

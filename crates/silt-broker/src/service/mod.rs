@@ -8,6 +8,7 @@ mod produce;
 #[cfg(feature = "fault-injection")]
 pub use produce::CRASH_BEFORE_ANSWER_FILE;
 pub(crate) mod produce_budget;
+mod security;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,10 +16,13 @@ use std::sync::atomic::Ordering;
 use silt_proto::v1;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::broker::Shared;
+use silt_raft::{AclOperation, ResourceType};
 
 pub(crate) use admin::{AdminService, MAX_PARTITIONS};
 pub(crate) use metadata::MetadataService;
+pub(crate) use security::SecurityService;
 
 /// The `Data` service: produce, fetch and offset lookups.
 #[derive(Debug, Clone)]
@@ -40,11 +44,12 @@ impl v1::data_server::Data for DataService {
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let started = std::time::Instant::now();
         let budget = req.extensions().get::<produce_budget::Reservation>().cloned();
+        let access = Access::of(&req);
         let req = req.into_inner();
         let m = &self.shared.metrics;
         let bytes: usize =
             req.topics.iter().flat_map(|t| &t.partitions).map(produce::data_bytes).sum();
-        let resp = produce::produce(&self.shared, req, budget.unwrap_or_default()).await;
+        let resp = produce::produce(&self.shared, &access, req, budget.unwrap_or_default()).await;
         let errors =
             resp.topics.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0).count();
         m.produce_requests.fetch_add(1, Ordering::Relaxed);
@@ -59,7 +64,8 @@ impl v1::data_server::Data for DataService {
         req: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let started = std::time::Instant::now();
-        let resp = fetch::fetch(&self.shared, req.into_inner()).await;
+        let access = Access::of(&req);
+        let resp = fetch::fetch(&self.shared, &access, req.into_inner()).await;
         let bytes: usize =
             resp.topics.iter().flat_map(|t| &t.partitions).map(|p| p.record_batches.len()).sum();
         let m = &self.shared.metrics;
@@ -73,14 +79,25 @@ impl v1::data_server::Data for DataService {
         &self,
         req: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
-        Ok(Response::new(fetch::list_offsets(&self.shared, req.into_inner()).await))
+        let access = Access::of(&req);
+        Ok(Response::new(fetch::list_offsets(&self.shared, &access, req.into_inner()).await))
     }
 
     async fn init_producer_id(
         &self,
-        _req: Request<v1::InitProducerIdRequest>,
+        req: Request<v1::InitProducerIdRequest>,
     ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
-        let r = match self.shared.serving() {
+        // Kafka's rule for idempotent producers: WRITE on some topic.
+        let access = Access::of(&req);
+        let allowed = if access.may_any(&self.shared, AclOperation::Write, ResourceType::Topic) {
+            Ok(())
+        } else {
+            Err(crate::error::WireError::new(
+                v1::ErrorCode::ClusterAuthorizationFailed,
+                format!("{} may write no topic: no producer id", access.name()),
+            ))
+        };
+        let r = match allowed.and_then(|()| self.shared.serving()) {
             Ok(()) => crate::cluster::next_producer_id(&self.shared).await,
             Err(e) => Err(e),
         };

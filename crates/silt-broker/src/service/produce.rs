@@ -10,6 +10,7 @@ use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
 
 use super::now_ms;
 use super::produce_budget::{Held, Reservation};
+use crate::auth::Access;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::WaitFor;
@@ -22,6 +23,7 @@ const MAX_PRODUCE_TIMEOUT_MS: u64 = 300_000;
 /// partition takes its share to the partition worker, the rest is given back on return.
 pub(crate) async fn produce(
     shared: &Shared,
+    access: &Access,
     req: v1::ProduceRequest,
     budget: Reservation,
 ) -> v1::ProduceResponse {
@@ -50,16 +52,19 @@ pub(crate) async fn produce(
     let timeout = std::time::Duration::from_millis(timeout_ms.min(MAX_PRODUCE_TIMEOUT_MS));
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        // Authorization before existence: a refused principal learns nothing about the topic.
+        let allowed = access.topic_write(shared, &t.topic);
         let config = shared.topic_config(&t.topic);
         let parts = join_all(t.partitions.into_iter().map(|p| {
-            let config = config.clone();
+            let (config, allowed) = (config.clone(), allowed.clone());
             let topic = t.topic.as_str();
             let held = budget.split(data_bytes(&p));
             async move {
                 let partition = p.partition;
-                let outcome = match config {
-                    None => Err(shared.missing_topic(topic, partition)),
-                    Some(config) => {
+                let outcome = match (allowed, config) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), None) => Err(shared.missing_topic(topic, partition)),
+                    (Ok(()), Some(config)) => {
                         produce_partition(shared, topic, p, &config, acks, timeout, held).await
                     }
                 };

@@ -184,12 +184,7 @@ where
                 .extensions
                 .get::<tonic::transport::server::TcpConnectInfo>()
                 .and_then(|c| c.remote_addr())
-                .or_else(|| {
-                    type Tls = tonic::transport::server::TlsConnectInfo<
-                        tonic::transport::server::TcpConnectInfo,
-                    >;
-                    parts.extensions.get::<Tls>().and_then(|c| c.get_ref().remote_addr())
-                });
+                .or_else(|| parts.extensions.get::<crate::auth::connection::ConnInfo>()?.remote);
             match read_budgeted(body, &budget, peer).await {
                 Ok((bytes, reservation)) => {
                     parts.extensions.insert(reservation);

@@ -67,7 +67,13 @@ impl TestBroker {
     }
 
     pub fn silt_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        self.silt_env(args, stdin, &[])
+    }
+
+    /// `silt` with extra environment variables.
+    pub fn silt_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
+            .envs(env.iter().copied())
             .arg("-b")
             .arg(&self.addr)
             .args(args)

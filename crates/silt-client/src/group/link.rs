@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::client::Transport;
 use silt_proto::v1::groups_client::GroupsClient;
 use silt_proto::v1::{self, ErrorCode};
-use tonic::transport::Channel;
 
 use crate::{Client, ClientError};
 
@@ -66,7 +66,7 @@ impl GroupLink {
         &self.client
     }
 
-    pub(crate) fn groups(&self, addr: &str) -> Result<GroupsClient<Channel>, ClientError> {
+    pub(crate) fn groups(&self, addr: &str) -> Result<GroupsClient<Transport>, ClientError> {
         Ok(GroupsClient::new(self.client.channel(addr)?)
             .max_decoding_message_size(crate::client::MAX_DECODE_BYTES)
             .max_encoding_message_size(crate::client::MAX_ENCODE_BYTES))
@@ -105,7 +105,7 @@ impl GroupLink {
     pub async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, ClientError>
     where
         T: Coded,
-        F: Fn(GroupsClient<Channel>) -> Fut,
+        F: Fn(GroupsClient<Transport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let until = tokio::time::Instant::now() + deadline;
@@ -130,7 +130,7 @@ impl GroupLink {
     async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, ClientError>
     where
         T: Coded,
-        F: Fn(GroupsClient<Channel>) -> Fut,
+        F: Fn(GroupsClient<Transport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let cached = self.coordinator.lock().unwrap_or_else(|p| p.into_inner()).clone();

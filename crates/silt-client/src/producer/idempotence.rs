@@ -153,6 +153,14 @@ async fn init_producer_id(client: &Client) -> Result<(i64, i16), ProduceError> {
                         let epoch = i16::try_from(r.producer_epoch).unwrap_or(0);
                         return Ok((r.producer_id, epoch));
                     }
+                    // A refusal (not authorized) is the same at every broker.
+                    if r.error_code() == ErrorCode::ClusterAuthorizationFailed {
+                        return Err(ProduceError {
+                            code: Some(r.error_code()),
+                            message: format!("no idempotent producer id: {}", r.error_message),
+                            definitely_not_stored: true,
+                        });
+                    }
                     last = format!("{addr}: {} {}", r.error_code().as_str_name(), r.error_message);
                 }
                 Ok(Err(status)) => last = format!("{addr}: {status}"),

@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::rejection::Rejection;
 
+mod security;
+pub use security::{
+    AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, PatternType,
+    ResourceType, ScramCredential, WILDCARD, acls_allow, acls_allow_any,
+};
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
@@ -79,6 +85,12 @@ pub struct ClusterImage {
     pub next_topic_id: u64,
     pub next_broker_epoch: u64,
     pub next_producer_id: i64,
+    /// SCRAM-SHA-256 credentials by user name.
+    #[serde(default)]
+    pub users: BTreeMap<String, ScramCredential>,
+    /// The ACLs (consulted only by brokers with authentication on).
+    #[serde(default)]
+    pub acls: BTreeSet<AclBinding>,
 }
 
 /// A change to the image, proposed through Raft.
@@ -148,6 +160,22 @@ pub enum Command {
         topic: String,
         partition: u32,
     },
+    /// Creates a user or replaces its credential.
+    PutUser {
+        name: String,
+        credential: ScramCredential,
+    },
+    DeleteUser {
+        name: String,
+    },
+    /// Adds ACLs (one already present is kept once).
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// Removes every ACL some filter selects; answers with the removed ones.
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// What applying a command produced.
@@ -162,6 +190,8 @@ pub enum CommandResponse {
         start: i64,
         count: u32,
     },
+    /// The ACLs a `DeleteAcls` removed.
+    AclsDeleted(Vec<AclBinding>),
     /// The command was refused; the image is unchanged.
     Rejected(Rejection),
 }
@@ -390,6 +420,25 @@ impl ClusterImage {
                 self.next_producer_id += i64::from(*count);
                 CommandResponse::ProducerIds { start, count: *count }
             }
+            Command::PutUser { name, credential } => {
+                self.users.insert(name.clone(), credential.clone());
+                CommandResponse::Done
+            }
+            Command::DeleteUser { name } => match self.users.remove(name) {
+                Some(_) => CommandResponse::Done,
+                None => CommandResponse::Rejected(Rejection::UnknownUser { name: name.clone() }),
+            },
+            Command::CreateAcls { acls } => {
+                self.acls.extend(acls.iter().cloned());
+                CommandResponse::Done
+            }
+            Command::DeleteAcls { filters } => {
+                let (removed, kept): (BTreeSet<_>, BTreeSet<_>) = std::mem::take(&mut self.acls)
+                    .into_iter()
+                    .partition(|a| filters.iter().any(|f| f.matches(a)));
+                self.acls = kept;
+                CommandResponse::AclsDeleted(removed.into_iter().collect())
+            }
         }
     }
 
@@ -408,6 +457,18 @@ impl ClusterImage {
                     partition,
                 })
             })
+    }
+
+    /// Whether the image's ACLs allow `principal` `operation` on the resource (no super-user
+    /// rule: that is broker config).
+    pub fn acl_allows(
+        &self,
+        principal: &str,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        acls_allow(&self.acls, principal, operation, resource_type, name)
     }
 
     /// The ids of the fenced brokers.
