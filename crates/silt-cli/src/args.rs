@@ -81,7 +81,7 @@ pub enum UserCmd {
         /// User name; its principal is User:NAME.
         name: String,
     },
-    /// Delete a user (its open connections stay authenticated until they close).
+    /// Delete a user (its open connections are refused from their next request).
     Delete {
         /// User name.
         name: String,
