@@ -138,6 +138,9 @@ pub struct BrokerConfig {
     pub auth: bool,
     /// Principals (`User:NAME`) allowed everything without ACLs.
     pub super_users: Vec<String>,
+    /// Which name of a client certificate is its principal: `cn` (subject common name) or
+    /// `san` (its first e-mail, DNS or URI subject alternative name).
+    pub tls_principal: crate::tls::PrincipalSource,
     pub data_dir: PathBuf,
     /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`. A broker not in the list joins
     /// as a learner. Absent: a quorum of one, this broker (`node_id@` its advertised address).
@@ -202,6 +205,7 @@ impl Default for BrokerConfig {
             internal_tls_ca: None,
             auth: false,
             super_users: Vec::new(),
+            tls_principal: crate::tls::PrincipalSource::Cn,
             data_dir: PathBuf::from("./silt-data"),
             peers: None,
             rack: None,
@@ -277,6 +281,7 @@ impl BrokerConfig {
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),
             client_certificate_optional: self.auth,
+            principal: self.tls_principal,
         })
     }
 
@@ -288,6 +293,7 @@ impl BrokerConfig {
             key: self.tls_key.clone()?,
             client_ca: Some(self.internal_tls_ca.clone()?),
             client_certificate_optional: false,
+            principal: crate::tls::PrincipalSource::Cn,
         })
     }
 

@@ -34,6 +34,41 @@ pub struct TlsFiles {
     /// With a client CA: a client may also connect without a certificate (then it must log in
     /// with a password: authentication on). A certificate it presents must still verify.
     pub client_certificate_optional: bool,
+    /// Which name of a client certificate is its principal.
+    pub principal: PrincipalSource,
+}
+
+/// Where a client certificate's principal name comes from (`tls_principal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalSource {
+    /// The subject common name.
+    #[default]
+    Cn,
+    /// The first subject alternative name that is an e-mail address, DNS name or URI.
+    San,
+}
+
+impl std::str::FromStr for PrincipalSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PrincipalSource, String> {
+        match s {
+            "cn" => Ok(PrincipalSource::Cn),
+            "san" => Ok(PrincipalSource::San),
+            _ => Err(format!("{s:?} is not cn or san")),
+        }
+    }
+}
+
+impl PrincipalSource {
+    /// The principal name of a DER certificate, if it has the name this source reads.
+    pub fn name_of(self, der: &[u8]) -> Option<String> {
+        match self {
+            PrincipalSource::Cn => subject_common_name(der),
+            PrincipalSource::San => subject_alt_names(der).into_iter().next(),
+        }
+    }
 }
 
 /// The listener's TLS configuration, replaceable while it serves.
@@ -60,6 +95,11 @@ impl ServerTls {
     /// Whether clients must present a certificate signed by the client CA.
     pub fn requires_client_certificates(&self) -> bool {
         self.files.client_ca.is_some() && !self.files.client_certificate_optional
+    }
+
+    /// Which name of a client certificate is its principal.
+    pub fn principal_source(&self) -> PrincipalSource {
+        self.files.principal
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -169,6 +209,7 @@ pub fn incoming(
             };
             let _ = sock.set_nodelay(true);
             let (acceptor, tx, check) = (tls.acceptor(), tx.clone(), check.clone());
+            let principal = tls.principal_source();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
@@ -185,7 +226,7 @@ pub fn incoming(
                                 return;
                             }
                         }
-                        let _ = tx.send(Ok(TlsConn::new(stream))).await;
+                        let _ = tx.send(Ok(TlsConn::new(stream, principal))).await;
                     }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -196,11 +237,11 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// The subject common name of a DER certificate, if it has one (bounds-checked: `None` for
-/// anything malformed).
-pub fn subject_common_name(der: &[u8]) -> Option<String> {
+/// The subject of a DER certificate and the TBS fields after it.
+fn subject_and_rest(der: &[u8]) -> Option<(&[u8], &[u8])> {
     // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serial,
-    // signature, issuer, validity, subject, ... }, ... }
+    // signature, issuer, validity, subject, subjectPublicKeyInfo, [1] [2] OPTIONAL,
+    // [3] extensions OPTIONAL }, ... }
     let (cert, _) = der_element(der, 0x30)?;
     let (mut tbs, _) = der_element(cert, 0x30)?;
     if tbs.first() == Some(&0xa0) {
@@ -210,7 +251,58 @@ pub fn subject_common_name(der: &[u8]) -> Option<String> {
     let rest = der_element(rest, 0x30)?.1; // signature algorithm
     let rest = der_element(rest, 0x30)?.1; // issuer
     let rest = der_element(rest, 0x30)?.1; // validity
-    let (mut subject, _) = der_element(rest, 0x30)?;
+    der_element(rest, 0x30)
+}
+
+/// The e-mail (rfc822Name), DNS and URI subject alternative names of a DER certificate, in
+/// order (bounds-checked: empty for anything malformed).
+pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let Some((_, rest)) = subject_and_rest(der) else { return names };
+    let Some((_, mut rest)) = der_element(rest, 0x30) else { return names }; // public key
+    // Skip issuerUniqueID [1] and subjectUniqueID [2]; then [3] { SEQUENCE OF Extension }.
+    while let Some((tag, content, next)) = any_element(rest) {
+        rest = next;
+        if tag != 0xa3 {
+            continue;
+        }
+        let Some((mut exts, _)) = der_element(content, 0x30) else { return names };
+        while let Some((ext, next)) = der_element(exts, 0x30) {
+            exts = next;
+            let Some((oid, mut body)) = der_element(ext, 0x06) else { continue };
+            if oid != [0x55, 0x1d, 0x11] {
+                continue; // not subjectAltName (2.5.29.17)
+            }
+            if body.first() == Some(&0x01) {
+                body = der_element(body, 0x01).map_or(&[][..], |(_, r)| r); // critical
+            }
+            let Some((value, _)) = der_element(body, 0x04) else { return names };
+            let Some((mut general, _)) = der_element(value, 0x30) else { return names };
+            while let Some((tag, text, next)) = any_element(general) {
+                general = next;
+                // rfc822Name [1], dNSName [2], uniformResourceIdentifier [6]: IA5String.
+                if matches!(tag, 0x81 | 0x82 | 0x86)
+                    && let Ok(s) = std::str::from_utf8(text)
+                {
+                    names.push(s.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Any one DER element: (tag, contents, what follows).
+fn any_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let &tag = input.first()?;
+    let (content, rest) = der_element(input, tag)?;
+    Some((tag, content, rest))
+}
+
+/// The subject common name of a DER certificate, if it has one (bounds-checked: `None` for
+/// anything malformed).
+pub fn subject_common_name(der: &[u8]) -> Option<String> {
+    let (mut subject, _) = subject_and_rest(der)?;
     // Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value }; at most one step per byte.
     while !subject.is_empty() {
         let (set, next) = der_element(subject, 0x31)?;
@@ -270,6 +362,28 @@ mod tests {
         assert_eq!(broker_id_of(&cert("broker-3")), Some(3));
         assert_eq!(broker_id_of(&cert("alice")), None);
         assert_eq!(broker_id_of(&cert("broker-x")), None);
+    }
+
+    #[test]
+    fn subject_alternative_names_are_read_in_order() {
+        let mut p = CertificateParams::new(vec!["svc.example".to_string()]).unwrap();
+        p.subject_alt_names
+            .insert(0, rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()));
+        p.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.subject_alt_names.push(rcgen::SanType::URI("spiffe://silt/ops".try_into().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, "ops-cn");
+        let der = p.self_signed(&KeyPair::generate().unwrap()).unwrap().der().to_vec();
+        assert_eq!(
+            subject_alt_names(&der),
+            ["ops@example.com", "svc.example", "spiffe://silt/ops"],
+            "e-mail, DNS and URI names; the IP address is not a name"
+        );
+        assert_eq!(PrincipalSource::San.name_of(&der).as_deref(), Some("ops@example.com"));
+        assert_eq!(PrincipalSource::Cn.name_of(&der).as_deref(), Some("ops-cn"));
+        assert!(subject_alt_names(&cert("ip-only")).is_empty(), "an IP address SAN is no name");
+        for cut in 0..der.len() {
+            let _ = subject_alt_names(&der[..cut]);
+        }
     }
 
     #[test]

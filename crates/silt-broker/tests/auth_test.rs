@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::pki::{Ca, write};
 use rcgen::ExtendedKeyUsagePurpose;
+use silt_broker::tls::PrincipalSource;
 use silt_broker::{Broker, BrokerConfig};
 use silt_client::{
     Acks, Client, ClientError, ConnectOptions, ConsumerConfig, Credentials, ProducerConfig,
@@ -21,6 +22,14 @@ use tokio::sync::oneshot;
 /// A broker with TLS, optional client certificates from `ca`, authentication and ACLs on, and
 /// `User:admin` as super user.
 async fn auth_broker(dir: &Path, ca: &Ca) -> (String, oneshot::Sender<()>) {
+    auth_broker_with(dir, ca, PrincipalSource::Cn).await
+}
+
+async fn auth_broker_with(
+    dir: &Path,
+    ca: &Ca,
+    principal: PrincipalSource,
+) -> (String, oneshot::Sender<()>) {
     let (cert, key) = ca.sign("broker-1", ExtendedKeyUsagePurpose::ServerAuth);
     let mut config = BrokerConfig::for_test(dir.join("data"));
     config.tls_cert = Some(write(dir, "b.crt", &cert));
@@ -28,6 +37,7 @@ async fn auth_broker(dir: &Path, ca: &Ca) -> (String, oneshot::Sender<()>) {
     config.tls_client_ca = Some(write(dir, "ca.crt", &ca.pem));
     config.auth = true;
     config.super_users = vec!["User:admin".to_string()];
+    config.tls_principal = principal;
     let broker = Broker::bind(config).await.expect("binds with auth");
     let addr = broker.local_addr().to_string();
     let (tx, rx) = oneshot::channel();
@@ -259,4 +269,32 @@ async fn only_brokers_write_internal_topics_and_a_certificate_cn_is_a_principal(
     assert_eq!(seen, ["__consumer_offsets", "orders"], "describe on every topic");
     // Writing needs WRITE on some topic before the idempotent producer even gets an id.
     assert_eq!(produce(&bob, "orders").await, Err(Some(ErrorCode::ClusterAuthorizationFailed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_principal_san_a_certificates_alternative_name_is_its_principal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Silt auth test CA");
+    let (addr, _stop) = auth_broker_with(tmp.path(), &ca, PrincipalSource::San).await;
+    let email = rcgen::SanType::Rfc822Name("carol@example.com".try_into().unwrap());
+    let (cert, key) = ca.sign_client_with_san("admin", email);
+    let tls = TlsOptions {
+        ca_pem: ca.pem.clone().into_bytes(),
+        identity: Some((cert.into(), key.into())),
+    };
+    let carol = connect(&addr, tls, None).await.expect("carol's certificate");
+    // CN "admin" is not the principal here: carol is no super user.
+    let denied = carol.admin().list_users().await.expect_err("User:carol@example.com has no ACL");
+    assert_eq!(denied.code(), Some(ErrorCode::ClusterAuthorizationFailed));
+    let (admin_cert, admin_key) =
+        ca.sign_client_with_san("x", rcgen::SanType::DnsName("admin".try_into().unwrap()));
+    let tls = TlsOptions {
+        ca_pem: ca.pem.clone().into_bytes(),
+        identity: Some((admin_cert.into(), admin_key.into())),
+    };
+    let root = connect(&addr, tls, None).await.unwrap();
+    let grant =
+        acl("User:carol@example.com", v1::ResourceType::Cluster, "", v1::AclOperation::Describe);
+    root.admin().create_acls(vec![grant]).await.expect("SAN admin is User:admin, a super user");
+    assert!(carol.admin().list_users().await.unwrap().is_empty());
 }

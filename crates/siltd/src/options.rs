@@ -54,6 +54,10 @@ pub struct Options {
     /// or a client certificate signed by --tls-client-ca) and an allowing ACL. Needs --tls-cert.
     #[arg(long, env = "SILT_AUTH")]
     pub auth: bool,
+    /// Which name of a client certificate is its principal: cn (subject common name) or san
+    /// (its first e-mail, DNS or URI subject alternative name).
+    #[arg(long, env = "SILT_TLS_PRINCIPAL")]
+    pub tls_principal: Option<silt_broker::tls::PrincipalSource>,
     /// Principals allowed everything without ACLs, User:NAME,...
     #[arg(long, env = "SILT_SUPER_USERS", value_delimiter = ',')]
     pub super_users: Option<Vec<String>>,
@@ -119,6 +123,9 @@ impl Options {
         }
         if self.auth {
             c.auth = true;
+        }
+        if let Some(v) = self.tls_principal {
+            c.tls_principal = v;
         }
         if let Some(v) = &self.super_users {
             c.super_users = v.clone();

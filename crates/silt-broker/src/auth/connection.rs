@@ -29,8 +29,9 @@ pub(crate) struct Login {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
-    /// Subject CN of the client certificate the handshake verified; `None` without one.
-    pub certificate_cn: Option<Arc<str>>,
+    /// The principal name of the client certificate the handshake verified (its subject CN,
+    /// or a SAN with `tls_principal = "san"`); `None` without one.
+    pub certificate_name: Option<Arc<str>>,
     pub(crate) login: Arc<Mutex<Option<Login>>>,
 }
 
@@ -42,14 +43,15 @@ pub struct TlsConn {
 }
 
 impl TlsConn {
-    pub fn new(inner: TlsStream<TcpStream>) -> TlsConn {
+    pub fn new(inner: TlsStream<TcpStream>, principal: crate::tls::PrincipalSource) -> TlsConn {
         let (tcp, session) = inner.get_ref();
-        let certificate_cn = session
+        let certificate_name = session
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(|c| crate::tls::subject_common_name(c.as_ref()))
+            .and_then(|c| principal.name_of(c.as_ref()))
             .map(Arc::from);
-        let info = ConnInfo { remote: tcp.peer_addr().ok(), certificate_cn, login: Arc::default() };
+        let info =
+            ConnInfo { remote: tcp.peer_addr().ok(), certificate_name, login: Arc::default() };
         TlsConn { inner, info }
     }
 }

@@ -147,7 +147,7 @@ pub(crate) async fn authenticate(
     let auth = &shared.auth;
     let remote = conn.and_then(|c| c.remote);
     let Some(creds) = credentials else {
-        return match conn.and_then(|c| c.certificate_cn.clone()) {
+        return match conn.and_then(|c| c.certificate_name.clone()) {
             Some(cn) => Ok(Principal::user(&cn)),
             None => Err(Status::unauthenticated(
                 "authentication required: log in with a user and password (--user) or \

@@ -31,6 +31,16 @@ impl Ca {
         self.sign_with(cn, usages, false)
     }
 
+    /// A client certificate for `cn` with `san` as its first subject alternative name.
+    pub fn sign_client_with_san(&self, cn: &str, san: rcgen::SanType) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.subject_alt_names.insert(0, san);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+
     /// With `expired`: valid in 2020 only.
     pub fn sign_with(
         &self,
