@@ -47,6 +47,9 @@ pub enum StartError {
     Quorum(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// The data directory holds batches of a format this version does not read.
+    #[error("{0}")]
+    DataFormat(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -325,6 +328,9 @@ impl Broker {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| LegacyError::Io { path: config.data_dir.clone(), source })?;
+        if let Some((file, magic)) = silt_storage::find_foreign_format(&config.data_dir) {
+            return Err(StartError::DataFormat(silt_storage::foreign_format_message(&file, magic)));
+        }
         let legacy = LegacyTopics::read(&config.data_dir)?;
         if legacy.is_some() && config.peers.is_some() {
             return Err(StartError::LegacyInCluster {

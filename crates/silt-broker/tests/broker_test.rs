@@ -603,3 +603,20 @@ async fn a_retried_idempotent_batch_is_appended_once_also_after_a_restart() {
     b.stop().await;
     drop(tmp);
 }
+
+#[tokio::test]
+async fn a_data_dir_in_the_old_magic_1_format_is_refused_at_start_and_left_alone() {
+    // A segment whose batch is one of Silt's pre-Kafka-parity (magic 1) batches.
+    let tmp = tempfile::tempdir().unwrap();
+    let part = tmp.path().join("orders-0");
+    std::fs::create_dir_all(&part).unwrap();
+    let mut old = batch("old", 2, 1000).to_vec();
+    old[silt_core::batch::MAGIC_POS] = silt_core::batch::MAGIC_V1_SILT;
+    let segment = part.join("00000000000000000000.log");
+    std::fs::write(&segment, &old).unwrap();
+    let config = silt_broker::BrokerConfig::for_test(tmp.path());
+    let err = silt_broker::Broker::bind(config).await.err().expect("refused");
+    let why = err.to_string();
+    assert!(why.contains("magic-1") && why.contains("00000000000000000000.log"), "{why}");
+    assert_eq!(std::fs::read(&segment).unwrap(), old, "nothing was cut or converted");
+}

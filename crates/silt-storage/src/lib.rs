@@ -11,8 +11,10 @@ mod config;
 mod epoch_cache;
 mod error;
 mod file_util;
+mod format_check;
 #[cfg(feature = "fault-injection")]
 pub use file_util::FAIL_SYNC_FILE;
+pub use format_check::{find_foreign_format, foreign_format_message};
 mod index_file;
 mod log;
 mod mmap;

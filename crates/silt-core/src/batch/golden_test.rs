@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::*;
 use crate::{LeaderEpoch, Offset};
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/batch_v1.hex");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/batch_v2.hex");
 
 fn golden_batch() -> Vec<u8> {
     let mut b = BatchBuilder::new();
@@ -53,7 +53,7 @@ fn golden_header_fields_sit_at_their_documented_positions() {
     assert_eq!(&b[BASE_OFFSET_POS..BASE_OFFSET_POS + 8], &42u64.to_be_bytes());
     assert_eq!(&b[LENGTH_POS..LENGTH_POS + 4], &((b.len() - LOG_OVERHEAD) as u32).to_be_bytes());
     assert_eq!(&b[PARTITION_LEADER_EPOCH_POS..PARTITION_LEADER_EPOCH_POS + 4], &7u32.to_be_bytes());
-    assert_eq!(b[MAGIC_POS], 1);
+    assert_eq!(b[MAGIC_POS], 2);
     assert_eq!(&b[ATTRIBUTES_POS..ATTRIBUTES_POS + 2], &[0, 0]);
     assert_eq!(&b[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4], &1u32.to_be_bytes());
     assert_eq!(&b[BASE_TIMESTAMP_POS..BASE_TIMESTAMP_POS + 8], &1000i64.to_be_bytes());
@@ -62,7 +62,7 @@ fn golden_header_fields_sit_at_their_documented_positions() {
     assert_eq!(&b[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2], &(-1i16).to_be_bytes());
     assert_eq!(&b[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4], &(-1i32).to_be_bytes());
     assert_eq!(&b[RECORD_COUNT_POS..RECORD_COUNT_POS + 4], &2u32.to_be_bytes());
-    assert_eq!(&b[CRC_POS..CRC_POS + 4], &crc32fast::hash(&b[CRC_START..]).to_be_bytes());
+    assert_eq!(&b[CRC_POS..CRC_POS + 4], &crc32c::crc32c(&b[CRC_START..]).to_be_bytes());
     // First record: length 18, attributes 0, ts delta 0, offset delta 0, key "key", value "value",
     // one header "h" = "v" (all varints zig-zag, so n encodes as 2n).
     let r0 = &b[HEADER_LEN..HEADER_LEN + 19];
@@ -70,4 +70,12 @@ fn golden_header_fields_sit_at_their_documented_positions() {
         r0,
         &[36, 0, 0, 0, 6, b'k', b'e', b'y', 10, b'v', b'a', b'l', b'u', b'e', 2, 2, b'h', 2, b'v']
     );
+}
+
+#[test]
+fn the_batch_crc_is_crc32c_as_in_kafka() {
+    // The CRC-32C check value (RFC 3720 / iSCSI): "123456789" -> 0xE3069283.
+    let mut probe = vec![0u8; CRC_START];
+    probe.extend_from_slice(b"123456789");
+    assert_eq!(crc_of(&probe), 0xE306_9283);
 }

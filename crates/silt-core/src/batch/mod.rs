@@ -4,14 +4,16 @@
 //! re-encoding ([`validate`]) and stamps its base offset and leader epoch in place
 //! ([`patch_base_offset_and_epoch`]); the log stores it byte for byte; consumers decode it
 //! ([`BatchIter`], [`RecordIter`]). Every field position is a named constant below, and
-//! `docs/format.md` draws the same layout. All integers in the header are big endian.
+//! `docs/format.md` draws the same layout. All integers in the header are big endian. The bytes
+//! are Kafka's RecordBatch v2 exactly (magic 2, CRC-32C), so a Kafka client's batch is stored and
+//! served as it came.
 //!
 //! ```text
 //!  0  base_offset            u64   set by the leader, not covered by the CRC
 //!  8  batch_length           u32   bytes after this field
 //! 12  partition_leader_epoch u32   set by the leader, not covered by the CRC
-//! 16  magic                  u8    format version, MAGIC
-//! 17  crc                    u32   CRC-32 (IEEE) of bytes [21, end)
+//! 16  magic                  u8    format version, MAGIC (2)
+//! 17  crc                    u32   CRC-32C (Castagnoli) of bytes [21, end)
 //! 21  attributes             u16   bits 0-2 compression, bit 4 transactional, bit 5 control
 //! 23  last_offset_delta      u32   record_count - 1
 //! 27  base_timestamp         i64   ms since the Unix epoch
@@ -68,8 +70,11 @@ pub const HEADER_LEN: usize = RECORDS_POS;
 pub const LOG_OVERHEAD: usize = LENGTH_POS + 4;
 /// The first byte covered by the CRC.
 pub const CRC_START: usize = ATTRIBUTES_POS;
-/// The batch format version this code writes and reads.
-pub const MAGIC: u8 = 1;
+/// The batch format version this code writes and reads: Kafka's RecordBatch v2.
+pub const MAGIC: u8 = 2;
+/// The format of Silt before Kafka parity: the same layout with magic 1 and CRC-32 (IEEE). It is
+/// not read; a data directory holding it is refused at start (see `docs/format.md`).
+pub const MAGIC_V1_SILT: u8 = 1;
 /// Mask of the compression codec bits in `attributes`. Only 0 (none) is supported so far.
 pub const COMPRESSION_MASK: u16 = 0b111;
 /// `attributes` bit marking a transactional batch (reserved for a later stage).
@@ -86,9 +91,10 @@ pub const NO_SEQUENCE: i32 = -1;
 /// but no sane batch comes near this; readers refuse anything larger before allocating).
 pub const MAX_BATCH_LEN_LIMIT: usize = 256 * 1024 * 1024;
 
-/// The CRC stored in a batch: CRC-32 (IEEE, as `crc32fast` computes it) over `[CRC_START, end)`.
+/// The CRC stored in a batch: CRC-32C (Castagnoli, as Kafka's v2 format has it) over
+/// `[CRC_START, end)`.
 pub fn crc_of(batch: &[u8]) -> u32 {
-    crc32fast::hash(&batch[CRC_START.min(batch.len())..])
+    crc32c::crc32c(&batch[CRC_START.min(batch.len())..])
 }
 
 #[cfg(test)]

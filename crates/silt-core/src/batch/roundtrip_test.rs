@@ -120,8 +120,8 @@ fn refusals_name_the_problem() {
     assert_eq!(v(&extra), Err(BatchError::TrailingBytes { extra: 1 }));
 
     let mut magic = good.clone();
-    magic[MAGIC_POS] = 2;
-    assert_eq!(v(&magic), Err(BatchError::BadMagic { found: 2 }));
+    magic[MAGIC_POS] = 1;
+    assert_eq!(v(&magic), Err(BatchError::BadMagic { found: 1 }));
 
     assert!(matches!(validate(&good, 100), Err(BatchError::LengthOutOfBounds { .. })));
 }
