@@ -615,7 +615,7 @@ async fn a_data_dir_in_the_old_magic_1_format_is_refused_at_start_and_left_alone
     let segment = part.join("00000000000000000000.log");
     std::fs::write(&segment, &old).unwrap();
     let config = silt_broker::BrokerConfig::for_test(tmp.path());
-    let err = silt_broker::Broker::bind(config).await.err().expect("refused");
+    let Err(err) = silt_broker::Broker::bind(config).await else { panic!("it started") };
     let why = err.to_string();
     assert!(why.contains("magic-1") && why.contains("00000000000000000000.log"), "{why}");
     assert_eq!(std::fs::read(&segment).unwrap(), old, "nothing was cut or converted");
