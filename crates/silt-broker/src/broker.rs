@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub coordinator: crate::groups::Coordinator,
     /// Authentication state and super users (`auth`).
     pub auth: crate::auth::Authenticator,
+    /// The Kafka listener's advertised HOST:PORT, when there is one.
+    pub kafka_advertised: Option<String>,
 }
 
 impl Shared {
@@ -290,6 +292,8 @@ pub struct Broker {
     tls: Option<Arc<crate::tls::ServerTls>>,
     /// Mutual TLS on the internal listener, when configured (`internal_tls_ca`).
     internal_tls: Option<Arc<crate::tls::ServerTls>>,
+    /// The Kafka-protocol listener, when configured (`kafka_listen`).
+    kafka: Option<TcpListener>,
 }
 
 impl Broker {
@@ -372,6 +376,31 @@ impl Broker {
             }
             _ => internal_addr.to_string(),
         };
+        let kafka = match &config.kafka_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
+                StartError::Bind { addr: addr.clone(), flag: "--kafka-listen", source }
+            })?),
+            None => None,
+        };
+        let kafka_advertised = match (&kafka, &config.kafka_advertised) {
+            (None, _) => None,
+            (Some(_), Some(a)) => Some(a.clone()),
+            (Some(l), None) => {
+                let bound = l.local_addr().map_err(|source| StartError::Bind {
+                    addr: config.kafka_listen.clone().unwrap_or_default(),
+                    flag: "--kafka-listen",
+                    source,
+                })?;
+                Some(match advertised.rsplit_once(':') {
+                    Some((host, _))
+                        if config.advertise.is_some() || bound.ip().is_unspecified() =>
+                    {
+                        format!("{host}:{}", bound.port())
+                    }
+                    _ => bound.to_string(),
+                })
+            }
+        };
         // Without `--peers` the broker is a quorum of one: the same code as a cluster.
         let cluster = crate::cluster::Cluster::start(&config, &internal_advertised).await?;
         // Topics come from the image once this broker has registered (`cluster::run` opens the
@@ -396,10 +425,23 @@ impl Broker {
             produce_budget,
             coordinator: crate::groups::Coordinator::default(),
             auth,
+            kafka_advertised,
         });
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), auth = shared.auth.enabled(), "broker bound");
         tracing::info!(addr = %internal_addr, advertised = %internal_advertised, mtls = internal_tls.is_some(), "internal services bound (Raft, controller, replication)");
-        Ok(Broker { shared, listener, local_addr, internal, internal_addr, tls, internal_tls })
+        if let Some(k) = &shared.kafka_advertised {
+            tracing::info!(advertised = %k, "Kafka listener bound");
+        }
+        Ok(Broker {
+            shared,
+            listener,
+            local_addr,
+            internal,
+            internal_addr,
+            tls,
+            internal_tls,
+            kafka,
+        })
     }
 
     /// The bound gRPC address (the real port when `listen` used port 0).
@@ -417,6 +459,11 @@ impl Broker {
         self.internal_tls.clone()
     }
 
+    /// The bound address of the Kafka listener, when there is one.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The bound address of the internal services.
     pub fn internal_addr(&self) -> SocketAddr {
         self.internal_addr
@@ -428,6 +475,7 @@ impl Broker {
         let ticker = tokio::spawn(tick_loop(shared.clone()));
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
+        let kafka = self.kafka.map(|l| tokio::spawn(crate::kafka::serve(l, shared.clone())));
         let http = if shared.config.http.is_empty() {
             None
         } else {
@@ -511,6 +559,9 @@ impl Broker {
         ticker.abort();
         follower.abort();
         groups_expiry.abort();
+        if let Some(k) = kafka {
+            k.abort();
+        }
         shared.cluster.node.shutdown().await;
         let _ = stop_internal.send(());
         let internal = internal.await;

@@ -262,6 +262,7 @@ async fn register(shared: &Shared, cluster: &Cluster) {
         id: me,
         address: shared.advertised.clone(),
         internal_address: cluster.internal_advertised.clone(),
+        kafka_address: shared.kafka_advertised.clone().unwrap_or_default(),
         rack: shared.config.rack.clone(),
         incarnation: cluster.incarnation,
     };

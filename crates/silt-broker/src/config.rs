@@ -141,6 +141,14 @@ pub struct BrokerConfig {
     /// Which name of a client certificate is its principal: `cn` (subject common name) or
     /// `san` (its first e-mail, DNS or URI subject alternative name).
     pub tls_principal: crate::tls::PrincipalSource,
+    /// Address of the Kafka-protocol listener (`docs/kafka.md`); absent: none.
+    pub kafka_listen: Option<String>,
+    /// HOST:PORT Kafka clients are told (Metadata); default: the bound Kafka address, with the
+    /// advertised host of `advertise` when it is set.
+    pub kafka_advertised: Option<String>,
+    /// Largest Kafka request frame read (Kafka's `socket.request.max.bytes`): a larger length
+    /// prefix closes the connection before anything is allocated.
+    pub kafka_max_request_bytes: usize,
     pub data_dir: PathBuf,
     /// Initial voters of the metadata quorum, `ID@HOST:PORT,...`. A broker not in the list joins
     /// as a learner. Absent: a quorum of one, this broker (`node_id@` its advertised address).
@@ -204,6 +212,9 @@ impl Default for BrokerConfig {
             tls_client_ca: None,
             internal_tls_ca: None,
             auth: false,
+            kafka_listen: None,
+            kafka_advertised: None,
+            kafka_max_request_bytes: 100 * 1024 * 1024,
             super_users: Vec::new(),
             tls_principal: crate::tls::PrincipalSource::Cn,
             data_dir: PathBuf::from("./silt-data"),
@@ -371,6 +382,23 @@ impl BrokerConfig {
                 "auth",
                 "needs TLS (tls_cert, tls_key): passwords must not cross the network in clear",
             ));
+        }
+        if let Some(k) = &self.kafka_listen {
+            k.parse::<SocketAddr>().map_err(|e| bad("kafka_listen", format!("{k:?}: {e}")))?;
+            if self.auth {
+                return Err(bad(
+                    "kafka_listen",
+                    "cannot be used with auth yet: the Kafka listener has no SASL (docs/kafka.md)",
+                ));
+            }
+        }
+        if let Some(a) = &self.kafka_advertised
+            && (a.is_empty() || !a.contains(':'))
+        {
+            return Err(bad("kafka_advertised", format!("{a:?} is not HOST:PORT")));
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.kafka_max_request_bytes) {
+            return Err(bad("kafka_max_request_bytes", "must be 1 KiB to 1 GiB"));
         }
         if let Some(p) = self.super_users.iter().find(|p| crate::auth::check_principal(p).is_err())
         {

@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 mod groups;
 mod health;
+mod kafka;
 pub mod legacy;
 mod metrics;
 pub mod partition;

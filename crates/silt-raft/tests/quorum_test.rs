@@ -57,6 +57,7 @@ async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 
 fn register(id: u64) -> Command {
     Command::RegisterBroker {
+        kafka_address: String::new(),
         id,
         address: format!("broker{id}:9300"),
         internal_address: String::new(),

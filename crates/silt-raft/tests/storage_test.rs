@@ -42,6 +42,7 @@ fn entry(term: u64, index: u64, cmd: Command) -> Entry {
 
 fn register(id: NodeId) -> Command {
     Command::RegisterBroker {
+        kafka_address: String::new(),
         id,
         address: format!("b{id}"),
         internal_address: String::new(),

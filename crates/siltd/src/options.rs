@@ -61,6 +61,12 @@ pub struct Options {
     /// Principals allowed everything without ACLs, User:NAME,...
     #[arg(long, env = "SILT_SUPER_USERS", value_delimiter = ',')]
     pub super_users: Option<Vec<String>>,
+    /// Address of the Kafka-protocol listener (e.g. 0.0.0.0:9092; absent: none).
+    #[arg(long, env = "SILT_KAFKA_LISTEN")]
+    pub kafka_listen: Option<String>,
+    /// HOST:PORT Kafka clients are told to use (default: the bound Kafka address).
+    #[arg(long, env = "SILT_KAFKA_ADVERTISED")]
+    pub kafka_advertised: Option<String>,
     /// HTTP address for health checks (default 127.0.0.1:9301).
     #[arg(long, env = "SILT_HTTP")]
     pub http: Option<String>,
@@ -123,6 +129,12 @@ impl Options {
         }
         if self.auth {
             c.auth = true;
+        }
+        if let Some(v) = &self.kafka_listen {
+            c.kafka_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.kafka_advertised {
+            c.kafka_advertised = Some(v.clone());
         }
         if let Some(v) = self.tls_principal {
             c.tls_principal = v;

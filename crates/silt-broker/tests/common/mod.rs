@@ -21,6 +21,8 @@ pub struct TestBroker {
     pub addr: String,
     /// The internal services' address (Raft, controller, replication).
     pub internal: String,
+    /// The Kafka listener's address, when the config has one.
+    pub kafka: Option<String>,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -29,9 +31,15 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn start() -> TestBroker {
+        Self::start_with(BrokerConfig::for_test).await
+    }
+
+    /// A broker in a temporary directory (removed when it is dropped) with the config `make`
+    /// builds for that directory.
+    pub async fn start_with(make: impl FnOnce(PathBuf) -> BrokerConfig) -> TestBroker {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        let mut b = Self::start_in(dir, BrokerConfig::for_test).await;
+        let mut b = Self::start_in(dir, make).await;
         b._tmp = Some(tmp);
         b
     }
@@ -40,6 +48,7 @@ impl TestBroker {
         let broker = Broker::bind(make(dir.clone())).await.expect("broker binds");
         let addr = broker.local_addr().to_string();
         let internal = broker.internal_addr().to_string();
+        let kafka = broker.kafka_addr().map(|a| a.to_string());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             broker
@@ -49,7 +58,8 @@ impl TestBroker {
                 .await
                 .expect("broker runs");
         });
-        let b = TestBroker { addr, internal, dir, stop: Some(tx), task: Some(task), _tmp: None };
+        let b =
+            TestBroker { addr, internal, kafka, dir, stop: Some(tx), task: Some(task), _tmp: None };
         b.wait_ready().await;
         b
     }

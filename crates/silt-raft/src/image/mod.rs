@@ -24,6 +24,9 @@ pub struct BrokerRecord {
     /// written before they had their own port (then: `address` with port + 2).
     #[serde(default)]
     pub internal_address: String,
+    /// Where its Kafka-protocol listener is (`kafka_advertised`); empty without one.
+    #[serde(default)]
+    pub kafka_address: String,
     pub rack: Option<String>,
     /// Bumped at every registration, so a restarted broker's stale requests can be refused.
     pub epoch: u64,
@@ -105,6 +108,8 @@ pub enum Command {
         address: String,
         #[serde(default)]
         internal_address: String,
+        #[serde(default)]
+        kafka_address: String,
         rack: Option<String>,
         #[serde(default)]
         incarnation: u64,
@@ -215,7 +220,14 @@ impl ClusterImage {
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
         match cmd {
-            Command::RegisterBroker { id, address, internal_address, rack, incarnation } => {
+            Command::RegisterBroker {
+                id,
+                address,
+                internal_address,
+                kafka_address,
+                rack,
+                incarnation,
+            } => {
                 if let Some(b) = self.brokers.get_mut(id)
                     && b.incarnation != *incarnation
                     && !b.fenced
@@ -231,6 +243,7 @@ impl ClusterImage {
                         id: *id,
                         address: address.clone(),
                         internal_address: internal_address.clone(),
+                        kafka_address: kafka_address.clone(),
                         rack: rack.clone(),
                         epoch,
                         fenced: false,

@@ -4,6 +4,7 @@ use super::*;
 
 fn register(id: u64, incarnation: u64) -> Command {
     Command::RegisterBroker {
+        kafka_address: String::new(),
         id,
         address: format!("b{id}:9300"),
         internal_address: String::new(),
@@ -50,6 +51,7 @@ fn entries_without_an_incarnation_still_decode() {
     assert_eq!(
         c,
         Command::RegisterBroker {
+            kafka_address: String::new(),
             id: 1,
             address: "a".into(),
             internal_address: String::new(),

@@ -1,0 +1,81 @@
+//! Kafka `Metadata` from the cluster image: brokers with a Kafka listener (their
+//! `kafka_advertised` addresses), the controller, and each requested topic's partitions with
+//! leader, leader epoch, replicas and ISR.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Shared;
+
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Kafka's LEADER_NOT_AVAILABLE.
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+fn broker_id(id: u64) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
+}
+
+/// The answer to `req` at `version`.
+pub(crate) fn answer(shared: &Shared, req: &MetadataRequest, version: i16) -> MetadataResponse {
+    let image = shared.cluster.image();
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.kafka_address.is_empty())
+        .filter_map(|b| {
+            let (host, port) = b.kafka_address.rsplit_once(':')?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker_id(b.id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(port.parse().ok()?)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let wanted: Vec<String> = match &req.topics {
+        Some(list) if !(version == 0 && list.is_empty()) => {
+            list.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()
+        }
+        _ => image.topics.keys().cloned().collect(),
+    };
+    let topics = wanted
+        .into_iter()
+        .map(|name| {
+            let out = MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                .with_is_internal(name.starts_with("__"));
+            let Some(t) = image.topics.get(&name) else {
+                return out.with_error_code(UNKNOWN_TOPIC_OR_PARTITION);
+            };
+            let id = u128::from_str_radix(&t.topic_id(), 16).unwrap_or(0);
+            let partitions = t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    MetadataResponsePartition::default()
+                        .with_error_code(if p.leader.is_some() { 0 } else { LEADER_NOT_AVAILABLE })
+                        .with_partition_index(i32::try_from(i).unwrap_or(i32::MAX))
+                        .with_leader_id(p.leader.map_or(BrokerId(-1), broker_id))
+                        .with_leader_epoch(i32::try_from(p.leader_epoch).unwrap_or(i32::MAX))
+                        .with_replica_nodes(p.replicas.iter().map(|r| broker_id(*r)).collect())
+                        .with_isr_nodes(p.isr.iter().map(|r| broker_id(*r)).collect())
+                })
+                .collect();
+            out.with_topic_id(uuid::Uuid::from_u128(id)).with_partitions(partitions)
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_static_str(
+            crate::service::metadata::QUORUM_CLUSTER_ID,
+        )))
+        .with_controller_id(shared.cluster.node.leader().map_or(BrokerId(-1), broker_id))
+        .with_topics(topics)
+}

@@ -1,0 +1,159 @@
+//! The Kafka-protocol listener (issue 16, in progress; `docs/kafka.md`): Kafka's framing (a
+//! 4-byte length, then a request header and body), decoded and encoded with the `kafka-protocol`
+//! crate, served from the same cluster image as the gRPC services.
+//!
+//! Built so far: `ApiVersions` and `Metadata`. Requests are answered in order, one at a time per
+//! connection (Kafka's rule). A length prefix above `kafka_max_request_bytes` or a frame that does
+//! not decode closes that connection only; an API this listener does not serve (it is not
+//! advertised, so well-behaved clients do not send it) is logged and closes the connection.
+
+mod metadata;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::broker::Shared;
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// A connection silent this long is closed (Kafka's `connections.max.idle.ms`, 10 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Kafka's error code for an API version the broker does not serve.
+pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
+
+/// The APIs and versions this listener serves, as ApiVersions advertises them.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] =
+    &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)];
+
+fn supported(key: ApiKey, version: i16) -> bool {
+    SUPPORTED.iter().any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+}
+
+/// Accepts Kafka clients until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else { return };
+        let (sock, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(why) = connection(sock, &shared).await {
+                tracing::info!(%peer, why, "Kafka connection closed");
+            }
+        });
+    }
+}
+
+/// Serves one connection: frames in, answers out, in order. `Err` says why it was closed.
+async fn connection(mut sock: TcpStream, shared: &Shared) -> Result<(), String> {
+    let max = shared.config.kafka_max_request_bytes;
+    loop {
+        let len = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_i32()).await {
+            Err(_) => return Err("idle".into()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(len)) => len,
+        };
+        let len = usize::try_from(len).map_err(|_| format!("negative frame length {len}"))?;
+        if len > max {
+            return Err(format!("a {len}-byte frame exceeds kafka_max_request_bytes = {max}"));
+        }
+        if len < 8 {
+            return Err(format!("a {len}-byte frame is shorter than a request header"));
+        }
+        let mut frame = BytesMut::zeroed(len);
+        sock.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
+        let response = handle(shared, frame.freeze()).await?;
+        sock.write_all(&response).await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// Decodes one request frame and returns the whole response frame (length prefix included).
+pub(crate) async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Bytes, String> {
+    let key_raw = frame.clone().get_i16();
+    let version = {
+        let mut b = frame.slice(2..);
+        b.get_i16()
+    };
+    let key = ApiKey::try_from(key_raw).map_err(|_| format!("unknown API key {key_raw}"))?;
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(|e| format!("{key:?} v{version}: bad request header: {e}"))?;
+    let correlation_id = header.correlation_id;
+    if key == ApiKey::ApiVersions {
+        // Kafka's rule: an ApiVersions request of an unknown version is answered in v0 with
+        // UNSUPPORTED_VERSION and the supported versions, so the client can retry.
+        let (answer_version, error) =
+            if supported(key, version) { (version, 0) } else { (0, UNSUPPORTED_VERSION) };
+        if error == 0 {
+            ApiVersionsRequest::decode(&mut frame, version)
+                .map_err(|e| format!("ApiVersions v{version}: {e}"))?;
+        }
+        let body = api_versions(error);
+        return respond(key, answer_version, correlation_id, &body);
+    }
+    if !supported(key, version) {
+        tracing::warn!(api = ?key, version, "Kafka API not served by this listener");
+        return Err(format!("{key:?} v{version} is not served (not advertised)"));
+    }
+    match key {
+        ApiKey::Metadata => {
+            let req = MetadataRequest::decode(&mut frame, version)
+                .map_err(|e| format!("Metadata v{version}: {e}"))?;
+            let body = metadata::answer(shared, &req, version);
+            respond(key, version, correlation_id, &body)
+        }
+        _ => Err(format!("{key:?} is advertised but has no handler")),
+    }
+}
+
+fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(
+        SUPPORTED
+            .iter()
+            .map(|(k, min, max)| {
+                ApiVersion::default()
+                    .with_api_key(*k as i16)
+                    .with_min_version(*min)
+                    .with_max_version(*max)
+            })
+            .collect(),
+    )
+}
+
+/// A response frame: length, header (the version `key` uses at `version`), body.
+fn respond(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Result<Bytes, String> {
+    let mut out = BytesMut::new();
+    out.put_i32(0); // patched below
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut out, key.response_header_version(version))
+        .map_err(|e| format!("{key:?} v{version}: response header: {e}"))?;
+    body.encode(&mut out, version).map_err(|e| format!("{key:?} v{version}: response: {e}"))?;
+    let len = i32::try_from(out.len() - 4).map_err(|_| "response too large".to_string())?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out.freeze())
+}
