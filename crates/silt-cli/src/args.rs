@@ -165,6 +165,10 @@ pub struct DevArgs {
     /// between brokers, and prints how to connect.
     #[arg(long)]
     pub secure: bool,
+    /// Kafka-protocol listener of broker 1 (docs/kafka.md); broker N listens on PORT + N - 1.
+    /// 0: none. Not with --secure (the Kafka listener has no SASL yet).
+    #[arg(long, default_value_t = 9092)]
+    pub kafka_base_port: u16,
 }
 
 #[derive(Debug, Subcommand)]

@@ -39,6 +39,19 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
     let replication_factor = a.brokers.min(3);
     let min_insync_replicas = if replication_factor >= 3 { 2 } else { 1 };
     let pki = if a.secure { Some(crate::dev_pki::ensure(&a.data_dir, a.brokers)?) } else { None };
+    let kafka_addrs: Vec<String> = if a.secure || a.kafka_base_port == 0 {
+        Vec::new()
+    } else {
+        (0..a.brokers)
+            .map(|i| {
+                u16::try_from(u32::from(a.kafka_base_port) + i)
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .map_err(|_| {
+                        CliError::usage("--kafka-base-port leaves no room for the brokers")
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -50,6 +63,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             http: format!("127.0.0.1:{health_port}"),
             data_dir: a.data_dir.join(format!("broker-{id}")),
             peers: Some(peers.clone()),
+            kafka_listen: kafka_addrs.get(i).cloned(),
             topic_defaults: silt_broker::config::TopicDefaults {
                 // Segments are preallocated and every dev broker shares one disk: 64 MiB
                 // segments keep a few topics from taking tens of gigabytes.
@@ -117,7 +131,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             });
             outln!(
                 "{}",
-                json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir, "tls": tls, "profile": profile})
+                json!({"bootstrap": bootstrap, "brokers": a.brokers, "data_dir": a.data_dir, "tls": tls, "profile": profile, "kafka": kafka_addrs})
             )
         }
         Output::Text => {
@@ -129,6 +143,12 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
                 a.data_dir.display()
             );
             outln!("bootstrap: {bootstrap}");
+            if !kafka_addrs.is_empty() {
+                outln!(
+                    "kafka: {}    (ApiVersions and Metadata so far: docs/kafka.md)",
+                    kafka_addrs.join(",")
+                );
+            }
             let flags = flags.unwrap_or_default();
             if pki.is_some() {
                 outln!(

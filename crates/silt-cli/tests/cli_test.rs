@@ -228,7 +228,8 @@ fn silt_dev_runs_a_local_cluster_until_interrupted() {
     // A free port for broker 1's gRPC (its health port is the next one).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_silt"))
-        .args(["dev", "--brokers", "1", "--base-port", &port.to_string(), "--data-dir"])
+        .args(["dev", "--brokers", "1", "--base-port", &port.to_string(), "--kafka-base-port", "0"])
+        .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -18,7 +18,7 @@ fn free_base_port(brokers: u16) -> u16 {
             return None;
         }
         let held: Vec<_> = (0..brokers)
-            .flat_map(|n| [base + 10 * n, base + 10 * n + 1])
+            .flat_map(|n| [base + 10 * n, base + 10 * n + 1, base + 5 + n])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
         held.iter().all(Result::is_ok).then_some(base)
@@ -67,8 +67,17 @@ fn json(o: &std::process::Output) -> serde_json::Value {
 fn a_three_broker_dev_cluster_replicates_by_default_and_describes_every_partition() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port(3);
-    let dev_args = ["dev", "--base-port", &base.to_string()];
-    let (mut dev, bootstrap) = spawn_dev(&dev_args, dir.path(), "bootstrap: ");
+    let kafka_base = (base + 5).to_string();
+    let dev_args = ["dev", "--base-port", &base.to_string(), "--kafka-base-port", &kafka_base];
+    let (mut dev, kafka) = spawn_dev(&dev_args, dir.path(), "kafka: ");
+    // Every broker has a Kafka listener on its own port.
+    let kafka: Vec<&str> = kafka.split_whitespace().next().unwrap().split(',').collect();
+    assert_eq!(kafka.len(), 3, "{kafka:?}");
+    for k in &kafka {
+        assert!(std::net::TcpStream::connect(k).is_ok(), "{k} accepts Kafka clients");
+    }
+    let bootstrap =
+        (0..3).map(|n| format!("127.0.0.1:{}", base + 10 * n)).collect::<Vec<_>>().join(",");
     let first = bootstrap.split(',').next().unwrap().to_string();
 
     tracing_free_phase("--- default topics have 3 replicas and min.insync.replicas 2");
