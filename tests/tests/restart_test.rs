@@ -238,6 +238,14 @@ async fn t18_a_topic_recreated_while_a_replica_was_down_keeps_none_of_the_old_da
     cluster.kill9(away);
     admin.delete_topic(AGAIN).await.expect("deleted");
     admin.create_topic(AGAIN, 1, 3, configs).await.expect("re-created");
+    // min.insync.replicas 2 with one broker down: wait until the down one is fenced out of the
+    // ISR and the live follower is in it (a loaded CI machine once let the producer's retries
+    // run out before that).
+    cluster
+        .wait_partition(AGAIN, 0, Duration::from_secs(60), "two live in sync", |_, _, isr| {
+            isr.len() >= 2 && !isr.contains(&away)
+        })
+        .await;
     for i in 0..20 {
         let r = silt_client::ProducerRecord::new(AGAIN, format!("new-{i}"));
         producer.send(r).await.expect("queued").await.expect("acknowledged");
