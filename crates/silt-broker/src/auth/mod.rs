@@ -232,11 +232,6 @@ impl Access {
         Access { principal: req.extensions().get::<Principal>().cloned() }
     }
 
-    #[cfg(test)]
-    pub fn principal(p: &str) -> Access {
-        Access { principal: Some(Principal(Arc::from(p))) }
-    }
-
     /// Whether the request may perform `op` on the resource.
     pub(crate) fn may(
         &self,

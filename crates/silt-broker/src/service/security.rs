@@ -28,11 +28,6 @@ impl SecurityService {
         SecurityService { shared }
     }
 
-    /// Whether the request may perform `op` on the cluster.
-    fn cluster(&self, access: &Access, op: AclOperation) -> Result<(), WireError> {
-        access.cluster(&self.shared, op)
-    }
-
     /// Waits (bounded) until this broker's image satisfies `done`, so a change is visible here
     /// when the call returns.
     async fn await_local(&self, done: impl Fn(&silt_raft::ClusterImage) -> bool) {
@@ -249,7 +244,7 @@ impl v1::security_server::Security for SecurityService {
         req: Request<v1::PutUserRequest>,
     ) -> Result<Response<v1::SecurityResponse>, Status> {
         let access = Access::of(&req);
-        let r = match self.cluster(&access, AclOperation::Alter) {
+        let r = match access.cluster(&self.shared, AclOperation::Alter) {
             Ok(()) => self.put_user(req.into_inner()).await,
             Err(e) => Err(e),
         };
@@ -261,7 +256,7 @@ impl v1::security_server::Security for SecurityService {
         req: Request<v1::DeleteUserRequest>,
     ) -> Result<Response<v1::SecurityResponse>, Status> {
         let access = Access::of(&req);
-        let r = match self.cluster(&access, AclOperation::Alter) {
+        let r = match access.cluster(&self.shared, AclOperation::Alter) {
             Ok(()) => self.delete_user(req.into_inner().name).await,
             Err(e) => Err(e),
         };
@@ -273,7 +268,7 @@ impl v1::security_server::Security for SecurityService {
         req: Request<v1::ListUsersRequest>,
     ) -> Result<Response<v1::ListUsersResponse>, Status> {
         let access = Access::of(&req);
-        Ok(Response::new(match self.cluster(&access, AclOperation::Describe) {
+        Ok(Response::new(match access.cluster(&self.shared, AclOperation::Describe) {
             Ok(()) => v1::ListUsersResponse {
                 users: self
                     .shared
@@ -301,7 +296,7 @@ impl v1::security_server::Security for SecurityService {
         req: Request<v1::CreateAclsRequest>,
     ) -> Result<Response<v1::SecurityResponse>, Status> {
         let access = Access::of(&req);
-        let r = match self.cluster(&access, AclOperation::Alter) {
+        let r = match access.cluster(&self.shared, AclOperation::Alter) {
             Ok(()) => self.create_acls(req.into_inner().acls).await,
             Err(e) => Err(e),
         };
@@ -313,7 +308,7 @@ impl v1::security_server::Security for SecurityService {
         req: Request<v1::DeleteAclsRequest>,
     ) -> Result<Response<v1::AclsResponse>, Status> {
         let access = Access::of(&req);
-        let r = match self.cluster(&access, AclOperation::Alter) {
+        let r = match access.cluster(&self.shared, AclOperation::Alter) {
             Ok(()) => self.delete_acls(req.into_inner().filter).await,
             Err(e) => Err(e),
         };
@@ -325,7 +320,7 @@ impl v1::security_server::Security for SecurityService {
         req: Request<v1::ListAclsRequest>,
     ) -> Result<Response<v1::AclsResponse>, Status> {
         let access = Access::of(&req);
-        let r = self.cluster(&access, AclOperation::Describe).and_then(|()| {
+        let r = access.cluster(&self.shared, AclOperation::Describe).and_then(|()| {
             let filter = filter_from_proto(req.into_inner().filter.unwrap_or_default())?;
             let image = self.shared.cluster.image();
             Ok(image.acls.iter().filter(|a| filter.matches(a)).map(acl_to_proto).collect())
