@@ -1,7 +1,8 @@
-//! The Kafka-protocol listener (issue 16, first APIs): ApiVersions advertises exactly what is
-//! served and answers an unknown version in v0 with UNSUPPORTED_VERSION; Metadata lists the
-//! brokers' Kafka addresses and the topics' partitions at old and new versions; an oversized
-//! frame or an API that is not served closes that connection only.
+//! The Kafka-protocol listener (issue 16): ApiVersions advertises exactly what is served and
+//! answers an unknown version in v0 with UNSUPPORTED_VERSION; Metadata lists the brokers' Kafka
+//! addresses and the topics' partitions at old and new versions; Produce, Fetch and ListOffsets
+//! pass Kafka record batches through (encoded and decoded by the `kafka-protocol` crate, not by
+//! Silt); an oversized frame or an API that is not served closes that connection only.
 
 mod common;
 
@@ -11,10 +12,15 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::TestBroker;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, FetchRequest,
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use silt_broker::BrokerConfig;
 use silt_proto::v1::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,7 +75,15 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
     assert_eq!(r.error_code, 0);
     let keys: Vec<(i16, i16, i16)> =
         r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
-    assert_eq!(keys, [(ApiKey::ApiVersions as i16, 0, 4), (ApiKey::Metadata as i16, 0, 12)]);
+    let want = [
+        (ApiKey::Produce, 3, 11),
+        (ApiKey::Fetch, 4, 16),
+        (ApiKey::ListOffsets, 1, 6),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::ApiVersions, 0, 4),
+        (ApiKey::InitProducerId, 0, 5),
+    ];
+    assert_eq!(keys, want.map(|(k, min, max)| (k as i16, min, max)));
 
     // A version from the future: v0 layout, UNSUPPORTED_VERSION, the list to retry with.
     let header = RequestHeader::default()
@@ -88,7 +102,7 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
     assert_eq!(resp.get_i32(), 2, "correlation id");
     let r = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
     assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
-    assert_eq!(r.api_keys.len(), 2);
+    assert_eq!(r.api_keys.len(), want.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,11 +150,238 @@ async fn an_oversized_frame_or_an_unserved_api_closes_only_that_connection() {
     let closed = tokio::time::timeout(Duration::from_secs(10), big.read(&mut byte)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "closed before reading 2 GiB: {closed:?}");
 
-    let mut produce = TcpStream::connect(&kafka).await.unwrap();
-    let r = call(&mut produce, ApiKey::Produce, 9, 7, &ProduceRequest::default()).await;
+    let mut unserved = TcpStream::connect(&kafka).await.unwrap();
+    let r = call(&mut unserved, ApiKey::DescribeAcls, 1, 7, &DescribeAclsRequest::default()).await;
     assert!(r.is_err(), "an unserved API closes the connection");
 
     let mut ok = TcpStream::connect(&kafka).await.unwrap();
     let body = call(&mut ok, ApiKey::ApiVersions, 3, 8, &ApiVersionsRequest::default()).await;
     assert!(body.is_ok(), "other connections are served");
+}
+
+fn name(s: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(s))
+}
+
+/// One Kafka RecordBatch v2 of `values`, encoded by the `kafka-protocol` crate.
+fn kafka_batch(values: &[&str], producer: Option<(i64, i16, i32)>) -> Bytes {
+    let (producer_id, producer_epoch, sequence) = producer.unwrap_or((-1, -1, -1));
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if sequence < 0 { -1 } else { sequence + i as i32 },
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+fn produce_req(topic: &'static str, partition: i32, acks: i16, batch: Bytes) -> ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+        ]),
+    ])
+}
+
+async fn produce(
+    sock: &mut TcpStream,
+    version: i16,
+    req: &ProduceRequest,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    let mut body = call(sock, ApiKey::Produce, version, 10, req).await.unwrap();
+    let r = ProduceResponse::decode(&mut body, version).unwrap();
+    r.responses[0].partition_responses[0].clone()
+}
+
+/// Fetches one partition from `offset`; the partition's answer and its records (decoded by the
+/// `kafka-protocol` crate).
+async fn fetch(
+    sock: &mut TcpStream,
+    version: i16,
+    topic: (&'static str, uuid::Uuid),
+    offset: i64,
+) -> (kafka_protocol::messages::fetch_response::PartitionData, Vec<(i64, String)>) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default().with_topic(name(topic.0)).with_topic_id(topic.1).with_partitions(
+                vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_current_leader_epoch(-1)
+                        .with_partition_max_bytes(1 << 20),
+                ],
+            ),
+        ]);
+    let mut body = call(sock, ApiKey::Fetch, version, 11, &req).await.unwrap();
+    let r = FetchResponse::decode(&mut body, version).unwrap();
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.session_id, 0, "no fetch sessions: every fetch is a full one");
+    let p = r.responses[0].partitions[0].clone();
+    let mut records = Vec::new();
+    let mut data = p.records.clone().unwrap_or_default();
+    for set in RecordBatchDecoder::decode_all(&mut data).unwrap() {
+        for r in set.records {
+            let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            records.push((r.offset, v));
+        }
+    }
+    (p, records)
+}
+
+async fn list_offset(sock: &mut TcpStream, topic: &'static str, timestamp: i64) -> (i16, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default().with_topics(vec![
+        ListOffsetsTopic::default().with_name(name(topic)).with_partitions(vec![
+            ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp),
+        ]),
+    ]);
+    let mut body = call(sock, ApiKey::ListOffsets, 5, 12, &req).await.unwrap();
+    let r = ListOffsetsResponse::decode(&mut body, 5).unwrap();
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_fetch_and_list_offsets_pass_kafka_batches_through() {
+    let (b, kafka) = kafka_broker().await;
+    assert_eq!(b.create_topic("events", 1, &[]).await.error_code(), ErrorCode::None);
+    let mut sock = TcpStream::connect(&kafka).await.unwrap();
+
+    let first =
+        produce(&mut sock, 9, &produce_req("events", 0, -1, kafka_batch(&["a", "b", "c"], None)))
+            .await;
+    assert_eq!((first.error_code, first.base_offset), (0, 0));
+    let second =
+        produce(&mut sock, 3, &produce_req("events", 0, 1, kafka_batch(&["d", "e"], None))).await;
+    assert_eq!((second.error_code, second.base_offset), (0, 3));
+
+    // acks=0 takes no answer: the next answer on the connection is the next request's.
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(99);
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, ApiKey::Produce.request_header_version(9)).unwrap();
+    produce_req("events", 0, 0, kafka_batch(&["f"], None)).encode(&mut buf, 9).unwrap();
+    sock.write_i32(buf.len() as i32).await.unwrap();
+    sock.write_all(&buf).await.unwrap();
+    call(&mut sock, ApiKey::ApiVersions, 3, 100, &ApiVersionsRequest::default()).await.unwrap();
+
+    // Every record, back through Fetch by name (v11) and by topic id (v13+).
+    let mut meta =
+        call(&mut sock, ApiKey::Metadata, 12, 13, &MetadataRequest::default().with_topics(None))
+            .await
+            .unwrap();
+    let meta = MetadataResponse::decode(&mut meta, 12).unwrap();
+    let id = meta.topics.iter().find(|t| t.name == Some(name("events"))).unwrap().topic_id;
+    let want: Vec<(i64, String)> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_string()))
+        .collect();
+    let mut records = Vec::new();
+    for _ in 0..50 {
+        let (p, r) = fetch(&mut sock, 11, ("events", uuid::Uuid::nil()), 0).await;
+        assert_eq!(p.error_code, 0);
+        records = r;
+        if records.len() == want.len() {
+            assert_eq!(p.high_watermark, 6);
+            break;
+        }
+    }
+    assert_eq!(records, want);
+    let (p, records) = fetch(&mut sock, 16, ("", id), 3).await;
+    assert_eq!(p.error_code, 0);
+    assert_eq!(records.first(), Some(&(3, "d".to_string())), "from the batch holding offset 3");
+    let (p, _) = fetch(&mut sock, 13, ("", uuid::Uuid::from_u128(7)), 0).await;
+    assert_eq!(p.error_code, 100, "UNKNOWN_TOPIC_ID");
+    let (p, _) = fetch(&mut sock, 11, ("events", uuid::Uuid::nil()), 1000).await;
+    assert_eq!(p.error_code, 1, "OFFSET_OUT_OF_RANGE");
+
+    assert_eq!(list_offset(&mut sock, "events", -2).await, (0, 0), "earliest");
+    assert_eq!(list_offset(&mut sock, "events", -1).await, (0, 6), "latest");
+    assert_eq!(
+        list_offset(&mut sock, "events", 1_700_000_000_001).await,
+        (0, 1),
+        "by time: the first record at or after it"
+    );
+    assert_eq!(list_offset(&mut sock, "nope", -1).await.0, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+
+    // Refusals change nothing: unknown topic, bad acks, a corrupt batch.
+    let r = produce(&mut sock, 9, &produce_req("nope", 0, -1, kafka_batch(&["x"], None))).await;
+    assert_eq!(r.error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let r = produce(&mut sock, 9, &produce_req("events", 0, 2, kafka_batch(&["x"], None))).await;
+    assert_eq!(r.error_code, 21, "INVALID_REQUIRED_ACKS");
+    let mut corrupt = BytesMut::from(&kafka_batch(&["x"], None)[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let r = produce(&mut sock, 9, &produce_req("events", 0, -1, corrupt.freeze())).await;
+    assert_eq!(r.error_code, 2, "CORRUPT_MESSAGE");
+    assert!(r.error_message.is_some_and(|m| m.contains("CRC")), "v8+ says why");
+    assert_eq!(list_offset(&mut sock, "events", -1).await, (0, 6), "nothing appended");
+
+    // An idempotent producer: an id from InitProducerId, then its sequence is checked.
+    let mut body = call(
+        &mut sock,
+        ApiKey::InitProducerId,
+        4,
+        14,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    )
+    .await
+    .unwrap();
+    let pid = InitProducerIdResponse::decode(&mut body, 4).unwrap();
+    assert_eq!(pid.error_code, 0);
+    assert!(pid.producer_id.0 >= 0);
+    let producer = (pid.producer_id.0, pid.producer_epoch, 0);
+    let r = produce(
+        &mut sock,
+        9,
+        &produce_req("events", 0, -1, kafka_batch(&["g", "h"], Some(producer))),
+    )
+    .await;
+    assert_eq!((r.error_code, r.base_offset), (0, 6));
+    let gap = (pid.producer_id.0, pid.producer_epoch, 5);
+    let r =
+        produce(&mut sock, 9, &produce_req("events", 0, -1, kafka_batch(&["i"], Some(gap)))).await;
+    assert_eq!(r.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+
+    // Transactions are not built yet: a transactional id is refused, not half served.
+    let txn = InitProducerIdRequest::default()
+        .with_transactional_id(Some(StrBytes::from_static_str("t1").into()));
+    let mut body = call(&mut sock, ApiKey::InitProducerId, 4, 16, &txn).await.unwrap();
+    assert_eq!(InitProducerIdResponse::decode(&mut body, 4).unwrap().error_code, 42);
+
+    // Fetch sessions are not kept: an incremental fetch of an unknown session is refused.
+    let req = FetchRequest::default().with_session_id(5).with_session_epoch(1);
+    let mut body = call(&mut sock, ApiKey::Fetch, 11, 15, &req).await.unwrap();
+    assert_eq!(
+        FetchResponse::decode(&mut body, 11).unwrap().error_code,
+        70,
+        "FETCH_SESSION_ID_NOT_FOUND"
+    );
 }

@@ -2,11 +2,15 @@
 //! 4-byte length, then a request header and body), decoded and encoded with the `kafka-protocol`
 //! crate, served from the same cluster image as the gRPC services.
 //!
-//! Built so far: `ApiVersions` and `Metadata`. Requests are answered in order, one at a time per
-//! connection (Kafka's rule). A length prefix above `kafka_max_request_bytes` or a frame that does
-//! not decode closes that connection only; an API this listener does not serve (it is not
-//! advertised, so well-behaved clients do not send it) is logged and closes the connection.
+//! Each API is translated into the request of the gRPC service that serves it (`Data`, `Groups`,
+//! `Admin`) and answered from that service's response, so both listeners share every check,
+//! limit and metric. Requests are answered in order, one at a time per connection (Kafka's rule).
+//! A length prefix above `kafka_max_request_bytes` or a frame that does not decode closes that
+//! connection only; an API this listener does not serve (it is not advertised, so well-behaved
+//! clients do not send it) is logged and closes the connection.
 
+mod data;
+mod errors;
 mod metadata;
 
 use std::sync::Arc;
@@ -15,7 +19,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::broker::Shared;
+use crate::service::DataService;
+use crate::service::produce_budget::Reservation;
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -32,8 +39,27 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 
 /// The APIs and versions this listener serves, as ApiVersions advertises them.
-pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] =
-    &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)];
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
+];
+
+/// What every connection's requests are served by: the broker and its gRPC services.
+#[derive(Debug)]
+pub(crate) struct Kafka {
+    shared: Arc<Shared>,
+    data: DataService,
+}
+
+impl Kafka {
+    fn new(shared: Arc<Shared>) -> Kafka {
+        Kafka { data: DataService::new(shared.clone()), shared }
+    }
+}
 
 fn supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
@@ -41,6 +67,7 @@ fn supported(key: ApiKey, version: i16) -> bool {
 
 /// Accepts Kafka clients until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let kafka = Arc::new(Kafka::new(shared));
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else { return };
@@ -53,10 +80,10 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = sock.set_nodelay(true);
-        let shared = shared.clone();
+        let kafka = kafka.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(why) = connection(sock, &shared).await {
+            if let Err(why) = connection(sock, peer, &kafka).await {
                 tracing::info!(%peer, why, "Kafka connection closed");
             }
         });
@@ -64,8 +91,12 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Serves one connection: frames in, answers out, in order. `Err` says why it was closed.
-async fn connection(mut sock: TcpStream, shared: &Shared) -> Result<(), String> {
-    let max = shared.config.kafka_max_request_bytes;
+async fn connection(
+    mut sock: TcpStream,
+    peer: std::net::SocketAddr,
+    k: &Kafka,
+) -> Result<(), String> {
+    let max = k.shared.config.kafka_max_request_bytes;
     loop {
         let len = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_i32()).await {
             Err(_) => return Err("idle".into()),
@@ -81,14 +112,29 @@ async fn connection(mut sock: TcpStream, shared: &Shared) -> Result<(), String> 
             return Err(format!("a {len}-byte frame is shorter than a request header"));
         }
         let mut frame = BytesMut::zeroed(len);
-        sock.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
-        let response = handle(shared, frame.freeze()).await?;
-        sock.write_all(&response).await.map_err(|e| e.to_string())?;
+        sock.read_exact(&mut frame[..2]).await.map_err(|e| e.to_string())?;
+        // A Produce reserves its size from the broker's produce budget before its body is read
+        // (as over gRPC), so a flood waits in the socket, not in broker memory.
+        let budget = if i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16 {
+            k.shared.produce_budget.reserve(len, Some(peer)).await
+        } else {
+            Reservation::default()
+        };
+        sock.read_exact(&mut frame[2..]).await.map_err(|e| e.to_string())?;
+        if let Some(response) = handle(k, frame.freeze(), budget).await? {
+            sock.write_all(&response).await.map_err(|e| e.to_string())?;
+        }
     }
 }
 
-/// Decodes one request frame and returns the whole response frame (length prefix included).
-pub(crate) async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Bytes, String> {
+/// Decodes `body` as the request of `key` at `version`.
+fn decode<T: Decodable>(key: ApiKey, frame: &mut Bytes, version: i16) -> Result<T, String> {
+    T::decode(frame, version).map_err(|e| format!("{key:?} v{version}: {e}"))
+}
+
+/// Decodes one request frame and returns the whole response frame (length prefix included), or
+/// `None` when the request takes no answer (Produce with acks=0).
+async fn handle(k: &Kafka, mut frame: Bytes, budget: Reservation) -> Result<Option<Bytes>, String> {
     let key_raw = frame.clone().get_i16();
     let version = {
         let mut b = frame.slice(2..);
@@ -108,18 +154,35 @@ pub(crate) async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Bytes, S
                 .map_err(|e| format!("ApiVersions v{version}: {e}"))?;
         }
         let body = api_versions(error);
-        return respond(key, answer_version, correlation_id, &body);
+        return respond(key, answer_version, correlation_id, &body).map(Some);
     }
     if !supported(key, version) {
         tracing::warn!(api = ?key, version, "Kafka API not served by this listener");
         return Err(format!("{key:?} v{version} is not served (not advertised)"));
     }
+    let cid = correlation_id;
     match key {
         ApiKey::Metadata => {
-            let req = MetadataRequest::decode(&mut frame, version)
-                .map_err(|e| format!("Metadata v{version}: {e}"))?;
-            let body = metadata::answer(shared, &req, version);
-            respond(key, version, correlation_id, &body)
+            let req: MetadataRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &metadata::answer(&k.shared, &req, version)).map(Some)
+        }
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(key, &mut frame, version)?;
+            let acks = req.acks;
+            let body = data::produce(k, req, version, budget).await;
+            if acks == 0 { Ok(None) } else { respond(key, version, cid, &body).map(Some) }
+        }
+        ApiKey::Fetch => {
+            let req: FetchRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &data::fetch(k, req, version).await).map(Some)
+        }
+        ApiKey::ListOffsets => {
+            let req: ListOffsetsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &data::list_offsets(k, req).await).map(Some)
+        }
+        ApiKey::InitProducerId => {
+            let req: InitProducerIdRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &data::init_producer_id(k, req).await).map(Some)
         }
         _ => Err(format!("{key:?} is advertised but has no handler")),
     }

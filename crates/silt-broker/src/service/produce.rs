@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use silt_core::batch::{BatchBuilder, BatchIter, validate};
+use silt_core::batch::{BatchBuilder, BatchIter, CONTROL_FLAG, TRANSACTIONAL_FLAG, validate};
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
 
@@ -195,8 +195,15 @@ fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>,
         if b.len() > max_message_bytes {
             return Err(too_large(b.len(), max_message_bytes));
         }
-        validate(&b, max_message_bytes)
+        let h = validate(&b, max_message_bytes)
             .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        if h.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG) != 0 {
+            // Only brokers write control batches; transactions are not built yet.
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                "transactional and control batches are not accepted (no transactions yet)",
+            ));
+        }
         out.push(b.to_vec());
     }
     Ok(out)

@@ -83,7 +83,7 @@ impl ProduceBudget {
     /// Waits for `bytes` from the connection's share, then from the pool (each capped at its
     /// size, so one request never waits forever; always in this order, so no two requests
     /// wait for each other).
-    async fn reserve(&self, bytes: usize, peer: Option<SocketAddr>) -> Reservation {
+    pub(crate) async fn reserve(&self, bytes: usize, peer: Option<SocketAddr>) -> Reservation {
         let take = |limit: usize| bytes.clamp(1, limit).min(u32::MAX as usize) as u32;
         let conn = match peer {
             Some(p) => {
