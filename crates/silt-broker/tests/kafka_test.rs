@@ -81,7 +81,13 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
         (ApiKey::ListOffsets, 1, 6),
         (ApiKey::Metadata, 0, 12),
         (ApiKey::ApiVersions, 0, 4),
+        (ApiKey::OffsetCommit, 2, 9),
+        (ApiKey::OffsetFetch, 1, 9),
+        (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::ListGroups, 0, 5),
+        (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::InitProducerId, 0, 5),
+        (ApiKey::ConsumerGroupHeartbeat, 1, 1),
     ];
     assert_eq!(keys, want.map(|(k, min, max)| (k as i16, min, max)));
 
@@ -384,4 +390,185 @@ async fn produce_fetch_and_list_offsets_pass_kafka_batches_through() {
         70,
         "FETCH_SESSION_ID_NOT_FOUND"
     );
+}
+
+fn group(s: &'static str) -> kafka_protocol::messages::GroupId {
+    kafka_protocol::messages::GroupId(StrBytes::from_static_str(s))
+}
+
+/// One KIP-848 heartbeat of member `m` (epoch, owned partitions by topic id); returns the new
+/// epoch and the assigned partitions.
+async fn kafka_heartbeat(
+    sock: &mut TcpStream,
+    epoch: i32,
+    owned: Option<(uuid::Uuid, Vec<i32>)>,
+) -> (i16, i32, Vec<i32>) {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group("g"))
+        .with_member_id(StrBytes::from_static_str("kafka-member"))
+        .with_member_epoch(epoch)
+        .with_subscribed_topic_names((epoch == 0).then(|| vec![name("jobs")]))
+        .with_topic_partitions(owned.map(|(id, parts)| {
+            vec![TopicPartitions::default().with_topic_id(id).with_partitions(parts)]
+        }));
+    let mut body = call(sock, ApiKey::ConsumerGroupHeartbeat, 1, 20, &req).await.unwrap();
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).unwrap();
+    let mut parts: Vec<i32> = r
+        .assignment
+        .map(|a| a.topic_partitions.into_iter().flat_map(|t| t.partitions).collect())
+        .unwrap_or_default();
+    parts.sort_unstable();
+    if r.error_code == 0 {
+        assert_eq!(r.member_id.as_deref(), Some("kafka-member"), "the client's own id is kept");
+    }
+    (r.error_code, r.member_epoch, parts)
+}
+
+async fn commit(sock: &mut TcpStream, member: &'static str, epoch: i32, partition: i32) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+    let req = OffsetCommitRequest::default()
+        .with_group_id(group("g"))
+        .with_member_id(StrBytes::from_static_str(member))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default().with_name(name("jobs")).with_partitions(vec![
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(42)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+            ]),
+        ]);
+    let mut body = call(sock, ApiKey::OffsetCommit, 9, 21, &req).await.unwrap();
+    OffsetCommitResponse::decode(&mut body, 9).unwrap().topics[0].partitions[0].error_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_member_and_a_grpc_member_share_a_group_and_its_offsets() {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{
+        DeleteGroupsRequest, DeleteGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+        ListGroupsRequest, ListGroupsResponse, OffsetFetchRequest, OffsetFetchResponse,
+    };
+    use silt_proto::v1;
+    let (b, kafka) = kafka_broker().await;
+    assert_eq!(b.create_topic("jobs", 2, &[]).await.error_code(), ErrorCode::None);
+    let mut sock = TcpStream::connect(&kafka).await.unwrap();
+
+    // The coordinator, at its Kafka address (old single-key and new batched forms).
+    let req = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+    let mut body = call(&mut sock, ApiKey::FindCoordinator, 3, 22, &req).await.unwrap();
+    let r = FindCoordinatorResponse::decode(&mut body, 3).unwrap();
+    assert_eq!((r.error_code, r.node_id.0), (0, 1));
+    assert_eq!(format!("{}:{}", r.host, r.port), kafka);
+    let req = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![StrBytes::from_static_str("txn")]);
+    let mut body = call(&mut sock, ApiKey::FindCoordinator, 4, 23, &req).await.unwrap();
+    let r = FindCoordinatorResponse::decode(&mut body, 4).unwrap();
+    assert_eq!(r.coordinators[0].error_code, 42, "no transaction coordinators yet");
+
+    // The Kafka member joins alone and gets both partitions.
+    let (code, mut epoch, parts) = kafka_heartbeat(&mut sock, 0, None).await;
+    assert_eq!((code, parts.as_slice()), (0, &[0, 1][..]));
+    let mut meta =
+        call(&mut sock, ApiKey::Metadata, 12, 24, &MetadataRequest::default().with_topics(None))
+            .await
+            .unwrap();
+    let meta = MetadataResponse::decode(&mut meta, 12).unwrap();
+    let id = meta.topics.iter().find(|t| t.name == Some(name("jobs"))).unwrap().topic_id;
+    let mut owned = parts;
+
+    // A gRPC member joins the same group; the Kafka member gives one partition up.
+    let mut groups =
+        v1::groups_client::GroupsClient::connect(format!("http://{}", b.addr)).await.unwrap();
+    let mut grpc = v1::GroupHeartbeatRequest {
+        group: "g".into(),
+        client_id: "grpc".into(),
+        subscribed_topics: vec!["jobs".into()],
+        ..Default::default()
+    };
+    let mut grpc_parts = Vec::new();
+    for _ in 0..50 {
+        let r = groups.group_heartbeat(grpc.clone()).await.unwrap().into_inner();
+        assert_eq!(r.error_code, 0, "{}", r.error_message);
+        grpc.member_id = r.member_id;
+        grpc.member_epoch = r.member_epoch;
+        grpc.owned = r.assignment.clone();
+        grpc_parts = r.assignment.iter().flat_map(|t| t.partitions.clone()).collect();
+        let (code, e, parts) = kafka_heartbeat(&mut sock, epoch, Some((id, owned.clone()))).await;
+        assert_eq!(code, 0);
+        (epoch, owned) = (e, parts);
+        if owned.len() == 1 && grpc_parts.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((owned.len(), grpc_parts.len()), (1, 1), "one partition each");
+    assert_ne!(owned[0] as u32, grpc_parts[0]);
+
+    // The Kafka member commits its own partition; a member-less commit is refused while the
+    // group has members; the commit is visible over gRPC too.
+    assert_eq!(commit(&mut sock, "kafka-member", epoch, owned[0]).await, 0);
+    assert_eq!(commit(&mut sock, "", -1, owned[0]).await, 25, "UNKNOWN_MEMBER_ID");
+    let req = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default().with_group_id(group("g")).with_topics(Some(vec![
+            OffsetFetchRequestTopics::default()
+                .with_name(name("jobs"))
+                .with_partition_indexes(vec![0, 1]),
+        ])),
+    ]);
+    let mut body = call(&mut sock, ApiKey::OffsetFetch, 8, 25, &req).await.unwrap();
+    let r = OffsetFetchResponse::decode(&mut body, 8).unwrap();
+    let committed: Vec<(i32, i64)> = r.groups[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    let want: Vec<(i32, i64)> =
+        [0, 1].into_iter().map(|p| (p, if p == owned[0] { 42 } else { -1 })).collect();
+    assert_eq!(committed, want);
+    let fetched = groups
+        .fetch_offsets(v1::FetchOffsetsRequest { group: "g".into(), partitions: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        fetched.offsets.iter().map(|o| (o.partition as i32, o.offset)).collect::<Vec<_>>(),
+        [(owned[0], 42)]
+    );
+
+    // Listed as a consumer group; not deleted while it has members, deleted once both left.
+    let mut body =
+        call(&mut sock, ApiKey::ListGroups, 5, 26, &ListGroupsRequest::default()).await.unwrap();
+    let r = ListGroupsResponse::decode(&mut body, 5).unwrap();
+    let g = r.groups.iter().find(|g| &*g.group_id.0 == "g").expect("listed");
+    assert_eq!((&*g.group_type, &*g.protocol_type), ("consumer", "consumer"));
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![group("g")]);
+    let mut body = call(&mut sock, ApiKey::DeleteGroups, 2, 27, &delete).await.unwrap();
+    assert_eq!(
+        DeleteGroupsResponse::decode(&mut body, 2).unwrap().results[0].error_code,
+        68,
+        "NON_EMPTY_GROUP"
+    );
+    let (code, left, _) = kafka_heartbeat(&mut sock, -1, None).await;
+    assert_eq!((code, left), (0, -1), "member epoch -1 leaves");
+    let r = groups
+        .leave_group(v1::LeaveGroupRequest {
+            group: "g".into(),
+            member_id: grpc.member_id.clone(),
+            instance_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, 0);
+    let mut body = call(&mut sock, ApiKey::DeleteGroups, 2, 28, &delete).await.unwrap();
+    assert_eq!(DeleteGroupsResponse::decode(&mut body, 2).unwrap().results[0].error_code, 0);
 }

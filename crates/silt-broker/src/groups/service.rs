@@ -235,6 +235,7 @@ impl GroupsService {
             assignor,
             session_timeout_ms: session,
             owned: to_tps(req.owned)?,
+            client_member_id: req.client_member_id,
         };
         let v = view(shared);
         let topics = coord::subscribable_topics(&v);

@@ -122,6 +122,8 @@ pub struct Heartbeat {
     pub assignor: Option<Assignor>,
     pub session_timeout_ms: u64,
     pub owned: BTreeSet<Tp>,
+    /// A join keeps `member_id` (client-chosen) instead of calling `new_id`.
+    pub client_member_id: bool,
 }
 
 /// The answer to a heartbeat.
@@ -282,7 +284,11 @@ impl Group {
             {
                 self.assignor = a;
             }
-            let id = new_id();
+            let id = if hb.client_member_id && !hb.member_id.is_empty() {
+                hb.member_id.clone()
+            } else {
+                new_id()
+            };
             if let Some(t) = self.target.remove("") {
                 self.target.insert(id.clone(), t);
             }

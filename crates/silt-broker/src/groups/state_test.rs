@@ -24,6 +24,7 @@ fn hb(s: &Sim, topic: &str) -> Heartbeat {
         assignor: None,
         session_timeout_ms: 10_000,
         owned: s.owned.clone(),
+        client_member_id: false,
     }
 }
 
@@ -316,4 +317,30 @@ fn later_commit_records_win_regardless_of_apply_order() {
     assert_eq!(g.offsets[&tp].offset, 20);
     g.apply_offset(tp.clone(), None, 6);
     assert!(!g.offsets.contains_key(&tp));
+}
+
+#[test]
+fn a_join_under_a_client_chosen_id_keeps_it_and_a_rejoin_replaces_that_member() {
+    let mut g = Group::default();
+    let t = topics(&[("orders", 2)]);
+    let join = Heartbeat { member_id: "chosen".into(), client_member_id: true, ..join_template() };
+    let out = g.heartbeat(join.clone(), 0, &t, || "made".into()).unwrap();
+    assert_eq!(out.member_id, "chosen");
+    assert_eq!(out.assignment.len(), 2);
+    // Rejoining (epoch 0) under the same id: still one member, named as chosen, afresh.
+    let again = g.heartbeat(join, 10, &t, || "made".into()).unwrap();
+    assert_eq!(again.member_id, "chosen");
+    assert_eq!(g.members.len(), 1);
+    // Without the flag, the broker names the member.
+    let other = Heartbeat { member_id: "x".into(), client_member_id: false, ..join_template() };
+    assert_eq!(g.heartbeat(other, 20, &t, || "made".into()).unwrap().member_id, "made");
+}
+
+fn join_template() -> Heartbeat {
+    Heartbeat {
+        client_id: "c".into(),
+        topics: ["orders".to_string()].into(),
+        session_timeout_ms: 10_000,
+        ..Heartbeat::default()
+    }
 }

@@ -195,16 +195,9 @@ fn endpoints(k: &Kafka, ids: &[i32]) -> Vec<(i32, StrBytes, i32, Option<StrBytes
 }
 
 /// Topic names by topic id (Fetch v13+ names topics by id).
-fn names_by_id(k: &Kafka) -> HashMap<uuid::Uuid, String> {
+pub(super) fn names_by_id(k: &Kafka) -> HashMap<uuid::Uuid, String> {
     let image = k.shared.cluster.image();
-    image
-        .topics
-        .iter()
-        .map(|(name, t)| {
-            let id = u128::from_str_radix(&t.topic_id(), 16).unwrap_or(0);
-            (uuid::Uuid::from_u128(id), name.clone())
-        })
-        .collect()
+    image.topics.iter().map(|(name, t)| (super::metadata::topic_uuid(t), name.clone())).collect()
 }
 
 fn fetch_error(index: i32, code: i16) -> PartitionData {

@@ -14,6 +14,19 @@ use crate::broker::Shared;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 /// Kafka's LEADER_NOT_AVAILABLE.
 const LEADER_NOT_AVAILABLE: i16 = 5;
+/// Kafka's UNKNOWN_TOPIC_ID.
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// A topic asked for by name or (v10+) by id.
+enum Wanted {
+    Name(String),
+    Id(uuid::Uuid),
+}
+
+/// A topic's KIP-516 id as Kafka's UUID.
+pub(crate) fn topic_uuid(t: &silt_raft::image::TopicImage) -> uuid::Uuid {
+    uuid::Uuid::from_u128(u128::from_str_radix(&t.topic_id(), 16).unwrap_or(0))
+}
 
 fn broker_id(id: u64) -> BrokerId {
     BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
@@ -37,23 +50,41 @@ pub(crate) fn answer(shared: &Shared, req: &MetadataRequest, version: i16) -> Me
             )
         })
         .collect();
-    // v0: an empty list means every topic; v1+: null means every topic.
-    let wanted: Vec<String> = match &req.topics {
-        Some(list) if !(version == 0 && list.is_empty()) => {
-            list.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect()
-        }
-        _ => image.topics.keys().cloned().collect(),
+    // v0: an empty list means every topic; v1+: null means every topic. v10+ may name a topic
+    // by id instead (name null), as KIP-848 consumers do for their assignment.
+    let wanted: Vec<Wanted> = match &req.topics {
+        Some(list) if !(version == 0 && list.is_empty()) => list
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => Wanted::Name(n.0.to_string()),
+                None => Wanted::Id(t.topic_id),
+            })
+            .collect(),
+        _ => image.topics.keys().cloned().map(Wanted::Name).collect(),
     };
     let topics = wanted
         .into_iter()
-        .map(|name| {
+        .map(|w| {
+            let name = match w {
+                Wanted::Name(name) => name,
+                Wanted::Id(id) => {
+                    let found = image.topics.iter().find(|(_, t)| topic_uuid(t) == id);
+                    match found {
+                        Some((name, _)) => name.clone(),
+                        None => {
+                            return MetadataResponseTopic::default()
+                                .with_topic_id(id)
+                                .with_error_code(UNKNOWN_TOPIC_ID);
+                        }
+                    }
+                }
+            };
             let out = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                 .with_is_internal(name.starts_with("__"));
             let Some(t) = image.topics.get(&name) else {
                 return out.with_error_code(UNKNOWN_TOPIC_OR_PARTITION);
             };
-            let id = u128::from_str_radix(&t.topic_id(), 16).unwrap_or(0);
             let partitions = t
                 .partitions
                 .iter()
@@ -68,7 +99,7 @@ pub(crate) fn answer(shared: &Shared, req: &MetadataRequest, version: i16) -> Me
                         .with_isr_nodes(p.isr.iter().map(|r| broker_id(*r)).collect())
                 })
                 .collect();
-            out.with_topic_id(uuid::Uuid::from_u128(id)).with_partitions(partitions)
+            out.with_topic_id(topic_uuid(t)).with_partitions(partitions)
         })
         .collect();
     MetadataResponse::default()

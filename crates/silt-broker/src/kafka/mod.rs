@@ -11,6 +11,7 @@
 
 mod data;
 mod errors;
+mod groups;
 mod metadata;
 
 use std::sync::Arc;
@@ -19,8 +20,10 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
+    DeleteGroupsRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::broker::Shared;
+use crate::groups::GroupsService;
 use crate::service::DataService;
 use crate::service::produce_budget::Reservation;
 
@@ -45,20 +49,44 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::ConsumerGroupHeartbeat, 1, 1),
 ];
+
+/// Members whose last heartbeat one connection remembers (more are forgotten, and then read
+/// back from the group).
+const MAX_MEMBERS_PER_CONNECTION: usize = 1024;
 
 /// What every connection's requests are served by: the broker and its gRPC services.
 #[derive(Debug)]
 pub(crate) struct Kafka {
     shared: Arc<Shared>,
     data: DataService,
+    groups: GroupsService,
 }
 
 impl Kafka {
     fn new(shared: Arc<Shared>) -> Kafka {
-        Kafka { data: DataService::new(shared.clone()), shared }
+        Kafka {
+            data: DataService::new(shared.clone()),
+            groups: GroupsService::new(shared.clone()),
+            shared,
+        }
     }
+}
+
+/// What one connection remembers between requests.
+#[derive(Debug, Default)]
+pub(crate) struct Connection {
+    /// The client id of the latest request header.
+    client_id: String,
+    /// KIP-848 members' last heartbeats, by (group, member id).
+    members: std::collections::HashMap<(String, String), groups::MemberState>,
 }
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -97,6 +125,7 @@ async fn connection(
     k: &Kafka,
 ) -> Result<(), String> {
     let max = k.shared.config.kafka_max_request_bytes;
+    let mut conn = Connection::default();
     loop {
         let len = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_i32()).await {
             Err(_) => return Err("idle".into()),
@@ -121,7 +150,7 @@ async fn connection(
             Reservation::default()
         };
         sock.read_exact(&mut frame[2..]).await.map_err(|e| e.to_string())?;
-        if let Some(response) = handle(k, frame.freeze(), budget).await? {
+        if let Some(response) = handle(k, &mut conn, frame.freeze(), budget).await? {
             sock.write_all(&response).await.map_err(|e| e.to_string())?;
         }
     }
@@ -134,7 +163,12 @@ fn decode<T: Decodable>(key: ApiKey, frame: &mut Bytes, version: i16) -> Result<
 
 /// Decodes one request frame and returns the whole response frame (length prefix included), or
 /// `None` when the request takes no answer (Produce with acks=0).
-async fn handle(k: &Kafka, mut frame: Bytes, budget: Reservation) -> Result<Option<Bytes>, String> {
+async fn handle(
+    k: &Kafka,
+    conn: &mut Connection,
+    mut frame: Bytes,
+    budget: Reservation,
+) -> Result<Option<Bytes>, String> {
     let key_raw = frame.clone().get_i16();
     let version = {
         let mut b = frame.slice(2..);
@@ -144,6 +178,14 @@ async fn handle(k: &Kafka, mut frame: Bytes, budget: Reservation) -> Result<Opti
     let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| format!("{key:?} v{version}: bad request header: {e}"))?;
     let correlation_id = header.correlation_id;
+    if let Some(id) = &header.client_id
+        && conn.client_id != id.as_str()
+    {
+        conn.client_id = id.to_string();
+    }
+    if conn.members.len() > MAX_MEMBERS_PER_CONNECTION {
+        conn.members.clear();
+    }
     if key == ApiKey::ApiVersions {
         // Kafka's rule: an ApiVersions request of an unknown version is answered in v0 with
         // UNSUPPORTED_VERSION and the supported versions, so the client can retry.
@@ -183,6 +225,31 @@ async fn handle(k: &Kafka, mut frame: Bytes, budget: Reservation) -> Result<Opti
         ApiKey::InitProducerId => {
             let req: InitProducerIdRequest = decode(key, &mut frame, version)?;
             respond(key, version, cid, &data::init_producer_id(k, req).await).map(Some)
+        }
+        ApiKey::FindCoordinator => {
+            let req: FindCoordinatorRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &groups::find_coordinator(k, req, version).await).map(Some)
+        }
+        ApiKey::OffsetCommit => {
+            let req: OffsetCommitRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &groups::offset_commit(k, req).await).map(Some)
+        }
+        ApiKey::OffsetFetch => {
+            let req: OffsetFetchRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &groups::offset_fetch(k, req, version).await).map(Some)
+        }
+        ApiKey::ListGroups => {
+            let req: ListGroupsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &groups::list_groups(k, req).await).map(Some)
+        }
+        ApiKey::DeleteGroups => {
+            let req: DeleteGroupsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &groups::delete_groups(k, req).await).map(Some)
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let req: ConsumerGroupHeartbeatRequest = decode(key, &mut frame, version)?;
+            let body = groups::consumer_group_heartbeat(k, conn, req).await;
+            respond(key, version, cid, &body).map(Some)
         }
         _ => Err(format!("{key:?} is advertised but has no handler")),
     }

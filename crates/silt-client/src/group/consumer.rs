@@ -533,6 +533,7 @@ async fn heartbeat_once(
             assignor: config.assignor.clone().unwrap_or_default(),
             session_timeout_ms: config.session_timeout_ms,
             owned: to_wire(&m.owned),
+            client_member_id: false,
         }
     };
     let sent_id = req.member_id.clone();

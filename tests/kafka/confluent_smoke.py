@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""confluent-kafka (librdkafka, from PyPI) against Silt's Kafka listener (issue 16).
+
+Starts one broker with --kafka-listen, then: an idempotent producer writes keyed records with
+acks=all; a KIP-848 consumer group (group.protocol=consumer) reads every one and commits; a new
+member of the group resumes at the committed offsets and reads only what came after; two
+members split the partitions; the admin client lists the group and deletes it once empty.
+
+Usage: confluent_smoke.py SILTD SILT. Every wait is bounded; the broker is stopped on exit.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+TOPIC = "orders"
+PARTITIONS = 3
+RECORDS = 2000
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fail(msg, log):
+    print(f"confluent smoke: {msg}", file=sys.stderr)
+    with open(log) as f:
+        print("".join(f.readlines()[-30:]), file=sys.stderr)
+    sys.exit(1)
+
+
+def produce(bootstrap, first, count):
+    errors = []
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+    })
+    for i in range(first, first + count):
+        p.produce(TOPIC, key=f"key-{i}", value=f"value-{i}",
+                  on_delivery=lambda err, msg: errors.append(err) if err else None)
+        p.poll(0)
+    left = p.flush(30)
+    return left, errors
+
+
+def consume(bootstrap, group, want, deadline_s):
+    """Reads until `want` records arrived or the deadline passed; commits; returns values."""
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "group.protocol": "consumer",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    c.subscribe([TOPIC])
+    got = []
+    end = time.monotonic() + deadline_s
+    while len(got) < want and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            print(f"consumer error: {m.error()}", file=sys.stderr)
+            continue
+        got.append(m.value().decode())
+    if got:
+        c.commit(asynchronous=False)
+    return c, got
+
+
+def main():
+    siltd, silt = sys.argv[1], sys.argv[2]
+    work = tempfile.mkdtemp()
+    log = os.path.join(work, "siltd.log")
+    grpc, internal, kafka = free_port(), free_port(), free_port()
+    broker = subprocess.Popen(
+        [siltd, "--data-dir", os.path.join(work, "data"), "--listen", f"127.0.0.1:{grpc}",
+         "--internal-listen", f"127.0.0.1:{internal}", "--http", "",
+         "--kafka-listen", f"127.0.0.1:{kafka}"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        subprocess.run([silt, "-b", f"127.0.0.1:{grpc}", "topic", "create", TOPIC,
+                        "-p", str(PARTITIONS), "-r", "1"], check=True, stdout=subprocess.DEVNULL,
+                       timeout=60)
+        bootstrap = f"127.0.0.1:{kafka}"
+
+        left, errors = produce(bootstrap, 0, RECORDS)
+        if left or errors:
+            fail(f"{left} records unsent, delivery errors: {errors[:3]}", log)
+        print(f"produced {RECORDS} records (idempotent, acks=all)")
+
+        c, got = consume(bootstrap, "g1", RECORDS, 60)
+        c.close()
+        want = {f"value-{i}" for i in range(RECORDS)}
+        if sorted(got) != sorted(want):
+            fail(f"the group read {len(got)} records ({len(set(got))} distinct), want {RECORDS}",
+                 log)
+        print(f"group g1 (KIP-848 consumer protocol) read all {RECORDS} records and committed")
+
+        left, errors = produce(bootstrap, RECORDS, 10)
+        if left or errors:
+            fail(f"second produce: {left} unsent, errors {errors[:3]}", log)
+        c, got = consume(bootstrap, "g1", 10, 60)
+        # Give a stray redelivery a moment to show itself.
+        extra = c.poll(1.0)
+        c.close()
+        want = sorted(f"value-{i}" for i in range(RECORDS, RECORDS + 10))
+        if sorted(got) != want or (extra is not None and not extra.error()):
+            fail(f"resumed member read {sorted(got)[:5]}... (+{extra is not None}), want {want[:5]}...",
+                 log)
+        print("a new member resumed at the committed offsets: exactly the 10 new records")
+
+        # Two members split the partitions between them (KIP-848 moves them incrementally).
+        members = []
+        for _ in range(2):
+            m = Consumer({"bootstrap.servers": bootstrap, "group.id": "g2",
+                          "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+            m.subscribe([TOPIC])
+            members.append(m)
+        end = time.monotonic() + 60
+        split = False
+        while time.monotonic() < end and not split:
+            for m in members:
+                m.poll(0.2)
+            a, b = ({p.partition for p in m.assignment()} for m in members)
+            split = bool(a) and bool(b) and not (a & b) and len(a | b) == PARTITIONS
+        for m in members:
+            m.close()
+        if not split:
+            fail(f"two members did not split the partitions: {a} and {b}", log)
+        print(f"two members split the partitions: {sorted(a)} and {sorted(b)}")
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        listed = admin.list_consumer_groups().result(timeout=30)
+        ids = {g.group_id for g in listed.valid}
+        if not {"g1", "g2"} <= ids:
+            fail(f"list_consumer_groups gave {ids}", log)
+        deleted = admin.delete_consumer_groups(["g1"])
+        deleted["g1"].result(timeout=30)
+        listed = admin.list_consumer_groups().result(timeout=30)
+        if "g1" in {g.group_id for g in listed.valid}:
+            fail("g1 still listed after delete", log)
+        print("admin: groups listed, the empty group deleted")
+    finally:
+        broker.terminate()
+        try:
+            broker.wait(20)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    print("confluent-kafka: ok")
+
+
+if __name__ == "__main__":
+    main()
