@@ -4,7 +4,9 @@
 Starts one broker with --kafka-listen, then: an idempotent producer writes keyed records with
 acks=all; a KIP-848 consumer group (group.protocol=consumer) reads every one and commits; a new
 member of the group resumes at the committed offsets and reads only what came after; two
-members split the partitions; the admin client lists the group and deletes it once empty.
+members split the partitions; the admin client lists the group and deletes it once empty,
+creates a topic with a config, describes and alters that config, describes the cluster and
+deletes the topic.
 
 Usage: confluent_smoke.py SILTD SILT. Every wait is bounded; the broker is stopped on exit.
 """
@@ -18,7 +20,8 @@ import tempfile
 import time
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   NewTopic)
 
 TOPIC = "orders"
 PARTITIONS = 3
@@ -154,6 +157,38 @@ def main():
         if "g1" in {g.group_id for g in listed.valid}:
             fail("g1 still listed after delete", log)
         print("admin: groups listed, the empty group deleted")
+
+        # Topics and their configs through the admin client.
+        made = admin.create_topics([NewTopic("made-by-kafka", num_partitions=2,
+                                             replication_factor=1,
+                                             config={"retention.ms": "3600000"})])
+        made["made-by-kafka"].result(timeout=30)
+        again = admin.create_topics([NewTopic("made-by-kafka", num_partitions=2)])
+        try:
+            again["made-by-kafka"].result(timeout=30)
+            fail("creating an existing topic succeeded", log)
+        except Exception as e:  # KafkaException(TOPIC_ALREADY_EXISTS)
+            if "TOPIC_ALREADY_EXISTS" not in str(e):
+                fail(f"creating an existing topic: {e}", log)
+        res = ConfigResource(ConfigResource.Type.TOPIC, "made-by-kafka")
+        configs = admin.describe_configs([res])[res].result(timeout=30)
+        if configs["retention.ms"].value != "3600000":
+            fail(f"retention.ms is {configs['retention.ms'].value}", log)
+        alter = ConfigResource(ConfigResource.Type.TOPIC, "made-by-kafka", incremental_configs=[
+            ConfigEntry("retention.ms", "7200000",
+                        incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([alter])[alter].result(timeout=30)
+        configs = admin.describe_configs([res])[res].result(timeout=30)
+        if configs["retention.ms"].value != "7200000":
+            fail(f"retention.ms after alter is {configs['retention.ms'].value}", log)
+        cluster = admin.describe_cluster().result(timeout=30)
+        if [n.port for n in cluster.nodes] != [kafka]:
+            fail(f"describe_cluster nodes {cluster.nodes}", log)
+        admin.delete_topics(["made-by-kafka"])["made-by-kafka"].result(timeout=30)
+        if "made-by-kafka" in admin.list_topics(timeout=30).topics:
+            fail("made-by-kafka still listed after delete", log)
+        print("admin: topic created, its config described and altered, cluster described, "
+              "topic deleted")
     finally:
         broker.terminate()
         try:

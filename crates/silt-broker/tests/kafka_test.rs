@@ -87,6 +87,11 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
         (ApiKey::ListGroups, 0, 5),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::InitProducerId, 0, 5),
+        (ApiKey::CreateTopics, 2, 7),
+        (ApiKey::DeleteTopics, 1, 6),
+        (ApiKey::DescribeConfigs, 1, 4),
+        (ApiKey::IncrementalAlterConfigs, 0, 1),
+        (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::ConsumerGroupHeartbeat, 1, 1),
     ];
     assert_eq!(keys, want.map(|(k, min, max)| (k as i16, min, max)));
@@ -571,4 +576,78 @@ async fn a_kafka_member_and_a_grpc_member_share_a_group_and_its_offsets() {
     assert_eq!(r.error_code, 0);
     let mut body = call(&mut sock, ApiKey::DeleteGroups, 2, 28, &delete).await.unwrap();
     assert_eq!(DeleteGroupsResponse::decode(&mut body, 2).unwrap().results[0].error_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_admin_over_kafka_creates_deletes_and_refuses_what_silt_does_not_do() {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+        DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    };
+    let (_b, kafka) = kafka_broker().await;
+    let mut sock = TcpStream::connect(&kafka).await.unwrap();
+    let topic = |n: &'static str| {
+        CreatableTopic::default()
+            .with_name(name(n))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+    };
+    let req = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        topic("made").with_configs(vec![
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                .with_value(Some(StrBytes::from_static_str("1"))),
+        ]),
+        topic("placed").with_assignments(vec![
+            CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![BrokerId(1)]),
+        ]),
+        topic("bad").with_configs(vec![
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("no.such.key"))
+                .with_value(Some(StrBytes::from_static_str("1"))),
+        ]),
+    ]);
+    let mut body = call(&mut sock, ApiKey::CreateTopics, 7, 30, &req).await.unwrap();
+    let r = CreateTopicsResponse::decode(&mut body, 7).unwrap();
+    let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, 39, 40], "created; INVALID_REPLICA_ASSIGNMENT; INVALID_CONFIG");
+    assert!(!r.topics[0].topic_id.is_nil() && r.topics[0].num_partitions > 0);
+    let id = r.topics[0].topic_id;
+
+    // Topic configs: the override is a topic config, the rest defaults; brokers' are not served.
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("made"))
+            .with_configuration_keys(None),
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str("1")),
+    ]);
+    let mut body = call(&mut sock, ApiKey::DescribeConfigs, 4, 31, &req).await.unwrap();
+    let r = DescribeConfigsResponse::decode(&mut body, 4).unwrap();
+    assert_eq!(r.results[0].error_code, 0);
+    let source =
+        |key: &str| r.results[0].configs.iter().find(|c| &*c.name == key).map(|c| c.config_source);
+    assert_eq!(source("min.insync.replicas"), Some(1), "TOPIC_CONFIG");
+    assert_eq!(source("retention.ms"), Some(5), "DEFAULT_CONFIG");
+    assert_eq!(r.results[1].error_code, 42);
+
+    // Delete by topic id (v6); an unknown id is UNKNOWN_TOPIC_ID.
+    let req = DeleteTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        DeleteTopicState::default().with_topic_id(id),
+        DeleteTopicState::default().with_topic_id(uuid::Uuid::from_u128(9)),
+    ]);
+    let mut body = call(&mut sock, ApiKey::DeleteTopics, 6, 32, &req).await.unwrap();
+    let r = DeleteTopicsResponse::decode(&mut body, 6).unwrap();
+    let codes: Vec<i16> = r.responses.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, 100]);
+    assert_eq!(r.responses[0].name, Some(name("made")));
 }

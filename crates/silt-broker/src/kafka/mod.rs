@@ -9,6 +9,7 @@
 //! connection only; an API this listener does not serve (it is not advertised, so well-behaved
 //! clients do not send it) is logged and closes the connection.
 
+mod admin;
 mod data;
 mod errors;
 mod groups;
@@ -21,9 +22,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
-    DeleteGroupsRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,8 +34,8 @@ use tokio::sync::Semaphore;
 
 use crate::broker::Shared;
 use crate::groups::GroupsService;
-use crate::service::DataService;
 use crate::service::produce_budget::Reservation;
+use crate::service::{AdminService, DataService};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -55,6 +57,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ConsumerGroupHeartbeat, 1, 1),
 ];
 
@@ -68,6 +75,7 @@ pub(crate) struct Kafka {
     shared: Arc<Shared>,
     data: DataService,
     groups: GroupsService,
+    admin: AdminService,
 }
 
 impl Kafka {
@@ -75,6 +83,7 @@ impl Kafka {
         Kafka {
             data: DataService::new(shared.clone()),
             groups: GroupsService::new(shared.clone()),
+            admin: AdminService::new(shared.clone()),
             shared,
         }
     }
@@ -250,6 +259,26 @@ async fn handle(
             let req: ConsumerGroupHeartbeatRequest = decode(key, &mut frame, version)?;
             let body = groups::consumer_group_heartbeat(k, conn, req).await;
             respond(key, version, cid, &body).map(Some)
+        }
+        ApiKey::CreateTopics => {
+            let req: CreateTopicsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &admin::create_topics(k, req).await).map(Some)
+        }
+        ApiKey::DeleteTopics => {
+            let req: DeleteTopicsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &admin::delete_topics(k, req, version).await).map(Some)
+        }
+        ApiKey::DescribeConfigs => {
+            let req: DescribeConfigsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &admin::describe_configs(k, req).await).map(Some)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req: IncrementalAlterConfigsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &admin::incremental_alter_configs(k, req).await).map(Some)
+        }
+        ApiKey::DescribeCluster => {
+            let req: DescribeClusterRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &admin::describe_cluster(k, &req)).map(Some)
         }
         _ => Err(format!("{key:?} is advertised but has no handler")),
     }
