@@ -2,9 +2,10 @@
 """confluent-kafka (librdkafka, from PyPI) against Silt's Kafka listener (issue 16).
 
 Starts one broker with --kafka-listen, then: an idempotent producer writes keyed records with
-acks=all; a KIP-848 consumer group (group.protocol=consumer) reads every one and commits; a new
-member of the group resumes at the committed offsets and reads only what came after; two
-members split the partitions; the admin client lists the group and deletes it once empty,
+acks=all; a consumer group reads every one and commits, a new member of the group resumes at
+the committed offsets and reads only what came after, and two members split the partitions,
+both with KIP-848 groups (group.protocol=consumer) and with the classic protocol; the admin
+client lists the group and deletes it once empty,
 creates a topic with a config, describes and alters that config, describes the cluster and
 deletes the topic.
 
@@ -59,12 +60,12 @@ def produce(bootstrap, first, count):
     return left, errors
 
 
-def consume(bootstrap, group, want, deadline_s):
+def consume(bootstrap, protocol, group, want, deadline_s):
     """Reads until `want` records arrived or the deadline passed; commits; returns values."""
     c = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": group,
-        "group.protocol": "consumer",
+        "group.protocol": protocol,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
     })
@@ -105,57 +106,65 @@ def main():
             fail(f"{left} records unsent, delivery errors: {errors[:3]}", log)
         print(f"produced {RECORDS} records (idempotent, acks=all)")
 
-        c, got = consume(bootstrap, "g1", RECORDS, 60)
-        c.close()
-        want = {f"value-{i}" for i in range(RECORDS)}
-        if sorted(got) != sorted(want):
-            fail(f"the group read {len(got)} records ({len(set(got))} distinct), want {RECORDS}",
-                 log)
-        print(f"group g1 (KIP-848 consumer protocol) read all {RECORDS} records and committed")
+        total = RECORDS
+        # The same checks with KIP-848 groups (group.protocol=consumer: Silt's server-side
+        # assignment) and with the classic protocol (JoinGroup/SyncGroup, client-side assignor).
+        for protocol in ("consumer", "classic"):
+            group = f"{protocol}-g1"
+            c, got = consume(bootstrap, protocol, group, total, 60)
+            c.close()
+            want = {f"value-{i}" for i in range(total)}
+            if sorted(got) != sorted(want):
+                fail(f"{protocol}: the group read {len(got)} records ({len(set(got))} distinct), "
+                     f"want {total}", log)
+            print(f"{protocol} group: read all {total} records and committed")
 
-        left, errors = produce(bootstrap, RECORDS, 10)
-        if left or errors:
-            fail(f"second produce: {left} unsent, errors {errors[:3]}", log)
-        c, got = consume(bootstrap, "g1", 10, 60)
-        # Give a stray redelivery a moment to show itself.
-        extra = c.poll(1.0)
-        c.close()
-        want = sorted(f"value-{i}" for i in range(RECORDS, RECORDS + 10))
-        if sorted(got) != want or (extra is not None and not extra.error()):
-            fail(f"resumed member read {sorted(got)[:5]}... (+{extra is not None}), want {want[:5]}...",
-                 log)
-        print("a new member resumed at the committed offsets: exactly the 10 new records")
+            left, errors = produce(bootstrap, total, 10)
+            if left or errors:
+                fail(f"second produce: {left} unsent, errors {errors[:3]}", log)
+            c, got = consume(bootstrap, protocol, group, 10, 60)
+            # Give a stray redelivery a moment to show itself.
+            extra = c.poll(1.0)
+            c.close()
+            want = sorted(f"value-{i}" for i in range(total, total + 10))
+            total += 10
+            if sorted(got) != want or (extra is not None and not extra.error()):
+                fail(f"{protocol}: resumed member read {sorted(got)[:5]}... "
+                     f"(+{extra is not None}), want {want[:5]}...", log)
+            print(f"{protocol} group: a new member resumed at the committed offsets: exactly "
+                  "the 10 new records")
 
-        # Two members split the partitions between them (KIP-848 moves them incrementally).
-        members = []
-        for _ in range(2):
-            m = Consumer({"bootstrap.servers": bootstrap, "group.id": "g2",
-                          "group.protocol": "consumer", "auto.offset.reset": "earliest"})
-            m.subscribe([TOPIC])
-            members.append(m)
-        end = time.monotonic() + 60
-        split = False
-        while time.monotonic() < end and not split:
+            # Two members split the partitions between them.
+            members = []
+            for _ in range(2):
+                m = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{protocol}-g2",
+                              "group.protocol": protocol, "auto.offset.reset": "earliest"})
+                m.subscribe([TOPIC])
+                members.append(m)
+            end = time.monotonic() + 60
+            split = False
+            while time.monotonic() < end and not split:
+                for m in members:
+                    m.poll(0.2)
+                a, b = ({p.partition for p in m.assignment()} for m in members)
+                split = bool(a) and bool(b) and not (a & b) and len(a | b) == PARTITIONS
             for m in members:
-                m.poll(0.2)
-            a, b = ({p.partition for p in m.assignment()} for m in members)
-            split = bool(a) and bool(b) and not (a & b) and len(a | b) == PARTITIONS
-        for m in members:
-            m.close()
-        if not split:
-            fail(f"two members did not split the partitions: {a} and {b}", log)
-        print(f"two members split the partitions: {sorted(a)} and {sorted(b)}")
+                m.close()
+            if not split:
+                fail(f"{protocol}: two members did not split the partitions: {a} and {b}", log)
+            print(f"{protocol} group: two members split the partitions: {sorted(a)} and "
+                  f"{sorted(b)}")
 
         admin = AdminClient({"bootstrap.servers": bootstrap})
         listed = admin.list_consumer_groups().result(timeout=30)
         ids = {g.group_id for g in listed.valid}
-        if not {"g1", "g2"} <= ids:
+        if not {"consumer-g1", "consumer-g2", "classic-g1"} <= ids:
             fail(f"list_consumer_groups gave {ids}", log)
-        deleted = admin.delete_consumer_groups(["g1"])
-        deleted["g1"].result(timeout=30)
+        for g in ("consumer-g1", "classic-g1"):
+            admin.delete_consumer_groups([g])[g].result(timeout=30)
         listed = admin.list_consumer_groups().result(timeout=30)
-        if "g1" in {g.group_id for g in listed.valid}:
-            fail("g1 still listed after delete", log)
+        if {"consumer-g1", "classic-g1"} & {g.group_id for g in listed.valid}:
+            fail("a group is still listed after delete", log)
         print("admin: groups listed, the empty group deleted")
 
         # Topics and their configs through the admin client.

@@ -84,6 +84,11 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
         (ApiKey::OffsetCommit, 2, 9),
         (ApiKey::OffsetFetch, 1, 9),
         (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::JoinGroup, 0, 9),
+        (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::LeaveGroup, 0, 5),
+        (ApiKey::SyncGroup, 0, 5),
+        (ApiKey::DescribeGroups, 0, 5),
         (ApiKey::ListGroups, 0, 5),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::InitProducerId, 0, 5),
@@ -432,24 +437,7 @@ async fn kafka_heartbeat(
 }
 
 async fn commit(sock: &mut TcpStream, member: &'static str, epoch: i32, partition: i32) -> i16 {
-    use kafka_protocol::messages::offset_commit_request::{
-        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-    };
-    use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
-    let req = OffsetCommitRequest::default()
-        .with_group_id(group("g"))
-        .with_member_id(StrBytes::from_static_str(member))
-        .with_generation_id_or_member_epoch(epoch)
-        .with_topics(vec![
-            OffsetCommitRequestTopic::default().with_name(name("jobs")).with_partitions(vec![
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(partition)
-                    .with_committed_offset(42)
-                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
-            ]),
-        ]);
-    let mut body = call(sock, ApiKey::OffsetCommit, 9, 21, &req).await.unwrap();
-    OffsetCommitResponse::decode(&mut body, 9).unwrap().topics[0].partitions[0].error_code
+    commit_to(sock, "g", StrBytes::from_static_str(member), epoch, partition).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,4 +638,137 @@ async fn topic_admin_over_kafka_creates_deletes_and_refuses_what_silt_does_not_d
     let codes: Vec<i16> = r.responses.iter().map(|t| t.error_code).collect();
     assert_eq!(codes, [0, 100]);
     assert_eq!(r.responses[0].name, Some(name("made")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_group_rebalances_over_join_and_sync_and_excludes_the_other_protocol() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse,
+        JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,
+    };
+    use silt_proto::v1;
+    let (b, kafka) = kafka_broker().await;
+    assert_eq!(b.create_topic("jobs", 2, &[]).await.error_code(), ErrorCode::None);
+    let mut sock = TcpStream::connect(&kafka).await.unwrap();
+    let join = |member: StrBytes| {
+        JoinGroupRequest::default()
+            .with_group_id(group("cg"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(member)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(Bytes::from_static(b"subscription")),
+            ])
+    };
+    // v4+: the first join gets a member id to join with.
+    let mut body =
+        call(&mut sock, ApiKey::JoinGroup, 9, 40, &join(StrBytes::default())).await.unwrap();
+    let r = JoinGroupResponse::decode(&mut body, 9).unwrap();
+    assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+    let member = r.member_id.clone();
+    let mut body = call(&mut sock, ApiKey::JoinGroup, 9, 41, &join(member.clone())).await.unwrap();
+    let r = JoinGroupResponse::decode(&mut body, 9).unwrap();
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    assert_eq!(r.leader, member, "alone, it leads");
+    assert_eq!(r.protocol_name.as_deref(), Some("range"));
+    assert_eq!(r.members.len(), 1);
+    assert_eq!(&r.members[0].metadata[..], b"subscription");
+
+    let sync = SyncGroupRequest::default()
+        .with_group_id(group("cg"))
+        .with_generation_id(1)
+        .with_member_id(member.clone())
+        .with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(Bytes::from_static(b"both partitions")),
+        ]);
+    let mut body = call(&mut sock, ApiKey::SyncGroup, 5, 42, &sync).await.unwrap();
+    let r = SyncGroupResponse::decode(&mut body, 5).unwrap();
+    assert_eq!((r.error_code, &r.assignment[..]), (0, &b"both partitions"[..]));
+    let hb = |generation| {
+        HeartbeatRequest::default()
+            .with_group_id(group("cg"))
+            .with_generation_id(generation)
+            .with_member_id(member.clone())
+    };
+    let mut body = call(&mut sock, ApiKey::Heartbeat, 4, 43, &hb(1)).await.unwrap();
+    assert_eq!(HeartbeatResponse::decode(&mut body, 4).unwrap().error_code, 0);
+    let mut body = call(&mut sock, ApiKey::Heartbeat, 4, 44, &hb(7)).await.unwrap();
+    assert_eq!(
+        HeartbeatResponse::decode(&mut body, 4).unwrap().error_code,
+        22,
+        "ILLEGAL_GENERATION"
+    );
+
+    // Commits are checked against the generation; Silt's own protocol may not join.
+    assert_eq!(commit_to(&mut sock, "cg", member.clone(), 1, 0).await, 0);
+    assert_eq!(commit_to(&mut sock, "cg", member.clone(), 0, 0).await, 22, "ILLEGAL_GENERATION");
+    let mut groups =
+        v1::groups_client::GroupsClient::connect(format!("http://{}", b.addr)).await.unwrap();
+    let grpc = v1::GroupHeartbeatRequest {
+        group: "cg".into(),
+        subscribed_topics: vec!["jobs".into()],
+        ..Default::default()
+    };
+    let r = groups.group_heartbeat(grpc).await.unwrap().into_inner();
+    assert_eq!(r.error_code, ErrorCode::InconsistentGroupProtocol as i32);
+
+    let req = DescribeGroupsRequest::default().with_groups(vec![group("cg")]);
+    let mut body = call(&mut sock, ApiKey::DescribeGroups, 5, 45, &req).await.unwrap();
+    let r = DescribeGroupsResponse::decode(&mut body, 5).unwrap();
+    let g = &r.groups[0];
+    assert_eq!(
+        (&*g.group_state, &*g.protocol_type, &*g.protocol_data),
+        ("Stable", "consumer", "range")
+    );
+    assert_eq!(&g.members[0].member_assignment[..], b"both partitions");
+
+    // And the other way round: a KIP-848 group refuses classic joins.
+    let mut other = join(StrBytes::from_static_str("x")).with_group_id(group("g848"));
+    other.member_id = StrBytes::default();
+    let grpc = v1::GroupHeartbeatRequest {
+        group: "g848".into(),
+        subscribed_topics: vec!["jobs".into()],
+        ..Default::default()
+    };
+    assert_eq!(groups.group_heartbeat(grpc).await.unwrap().into_inner().error_code, 0);
+    let mut body = call(&mut sock, ApiKey::JoinGroup, 9, 46, &other).await.unwrap();
+    assert_eq!(
+        JoinGroupResponse::decode(&mut body, 9).unwrap().error_code,
+        23,
+        "INCONSISTENT_GROUP_PROTOCOL"
+    );
+}
+
+async fn commit_to(
+    sock: &mut TcpStream,
+    g: &'static str,
+    member: StrBytes,
+    generation: i32,
+    partition: i32,
+) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+    let req = OffsetCommitRequest::default()
+        .with_group_id(group(g))
+        .with_member_id(member)
+        .with_generation_id_or_member_epoch(generation)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default().with_name(name("jobs")).with_partitions(vec![
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(42)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+            ]),
+        ]);
+    let mut body = call(sock, ApiKey::OffsetCommit, 8, 47, &req).await.unwrap();
+    OffsetCommitResponse::decode(&mut body, 8).unwrap().topics[0].partitions[0].error_code
 }

@@ -65,6 +65,8 @@ pub(crate) struct Coordinator {
     slots: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Slot>>>>,
     clock: Instant,
     next_member: AtomicU64,
+    /// Groups of Kafka's classic protocol (members over the Kafka listener).
+    pub classic: super::classic::ClassicGroups,
 }
 
 impl Default for Coordinator {
@@ -73,6 +75,7 @@ impl Default for Coordinator {
             slots: Mutex::default(),
             clock: Instant::now(),
             next_member: AtomicU64::new(0),
+            classic: super::classic::ClassicGroups::default(),
         }
     }
 }

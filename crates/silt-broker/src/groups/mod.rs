@@ -2,6 +2,7 @@
 //! `__consumer_offsets` partitions this broker leads, their pure state machine, the records they
 //! are persisted as, and the `Groups` gRPC service.
 
+pub(crate) mod classic;
 pub(crate) mod coordinator;
 mod offsets_topic;
 pub(crate) mod records;

@@ -237,6 +237,12 @@ impl GroupsService {
             owned: to_tps(req.owned)?,
             client_member_id: req.client_member_id,
         };
+        if shared.coordinator.classic.has_members(&req.group) {
+            return Err(WireError::new(
+                ErrorCode::InconsistentGroupProtocol,
+                format!("group {} has members of Kafka's classic protocol", req.group),
+            ));
+        }
         let v = view(shared);
         let topics = coord::subscribable_topics(&v);
         let mut co = coordinate(shared, &v, &req.group).await?;
@@ -455,6 +461,12 @@ impl GroupsService {
     async fn delete(&self, req: v1::DeleteGroupRequest) -> Result<(), WireError> {
         self.shared.serving()?; // a stale image must not place groups
         check_group(&req.group)?;
+        if self.shared.coordinator.classic.has_members(&req.group) {
+            return Err(WireError::new(
+                ErrorCode::GroupNotEmpty,
+                format!("group {} has members of Kafka's classic protocol", req.group),
+            ));
+        }
         let shared = &self.shared;
         let mut co = coordinate(shared, &view(shared), &req.group).await?;
         let g = co.slot.groups.get(&req.group).ok_or_else(|| {

@@ -47,6 +47,7 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         S::InvalidGroupId => K::InvalidGroupId,
         S::UnreleasedInstanceId => K::UnreleasedInstanceId,
         S::StaleMemberEpoch => K::StaleMemberEpoch,
+        S::InconsistentGroupProtocol => K::InconsistentGroupProtocol,
         S::OutOfOrderSequenceNumber => K::OutOfOrderSequenceNumber,
         S::InvalidProducerEpoch => K::InvalidProducerEpoch,
         S::UnknownProducerId => K::UnknownProducerId,

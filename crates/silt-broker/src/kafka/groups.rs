@@ -147,14 +147,26 @@ pub(crate) async fn offset_commit(k: &Kafka, req: OffsetCommitRequest) -> Offset
             }
         }
     }
-    let member_id = text(&req.member_id);
+    let mut member_id = text(&req.member_id);
+    let mut member_epoch = u32::try_from(req.generation_id_or_member_epoch).unwrap_or(0);
+    // A classic group checks member and generation itself; its offsets are then committed as
+    // a member-less commit (Silt's own protocol has no members in a classic group).
+    let now = k.shared.coordinator.now_ms();
+    let classic = k.shared.coordinator.classic.read(&req.group_id.0, now, |g| {
+        g.map(|g| g.check_commit(&member_id, req.generation_id_or_member_epoch))
+    });
     let code = if !early.is_empty() {
         // Kafka answers per partition; Silt refuses the whole commit when one is bad.
         K::UnknownTopicOrPartition.code()
+    } else if let Some(Err(e)) = &classic {
+        super::classic::classic_code(e)
     } else {
+        if classic.is_some() {
+            (member_id, member_epoch) = (String::new(), 0);
+        }
         let commit = v1::CommitOffsetsRequest {
             group: req.group_id.0.to_string(),
-            member_epoch: u32::try_from(req.generation_id_or_member_epoch).unwrap_or(0),
+            member_epoch,
             member_id: member_id.clone(),
             offsets,
         };
@@ -305,7 +317,7 @@ pub(crate) async fn offset_fetch(
 }
 
 /// Silt's state names as Kafka's consumer-group states.
-fn kafka_state(state: &str) -> &'static str {
+pub(super) fn kafka_state(state: &str) -> &'static str {
     match state {
         "empty" => "Empty",
         "stable" => "Stable",
@@ -327,19 +339,32 @@ pub(crate) async fn list_groups(k: &Kafka, req: ListGroupsRequest) -> ListGroups
     };
     let consumer = req.types_filter.is_empty()
         || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("consumer"));
-    let groups = r
+    let classic_type = req.types_filter.is_empty()
+        || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic"));
+    let now = k.shared.coordinator.now_ms();
+    let classic = k.shared.coordinator.classic.sweep(now, |_| true);
+    let listed = |group: String, state: &'static str, kind: &'static str| {
+        ListedGroup::default()
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_group_state(StrBytes::from_static_str(state))
+            .with_group_type(StrBytes::from_static_str(kind))
+    };
+    let mut groups: Vec<ListedGroup> = r
         .groups
         .into_iter()
         .map(|g| (g.group, kafka_state(&g.state)))
-        .filter(|(_, state)| consumer && wanted(state))
-        .map(|(group, state)| {
-            ListedGroup::default()
-                .with_group_id(GroupId(str_bytes(group)))
-                .with_protocol_type(StrBytes::from_static_str("consumer"))
-                .with_group_state(StrBytes::from_static_str(state))
-                .with_group_type(StrBytes::from_static_str("consumer"))
+        .filter(|(group, state)| {
+            consumer && wanted(state) && !classic.iter().any(|c| &c.0 == group)
         })
+        .map(|(group, state)| listed(group, state, "consumer"))
         .collect();
+    groups.extend(
+        classic
+            .into_iter()
+            .filter(|(_, state, _)| classic_type && wanted(state.name()))
+            .map(|(group, state, _)| listed(group, state.name(), "classic")),
+    );
     ListGroupsResponse::default().with_groups(groups)
 }
 

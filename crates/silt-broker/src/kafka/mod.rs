@@ -10,6 +10,7 @@
 //! clients do not send it) is logged and closes the connection.
 
 mod admin;
+mod classic;
 mod data;
 mod errors;
 mod groups;
@@ -23,9 +24,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,6 +56,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
@@ -92,6 +99,8 @@ impl Kafka {
 /// What one connection remembers between requests.
 #[derive(Debug, Default)]
 pub(crate) struct Connection {
+    /// The client's address (DescribeGroups shows it as the member's host).
+    peer: Option<std::net::SocketAddr>,
     /// The client id of the latest request header.
     client_id: String,
     /// KIP-848 members' last heartbeats, by (group, member id).
@@ -104,6 +113,7 @@ fn supported(key: ApiKey, version: i16) -> bool {
 
 /// Accepts Kafka clients until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let _sweeper = AbortOnDrop(tokio::spawn(sweep_classic_groups(shared.clone())));
     let kafka = Arc::new(Kafka::new(shared));
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -127,6 +137,33 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Aborts a task when dropped (the listener's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often classic groups' sessions and rebalance deadlines are checked.
+const CLASSIC_SWEEP: Duration = Duration::from_millis(500);
+
+/// Expires classic group members and completes due rebalances even when no request comes;
+/// forgets the groups this broker no longer coordinates (their members rejoin elsewhere).
+async fn sweep_classic_groups(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(CLASSIC_SWEEP);
+    loop {
+        tick.tick().await;
+        let v = crate::service::metadata::view(&shared);
+        let me = shared.config.node_id;
+        let now = shared.coordinator.now_ms();
+        shared.coordinator.classic.sweep(now, |g| {
+            crate::groups::coordinator::locate(&v, g).ok().and_then(|l| l.leader) == Some(me)
+        });
+    }
+}
+
 /// Serves one connection: frames in, answers out, in order. `Err` says why it was closed.
 async fn connection(
     mut sock: TcpStream,
@@ -134,7 +171,7 @@ async fn connection(
     k: &Kafka,
 ) -> Result<(), String> {
     let max = k.shared.config.kafka_max_request_bytes;
-    let mut conn = Connection::default();
+    let mut conn = Connection { peer: Some(peer), ..Connection::default() };
     loop {
         let len = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_i32()).await {
             Err(_) => return Err("idle".into()),
@@ -259,6 +296,26 @@ async fn handle(
             let req: ConsumerGroupHeartbeatRequest = decode(key, &mut frame, version)?;
             let body = groups::consumer_group_heartbeat(k, conn, req).await;
             respond(key, version, cid, &body).map(Some)
+        }
+        ApiKey::JoinGroup => {
+            let req: JoinGroupRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &classic::join_group(k, conn, req, version).await).map(Some)
+        }
+        ApiKey::SyncGroup => {
+            let req: SyncGroupRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &classic::sync_group(k, req).await).map(Some)
+        }
+        ApiKey::Heartbeat => {
+            let req: HeartbeatRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &classic::heartbeat(k, req).await).map(Some)
+        }
+        ApiKey::LeaveGroup => {
+            let req: LeaveGroupRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &classic::leave_group(k, req, version).await).map(Some)
+        }
+        ApiKey::DescribeGroups => {
+            let req: DescribeGroupsRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &classic::describe_groups(k, req).await).map(Some)
         }
         ApiKey::CreateTopics => {
             let req: CreateTopicsRequest = decode(key, &mut frame, version)?;
