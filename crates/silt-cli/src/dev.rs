@@ -145,7 +145,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             outln!("bootstrap: {bootstrap}");
             if !kafka_addrs.is_empty() {
                 outln!(
-                    "kafka: {}    (ApiVersions and Metadata so far: docs/kafka.md)",
+                    "kafka: {}    (Kafka clients: docs/kafka.md)",
                     kafka_addrs.join(",")
                 );
             }

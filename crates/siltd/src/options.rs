@@ -65,7 +65,7 @@ pub struct Options {
     #[arg(long, env = "SILT_KAFKA_LISTEN")]
     pub kafka_listen: Option<String>,
     /// HOST:PORT Kafka clients are told to use (default: the bound Kafka address).
-    #[arg(long, env = "SILT_KAFKA_ADVERTISED")]
+    #[arg(long = "kafka-advertise", alias = "kafka-advertised", env = "SILT_KAFKA_ADVERTISE")]
     pub kafka_advertised: Option<String>,
     /// HTTP address for health checks (default 127.0.0.1:9301).
     #[arg(long, env = "SILT_HTTP")]
