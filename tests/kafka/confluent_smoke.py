@@ -13,12 +13,13 @@ Usage: confluent_smoke.py SILTD SILT. Every wait is bounded; the broker is stopp
 """
 
 import os
-import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+from smoke_util import free_port, stop
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
@@ -28,13 +29,6 @@ TOPIC = "orders"
 PARTITIONS = 3
 RECORDS = 2000
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def fail(msg, log):
@@ -199,12 +193,7 @@ def main():
         print("admin: topic created, its config described and altered, cluster described, "
               "topic deleted")
     finally:
-        broker.terminate()
-        try:
-            broker.wait(20)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop(broker, signal.SIGTERM, work)
     print("confluent-kafka: ok")
 
 

@@ -475,7 +475,9 @@ impl Broker {
         let ticker = tokio::spawn(tick_loop(shared.clone()));
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
-        let kafka = self.kafka.map(|l| tokio::spawn(crate::kafka::serve(l, shared.clone())));
+        let kafka_tls = self.tls.clone();
+        let kafka =
+            self.kafka.map(|l| tokio::spawn(crate::kafka::serve(l, shared.clone(), kafka_tls)));
         let http = if shared.config.http.is_empty() {
             None
         } else {

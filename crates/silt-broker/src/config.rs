@@ -385,12 +385,6 @@ impl BrokerConfig {
         }
         if let Some(k) = &self.kafka_listen {
             k.parse::<SocketAddr>().map_err(|e| bad("kafka_listen", format!("{k:?}: {e}")))?;
-            if self.auth {
-                return Err(bad(
-                    "kafka_listen",
-                    "cannot be used with auth yet: the Kafka listener has no SASL (docs/kafka.md)",
-                ));
-            }
         }
         if let Some(a) = &self.kafka_advertised
             && (a.is_empty() || !a.contains(':'))

@@ -97,6 +97,8 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
         (ApiKey::DescribeConfigs, 1, 4),
         (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::SaslHandshake, 1, 1),
+        (ApiKey::SaslAuthenticate, 0, 2),
         (ApiKey::ConsumerGroupHeartbeat, 1, 1),
     ];
     assert_eq!(keys, want.map(|(k, min, max)| (k as i16, min, max)));

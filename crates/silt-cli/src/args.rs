@@ -166,7 +166,7 @@ pub struct DevArgs {
     #[arg(long)]
     pub secure: bool,
     /// Kafka-protocol listener of broker 1 (docs/kafka.md); broker N listens on PORT + N - 1.
-    /// 0: none. Not with --secure (the Kafka listener has no SASL yet).
+    /// 0: none. With --secure: TLS and SASL (PLAIN, SCRAM-SHA-256) on them too.
     #[arg(long, default_value_t = 9092)]
     pub kafka_base_port: u16,
 }

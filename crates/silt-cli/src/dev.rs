@@ -39,7 +39,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
     let replication_factor = a.brokers.min(3);
     let min_insync_replicas = if replication_factor >= 3 { 2 } else { 1 };
     let pki = if a.secure { Some(crate::dev_pki::ensure(&a.data_dir, a.brokers)?) } else { None };
-    let kafka_addrs: Vec<String> = if a.secure || a.kafka_base_port == 0 {
+    let kafka_addrs: Vec<String> = if a.kafka_base_port == 0 {
         Vec::new()
     } else {
         (0..a.brokers)
@@ -144,10 +144,7 @@ pub async fn run(a: DevArgs, out: Output) -> Result<(), CliError> {
             );
             outln!("bootstrap: {bootstrap}");
             if !kafka_addrs.is_empty() {
-                outln!(
-                    "kafka: {}    (Kafka clients: docs/kafka.md)",
-                    kafka_addrs.join(",")
-                );
+                outln!("kafka: {}    (Kafka clients: docs/kafka.md)", kafka_addrs.join(","));
             }
             let flags = flags.unwrap_or_default();
             if pki.is_some() {

@@ -161,8 +161,18 @@ fn tracing_free_phase(what: &str) {
 fn a_secure_dev_cluster_prints_the_flags_that_connect_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port(1);
+    let kafka_base = (base + 5).to_string();
     let base = base.to_string();
-    let dev_args = ["dev", "--secure", "--brokers", "1", "--base-port", &base];
+    let dev_args = [
+        "dev",
+        "--secure",
+        "--brokers",
+        "1",
+        "--base-port",
+        &base,
+        "--kafka-base-port",
+        &kafka_base,
+    ];
     let start = || spawn_dev(&dev_args, dir.path(), "try: silt ");
     let (mut dev, printed) = start();
     // "-b HOST:PORT --tls-ca CA --tls-cert CERT --tls-key KEY cluster info    (Ctrl-C ...)"

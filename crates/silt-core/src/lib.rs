@@ -11,6 +11,7 @@ mod offset;
 pub mod partitioner;
 pub mod placement;
 pub mod scram;
+pub mod scram_server;
 mod topic_name;
 
 pub use ids::{LeaderEpoch, NodeId, PartitionId, random_id128, random_u64};

@@ -96,6 +96,26 @@ impl Authenticator {
         self.enabled
     }
 
+    /// Waits as long as recent failures from `ip` require before a credential is checked
+    /// (SASL on the Kafka listener checks its own way, under the same throttle).
+    pub(crate) async fn throttle(&self, ip: Option<IpAddr>) {
+        let wait = self.delay(ip);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Records the outcome of a credential check from `ip` (a failure is logged).
+    pub(crate) fn record(&self, remote: Option<SocketAddr>, user: &str, ok: bool) {
+        let ip = remote.map(|a| a.ip());
+        if ok {
+            self.succeeded(ip);
+        } else {
+            self.failed(ip);
+            log_failure(remote, user);
+        }
+    }
+
     /// How long an attempt from `ip` waits before it is verified (0 without recent failures).
     fn delay(&self, ip: Option<IpAddr>) -> Duration {
         let Some(ip) = ip else { return Duration::ZERO };
@@ -227,6 +247,11 @@ pub struct Access {
 }
 
 impl Access {
+    /// The access of `principal` (a Kafka connection's, once authenticated).
+    pub(crate) fn with_principal(principal: Option<Principal>) -> Access {
+        Access { principal }
+    }
+
     /// The access of a request the [`layer`] let through.
     pub fn of<T>(req: &tonic::Request<T>) -> Access {
         Access { principal: req.extensions().get::<Principal>().cloned() }

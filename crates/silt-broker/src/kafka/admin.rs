@@ -47,7 +47,7 @@ fn message(m: String) -> Option<StrBytes> {
 /// registration) is Kafka's retriable "not available".
 macro_rules! call {
     ($k:expr, $method:ident, $req:expr) => {
-        match $k.admin.$method(tonic::Request::new($req)).await {
+        match $k.admin.$method(super::request($req)).await {
             Ok(r) => Ok(r.into_inner()),
             Err(status) => {
                 Err((kafka_code(ErrorCode::BrokerNotAvailable), status.message().to_string()))

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use silt_proto::v1;
 use silt_proto::v1::groups_server::Groups;
+use silt_raft::AclOperation;
 
 use super::errors::kafka_code_i32;
 use super::{Connection, Kafka};
@@ -46,10 +47,14 @@ fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// This broker coordinates `group` (or the Kafka error saying why not).
+/// The principal may read `group` and this broker coordinates it (or the Kafka error saying why
+/// not).
 async fn coordinating(k: &Kafka, group: &GroupId) -> Result<(), i16> {
+    if let Err(e) = super::access().group(&k.shared, AclOperation::Read, &group.0) {
+        return Err(super::errors::kafka_code(e.code));
+    }
     let find = v1::FindCoordinatorRequest { group: group.0.to_string() };
-    match k.groups.find_coordinator(tonic::Request::new(find)).await {
+    match k.groups.find_coordinator(super::request(find)).await {
         Ok(r) => {
             let r = r.into_inner();
             if r.error_code != 0 {
@@ -67,7 +72,7 @@ async fn coordinating(k: &Kafka, group: &GroupId) -> Result<(), i16> {
 /// Whether Silt's own (KIP-848) protocol has members in `group`: then classic joins are refused.
 async fn consumer_members(k: &Kafka, group: &GroupId) -> bool {
     let req = v1::DescribeGroupRequest { group: group.0.to_string() };
-    match k.groups.describe_group(tonic::Request::new(req)).await {
+    match k.groups.describe_group(super::request(req)).await {
         Ok(r) => !r.into_inner().members.is_empty(),
         Err(_) => false,
     }
@@ -329,7 +334,7 @@ pub(crate) async fn describe_groups(
             continue;
         }
         let req = v1::DescribeGroupRequest { group: id.0.to_string() };
-        let silt = k.groups.describe_group(tonic::Request::new(req)).await.map(|r| r.into_inner());
+        let silt = k.groups.describe_group(super::request(req)).await.map(|r| r.into_inner());
         groups.push(match silt {
             Ok(d) if d.error_code == 0 => answer
                 .with_group_state(StrBytes::from_static_str(super::groups::kafka_state(&d.state)))

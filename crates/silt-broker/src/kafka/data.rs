@@ -137,7 +137,7 @@ pub(crate) async fn produce(
         timeout_ms: u32::try_from(req.timeout_ms).unwrap_or(0),
         topics,
     };
-    let mut grpc = tonic::Request::new(silt);
+    let mut grpc = super::request(silt);
     grpc.extensions_mut().insert(budget);
     let resp = match k.data.produce(grpc).await {
         Ok(r) => r.into_inner(),
@@ -267,7 +267,7 @@ pub(crate) async fn fetch(k: &Kafka, req: FetchRequest, version: i16) -> FetchRe
         decode_records: false,
         topics,
     };
-    let resp = match k.data.fetch(tonic::Request::new(silt)).await {
+    let resp = match k.data.fetch(super::request(silt)).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             tracing::warn!(%status, "Kafka fetch: the Data service refused the request");
@@ -347,14 +347,13 @@ pub(crate) async fn list_offsets(k: &Kafka, req: ListOffsetsRequest) -> ListOffs
         );
         topics.push(v1::TopicListOffsets { topic: name(&t.name), partitions });
     }
-    let resp =
-        match k.data.list_offsets(tonic::Request::new(v1::ListOffsetsRequest { topics })).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                tracing::warn!(%status, "Kafka list offsets: the Data service refused the request");
-                return ListOffsetsResponse::default().with_topics(out);
-            }
-        };
+    let resp = match k.data.list_offsets(super::request(v1::ListOffsetsRequest { topics })).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            tracing::warn!(%status, "Kafka list offsets: the Data service refused the request");
+            return ListOffsetsResponse::default().with_topics(out);
+        }
+    };
     for (t, answer) in resp.topics.into_iter().zip(out.iter_mut()) {
         for p in t.partitions {
             answer.partitions.push(
@@ -386,7 +385,7 @@ pub(crate) async fn init_producer_id(
     if req.transactional_id.is_some() {
         return failed(K::InvalidRequest.code());
     }
-    match k.data.init_producer_id(tonic::Request::new(v1::InitProducerIdRequest {})).await {
+    match k.data.init_producer_id(super::request(v1::InitProducerIdRequest {})).await {
         Ok(r) => {
             let r = r.into_inner();
             if r.error_code != 0 {

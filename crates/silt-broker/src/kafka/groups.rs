@@ -50,7 +50,7 @@ fn code_of(error_code: i32) -> i16 {
 /// server error.
 macro_rules! call {
     ($k:expr, $method:ident, $req:expr) => {
-        match $k.groups.$method(tonic::Request::new($req)).await {
+        match $k.groups.$method(super::request($req)).await {
             Ok(r) => Ok(r.into_inner()),
             Err(status) => {
                 tracing::warn!(%status, "Kafka listener: the Groups service failed");

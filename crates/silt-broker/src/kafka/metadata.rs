@@ -8,12 +8,17 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use silt_raft::{AclOperation, ResourceType};
+
+use crate::auth::Access;
 use crate::broker::Shared;
 
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 /// Kafka's LEADER_NOT_AVAILABLE.
 const LEADER_NOT_AVAILABLE: i16 = 5;
+/// Kafka's TOPIC_AUTHORIZATION_FAILED.
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 /// Kafka's UNKNOWN_TOPIC_ID.
 const UNKNOWN_TOPIC_ID: i16 = 100;
 
@@ -33,7 +38,13 @@ fn broker_id(id: u64) -> BrokerId {
 }
 
 /// The answer to `req` at `version`.
-pub(crate) fn answer(shared: &Shared, req: &MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) fn answer(
+    shared: &Shared,
+    access: &Access,
+    req: &MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let may = |topic: &str| access.may(shared, AclOperation::Describe, ResourceType::Topic, topic);
     let image = shared.cluster.image();
     let brokers = image
         .brokers
@@ -60,7 +71,8 @@ pub(crate) fn answer(shared: &Shared, req: &MetadataRequest, version: i16) -> Me
                 None => Wanted::Id(t.topic_id),
             })
             .collect(),
-        _ => image.topics.keys().cloned().map(Wanted::Name).collect(),
+        // Every topic: those the principal may describe (Kafka's rule).
+        _ => image.topics.keys().filter(|t| may(t)).cloned().map(Wanted::Name).collect(),
     };
     let topics = wanted
         .into_iter()
@@ -82,6 +94,9 @@ pub(crate) fn answer(shared: &Shared, req: &MetadataRequest, version: i16) -> Me
             let out = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                 .with_is_internal(name.starts_with("__"));
+            if !may(&name) {
+                return out.with_error_code(TOPIC_AUTHORIZATION_FAILED);
+            }
             let Some(t) = image.topics.get(&name) else {
                 return out.with_error_code(UNKNOWN_TOPIC_OR_PARTITION);
             };

@@ -15,6 +15,7 @@ mod data;
 mod errors;
 mod groups;
 mod metadata;
+mod sasl;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,17 +28,21 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
     HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::connection::ConnInfo;
+use crate::auth::{Access, Principal};
 use crate::broker::Shared;
 use crate::groups::GroupsService;
 use crate::service::produce_budget::Reservation;
 use crate::service::{AdminService, DataService};
+use crate::tls::ServerTls;
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -69,6 +74,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 1, 1),
 ];
 
@@ -83,6 +90,8 @@ pub(crate) struct Kafka {
     data: DataService,
     groups: GroupsService,
     admin: AdminService,
+    /// Salts the decoy SCRAM salt of unknown users (random per broker start).
+    decoy_key: [u8; 32],
 }
 
 impl Kafka {
@@ -91,31 +100,99 @@ impl Kafka {
             data: DataService::new(shared.clone()),
             groups: GroupsService::new(shared.clone()),
             admin: AdminService::new(shared.clone()),
+            decoy_key: {
+                use ring::rand::SecureRandom;
+                let mut key = [0u8; 32];
+                let _ = ring::rand::SystemRandom::new().fill(&mut key);
+                key
+            },
             shared,
         }
     }
 }
 
 /// What one connection remembers between requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Connection {
     /// The client's address (DescribeGroups shows it as the member's host).
     peer: Option<std::net::SocketAddr>,
+    /// The client's address and certificate, and the password login cache (as on gRPC).
+    info: ConnInfo,
+    /// Who the connection authenticated as (SASL or a client certificate); `None` before.
+    principal: Option<Principal>,
+    sasl: sasl::Sasl,
+    /// The last answer ends the connection (a failed authentication).
+    close_after_answer: bool,
     /// The client id of the latest request header.
     client_id: String,
     /// KIP-848 members' last heartbeats, by (group, member id).
     members: std::collections::HashMap<(String, String), groups::MemberState>,
 }
 
+impl Connection {
+    fn new(info: ConnInfo) -> Connection {
+        Connection {
+            peer: info.remote,
+            // Mutual TLS: the certificate's name is the principal, no SASL needed.
+            principal: info.certificate_name.as_deref().map(Principal::user),
+            info,
+            sasl: sasl::Sasl::default(),
+            close_after_answer: false,
+            client_id: String::new(),
+            members: std::collections::HashMap::new(),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The principal of the connection whose request is being served.
+    static PRINCIPAL: Option<Principal>;
+}
+
+/// A request to one of the broker's services, carrying this connection's principal (as the
+/// gRPC authentication layer would put it there).
+pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Ok(Some(p)) = PRINCIPAL.try_with(Clone::clone) {
+        r.extensions_mut().insert(p);
+    }
+    r
+}
+
+/// What the connection whose request is being served may do.
+pub(crate) fn access() -> Access {
+    Access::with_principal(PRINCIPAL.try_with(Clone::clone).ok().flatten())
+}
+
 fn supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED.iter().any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
 }
 
-/// Accepts Kafka clients until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts Kafka clients until the task is aborted; over TLS when the broker has TLS (the same
+/// certificates as its client listener).
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<ServerTls>>) {
     let _sweeper = AbortOnDrop(tokio::spawn(sweep_classic_groups(shared.clone())));
     let kafka = Arc::new(Kafka::new(shared));
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    if let Some(tls) = tls {
+        use futures_util::StreamExt;
+        use tonic::transport::server::Connected;
+        let mut incoming = crate::tls::incoming(listener, tls, None);
+        while let Some(accepted) = incoming.next().await {
+            let Ok(sock) = accepted else { continue };
+            let Ok(permit) = connections.clone().acquire_owned().await else { return };
+            let kafka = kafka.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let info = sock.connect_info();
+                let peer = info.remote;
+                if let Err(why) = connection(sock, info, &kafka).await {
+                    tracing::info!(?peer, why, "Kafka connection closed");
+                }
+            });
+        }
+        return;
+    }
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else { return };
         let (sock, peer) = match listener.accept().await {
@@ -130,7 +207,9 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let kafka = kafka.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(why) = connection(sock, peer, &kafka).await {
+            let info =
+                ConnInfo { remote: Some(peer), certificate_name: None, login: Arc::default() };
+            if let Err(why) = connection(sock, info, &kafka).await {
                 tracing::info!(%peer, why, "Kafka connection closed");
             }
         });
@@ -165,13 +244,14 @@ async fn sweep_classic_groups(shared: Arc<Shared>) {
 }
 
 /// Serves one connection: frames in, answers out, in order. `Err` says why it was closed.
-async fn connection(
-    mut sock: TcpStream,
-    peer: std::net::SocketAddr,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    info: ConnInfo,
     k: &Kafka,
 ) -> Result<(), String> {
     let max = k.shared.config.kafka_max_request_bytes;
-    let mut conn = Connection { peer: Some(peer), ..Connection::default() };
+    let peer = info.remote;
+    let mut conn = Connection::new(info);
     loop {
         let len = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_i32()).await {
             Err(_) => return Err("idle".into()),
@@ -191,13 +271,19 @@ async fn connection(
         // A Produce reserves its size from the broker's produce budget before its body is read
         // (as over gRPC), so a flood waits in the socket, not in broker memory.
         let budget = if i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16 {
-            k.shared.produce_budget.reserve(len, Some(peer)).await
+            k.shared.produce_budget.reserve(len, peer).await
         } else {
             Reservation::default()
         };
         sock.read_exact(&mut frame[2..]).await.map_err(|e| e.to_string())?;
-        if let Some(response) = handle(k, &mut conn, frame.freeze(), budget).await? {
+        let principal = conn.principal.clone();
+        let answered = PRINCIPAL.scope(principal, handle(k, &mut conn, frame.freeze(), budget));
+        if let Some(response) = answered.await? {
             sock.write_all(&response).await.map_err(|e| e.to_string())?;
+            if conn.close_after_answer {
+                let _ = sock.flush().await;
+                return Err("authentication failed".into());
+            }
         }
     }
 }
@@ -248,11 +334,38 @@ async fn handle(
         tracing::warn!(api = ?key, version, "Kafka API not served by this listener");
         return Err(format!("{key:?} v{version} is not served (not advertised)"));
     }
+    // With authentication on, a connection that has not authenticated may only negotiate
+    // versions and authenticate (Kafka closes it otherwise, and so does Silt).
+    if k.shared.auth.enabled()
+        && conn.principal.is_none()
+        && !matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    {
+        return Err(format!("{key:?} before authentication"));
+    }
     let cid = correlation_id;
     match key {
         ApiKey::Metadata => {
             let req: MetadataRequest = decode(key, &mut frame, version)?;
-            respond(key, version, cid, &metadata::answer(&k.shared, &req, version)).map(Some)
+            let access = Access::with_principal(conn.principal.clone());
+            respond(key, version, cid, &metadata::answer(&k.shared, &access, &req, version))
+                .map(Some)
+        }
+        ApiKey::SaslHandshake => {
+            let req: SaslHandshakeRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &sasl::handshake(conn, &req)).map(Some)
+        }
+        ApiKey::SaslAuthenticate => {
+            let req: SaslAuthenticateRequest = decode(key, &mut frame, version)?;
+            match sasl::authenticate(k, conn, req).await {
+                Ok(body) => respond(key, version, cid, &body).map(Some),
+                // Answer the failure, then close (the caller closes on the error after
+                // writing): Kafka's behaviour, so a client cannot keep guessing on one
+                // connection.
+                Err(body) => {
+                    conn.close_after_answer = true;
+                    respond(key, version, cid, &body).map(Some)
+                }
+            }
         }
         ApiKey::Produce => {
             let req: ProduceRequest = decode(key, &mut frame, version)?;
