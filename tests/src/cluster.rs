@@ -31,6 +31,8 @@ pub struct ClusterSettings {
     /// whose rights are ACLs (every topic, group and the cluster) that `User:admin`, the super
     /// user, grants at start (see [`crate::tls`]).
     pub tls: bool,
+    /// A Kafka-protocol listener on every broker ([`ProcessCluster::kafka_bootstrap`]).
+    pub kafka: bool,
 }
 
 impl ClusterSettings {
@@ -45,6 +47,7 @@ impl ClusterSettings {
             request_timeout_ms: 5_000,
             extra: String::new(),
             tls: false,
+            kafka: false,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct ProcessCluster {
     /// `(from, to)` -> the proxy `from` uses to reach `to`.
     links: BTreeMap<(u64, u64), Proxy>,
     pub settings: ClusterSettings,
+    /// Each broker's Kafka listener (with `settings.kafka`).
+    pub kafka: BTreeMap<u64, String>,
     tmp: tempfile::TempDir,
 }
 
@@ -128,6 +133,15 @@ impl ProcessCluster {
             // link.
             internal.insert(*id, inner);
             held.insert(*id, (c, i));
+        }
+        let mut kafka = BTreeMap::new();
+        let mut kafka_held = BTreeMap::new();
+        if settings.kafka {
+            for id in &ids {
+                let (addr, l) = free_port();
+                kafka.insert(*id, addr);
+                kafka_held.insert(*id, l);
+            }
         }
         let mut links = BTreeMap::new();
         for from in &ids {
@@ -155,6 +169,10 @@ impl ProcessCluster {
                     )
                 }
                 None => String::new(),
+            };
+            let tls = match kafka.get(id) {
+                Some(k) => format!("{tls}kafka_listen = \"{k}\"\n"),
+                None => tls,
             };
             let peers: Vec<String> = ids.iter().map(|p| format!("{p}@{}", addrs[p])).collect();
             let routes: Vec<String> = ids
@@ -199,15 +217,21 @@ impl ProcessCluster {
                 log,
             };
             drop(held.remove(id));
+            drop(kafka_held.remove(id));
             b.spawn();
             brokers.insert(*id, b);
         }
-        let cluster = ProcessCluster { brokers, links, settings, tmp };
+        let cluster = ProcessCluster { brokers, links, settings, kafka, tmp };
         cluster.wait_alive(ids.len(), Duration::from_secs(60)).await;
         if let Some(pki) = &pki {
             crate::tls::grant_harness(&cluster.bootstrap(), pki).await;
         }
         cluster
+    }
+
+    /// Every broker's Kafka listener address (empty without `settings.kafka`).
+    pub fn kafka_bootstrap(&self) -> String {
+        self.kafka.values().cloned().collect::<Vec<_>>().join(",")
     }
 
     /// Every broker's client address.
