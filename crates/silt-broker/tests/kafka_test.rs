@@ -12,8 +12,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::TestBroker;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, FetchRequest,
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, DescribeAclsResponse,
+    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
     RequestHeader, ResponseHeader, TopicName,
 };
@@ -160,7 +160,7 @@ async fn metadata_lists_kafka_addresses_and_partitions_at_old_and_new_versions()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_frame_or_an_unserved_api_closes_only_that_connection() {
+async fn an_oversized_frame_closes_its_connection_and_unserved_apis_get_unsupported_version() {
     let (_b, kafka) = kafka_broker().await;
     let mut big = TcpStream::connect(&kafka).await.unwrap();
     big.write_i32(i32::MAX).await.unwrap();
@@ -168,13 +168,19 @@ async fn an_oversized_frame_or_an_unserved_api_closes_only_that_connection() {
     let closed = tokio::time::timeout(Duration::from_secs(10), big.read(&mut byte)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "closed before reading 2 GiB: {closed:?}");
 
-    let mut unserved = TcpStream::connect(&kafka).await.unwrap();
-    let r = call(&mut unserved, ApiKey::DescribeAcls, 1, 7, &DescribeAclsRequest::default()).await;
-    assert!(r.is_err(), "an unserved API closes the connection");
-
-    let mut ok = TcpStream::connect(&kafka).await.unwrap();
-    let body = call(&mut ok, ApiKey::ApiVersions, 3, 8, &ApiVersionsRequest::default()).await;
-    assert!(body.is_ok(), "other connections are served");
+    // An API that is not served, and a served API at a version that is not: answered in that
+    // API's shape with UNSUPPORTED_VERSION (top-level, or per entry), and the connection stays.
+    let mut sock = TcpStream::connect(&kafka).await.unwrap();
+    let mut body =
+        call(&mut sock, ApiKey::DescribeAcls, 1, 7, &DescribeAclsRequest::default()).await.unwrap();
+    assert_eq!(DescribeAclsResponse::decode(&mut body, 1).unwrap().error_code, 35);
+    let req = produce_req("nope", 4, -1, kafka_batch(&["x"], None));
+    let mut body = call(&mut sock, ApiKey::Produce, 12, 8, &req).await.unwrap();
+    let r = ProduceResponse::decode(&mut body, 12).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.index, p.error_code), (4, 35), "each partition named is answered");
+    let body = call(&mut sock, ApiKey::ApiVersions, 3, 9, &ApiVersionsRequest::default()).await;
+    assert!(body.is_ok(), "the connection is still served");
 }
 
 fn name(s: &'static str) -> TopicName {

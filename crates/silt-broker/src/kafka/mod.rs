@@ -16,6 +16,7 @@ mod errors;
 mod groups;
 mod metadata;
 mod sasl;
+mod unsupported;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -331,8 +332,7 @@ async fn handle(
         return respond(key, answer_version, correlation_id, &body).map(Some);
     }
     if !supported(key, version) {
-        tracing::warn!(api = ?key, version, "Kafka API not served by this listener");
-        return Err(format!("{key:?} v{version} is not served (not advertised)"));
+        return unsupported::answer(key, version, correlation_id, frame).map(Some);
     }
     // With authentication on, a connection that has not authenticated may only negotiate
     // versions and authenticate (Kafka closes it otherwise, and so does Silt).
