@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """confluent-kafka (librdkafka, from PyPI) against Silt's Kafka listener (issue 16).
 
-Starts one broker with --kafka-listen, then: an idempotent producer writes keyed records with
+Starts a 3-broker `silt dev` cluster (Kafka listeners on every broker), then: an idempotent producer writes keyed records with
 acks=all; a consumer group reads every one and commits, a new member of the group resumes at
 the committed offsets and reads only what came after, and two members split the partitions,
 both with KIP-848 groups (group.protocol=consumer) and with the classic protocol; the admin
@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from smoke_util import free_port, stop
+from smoke_util import start_dev, stop
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
@@ -80,20 +80,13 @@ def consume(bootstrap, protocol, group, want, deadline_s):
 
 
 def main():
-    siltd, silt = sys.argv[1], sys.argv[2]
+    silt = sys.argv[2]
     work = tempfile.mkdtemp()
-    log = os.path.join(work, "siltd.log")
-    grpc, internal, kafka = free_port(), free_port(), free_port()
-    broker = subprocess.Popen(
-        [siltd, "--data-dir", os.path.join(work, "data"), "--listen", f"127.0.0.1:{grpc}",
-         "--internal-listen", f"127.0.0.1:{internal}", "--http", "",
-         "--kafka-listen", f"127.0.0.1:{kafka}"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    log = os.path.join(work, "dev.log")
+    broker, grpc, bootstrap = start_dev(silt, work, 3)
     try:
-        subprocess.run([silt, "-b", f"127.0.0.1:{grpc}", "topic", "create", TOPIC,
-                        "-p", str(PARTITIONS), "-r", "1"], check=True, stdout=subprocess.DEVNULL,
-                       timeout=60)
-        bootstrap = f"127.0.0.1:{kafka}"
+        subprocess.run([silt, "-b", grpc, "topic", "create", TOPIC, "-p", str(PARTITIONS)],
+                       check=True, stdout=subprocess.DEVNULL, timeout=60)
 
         left, errors = produce(bootstrap, 0, RECORDS)
         if left or errors:
@@ -185,7 +178,7 @@ def main():
         if configs["retention.ms"].value != "7200000":
             fail(f"retention.ms after alter is {configs['retention.ms'].value}", log)
         cluster = admin.describe_cluster().result(timeout=30)
-        if [n.port for n in cluster.nodes] != [kafka]:
+        if sorted(f"{n.host}:{n.port}" for n in cluster.nodes) != sorted(bootstrap.split(",")):
             fail(f"describe_cluster nodes {cluster.nodes}", log)
         admin.delete_topics(["made-by-kafka"])["made-by-kafka"].result(timeout=30)
         if "made-by-kafka" in admin.list_topics(timeout=30).topics:
@@ -193,7 +186,7 @@ def main():
         print("admin: topic created, its config described and altered, cluster described, "
               "topic deleted")
     finally:
-        stop(broker, signal.SIGTERM, work)
+        stop(broker, signal.SIGINT, work)
     print("confluent-kafka: ok")
 
 

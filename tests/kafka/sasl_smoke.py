@@ -2,7 +2,7 @@
 """SASL over TLS on Silt's Kafka listener (issue 16 with issue 17's users and ACLs), with
 confluent-kafka (librdkafka) as the client.
 
-Starts `silt dev --secure` (TLS, authentication and ACLs on; Kafka listener with SASL), creates
+Starts a 3-broker `silt dev --secure` (TLS, authentication and ACLs on; Kafka listener with SASL), creates
 user alice with rights on one topic and one group, then: alice produces with SCRAM-SHA-256 and
 consumes in a consumer group with PLAIN; a wrong password is refused; bob, with no ACL, may not
 write the topic. Usage: sasl_smoke.py SILT. Every wait is bounded; the cluster is stopped on exit.
@@ -13,10 +13,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from smoke_util import free_port, stop
+from smoke_util import start_dev, stop
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -31,23 +30,8 @@ def fail(msg):
 def main():
     silt = sys.argv[1]
     work = tempfile.mkdtemp()
-    base, kafka = free_port(), free_port()
-    dev = subprocess.Popen(
-        [silt, "dev", "--secure", "--brokers", "1", "--base-port", str(base),
-         "--kafka-base-port", str(kafka), "--data-dir", work],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lines = []
-    ready = threading.Event()
-
-    def read():
-        for line in dev.stdout:
-            lines.append(line)
-            if line.startswith("or:"):
-                ready.set()
-    threading.Thread(target=read, daemon=True).start()
+    dev, _, kafka = start_dev(silt, work, 3, secure=True)
     try:
-        if not ready.wait(120):
-            fail(f"silt dev --secure did not come up: {lines}")
         env = dict(os.environ, SILT_CONFIG=os.path.join(work, "silt.toml"))
 
         def cli(*args, password=None):
@@ -61,7 +45,7 @@ def main():
         for args in (["--topic", "orders"], ["--group", "alice-group"]):
             cli("acl", "add", "--allow", "User:alice", "--operation", "all", *args)
 
-        common = {"bootstrap.servers": f"127.0.0.1:{kafka}", "security.protocol": "SASL_SSL",
+        common = {"bootstrap.servers": kafka, "security.protocol": "SASL_SSL",
                   "ssl.ca.location": os.path.join(work, "tls", "ca.crt")}
         scram = dict(common, **{"sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "alice",
                                 "sasl.password": "alice-pw"})
