@@ -461,7 +461,12 @@ pub(crate) async fn consumer_group_heartbeat(
         client_id: conn.client_id.clone(),
         subscribed_topics: last.topics.clone(),
         subscribed_topic_regex: last.regex.clone(),
-        assignor: req.server_assignor.as_ref().map(text).unwrap_or_default(),
+        // Kafka's server-side assignors: `uniform` (balanced and sticky) is Silt's `sticky`.
+        assignor: match req.server_assignor.as_ref().map(text).as_deref() {
+            None => String::new(),
+            Some("uniform") => "sticky".to_string(),
+            Some(other) => other.to_string(),
+        },
         session_timeout_ms: 0,
         owned: last.owned.clone(),
         client_member_id: true,
