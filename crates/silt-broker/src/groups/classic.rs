@@ -59,6 +59,8 @@ pub enum ClassicError {
     MemberIdRequired(String),
     #[error("the group has {0} members already")]
     GroupFull(usize),
+    #[error("member {0} is an older incarnation of a static member")]
+    FencedInstance(String),
 }
 
 /// A member, as its last JoinGroup described it.
@@ -197,7 +199,35 @@ impl ClassicGroup {
             }
         }
         self.pending.retain(|_, until| *until > now_ms);
-        let id = if j.member_id.is_empty() {
+        // Static membership (KIP-345): a member with an instance id that the group knows takes
+        // that member's place (a restart: same assignment, no rebalance unless it leads or its
+        // metadata changed); an older member id of the instance is fenced.
+        let incarnation = j.instance_id.as_ref().and_then(|inst| {
+            self.members
+                .values()
+                .find(|m| m.instance_id.as_ref() == Some(inst))
+                .map(|m| m.id.clone())
+        });
+        if let Some(old) = &incarnation
+            && !j.member_id.is_empty()
+            && j.member_id != *old
+        {
+            return Err(ClassicError::FencedInstance(j.member_id));
+        }
+        let id = if let (Some(old), true) = (&incarnation, j.member_id.is_empty()) {
+            let id = new_id();
+            if let Some(mut m) = self.members.remove(old) {
+                m.id = id.clone();
+                self.members.insert(id.clone(), m);
+            }
+            if self.leader.as_deref() == Some(old.as_str()) {
+                self.leader = Some(id.clone());
+            }
+            id
+        } else if j.member_id.is_empty() && j.instance_id.is_some() {
+            // A static member needs no MEMBER_ID_REQUIRED round (its instance id names it).
+            new_id()
+        } else if j.member_id.is_empty() {
             let id = new_id();
             if j.require_known_member_id {
                 if self.pending.len() >= MAX_MEMBERS {
@@ -424,6 +454,17 @@ impl ClassicGroup {
             return Err(ClassicError::RebalanceInProgress);
         }
         self.member_at(member, generation).map(|_| ())
+    }
+
+    /// A LeaveGroup of the static member `instance` (its member id unknown to the client).
+    pub fn leave_instance(&mut self, instance: &str, now_ms: u64) -> Result<(), ClassicError> {
+        let id = self
+            .members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+            .map(|m| m.id.clone())
+            .ok_or_else(|| ClassicError::UnknownMember(instance.to_string()))?;
+        self.leave(&id, now_ms)
     }
 
     /// A LeaveGroup of `member`.

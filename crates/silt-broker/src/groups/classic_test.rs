@@ -123,3 +123,34 @@ fn a_join_with_another_protocol_or_an_unknown_id_is_refused() {
         Err(ClassicError::UnknownMember("made-up".into()))
     );
 }
+
+#[test]
+fn a_restarted_static_member_takes_its_place_without_a_rebalance_and_fences_its_old_id() {
+    let mut g = ClassicGroup::default();
+    let leader = first_join(&mut g, &["range"], 0);
+    let mut stat = join("", &["range"]);
+    stat.instance_id = Some("pod-1".into());
+    let old =
+        g.join(stat.clone(), 0, fresh).expect("no MEMBER_ID_REQUIRED round for static members");
+    g.tick(INITIAL_REBALANCE_DELAY_MS);
+    let parts = vec![(leader.clone(), Bytes::from("L")), (old.clone(), Bytes::from("S"))];
+    g.sync(&leader, 1, parts, 1_000).unwrap();
+    assert_eq!(g.state, State::Stable);
+
+    // The static member restarts: a new id, the same assignment, the same generation.
+    let new = g.join(stat.clone(), 2_000, fresh).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(g.state, State::Stable, "no rebalance");
+    let joined = g.joined(&new).unwrap().unwrap();
+    assert_eq!(joined.generation, 1);
+    assert_eq!(g.synced(&new, 1), Some(Ok(Bytes::from("S"))));
+    // Its old incarnation is fenced.
+    let mut zombie = stat.clone();
+    zombie.member_id = old.clone();
+    assert_eq!(g.join(zombie, 2_001, fresh), Err(ClassicError::FencedInstance(old.clone())));
+    assert_eq!(g.heartbeat(&old, 1, 2_001), Err(ClassicError::UnknownMember(old)));
+    // Leaving by instance id.
+    assert_eq!(g.leave_instance("pod-1", 2_002), Ok(()));
+    assert!(!g.members.contains_key(&new));
+    assert_eq!(g.state, State::PreparingRebalance);
+}

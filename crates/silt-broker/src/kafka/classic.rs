@@ -36,6 +36,7 @@ pub(crate) fn classic_code(e: &ClassicError) -> i16 {
         ClassicError::InconsistentProtocol => K::InconsistentGroupProtocol.code(),
         ClassicError::MemberIdRequired(_) => K::MemberIdRequired.code(),
         ClassicError::GroupFull(_) => K::GroupMaxSizeReached.code(),
+        ClassicError::FencedInstance(_) => K::FencedInstanceId.code(),
     }
 }
 
@@ -269,10 +270,15 @@ pub(crate) async fn leave_group(
         .into_iter()
         .map(|(id, instance)| {
             let member = text(&id);
+            let instance_only = member.is_empty() && instance.is_some();
             let code = if !exists {
                 K::UnknownMemberId.code()
             } else {
-                match classic.with(&req.group_id.0, now, |g| g.leave(&member, now)) {
+                let left = classic.with(&req.group_id.0, now, |g| match &instance {
+                    Some(inst) if instance_only => g.leave_instance(inst, now),
+                    _ => g.leave(&member, now),
+                });
+                match left {
                     Ok(()) => 0,
                     Err(e) => classic_code(&e),
                 }

@@ -49,6 +49,9 @@ use crate::tls::ServerTls;
 const MAX_CONNECTIONS: usize = 4096;
 /// A connection silent this long is closed (Kafka's `connections.max.idle.ms`, 10 minutes).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The largest frame read from a connection that has not authenticated (Kafka's
+/// `sasl.server.max.receive.size`).
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 /// Kafka's error code for an API version the broker does not serve.
 pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
 
@@ -250,10 +253,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     info: ConnInfo,
     k: &Kafka,
 ) -> Result<(), String> {
-    let max = k.shared.config.kafka_max_request_bytes;
     let peer = info.remote;
     let mut conn = Connection::new(info);
     loop {
+        // Before authentication only small frames (ApiVersions, SASL) are read.
+        let max = if k.shared.auth.enabled() && conn.principal.is_none() {
+            MAX_UNAUTHENTICATED_FRAME
+        } else {
+            k.shared.config.kafka_max_request_bytes
+        };
         let len = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_i32()).await {
             Err(_) => return Err("idle".into()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
