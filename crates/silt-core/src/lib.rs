@@ -13,6 +13,7 @@ pub mod placement;
 pub mod scram;
 pub mod scram_server;
 mod topic_name;
+pub mod txn;
 
 pub use ids::{LeaderEpoch, NodeId, PartitionId, random_id128, random_u64};
 pub use offset::Offset;
