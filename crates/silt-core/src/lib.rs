@@ -12,6 +12,7 @@ pub mod partitioner;
 pub mod placement;
 pub mod scram;
 pub mod scram_server;
+pub mod stable;
 mod topic_name;
 pub mod txn;
 

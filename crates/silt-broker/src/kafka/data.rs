@@ -401,3 +401,25 @@ pub(crate) async fn init_producer_id(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::RecordBatchDecoder;
+    use silt_core::batch::Marker;
+
+    /// Silt's transaction markers are the control batches Kafka clients expect.
+    #[test]
+    fn kafka_decodes_silt_markers_as_control_records() {
+        for commit in [true, false] {
+            let m = Marker { commit, producer_id: 42, producer_epoch: 3, coordinator_epoch: 7 };
+            let mut buf = BytesMut::from(&m.encode(1_700_000_000_000)[..]);
+            let sets = RecordBatchDecoder::decode_all(&mut buf).expect("Kafka's decoder reads it");
+            let r = &sets[0].records[0];
+            assert!(r.control && r.transactional);
+            assert_eq!((r.producer_id, r.producer_epoch), (42, 3));
+            let key = r.key.clone().unwrap_or_default();
+            assert_eq!(key, Bytes::from(vec![0, 0, 0, u8::from(commit)]), "version 0, type");
+        }
+    }
+}

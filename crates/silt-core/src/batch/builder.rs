@@ -46,6 +46,8 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    /// Transactional and control bits (no compression).
+    attributes: u16,
 }
 
 fn bytes_len(b: Option<&[u8]>) -> usize {
@@ -89,6 +91,7 @@ impl BatchBuilder {
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
+            attributes: 0,
         }
     }
 
@@ -156,6 +159,16 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// Marks the batch as part of a transaction (its producer's; see `set_producer`).
+    pub fn set_transactional(&mut self) {
+        self.attributes |= TRANSACTIONAL_FLAG;
+    }
+
+    /// Marks the batch as a control batch (a transaction marker; brokers write them).
+    pub(super) fn set_control(&mut self) {
+        self.attributes |= CONTROL_FLAG;
+    }
+
     /// Marks the batch as coming from an idempotent producer (used by a later stage).
     pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
         self.producer_id = producer_id;
@@ -178,7 +191,7 @@ impl BatchBuilder {
         let b = &mut self.buf;
         b[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&batch_length.to_be_bytes());
         b[MAGIC_POS] = MAGIC;
-        b[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&0u16.to_be_bytes());
+        b[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&self.attributes.to_be_bytes());
         b[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
             .copy_from_slice(&(self.count - 1).to_be_bytes());
         b[BASE_TIMESTAMP_POS..BASE_TIMESTAMP_POS + 8]

@@ -26,12 +26,14 @@
 //! ```
 
 mod builder;
+mod control;
 mod decode;
 mod header;
 mod validate;
 mod varint;
 
 pub use builder::{BatchBuilder, Header, Record};
+pub use control::Marker;
 pub use decode::{BatchIter, DecodedRecord, MAX_HEADERS_PER_RECORD, RecordIter};
 pub use header::{BatchHeader, patch_base_offset_and_epoch, stamp_producer};
 pub use validate::{BatchError, check_framing, validate, verify_crc};
@@ -77,9 +79,9 @@ pub const MAGIC: u8 = 2;
 pub const MAGIC_V1_SILT: u8 = 1;
 /// Mask of the compression codec bits in `attributes`. Only 0 (none) is supported so far.
 pub const COMPRESSION_MASK: u16 = 0b111;
-/// `attributes` bit marking a transactional batch (reserved for a later stage).
+/// `attributes` bit marking a transactional batch.
 pub const TRANSACTIONAL_FLAG: u16 = 1 << 4;
-/// `attributes` bit marking a control batch (reserved for a later stage).
+/// `attributes` bit marking a control batch (a transaction marker, [`Marker`]).
 pub const CONTROL_FLAG: u16 = 1 << 5;
 /// `producer_id` / `producer_epoch` / `base_sequence` of a batch from a non-idempotent producer.
 pub const NO_PRODUCER_ID: i64 = -1;
