@@ -22,9 +22,9 @@ use kafka_protocol::protocol::StrBytes;
 use silt_proto::v1::admin_server::Admin;
 use silt_proto::v1::{self, ErrorCode};
 
-use super::Kafka;
 use super::errors::{kafka_code, kafka_code_i32};
 use super::metadata::topic_uuid;
+use super::{Kafka, message, str_bytes};
 
 /// Kafka's config resource types.
 const TOPIC_RESOURCE: i8 = 2;
@@ -34,14 +34,6 @@ const DEFAULT_CONFIG: i8 = 5;
 /// Kafka's IncrementalAlterConfigs operations.
 const SET: i8 = 0;
 const DELETE: i8 = 1;
-
-fn str_bytes(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
-
-fn message(m: String) -> Option<StrBytes> {
-    if m.is_empty() { None } else { Some(str_bytes(m)) }
-}
 
 /// Runs an `Admin` call; a gRPC-level failure (a broker whose image is older than its own
 /// registration) is Kafka's retriable "not available".
@@ -210,12 +202,12 @@ pub(crate) fn describe_cluster(k: &Kafka, req: &DescribeClusterRequest) -> Descr
         .values()
         .filter(|b| req.include_fenced_brokers || !b.fenced)
         .filter_map(|b| {
-            let (host, port) = b.kafka_address.rsplit_once(':')?;
+            let (host, port) = super::metadata::kafka_endpoint(&b.kafka_address)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(i32::try_from(b.id).ok()?))
-                    .with_host(str_bytes(host))
-                    .with_port(port.parse().ok()?)
+                    .with_host(host)
+                    .with_port(port)
                     .with_rack(b.rack.clone().map(str_bytes))
                     .with_is_fenced(b.fenced),
             )

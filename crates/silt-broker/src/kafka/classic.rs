@@ -20,7 +20,7 @@ use silt_proto::v1::groups_server::Groups;
 use silt_raft::AclOperation;
 
 use super::errors::kafka_code_i32;
-use super::{Connection, Kafka};
+use super::{Connection, Kafka, str_bytes, text};
 use crate::groups::classic::{ClassicError, Join};
 
 /// Longest a JoinGroup or SyncGroup waits beyond the group's rebalance timeout.
@@ -38,14 +38,6 @@ pub(crate) fn classic_code(e: &ClassicError) -> i16 {
         ClassicError::GroupFull(_) => K::GroupMaxSizeReached.code(),
         ClassicError::FencedInstance(_) => K::FencedInstanceId.code(),
     }
-}
-
-fn text(s: &StrBytes) -> String {
-    s.to_string()
-}
-
-fn str_bytes(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
 }
 
 /// The principal may read `group` and this broker coordinates it (or the Kafka error saying why

@@ -51,10 +51,6 @@ fn name(t: &TopicName) -> String {
     t.0.to_string()
 }
 
-fn str_bytes(s: String) -> Option<StrBytes> {
-    if s.is_empty() { None } else { Some(StrBytes::from_string(s)) }
-}
-
 /// A Kafka partition index Silt can hold (`None`: negative, which no topic has).
 fn partition(index: i32) -> Option<u32> {
     u32::try_from(index).ok()
@@ -157,7 +153,7 @@ pub(crate) async fn produce(
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(p.log_start_offset);
             if version >= 8 {
-                r.error_message = str_bytes(p.error_message);
+                r.error_message = super::message(p.error_message);
             }
             if let Some((id, epoch)) = hint(&p.leader).filter(|_| version >= 10) {
                 r.current_leader =
@@ -183,13 +179,8 @@ fn endpoints(k: &Kafka, ids: &[i32]) -> Vec<(i32, StrBytes, i32, Option<StrBytes
     ids.into_iter()
         .filter_map(|id| {
             let b = image.brokers.get(&u64::try_from(id).ok()?)?;
-            let (host, port) = b.kafka_address.rsplit_once(':')?;
-            Some((
-                id,
-                StrBytes::from_string(host.to_string()),
-                port.parse().ok()?,
-                b.rack.clone().map(StrBytes::from_string),
-            ))
+            let (host, port) = super::metadata::kafka_endpoint(&b.kafka_address)?;
+            Some((id, host, port, b.rack.clone().map(StrBytes::from_string)))
         })
         .collect()
 }

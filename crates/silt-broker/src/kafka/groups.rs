@@ -28,18 +28,10 @@ use silt_proto::v1::groups_server::Groups;
 use silt_proto::v1::{self, ErrorCode};
 
 use super::errors::{kafka_code, kafka_code_i32};
-use super::{Connection, Kafka};
+use super::{Connection, Kafka, str_bytes, text};
 
 /// Kafka's FindCoordinator key types.
 const GROUP_KEY: i8 = 0;
-
-fn text(s: &StrBytes) -> String {
-    s.to_string()
-}
-
-fn str_bytes(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 /// The `(error_code, message)` of a Silt response, as Kafka's code.
 fn code_of(error_code: i32) -> i16 {
@@ -120,10 +112,10 @@ async fn locate(k: &Kafka, group: &StrBytes) -> Result<(i32, StrBytes, i32), (i1
         (K::CoordinatorNotAvailable.code(), format!("broker {} has no Kafka listener", r.node_id))
     };
     let b = image.brokers.get(&r.node_id).ok_or_else(not_available)?;
-    let (host, port) = b.kafka_address.rsplit_once(':').ok_or_else(not_available)?;
-    let port = port.parse().map_err(|_| not_available())?;
+    let (host, port) =
+        super::metadata::kafka_endpoint(&b.kafka_address).ok_or_else(not_available)?;
     let id = i32::try_from(r.node_id).map_err(|_| not_available())?;
-    Ok((id, str_bytes(host), port))
+    Ok((id, host, port))
 }
 
 /// `OffsetCommit`. Silt commits a request whole or not at all, so a refusal is every partition's

@@ -28,6 +28,12 @@ enum Wanted {
     Id(uuid::Uuid),
 }
 
+/// A broker's advertised Kafka address as Kafka's (host, port); `None` without a listener.
+pub(crate) fn kafka_endpoint(address: &str) -> Option<(StrBytes, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((StrBytes::from_string(host.to_string()), port.parse().ok()?))
+}
+
 /// A topic's KIP-516 id as Kafka's UUID.
 pub(crate) fn topic_uuid(t: &silt_raft::image::TopicImage) -> uuid::Uuid {
     uuid::Uuid::from_u128(u128::from_str_radix(&t.topic_id(), 16).unwrap_or(0))
@@ -51,12 +57,12 @@ pub(crate) fn answer(
         .values()
         .filter(|b| !b.fenced && !b.kafka_address.is_empty())
         .filter_map(|b| {
-            let (host, port) = b.kafka_address.rsplit_once(':')?;
+            let (host, port) = kafka_endpoint(&b.kafka_address)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(broker_id(b.id))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(port.parse().ok()?)
+                    .with_host(host)
+                    .with_port(port)
                     .with_rack(b.rack.clone().map(StrBytes::from_string)),
             )
         })

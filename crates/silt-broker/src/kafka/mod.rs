@@ -32,7 +32,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
     SaslHandshakeRequest, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -113,6 +113,21 @@ impl Kafka {
             shared,
         }
     }
+}
+
+/// A Kafka string as Silt's.
+pub(crate) fn text(s: &StrBytes) -> String {
+    s.to_string()
+}
+
+/// Silt's string as Kafka's.
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// An error message as Kafka's nullable string (empty: null).
+pub(crate) fn message(m: String) -> Option<StrBytes> {
+    if m.is_empty() { None } else { Some(str_bytes(m)) }
 }
 
 /// What one connection remembers between requests.
