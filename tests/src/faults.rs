@@ -209,6 +209,7 @@ pub async fn raw_produce(
                 )),
             }],
         }],
+        ..Default::default()
     };
     match tokio::time::timeout(Duration::from_secs(5), raw.produce(req)).await {
         Ok(Ok(resp)) => resp

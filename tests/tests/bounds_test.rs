@@ -145,6 +145,7 @@ async fn an_acks0_flood_keeps_the_broker_heap_bounded() {
                             )),
                         }],
                     }],
+                    ..Default::default()
                 };
                 if raw.produce(req).await.is_ok() {
                     sent.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);

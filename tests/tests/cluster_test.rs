@@ -202,6 +202,7 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
                 data: Some(v1::partition_produce_data::Data::RecordBatches(b.build().unwrap())),
             }],
         }],
+        ..Default::default()
     };
     let p =
         raw.produce(req.clone()).await.unwrap().into_inner().topics.remove(0).partitions.remove(0);
@@ -243,6 +244,7 @@ async fn three_brokers_form_a_cluster_place_topics_and_route_to_leaders() {
                 current_leader_epoch: current,
             }],
         }],
+        ..Default::default()
     };
     for (current, want) in [
         (Some(epoch0), ErrorCode::None),

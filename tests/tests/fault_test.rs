@@ -198,6 +198,7 @@ async fn t4_isolated_leader_acknowledges_nothing_and_is_replaced() {
                     )),
                 }],
             }],
+            ..Default::default()
         };
         let invoked = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(5), raw.produce(req)).await;

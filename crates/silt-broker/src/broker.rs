@@ -92,6 +92,10 @@ pub(crate) struct Shared {
     pub auth: crate::auth::Authenticator,
     /// The Kafka listener's advertised HOST:PORT, when there is one.
     pub kafka_advertised: Option<String>,
+    /// The transactional ids this broker coordinates, and its leaders' verification cache.
+    pub txn: crate::txn::TxnCoordinator,
+    /// Clients of other brokers' transaction calls.
+    pub txn_peers: crate::txn::Peers,
 }
 
 impl Shared {
@@ -426,6 +430,8 @@ impl Broker {
             coordinator: crate::groups::Coordinator::default(),
             auth,
             kafka_advertised,
+            txn: Default::default(),
+            txn_peers: Default::default(),
         });
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), auth = shared.auth.enabled(), "broker bound");
         tracing::info!(addr = %internal_addr, advertised = %internal_advertised, mtls = internal_tls.is_some(), "internal services bound (Raft, controller, replication)");
@@ -475,6 +481,7 @@ impl Broker {
         let ticker = tokio::spawn(tick_loop(shared.clone()));
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
+        let txn_maintenance = tokio::spawn(crate::txn::maintenance_loop(shared.clone()));
         let kafka_tls = self.tls.clone();
         let kafka =
             self.kafka.map(|l| tokio::spawn(crate::kafka::serve(l, shared.clone(), kafka_tls)));
@@ -498,6 +505,11 @@ impl Broker {
         let security = SecurityServer::new(crate::service::SecurityService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
+        let transactions = silt_proto::v1::transactions_server::TransactionsServer::new(
+            crate::txn::TransactionsService::new(shared.clone()),
+        )
+        .max_decoding_message_size(c.max_request_bytes)
+        .max_encoding_message_size(c.max_response_bytes);
         let admin = AdminServer::new(AdminService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
@@ -522,8 +534,16 @@ impl Broker {
         // The internal services have their own listener, never the client port; they stop
         // after the client services (the controlled shutdown needs Raft).
         let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
-        let internal_router =
-            server().add_service(raft).add_service(controller).add_service(replication);
+        let txn_broker = silt_proto::internal::txn_broker_server::TxnBrokerServer::new(
+            crate::txn::TxnBrokerService::new(shared.clone()),
+        )
+        .max_decoding_message_size(CONTROLLER_MESSAGE_BYTES)
+        .max_encoding_message_size(CONTROLLER_MESSAGE_BYTES);
+        let internal_router = server()
+            .add_service(raft)
+            .add_service(controller)
+            .add_service(replication)
+            .add_service(txn_broker);
         let internal_stop = async {
             let _ = internal_stopped.await;
         };
@@ -544,6 +564,7 @@ impl Broker {
             .add_service(Authenticated::new(admin, shared.clone()))
             .add_service(Authenticated::new(metadata, shared.clone()))
             .add_service(Authenticated::new(groups, shared.clone()))
+            .add_service(Authenticated::new(transactions, shared.clone()))
             .add_service(Authenticated::new(security, shared.clone()));
         let stop = async {
             shutdown.await;
@@ -561,6 +582,7 @@ impl Broker {
         ticker.abort();
         follower.abort();
         groups_expiry.abort();
+        txn_maintenance.abort();
         if let Some(k) = kafka {
             k.abort();
         }

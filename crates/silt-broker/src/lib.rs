@@ -18,6 +18,7 @@ mod replication;
 mod service;
 pub mod tls;
 pub mod topic_config;
+mod txn;
 
 pub use broker::{Broker, StartError};
 pub use config::BrokerConfig;

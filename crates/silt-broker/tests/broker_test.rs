@@ -545,8 +545,8 @@ async fn a_retried_idempotent_batch_is_appended_once_also_after_a_restart() {
     let b = TestBroker::start().await;
     assert_eq!(b.create_topic("idem", 1, &[]).await.error_code(), ErrorCode::None);
     let mut c = b.data().await;
-    let id1 = c.init_producer_id(v1::InitProducerIdRequest {}).await.unwrap().into_inner();
-    let id2 = c.init_producer_id(v1::InitProducerIdRequest {}).await.unwrap().into_inner();
+    let id1 = c.init_producer_id(v1::InitProducerIdRequest::default()).await.unwrap().into_inner();
+    let id2 = c.init_producer_id(v1::InitProducerIdRequest::default()).await.unwrap().into_inner();
     assert_eq!((id1.error_code(), id1.producer_epoch), (ErrorCode::None, 0));
     assert_ne!(id1.producer_id, id2.producer_id, "ids are unique");
     let p = (id1.producer_id, 0);
@@ -595,7 +595,7 @@ async fn a_retried_idempotent_batch_is_appended_once_also_after_a_restart() {
     assert_eq!(code, ErrorCode::None);
     let offsets: Vec<i64> = values.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets, (0..7).collect::<Vec<_>>(), "every record once: {values:?}");
-    let id3 = c.init_producer_id(v1::InitProducerIdRequest {}).await.unwrap().into_inner();
+    let id3 = c.init_producer_id(v1::InitProducerIdRequest::default()).await.unwrap().into_inner();
     assert!(
         id3.producer_id > id2.producer_id.max(id1.producer_id),
         "no id handed out twice across restarts"

@@ -19,6 +19,8 @@ pub struct ConsumerConfig {
     pub min_bytes: u32,
     pub max_bytes: u32,
     pub partition_max_bytes: u32,
+    /// Which records of transactions a poll returns.
+    pub isolation: Isolation,
 }
 
 impl Default for ConsumerConfig {
@@ -28,6 +30,28 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_bytes: 8 * 1024 * 1024,
             partition_max_bytes: 2 * 1024 * 1024,
+            isolation: Isolation::ReadUncommitted,
+        }
+    }
+}
+
+/// Which records of transactions a consumer sees (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything below the high watermark, including records of open and aborted
+    /// transactions.
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and non-transactional ones), below the last
+    /// stable offset.
+    ReadCommitted,
+}
+
+impl Isolation {
+    fn level(self) -> v1::IsolationLevel {
+        match self {
+            Isolation::ReadUncommitted => v1::IsolationLevel::ReadUncommitted,
+            Isolation::ReadCommitted => v1::IsolationLevel::ReadCommitted,
         }
     }
 }
@@ -120,6 +144,8 @@ async fn fetch_from(
         max_bytes: config.max_bytes,
         decode_records: false,
         topics,
+        isolation_level: config.isolation.level() as i32,
+        report_aborted: false,
     };
     let deadline = Duration::from_millis(u64::from(config.max_wait_ms) + 30_000);
     let resp = tokio::time::timeout(deadline, client.data(&addr)?.fetch(req))
@@ -237,7 +263,12 @@ pub(crate) fn decode_batches(
     };
     for batch in BatchIter::new(data) {
         let batch = batch.map_err(corrupt)?;
-        verify_crc(&batch, silt_core::batch::MAX_BATCH_LEN_LIMIT).map_err(corrupt)?;
+        let h = verify_crc(&batch, silt_core::batch::MAX_BATCH_LEN_LIMIT).map_err(corrupt)?;
+        if h.attributes & silt_core::batch::CONTROL_FLAG != 0 {
+            // A transaction marker: not a record for the application, but read past.
+            next = next.max(h.next_offset().0 as i64);
+            continue;
+        }
         for r in RecordIter::new(batch).map_err(corrupt)? {
             let r = r.map_err(corrupt)?;
             let offset = r.offset.0 as i64;
@@ -407,6 +438,8 @@ impl Consumer {
             match code {
                 ErrorCode::None => {
                     let (records, next) = decode_batches(&tp, p.record_batches, pos)?;
+                    // Batches the broker read and left out (read_committed) are passed too.
+                    let next = next.max(p.next_fetch_offset);
                     if let Some(at) = self.positions.get_mut(&tp) {
                         *at = next;
                     }

@@ -9,10 +9,11 @@ mod error;
 mod group;
 mod producer;
 mod security;
+mod transactional;
 
 pub use admin::Admin;
 pub use client::{Client, ConnectOptions, Credentials, TlsOptions};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek, TopicPartition};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Isolation, Seek, TopicPartition};
 pub use error::{ClientError, ProduceError};
 pub use group::{
     BoxFuture, CommitMode, Committer, Delivery, GroupConfig, GroupConsumer, GroupListing,
@@ -21,3 +22,4 @@ pub use group::{
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use transactional::{TransactionalConfig, TransactionalProducer};

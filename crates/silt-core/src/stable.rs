@@ -88,6 +88,26 @@ impl Transactions {
     pub fn open_count(&self) -> usize {
         self.open.len()
     }
+
+    /// Whether `producer_id` has a transaction open here.
+    pub fn is_open(&self, producer_id: i64) -> bool {
+        self.open.contains_key(&producer_id)
+    }
+
+    /// The open transactions: producer id and first offset here, by producer id.
+    pub fn open(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        self.open.iter().map(|(p, o)| (*p, *o))
+    }
+
+    /// The aborted transactions still in the log, in log order.
+    pub fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
+    }
+
+    /// The state a snapshot recorded.
+    pub fn restore(open: impl IntoIterator<Item = (i64, u64)>, aborted: Vec<AbortedTxn>) -> Self {
+        Transactions { open: open.into_iter().collect(), aborted }
+    }
 }
 
 #[cfg(test)]

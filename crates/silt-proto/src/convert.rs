@@ -66,6 +66,7 @@ impl v1::ErrorCode {
                 | CoordinatorNotAvailable
                 | NotCoordinator
                 | CoordinatorLoadInProgress
+                | ConcurrentTransactions
         )
     }
 
@@ -158,6 +159,7 @@ mod tests {
                     data: Some(v1::partition_produce_data::Data::RecordBatches(batch.clone())),
                 }],
             }],
+            ..Default::default()
         };
         let back = v1::ProduceRequest::decode(req.encode_to_vec().as_slice()).unwrap();
         match &back.topics[0].partitions[0].data {

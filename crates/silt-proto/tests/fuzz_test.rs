@@ -38,6 +38,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 })
                 .collect(),
         }],
+        ..Default::default()
     };
     let fetch = v1::FetchRequest {
         max_wait_ms: 500,

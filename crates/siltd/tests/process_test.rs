@@ -104,6 +104,7 @@ async fn fetch_all(addr: &str) -> Vec<String> {
                     current_leader_epoch: None,
                 }],
             }],
+            ..Default::default()
         };
         let r = c.fetch(req).await.unwrap().into_inner();
         let p = &r.topics[0].partitions[0];
@@ -148,6 +149,7 @@ async fn kill_9_then_restart_keeps_every_acks_all_record() {
                     data: Some(v1::partition_produce_data::Data::RecordBatches(batch(i))),
                 }],
             }],
+            ..Default::default()
         };
         let r = c.produce(req).await.unwrap().into_inner();
         if r.topics[0].partitions[0].error_code() == ErrorCode::None {

@@ -335,6 +335,22 @@ impl Access {
         ))
     }
 
+    /// `op` on transactional id `id`, or TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    pub(crate) fn transactional_id(
+        &self,
+        shared: &Shared,
+        op: AclOperation,
+        id: &str,
+    ) -> Result<(), crate::error::WireError> {
+        if self.may(shared, op, ResourceType::TransactionalId, id) {
+            return Ok(());
+        }
+        Err(crate::error::WireError::new(
+            silt_proto::v1::ErrorCode::TransactionalIdAuthorizationFailed,
+            format!("{} may not {op:?} transactional id {id}", self.name()),
+        ))
+    }
+
     /// `op` on the cluster, or CLUSTER_AUTHORIZATION_FAILED.
     pub(crate) fn cluster(
         &self,

@@ -117,7 +117,7 @@ pub(crate) struct Location {
     pub address: String,
 }
 
-fn not_available(message: impl Into<String>) -> WireError {
+pub(crate) fn not_available(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::CoordinatorNotAvailable, message)
 }
 
@@ -128,14 +128,17 @@ pub(crate) fn offsets_partitions(v: &View) -> Option<u32> {
 
 /// Where `partition` of `__consumer_offsets` is led.
 pub(crate) fn locate_partition(v: &View, partition: u32) -> Result<Location, WireError> {
-    let t = v
-        .topics
-        .get(OFFSETS_TOPIC)
-        .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} does not exist yet")))?;
+    locate_in(v, OFFSETS_TOPIC, partition)
+}
+
+/// Where `partition` of the internal topic `topic` is led.
+pub(crate) fn locate_in(v: &View, topic: &str, partition: u32) -> Result<Location, WireError> {
+    let t =
+        v.topics.get(topic).ok_or_else(|| not_available(format!("{topic} does not exist yet")))?;
     let p = t
         .partitions
         .get(partition as usize)
-        .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} has no partition {partition}")))?;
+        .ok_or_else(|| not_available(format!("{topic} has no partition {partition}")))?;
     let address = p
         .leader
         .and_then(|l| v.brokers.iter().find(|b| b.node_id == l))
@@ -155,8 +158,18 @@ pub(crate) fn locate(v: &View, group: &str) -> Result<Location, WireError> {
 /// ([`offsets_topic_rf`]: at most the quorum's voters, so a broker alone uses 1), answering the
 /// retriable `COORDINATOR_NOT_AVAILABLE` while too few brokers are alive for it.
 pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), WireError> {
+    ensure_internal_topic(shared, OFFSETS_TOPIC).await
+}
+
+/// Creates the internal topic `topic` (`__consumer_offsets` or `__transaction_state`) unless it
+/// exists, as [`ensure_offsets_topic`] describes; both have the same partitions, replication
+/// and overrides (`offsets_topic_*`).
+pub(crate) async fn ensure_internal_topic(
+    shared: &Arc<Shared>,
+    topic: &str,
+) -> Result<(), WireError> {
     let v = view(shared);
-    if offsets_partitions(&v).is_some() {
+    if v.topics.contains_key(topic) {
         return Ok(());
     }
     let c = &shared.config;
@@ -169,9 +182,9 @@ pub(crate) async fn ensure_offsets_topic(shared: &Arc<Shared>) -> Result<(), Wir
     .map_err(|w| not_available(w.to_string()))?;
     let overrides = offsets_topic_overrides(rf, c.offsets_topic_segment_bytes);
     crate::service::AdminService::new(shared.clone())
-        .create_internal(OFFSETS_TOPIC, c.offsets_topic_partitions, rf, overrides)
+        .create_internal(topic, c.offsets_topic_partitions, rf, overrides)
         .await
-        .map_err(|e| not_available(format!("creating {OFFSETS_TOPIC}: {}", e.message)))
+        .map_err(|e| not_available(format!("creating {topic}: {}", e.message)))
 }
 
 /// The subscribable topics (every topic but the internal ones) with their partition counts.
@@ -213,21 +226,32 @@ pub(crate) async fn coordinate_partition(
     coordinate_location(shared, loc).await
 }
 
-async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinated, WireError> {
+/// The local handle of the coordinator partition `loc` of `topic`, or NOT_COORDINATOR when this
+/// broker does not lead it (`what` names the key's kind in the message: "group", ...).
+pub(crate) fn led_here(
+    shared: &Shared,
+    topic: &str,
+    loc: &Location,
+    what: &str,
+) -> Result<PartitionHandle, WireError> {
     let me = shared.config.node_id;
     if loc.leader != Some(me) {
         return Err(WireError::new(
             ErrorCode::NotCoordinator,
             match loc.leader {
-                Some(l) => format!("broker {l} coordinates this group, not broker {me}"),
-                None => "the group's coordinator partition has no leader".to_string(),
+                Some(l) => format!("broker {l} coordinates this {what}, not broker {me}"),
+                None => format!("the {what}'s coordinator partition has no leader"),
             },
         ));
     }
-    let handle = shared
+    shared
         .replicas
-        .partition(OFFSETS_TOPIC, loc.partition)
-        .ok_or_else(|| not_available("the coordinator partition is still opening here"))?;
+        .partition(topic, loc.partition)
+        .ok_or_else(|| not_available("the coordinator partition is still opening here"))
+}
+
+async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinated, WireError> {
+    let handle = led_here(shared, OFFSETS_TOPIC, &loc, "group")?;
     let mut slot = shared.coordinator.slot(loc.partition).lock_owned().await;
     if slot.loaded != Some(loc.leader_epoch) {
         load(shared, &handle, &mut slot, loc.partition).await?;
@@ -247,6 +271,34 @@ async fn load(
     slot.loaded = None;
     slot.groups.clear();
     let started = Instant::now();
+    let now = shared.coordinator.now_ms();
+    let records = replay(handle, OFFSETS_TOPIC, partition, |key, value, offset| {
+        let e = records::decode(key, value)?;
+        apply(slot, e, offset, now);
+        Some(())
+    })
+    .await?;
+    slot.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+    tracing::info!(
+        partition,
+        groups = slot.groups.len(),
+        records,
+        ms = started.elapsed().as_millis() as u64,
+        "loaded consumer groups"
+    );
+    Ok(())
+}
+
+/// Replays partition `partition` of the internal topic `topic` from its log start: waits until
+/// every record in the log is committed (`COORDINATOR_LOAD_IN_PROGRESS` after [`LOAD_WAIT`]),
+/// then gives each record's key, value and offset to `apply` in order. Returns how many records
+/// `apply` understood (answered `Some`).
+pub(crate) async fn replay(
+    handle: &PartitionHandle,
+    topic: &str,
+    partition: u32,
+    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>, u64) -> Option<()>,
+) -> Result<u64, WireError> {
     let end = handle.state().log_end;
     let mut watch = handle.watch();
     let deadline = tokio::time::Instant::now() + LOAD_WAIT;
@@ -254,12 +306,11 @@ async fn load(
         if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
             return Err(WireError::new(
                 ErrorCode::CoordinatorLoadInProgress,
-                format!("{OFFSETS_TOPIC}/{partition} is not yet committed up to its log end"),
+                format!("{topic}/{partition} is not yet committed up to its log end"),
             ));
         }
     }
     let state = handle.state();
-    let now = shared.coordinator.now_ms();
     let mut pos = state.log_start;
     let mut records = 0u64;
     while pos < state.high_watermark {
@@ -274,23 +325,14 @@ async fn load(
                 if rec.offset < pos {
                     continue;
                 }
-                if let Some(e) = records::decode(rec.key.as_deref(), rec.value.as_deref()) {
-                    apply(slot, e, rec.offset.0, now);
+                if apply(rec.key.as_deref(), rec.value.as_deref(), rec.offset.0).is_some() {
                     records += 1;
                 }
             }
         }
         pos = r.next_offset;
     }
-    slot.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
-    tracing::info!(
-        partition,
-        groups = slot.groups.len(),
-        records,
-        ms = started.elapsed().as_millis() as u64,
-        "loaded consumer groups"
-    );
-    Ok(())
+    Ok(records)
 }
 
 /// Applies one record of `__consumer_offsets` found at `offset`.

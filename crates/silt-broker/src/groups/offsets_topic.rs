@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// `__consumer_offsets` cannot be created yet: fewer brokers are alive than it needs replicas.
 /// Retriable (the coordinator lookup answers `COORDINATOR_NOT_AVAILABLE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("waiting for {needed} live brokers to create __consumer_offsets ({alive} alive)")]
+#[error("waiting for {needed} live brokers to create the internal topic ({alive} alive)")]
 pub(crate) struct Waiting {
     pub needed: u32,
     pub alive: u32,
@@ -95,7 +95,7 @@ mod tests {
         let w = Waiting { needed: 3, alive: 2 };
         assert_eq!(
             w.to_string(),
-            "waiting for 3 live brokers to create __consumer_offsets (2 alive)"
+            "waiting for 3 live brokers to create the internal topic (2 alive)"
         );
     }
 }

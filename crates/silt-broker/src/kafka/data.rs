@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use kafka_protocol::error::ResponseError as K;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch as FetchLeader, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch as FetchLeader, PartitionData,
 };
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -132,6 +132,7 @@ pub(crate) async fn produce(
         acks: acks as i32,
         timeout_ms: u32::try_from(req.timeout_ms).unwrap_or(0),
         topics,
+        transactional_id: None,
     };
     let mut grpc = super::request(silt);
     grpc.extensions_mut().insert(budget);
@@ -257,6 +258,13 @@ pub(crate) async fn fetch(k: &Kafka, req: FetchRequest, version: i16) -> FetchRe
         max_bytes: if version >= 3 { u32::try_from(req.max_bytes).unwrap_or(0).max(1) } else { 0 },
         decode_records: false,
         topics,
+        isolation_level: if read_committed {
+            v1::IsolationLevel::ReadCommitted as i32
+        } else {
+            v1::IsolationLevel::ReadUncommitted as i32
+        },
+        // Kafka clients skip aborted records themselves and expect the markers.
+        report_aborted: true,
     };
     let resp = match k.data.fetch(super::request(silt)).await {
         Ok(r) => r.into_inner(),
@@ -275,11 +283,19 @@ pub(crate) async fn fetch(k: &Kafka, req: FetchRequest, version: i16) -> FetchRe
                 PartitionData::default()
                     .with_partition_index(p.partition as i32)
                     .with_high_watermark(p.high_watermark)
-                    // No transactions yet: everything below the high watermark is stable.
                     .with_last_stable_offset(p.last_stable_offset)
                     .with_log_start_offset(p.log_start_offset)
                     .with_preferred_read_replica(BrokerId(-1))
-                    .with_aborted_transactions(read_committed.then(Vec::new))
+                    .with_aborted_transactions(read_committed.then(|| {
+                        p.aborted_transactions
+                            .iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect()
+                    }))
                     .with_records(Some(p.record_batches))
             };
             if let Some((id, epoch)) = hint(&p.leader).filter(|_| version >= 12) {
@@ -376,7 +392,14 @@ pub(crate) async fn init_producer_id(
     if req.transactional_id.is_some() {
         return failed(K::InvalidRequest.code());
     }
-    match k.data.init_producer_id(super::request(v1::InitProducerIdRequest {})).await {
+    match k
+        .data
+        .init_producer_id(super::request(v1::InitProducerIdRequest {
+            transactional_id: None,
+            transaction_timeout_ms: 0,
+        }))
+        .await
+    {
         Ok(r) => {
             let r = r.into_inner();
             if r.error_code != 0 {

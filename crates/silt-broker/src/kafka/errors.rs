@@ -51,6 +51,12 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         S::OutOfOrderSequenceNumber => K::OutOfOrderSequenceNumber,
         S::InvalidProducerEpoch => K::InvalidProducerEpoch,
         S::UnknownProducerId => K::UnknownProducerId,
+        S::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
+        S::ProducerFenced => K::ProducerFenced,
+        S::ConcurrentTransactions => K::ConcurrentTransactions,
+        S::InvalidTxnState => K::InvalidTxnState,
+        S::InvalidTransactionTimeout => K::InvalidTransactionTimeout,
+        S::TransactionalIdNotFound => K::TransactionalIdNotFound,
     };
     k.code()
 }

@@ -44,6 +44,20 @@ pub struct PartitionState {
     /// A read found this leader's log damaged from this offset on: it is reported damaged (so
     /// leadership moves to another in-sync replica) and cut here once it follows.
     pub damaged_at: Option<Offset>,
+    /// The last stable offset (below it every transaction is decided), once the producers'
+    /// state is built here (`None`: not known yet; a `read_committed` read builds it).
+    pub last_stable: Option<Offset>,
+    /// Transactions open in this partition (0 while not known).
+    pub open_transactions: usize,
+}
+
+/// A `read_committed` read: whole batches below the last stable offset, with the aborted
+/// transactions that have records in the range read.
+#[derive(Debug, Clone)]
+pub struct CommittedRead {
+    pub read: ReadResult,
+    pub last_stable: Offset,
+    pub aborted: Vec<silt_core::stable::AbortedTxn>,
 }
 
 /// When an append is answered.
@@ -120,6 +134,11 @@ enum Command {
         max_bytes: usize,
         reply: Reply<ReadResult>,
     },
+    ReadCommitted {
+        from: Offset,
+        max_bytes: usize,
+        reply: Reply<CommittedRead>,
+    },
     OffsetForTime {
         timestamp_ms: i64,
         reply: Reply<Option<(Offset, i64)>>,
@@ -195,6 +214,7 @@ impl std::fmt::Debug for Command {
             Command::SetRole(_) => "SetRole",
             Command::Append { .. } => "Append",
             Command::Read { .. } => "Read",
+            Command::ReadCommitted { .. } => "ReadCommitted",
             Command::OffsetForTime { .. } => "OffsetForTime",
             Command::SetConfig { .. } => "SetConfig",
             Command::DeleteBefore { .. } => "DeleteBefore",
@@ -345,6 +365,26 @@ impl PartitionHandle {
     /// Reads committed batches (below the HW) from `from`.
     pub async fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadResult, PartitionError> {
         self.call(|reply| Command::Read { from, max_bytes, reply }).await
+    }
+
+    /// Reads decided batches (below the last stable offset) from `from`, with the aborted
+    /// transactions among them (`read_committed`).
+    pub async fn read_committed(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<CommittedRead, PartitionError> {
+        self.call(|reply| Command::ReadCommitted { from, max_bytes, reply }).await
+    }
+
+    /// Leader: appends a transaction marker (a control batch the coordinator decided) and
+    /// answers once it is committed.
+    pub async fn write_marker(
+        &self,
+        marker: silt_core::batch::Marker,
+    ) -> Result<Appended, PartitionError> {
+        let batch = marker.encode(worker::now_ms());
+        self.append(vec![batch], WaitFor::Commit).await
     }
 
     /// The first committed record at or after `timestamp_ms`.

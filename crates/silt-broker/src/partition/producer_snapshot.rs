@@ -7,11 +7,18 @@
 //! layout (big-endian, drawn in `docs/format.md`):
 //!
 //! ```text
-//! magic "SILTPSNP" | version u16 = 1 | crc32 u32 (IEEE, over every byte after it)
+//! magic "SILTPSNP" | version u16 = 2 | crc32 u32 (IEEE, over every byte after it)
 //! | offset u64 | producers u32 | producers × (
 //!     producer_id i64 | epoch i16 | last_timestamp_ms i64 | batches u8 (<= 5)
 //!     | batches × (first_seq i32 | last_seq i32 | base_offset u64 | last_offset u64) )
+//! | open u32 | open × (producer_id i64 | first_offset u64)
+//! | aborted u32 | aborted × (producer_id i64 | first_offset u64 | last_offset u64)
 //! ```
+//!
+//! Version 2 adds the transactions (open ones and the aborted spans still in the log: the
+//! partition's aborted-transaction index, one copy per rolled segment) and allows a producer
+//! with no batches (a transaction marker moved it to a new epoch). Version 1 files are read as
+//! having no transactions.
 //!
 //! Snapshots above the log's end are deleted when the log opens and before any truncation (a
 //! log that grew again past a stale snapshot's offset would otherwise trust it); only the
@@ -21,11 +28,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use silt_core::Offset;
+use silt_core::stable::{AbortedTxn, Transactions};
 
 use super::producers::{Appended, Entry, Producers, WINDOW};
 
 const MAGIC: &[u8; 8] = b"SILTPSNP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const SUFFIX: &str = ".snapshot";
 /// Snapshots kept per partition.
 pub const KEEP: usize = 3;
@@ -34,6 +42,8 @@ const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 const HEADER_BYTES: usize = 8 + 2 + 4 + 8 + 4;
 const ENTRY_BYTES: usize = 8 + 2 + 8 + 1;
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8;
+const OPEN_BYTES: usize = 8 + 8;
+const ABORTED_BYTES: usize = 8 + 8 + 8;
 
 fn file_name(offset: Offset) -> String {
     format!("{:020}{SUFFIX}", offset.0)
@@ -137,6 +147,19 @@ pub(super) fn encode(offset: Offset, producers: &Producers) -> Vec<u8> {
             out.extend_from_slice(&b.last_offset.0.to_be_bytes());
         }
     }
+    let open: Vec<(i64, u64)> = producers.txns.open().collect();
+    out.extend_from_slice(&(open.len() as u32).to_be_bytes());
+    for (id, first) in open {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&first.to_be_bytes());
+    }
+    let aborted = producers.txns.aborted();
+    out.extend_from_slice(&(aborted.len() as u32).to_be_bytes());
+    for a in aborted {
+        out.extend_from_slice(&a.producer_id.to_be_bytes());
+        out.extend_from_slice(&a.first_offset.to_be_bytes());
+        out.extend_from_slice(&a.last_offset.to_be_bytes());
+    }
     let crc = crc32fast::hash(&out[14..]);
     out[10..14].copy_from_slice(&crc.to_be_bytes());
     out
@@ -181,8 +204,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Offset, Producers), String> {
     }
     let mut r = Reader { bytes: &bytes[8..] };
     let version = u16::from_be_bytes(r.take()?);
-    if version != VERSION {
-        return Err(format!("version {version}, this broker reads {VERSION}"));
+    if version != 1 && version != VERSION {
+        return Err(format!("version {version}, this broker reads 1 and {VERSION}"));
     }
     let crc = r.u32()?;
     if crc32fast::hash(&bytes[14..]) != crc {
@@ -201,8 +224,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Offset, Producers), String> {
         let epoch = r.i16()?;
         let last_timestamp_ms = r.i64()?;
         let n = usize::from(r.u8()?);
-        if n == 0 || n > WINDOW {
-            return Err(format!("producer {id} has {n} batches (1 to {WINDOW} allowed)"));
+        if (n == 0 && version == 1) || n > WINDOW {
+            return Err(format!("producer {id} has {n} batches (at most {WINDOW} allowed)"));
         }
         let mut entry = Entry::new(epoch, last_timestamp_ms);
         for _ in 0..n {
@@ -217,10 +240,38 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Offset, Producers), String> {
             return Err(format!("producer id {id} is negative or repeated"));
         }
     }
+    if version >= 2 {
+        producers.txns = read_transactions(&mut r)?;
+    }
     if !r.bytes.is_empty() {
-        return Err(format!("{} bytes after the last producer", r.bytes.len()));
+        return Err(format!("{} bytes after the last entry", r.bytes.len()));
     }
     Ok((offset, producers))
+}
+
+/// Version 2's open and aborted transactions (counts checked against the bytes left first).
+fn read_transactions(r: &mut Reader<'_>) -> Result<Transactions, String> {
+    let open = r.u32()? as usize;
+    if open > r.bytes.len() / OPEN_BYTES {
+        return Err(format!("{open} open transactions do not fit in {} bytes", r.bytes.len()));
+    }
+    let mut opened = Vec::with_capacity(open);
+    for _ in 0..open {
+        opened.push((r.i64()?, r.u64()?));
+    }
+    let aborted = r.u32()? as usize;
+    if aborted > r.bytes.len() / ABORTED_BYTES {
+        return Err(format!("{aborted} aborted spans do not fit in {} bytes", r.bytes.len()));
+    }
+    let mut spans = Vec::with_capacity(aborted);
+    for _ in 0..aborted {
+        let (producer_id, first_offset, last_offset) = (r.i64()?, r.u64()?, r.u64()?);
+        if last_offset < first_offset {
+            return Err(format!("aborted span {first_offset}..{last_offset} is backwards"));
+        }
+        spans.push(AbortedTxn { producer_id, first_offset, last_offset });
+    }
+    Ok(Transactions::restore(opened, spans))
 }
 
 #[cfg(test)]
@@ -276,6 +327,32 @@ mod tests {
         let crc = crc32fast::hash(&lying[14..]);
         lying[10..14].copy_from_slice(&crc.to_be_bytes());
         assert!(decode(&lying).unwrap_err().contains("do not fit"));
+    }
+
+    #[test]
+    fn transactions_survive_a_snapshot_and_version_1_files_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(dir.path(), 3);
+        let mut p = Producers::rebuild(&log).unwrap();
+        p.txns = Transactions::restore(
+            [(7, 40)],
+            vec![AbortedTxn { producer_id: 8, first_offset: 3, last_offset: 9 }],
+        );
+        // A marker left producer 9 at a new epoch with no batches.
+        p.insert(9, Entry::new(4, 1_000));
+        let bytes = encode(Offset(50), &p);
+        assert_eq!(decode(&bytes), Ok((Offset(50), p.clone())));
+        // Version 1: no transactions, every producer with batches.
+        let mut v1 = p.clone();
+        v1.txns = Transactions::default();
+        v1.by_id_mut().remove(&9);
+        let mut old = encode(Offset(50), &v1);
+        let end = old.len() - 8; // the two empty transaction counts
+        old.truncate(end);
+        old[8..10].copy_from_slice(&1u16.to_be_bytes());
+        let crc = crc32fast::hash(&old[14..]);
+        old[10..14].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode(&old), Ok((Offset(50), v1)));
     }
 
     #[test]

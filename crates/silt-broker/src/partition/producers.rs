@@ -11,7 +11,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use silt_core::Offset;
-use silt_core::batch::{BatchHeader, BatchIter};
+use silt_core::batch::{BatchHeader, BatchIter, CONTROL_FLAG, Marker, TRANSACTIONAL_FLAG};
+use silt_core::stable::Transactions;
 use silt_storage::{Log, StorageError};
 
 use super::producer_snapshot;
@@ -95,6 +96,8 @@ fn next_seq(seq: i32) -> i32 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Producers {
     by_id: HashMap<i64, Entry>,
+    /// The partition's transactions: which producers have one open, the aborted ones.
+    pub txns: Transactions,
 }
 
 impl Producers {
@@ -123,7 +126,7 @@ impl Producers {
             for b in BatchIter::new(read.data) {
                 let Ok(b) = b else { break };
                 if let Some(h) = BatchHeader::parse(&b) {
-                    p.record(&h);
+                    p.record_batch(&h, &b);
                     next = next.max(h.next_offset());
                 }
             }
@@ -142,6 +145,11 @@ impl Producers {
     /// Adds a producer's state (a snapshot being read); returns the one it replaces.
     pub(super) fn insert(&mut self, id: i64, entry: Entry) -> Option<Entry> {
         self.by_id.insert(id, entry)
+    }
+
+    #[cfg(test)]
+    pub(super) fn by_id_mut(&mut self) -> &mut HashMap<i64, Entry> {
+        &mut self.by_id
     }
 
     /// How many producers have state here.
@@ -179,7 +187,8 @@ impl Producers {
         Ok(out)
     }
 
-    /// Remembers an appended batch (`h` as stored: its real base offset).
+    /// Remembers an appended data batch (`h` as stored: its real base offset); a
+    /// transactional one opens its producer's transaction here unless one is open.
     pub fn record(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 {
             return;
@@ -189,16 +198,53 @@ impl Producers {
         if let Some(e) = e {
             self.by_id.insert(h.producer_id, e);
         }
+        if h.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG) == TRANSACTIONAL_FLAG {
+            self.txns.on_data(h.producer_id, h.base_offset.0);
+        }
     }
 
-    /// Forgets producers whose newest batch is older than `max_age_ms`.
+    /// Remembers an appended batch of any kind: a transaction marker ends its producer's
+    /// transaction here (and moves the producer to the marker's epoch); others as
+    /// [`record`](Self::record).
+    pub fn record_batch(&mut self, h: &BatchHeader, batch: &[u8]) {
+        if h.attributes & CONTROL_FLAG == 0 {
+            return self.record(h);
+        }
+        let Some(m) = Marker::decode(bytes::Bytes::copy_from_slice(batch)) else { return };
+        let e = self
+            .by_id
+            .entry(m.producer_id)
+            .or_insert_with(|| Entry::new(m.producer_epoch, h.max_timestamp));
+        if m.producer_epoch > e.epoch {
+            *e = Entry::new(m.producer_epoch, e.last_timestamp_ms);
+        }
+        e.last_timestamp_ms = e.last_timestamp_ms.max(h.max_timestamp);
+        self.txns.on_marker(m.producer_id, m.commit, h.base_offset.0);
+    }
+
+    /// Forgets producers whose newest batch is older than `max_age_ms`, except those with a
+    /// transaction open here (the coordinator's timeout ends those).
     pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) {
-        self.by_id.retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) <= max_age_ms);
+        let txns = &self.txns;
+        self.by_id.retain(|id, e| {
+            txns.is_open(*id) || now_ms.saturating_sub(e.last_timestamp_ms) <= max_age_ms
+        });
     }
 }
 
 fn decide(entry: Option<&Entry>, h: &BatchHeader) -> Result<Decision, SequenceError> {
     let (id, seq) = (h.producer_id, h.base_sequence);
+    if h.attributes & CONTROL_FLAG != 0 {
+        // A marker (written by brokers only): never from an epoch older than the producer's.
+        return match entry {
+            Some(e) if h.producer_epoch < e.epoch => Err(SequenceError::InvalidEpoch {
+                producer_id: id,
+                current: e.epoch,
+                got: h.producer_epoch,
+            }),
+            _ => Ok(Decision::Append),
+        };
+    }
     let Some(e) = entry else {
         return if seq == 0 {
             Ok(Decision::Append)
@@ -234,6 +280,14 @@ fn decide(entry: Option<&Entry>, h: &BatchHeader) -> Result<Decision, SequenceEr
 }
 
 fn apply(entry: &mut Option<Entry>, h: &BatchHeader, base_offset: Offset, last_offset: Offset) {
+    if h.attributes & CONTROL_FLAG != 0 {
+        // A marker moves the producer to its epoch; its sequences start again there.
+        match entry {
+            Some(e) if e.epoch >= h.producer_epoch => {}
+            _ => *entry = Some(Entry::new(h.producer_epoch, h.max_timestamp)),
+        }
+        return;
+    }
     let e = match entry {
         Some(e) if e.epoch == h.producer_epoch => e,
         Some(e) if e.epoch > h.producer_epoch => return, // a fenced epoch's batch (rebuild)
@@ -344,6 +398,53 @@ mod tests {
         let gap = [batch(3, 0, 0, 2, 0), batch(3, 0, 3, 1, 0)];
         assert!(p.plan(&gap).is_err());
         assert_eq!(p.len(), 0, "planning changes nothing");
+    }
+
+    fn marker(id: i64, epoch: i16, commit: bool, at: u64) -> (BatchHeader, Vec<u8>) {
+        let m = Marker { commit, producer_id: id, producer_epoch: epoch, coordinator_epoch: 0 };
+        let bytes = m.encode(1_000);
+        let h = BatchHeader { base_offset: Offset(at), ..BatchHeader::parse(&bytes).unwrap() };
+        (h, bytes)
+    }
+
+    #[test]
+    fn transactional_batches_open_a_transaction_and_its_marker_ends_it_at_a_new_epoch() {
+        let mut p = Producers::default();
+        let mut data = batch(5, 1, 0, 2, 10);
+        data.attributes = TRANSACTIONAL_FLAG;
+        p.record(&data);
+        assert_eq!(p.txns.last_stable_offset(20), 10, "open from its first batch");
+        let (h, bytes) = marker(5, 2, false, 12);
+        assert_eq!(one(&p, h), Ok(Decision::Append));
+        p.record_batch(&h, &bytes);
+        assert_eq!(p.txns.last_stable_offset(20), 20);
+        assert_eq!(p.txns.aborted_in(0, 20).len(), 1);
+        // The next transaction's epoch starts at sequence 0; the old epoch is fenced.
+        let mut next = batch(5, 2, 0, 1, 13);
+        next.attributes = TRANSACTIONAL_FLAG;
+        assert_eq!(one(&p, next), Ok(Decision::Append));
+        let mut late = batch(5, 1, 2, 1, 0);
+        late.attributes = TRANSACTIONAL_FLAG;
+        assert!(matches!(one(&p, late), Err(SequenceError::InvalidEpoch { .. })));
+        // A marker from an older epoch than the producer's is refused too.
+        assert!(matches!(
+            one(&p, marker(5, 1, true, 14).0),
+            Err(SequenceError::InvalidEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_producer_with_an_open_transaction_does_not_expire() {
+        let mut p = Producers::default();
+        let mut data = batch(6, 0, 0, 1, 0);
+        data.attributes = TRANSACTIONAL_FLAG;
+        p.record(&data);
+        p.expire(i64::MAX, 1);
+        assert_eq!(p.len(), 1);
+        let (h, bytes) = marker(6, 1, true, 1);
+        p.record_batch(&h, &bytes);
+        p.expire(i64::MAX, 1);
+        assert_eq!(p.len(), 0);
     }
 
     #[test]

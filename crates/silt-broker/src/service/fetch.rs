@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use silt_core::Offset;
-use silt_core::batch::{BatchIter, RecordIter};
+use silt_core::batch::{BatchHeader, BatchIter, CONTROL_FLAG, RecordIter, TRANSACTIONAL_FLAG};
+use silt_core::stable::AbortedTxn;
 use silt_proto::decoded_to_fetched;
 use silt_proto::v1::{self, ErrorCode};
 
@@ -28,6 +29,17 @@ struct Wanted {
     handle: Result<PartitionHandle, WireError>,
 }
 
+/// How a fetch treats transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// Everything below the high watermark.
+    Uncommitted,
+    /// Below the last stable offset; aborted batches and markers left out.
+    Committed,
+    /// Below the last stable offset, everything returned with the aborted list (Kafka).
+    CommittedReported,
+}
+
 pub(crate) async fn fetch(
     shared: &Shared,
     access: &Access,
@@ -38,6 +50,12 @@ pub(crate) async fn fetch(
     let wait =
         Duration::from_millis(u64::from(req.max_wait_ms).min(shared.config.max_fetch_wait_ms));
     let deadline = Instant::now() + wait;
+    let isolation = match (v1::IsolationLevel::try_from(req.isolation_level), req.report_aborted) {
+        (Ok(v1::IsolationLevel::ReadCommitted), false) => Isolation::Committed,
+        (Ok(v1::IsolationLevel::ReadCommitted), true) => Isolation::CommittedReported,
+        _ => Isolation::Uncommitted,
+    };
+    let mode = (isolation, req.decode_records);
     let mut topics: Vec<v1::TopicFetchResponse> = Vec::new();
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
@@ -71,14 +89,13 @@ pub(crate) async fn fetch(
         let results = if wanted.iter().map(|w| w.max_bytes).sum::<usize>() <= max_bytes {
             // The response limit cannot bind: read every partition at once (each worker thread
             // checks its own CRCs in parallel).
-            join_all(wanted.iter().map(|w| read_partition(w, max_bytes, true, req.decode_records)))
-                .await
+            join_all(wanted.iter().map(|w| read_partition(w, max_bytes, true, mode))).await
         } else {
             let mut results = Vec::with_capacity(wanted.len());
             let mut total = 0usize;
             for w in wanted {
                 let budget = max_bytes.saturating_sub(total);
-                let r = read_partition(w, budget, total == 0, req.decode_records).await;
+                let r = read_partition(w, budget, total == 0, mode).await;
                 total += r.as_ref().map_or(0, |(_, bytes)| *bytes);
                 results.push(r);
             }
@@ -129,7 +146,7 @@ async fn read_partition(
     w: &Wanted,
     budget: usize,
     first: bool,
-    decode: bool,
+    (isolation, decode): (Isolation, bool),
 ) -> Result<(v1::PartitionFetchResponse, usize), WireError> {
     let handle = w.handle.as_ref().map_err(Clone::clone)?;
     let state = handle.state();
@@ -141,11 +158,24 @@ async fn read_partition(
     }
     let from = Offset(w.fetch_offset as u64);
     let max = w.max_bytes.min(budget);
-    let data = if max == 0 && !first {
-        Bytes::new()
-    } else {
+    let mut last_stable = state.last_stable.unwrap_or(state.high_watermark);
+    let mut aborted = Vec::new();
+    let (data, next) = if max == 0 && !first {
+        (Bytes::new(), 0)
+    } else if isolation == Isolation::Uncommitted {
         let r = handle.read(from, max.max(1)).await?;
-        if !first && r.data.len() > max { Bytes::new() } else { r.data }
+        if !first && r.data.len() > max { (Bytes::new(), 0) } else { (r.data, r.next_offset.0) }
+    } else {
+        let c = handle.read_committed(from, max.max(1)).await?;
+        last_stable = c.last_stable;
+        if !first && c.read.data.len() > max {
+            (Bytes::new(), 0)
+        } else if isolation == Isolation::CommittedReported {
+            aborted = c.aborted;
+            (c.read.data, c.read.next_offset.0)
+        } else {
+            (committed_only(c.read.data, &c.aborted)?, c.read.next_offset.0)
+        }
     };
     let bytes = data.len();
     let mut resp = v1::PartitionFetchResponse {
@@ -154,10 +184,18 @@ async fn read_partition(
         error_message: String::new(),
         high_watermark: state.high_watermark.0 as i64,
         log_start_offset: state.log_start.0 as i64,
-        last_stable_offset: state.high_watermark.0 as i64,
+        last_stable_offset: last_stable.0 as i64,
         record_batches: Bytes::new(),
         records: Vec::new(),
         leader: None,
+        aborted_transactions: aborted
+            .iter()
+            .map(|a| v1::AbortedTransaction {
+                producer_id: a.producer_id,
+                first_offset: a.first_offset as i64,
+            })
+            .collect(),
+        next_fetch_offset: next as i64,
     };
     if decode {
         resp.records = decode_from(data, from)?;
@@ -167,14 +205,58 @@ async fn read_partition(
     Ok((resp, bytes))
 }
 
-/// Decodes stored batches into records at or after `from`.
-fn decode_from(data: Bytes, from: Offset) -> Result<Vec<v1::FetchedRecord>, WireError> {
-    let corrupt = |e: silt_core::batch::BatchError| {
-        WireError::new(ErrorCode::StorageError, format!("stored batch unreadable: {e}"))
+fn unreadable(e: silt_core::batch::BatchError) -> WireError {
+    WireError::new(ErrorCode::StorageError, format!("stored batch unreadable: {e}"))
+}
+
+/// The batches of `data` a `read_committed` consumer sees: without transaction markers and
+/// without the batches of the `aborted` transactions (a transactional batch lies inside its
+/// producer's span, from the span's first offset to its abort marker). Untouched (no copy)
+/// when there is nothing to leave out.
+fn committed_only(data: Bytes, aborted: &[AbortedTxn]) -> Result<Bytes, WireError> {
+    let hidden = |h: &BatchHeader| {
+        h.attributes & CONTROL_FLAG != 0
+            || (h.attributes & TRANSACTIONAL_FLAG != 0
+                && aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && a.first_offset <= h.base_offset.0
+                        && h.base_offset.0 < a.last_offset
+                }))
     };
+    let mut batches = Vec::new();
+    let mut any_hidden = false;
+    for b in BatchIter::new(data.clone()) {
+        let b = b.map_err(unreadable)?;
+        let h = BatchHeader::parse(&b).ok_or_else(|| {
+            WireError::new(ErrorCode::StorageError, "stored batch header unreadable")
+        })?;
+        if hidden(&h) {
+            any_hidden = true;
+        } else {
+            batches.push(b);
+        }
+    }
+    if !any_hidden {
+        return Ok(data);
+    }
+    let mut out = Vec::with_capacity(batches.iter().map(Bytes::len).sum());
+    for b in batches {
+        out.extend_from_slice(&b);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Decodes stored batches into records at or after `from` (transaction markers are not
+/// records for the application: left out).
+fn decode_from(data: Bytes, from: Offset) -> Result<Vec<v1::FetchedRecord>, WireError> {
+    let corrupt = unreadable;
     let mut out = Vec::new();
     for b in BatchIter::new(data) {
-        for r in RecordIter::new(b.map_err(corrupt)?).map_err(corrupt)? {
+        let b = b.map_err(corrupt)?;
+        if BatchHeader::parse(&b).is_some_and(|h| h.attributes & CONTROL_FLAG != 0) {
+            continue;
+        }
+        for r in RecordIter::new(b).map_err(corrupt)? {
             let r = r.map_err(corrupt)?;
             if r.offset >= from {
                 out.push(decoded_to_fetched(r));
@@ -195,6 +277,8 @@ fn error_response(partition: u32, e: WireError) -> v1::PartitionFetchResponse {
         record_batches: Bytes::new(),
         records: Vec::new(),
         leader: e.leader,
+        aborted_transactions: Vec::new(),
+        next_fetch_offset: 0,
     }
 }
 

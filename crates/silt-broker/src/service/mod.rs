@@ -18,11 +18,15 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
 use crate::broker::Shared;
+use crate::error::WireError;
 use silt_raft::{AclOperation, ResourceType};
 
 pub(crate) use admin::{AdminService, MAX_PARTITIONS};
 pub(crate) use metadata::MetadataService;
 pub(crate) use security::SecurityService;
+
+/// Kafka's `transaction.timeout.ms` default.
+const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
 
 /// The `Data` service: produce, fetch and offset lookups.
 #[derive(Debug, Clone)]
@@ -87,26 +91,18 @@ impl v1::data_server::Data for DataService {
         &self,
         req: Request<v1::InitProducerIdRequest>,
     ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
-        // Kafka's rule for idempotent producers: WRITE on some topic.
         let access = Access::of(&req);
-        let allowed = if access.may_any(&self.shared, AclOperation::Write, ResourceType::Topic) {
-            Ok(())
-        } else {
-            Err(crate::error::WireError::new(
-                v1::ErrorCode::ClusterAuthorizationFailed,
-                format!("{} may write no topic: no producer id", access.name()),
-            ))
-        };
-        let r = match allowed.and_then(|()| self.shared.serving()) {
-            Ok(()) => crate::cluster::next_producer_id(&self.shared).await,
-            Err(e) => Err(e),
+        let req = req.into_inner();
+        let r = match &req.transactional_id {
+            Some(id) => self.init_transactional(&access, id, req.transaction_timeout_ms).await,
+            None => self.init_idempotent(&access).await,
         };
         Ok(Response::new(match r {
-            Ok(id) => v1::InitProducerIdResponse {
+            Ok((producer_id, epoch)) => v1::InitProducerIdResponse {
                 error_code: v1::ErrorCode::None as i32,
                 error_message: String::new(),
-                producer_id: id,
-                producer_epoch: 0,
+                producer_id,
+                producer_epoch: i32::from(epoch),
             },
             Err(e) => v1::InitProducerIdResponse {
                 error_code: e.code as i32,
@@ -115,6 +111,37 @@ impl v1::data_server::Data for DataService {
                 producer_epoch: -1,
             },
         }))
+    }
+}
+
+impl DataService {
+    /// A new producer id at epoch 0 (Kafka's rule: WRITE on some topic).
+    async fn init_idempotent(&self, access: &Access) -> Result<(i64, i16), WireError> {
+        if !access.may_any(&self.shared, AclOperation::Write, ResourceType::Topic) {
+            return Err(WireError::new(
+                v1::ErrorCode::ClusterAuthorizationFailed,
+                format!("{} may write no topic: no producer id", access.name()),
+            ));
+        }
+        self.shared.serving()?;
+        Ok((crate::cluster::next_producer_id(&self.shared).await?, 0))
+    }
+
+    /// The transactional id's producer id at a bumped epoch, from its coordinator.
+    async fn init_transactional(
+        &self,
+        access: &Access,
+        id: &str,
+        timeout_ms: u32,
+    ) -> Result<(i64, i16), WireError> {
+        access.transactional_id(&self.shared, AclOperation::Write, id)?;
+        crate::txn::check_id(id)?;
+        self.shared.serving()?;
+        let timeout_ms = match timeout_ms {
+            0 => DEFAULT_TRANSACTION_TIMEOUT_MS,
+            t => u64::from(t),
+        };
+        crate::txn::coordinator::init_producer_id(&self.shared, id, timeout_ms).await
     }
 }
 

@@ -4,9 +4,12 @@
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use silt_core::batch::{BatchBuilder, BatchIter, CONTROL_FLAG, TRANSACTIONAL_FLAG, validate};
+use silt_core::batch::{
+    BatchBuilder, BatchHeader, BatchIter, CONTROL_FLAG, TRANSACTIONAL_FLAG, validate,
+};
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
+use silt_raft::AclOperation;
 
 use super::now_ms;
 use super::produce_budget::{Held, Reservation};
@@ -50,6 +53,13 @@ pub(crate) async fn produce(
         u64::from(req.timeout_ms)
     };
     let timeout = std::time::Duration::from_millis(timeout_ms.min(MAX_PRODUCE_TIMEOUT_MS));
+    let txn_id = req.transactional_id.clone();
+    if let Some(id) = &txn_id
+        && let Err(e) = access.transactional_id(shared, AclOperation::Write, id)
+    {
+        return reject_all(req, e);
+    }
+    let txn_id = txn_id.as_deref();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         // Authorization before existence: a refused principal learns nothing about the topic.
@@ -65,7 +75,8 @@ pub(crate) async fn produce(
                     (Err(e), _) => Err(e),
                     (Ok(()), None) => Err(shared.missing_topic(topic, partition)),
                     (Ok(()), Some(config)) => {
-                        produce_partition(shared, topic, p, &config, acks, timeout, held).await
+                        let how = How { acks, timeout, txn_id };
+                        produce_partition(shared, topic, p, &config, how, held).await
                     }
                 };
                 partition_response(partition, outcome)
@@ -84,13 +95,21 @@ struct Produced {
     durability: v1::DurabilityLevel,
 }
 
+/// How a request's partitions are produced.
+#[derive(Debug, Clone, Copy)]
+struct How<'a> {
+    acks: v1::Acks,
+    timeout: std::time::Duration,
+    /// The producer's transactional id (with transactional batches).
+    txn_id: Option<&'a str>,
+}
+
 async fn produce_partition(
     shared: &Shared,
     topic: &str,
     p: v1::PartitionProduceData,
     config: &TopicConfig,
-    acks: v1::Acks,
-    timeout: std::time::Duration,
+    How { acks, timeout, txn_id }: How<'_>,
     held: Option<Held>,
 ) -> Result<Produced, WireError> {
     let handle = shared.leader_handle(topic, p.partition)?;
@@ -99,6 +118,16 @@ async fn produce_partition(
         Some(Data::Records(list)) => vec![encode_records(list, config.max_message_bytes)?],
         None => return Err(WireError::new(ErrorCode::InvalidRequest, "partition data is empty")),
     };
+    if let Some((producer_id, epoch)) = transactional(&batches)? {
+        let id = txn_id.ok_or_else(|| {
+            WireError::new(
+                ErrorCode::InvalidRequest,
+                "transactional batches need the producer's transactional_id",
+            )
+        })?;
+        let tp = (topic.to_string(), p.partition);
+        crate::txn::markers::verify(shared, id, producer_id, epoch, &tp).await?;
+    }
     let isr = shared.isr_size(topic, p.partition) as u32;
     if acks == v1::Acks::All && isr < config.min_insync_replicas {
         return Err(WireError::new(
@@ -197,16 +226,45 @@ fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>,
         }
         let h = validate(&b, max_message_bytes)
             .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-        if h.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG) != 0 {
-            // Only brokers write control batches; transactions are not built yet.
+        if h.attributes & CONTROL_FLAG != 0 {
+            // Only brokers write control batches (transaction markers).
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
-                "transactional and control batches are not accepted (no transactions yet)",
+                "control batches are written by brokers only",
             ));
         }
         out.push(b.to_vec());
     }
     Ok(out)
+}
+
+/// The producer id and epoch of a partition's transactional batches (`None`: none is); a
+/// partition's data is all transactional, of one producer and epoch, or not at all.
+fn transactional(batches: &[Vec<u8>]) -> Result<Option<(i64, i16)>, WireError> {
+    let mut found: Option<(i64, i16)> = None;
+    let mut plain = false;
+    for b in batches {
+        let Some(h) = BatchHeader::parse(b) else { continue };
+        if h.attributes & TRANSACTIONAL_FLAG == 0 {
+            plain = true;
+            continue;
+        }
+        let this = (h.producer_id, h.producer_epoch);
+        if h.producer_id < 0 || found.is_some_and(|f| f != this) {
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                "a partition's transactional batches carry one producer id and epoch",
+            ));
+        }
+        found = Some(this);
+    }
+    if found.is_some() && plain {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            "transactional and non-transactional batches mixed in one partition's data",
+        ));
+    }
+    Ok(found)
 }
 
 fn too_large(size: usize, max: usize) -> WireError {

@@ -174,6 +174,7 @@ pub fn produce_req(
             topic: topic.into(),
             partitions: vec![v1::PartitionProduceData { partition, data: Some(data) }],
         }],
+        ..Default::default()
     }
 }
 
@@ -215,6 +216,7 @@ pub fn fetch_req(
                 current_leader_epoch: None,
             }],
         }],
+        ..Default::default()
     }
 }
 

@@ -145,7 +145,7 @@ async fn init_producer_id(client: &Client) -> Result<(i64, i16), ProduceError> {
     while tokio::time::Instant::now() < deadline {
         for addr in client.any_addresses() {
             let Ok(mut c) = client.data(&addr) else { continue };
-            let call = c.init_producer_id(v1::InitProducerIdRequest {});
+            let call = c.init_producer_id(v1::InitProducerIdRequest::default());
             match tokio::time::timeout(Duration::from_secs(5), call).await {
                 Ok(Ok(r)) => {
                     let r = r.into_inner();

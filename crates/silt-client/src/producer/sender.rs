@@ -380,8 +380,12 @@ async fn send_once(
             }),
         }
     }
-    let req =
-        v1::ProduceRequest { acks: acks as i32, timeout_ms: config.request_timeout_ms, topics };
+    let req = v1::ProduceRequest {
+        acks: acks as i32,
+        timeout_ms: config.request_timeout_ms,
+        topics,
+        transactional_id: None,
+    };
     let deadline = Duration::from_millis(u64::from(config.request_timeout_ms) + 5_000);
     let outcome = match client.data(addr) {
         Ok(mut c) => match tokio::time::timeout(deadline, c.produce(req)).await {

@@ -19,8 +19,8 @@ use super::producer_snapshot;
 use super::producers::{Decision, Producers};
 use super::truncation;
 use super::{
-    Appended, Command, EpochEnd, PartitionError, PartitionState, ReplicaRead, Reply, RoleSpec,
-    Truncated, WaitFor,
+    Appended, Command, CommittedRead, EpochEnd, PartitionError, PartitionState, ReplicaRead, Reply,
+    RoleSpec, Truncated, WaitFor,
 };
 use crate::topic_config::{Durability, TopicConfig};
 use producing::Parked;
@@ -30,7 +30,7 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// The high-watermark checkpoint, written lazily (on ticks) in the partition directory.
 const HW_CHECKPOINT_FILE: &str = "high-watermark";
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -199,6 +199,11 @@ impl Worker {
             offline: log.offline().is_some(),
             corruptions: self.corruptions,
             damaged_at: self.damaged_at,
+            last_stable: self
+                .producers
+                .as_ref()
+                .map(|p| Offset(p.txns.last_stable_offset(self.high_watermark.0))),
+            open_transactions: self.producers.as_ref().map_or(0, |p| p.txns.open_count()),
         }
     }
 
@@ -314,7 +319,7 @@ impl Worker {
                 _ => {
                     let info = log.append(b, epoch, now)?;
                     if let (Some(p), Some(h)) = (self.producers.as_mut(), BatchHeader::parse(b)) {
-                        p.record(&h);
+                        p.record_batch(&h, b);
                     }
                     (info.base_offset, info.last_offset)
                 }
@@ -419,6 +424,12 @@ impl Worker {
                 let r = self.log().read_upto(from, max_bytes, hw);
                 let _ = reply.send(self.note_read(r, from).map_err(Into::into));
             }
+            Command::ReadCommitted { from, max_bytes, reply } => {
+                let r = self.read_committed(from, max_bytes);
+                let _ = reply.send(r);
+                // Building the producers' state made the LSO known.
+                self.publish(state);
+            }
             Command::OffsetForTime { timestamp_ms, reply } => {
                 let hw = self.high_watermark;
                 let r = self
@@ -432,6 +443,7 @@ impl Worker {
                 // Never past what every in-sync replica has.
                 let upto = offset.min(self.high_watermark);
                 let r = self.log().delete_segments_before(upto).map(|o| o.log_start);
+                self.trim_transactions();
                 self.publish(state);
                 let _ = reply.send(r.map_err(Into::into));
             }
@@ -518,6 +530,7 @@ impl Worker {
                 if retention && let Err(e) = self.log().apply_retention(now_ms()) {
                     tracing::warn!(error = %e, "retention pass failed");
                 }
+                self.trim_transactions();
                 self.checkpoint_hw();
             }
             Command::Append { .. } | Command::Close { .. } => unreachable!("handled by run"),
@@ -629,7 +642,7 @@ impl Worker {
             }
             log.append_replicated(&b, now)?;
             if let (Some(p), Some(h)) = (self.producers.as_mut(), BatchHeader::parse(&b)) {
-                p.record(&h);
+                p.record_batch(&h, &b);
             }
             wrote = true;
         }

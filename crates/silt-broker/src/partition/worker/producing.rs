@@ -9,7 +9,7 @@ use silt_core::batch::BatchHeader;
 
 use super::super::producer_snapshot;
 use super::super::producers::{Decision, Producers};
-use super::{Appended, PartitionError, Reply, WaitFor, Waiter, Worker};
+use super::{Appended, CommittedRead, PartitionError, Reply, WaitFor, Waiter, Worker};
 
 /// A produce waiting for its producer's previous batch.
 pub(super) struct Parked {
@@ -101,14 +101,44 @@ impl Worker {
         if headers.len() != batches.len() {
             return Ok(None);
         }
+        let p = self.ensure_producers()?;
+        Ok(Some(p.plan(&headers)?))
+    }
+
+    /// The producers' state (and the partition's transactions), built from the log first if
+    /// needed.
+    pub(super) fn ensure_producers(&mut self) -> Result<&Producers, PartitionError> {
         if self.producers.is_none() {
             let started = Instant::now();
             let p = Producers::rebuild(self.log_ref())?;
-            tracing::info!(dir = %self.log_ref().dir().display(), producers = p.len(), took = ?started.elapsed(), "rebuilt the idempotent producers' state from the log");
+            tracing::info!(dir = %self.log_ref().dir().display(), producers = p.len(), open_transactions = p.txns.open_count(), took = ?started.elapsed(), "rebuilt the producers' state from the log");
             self.producers = Some(p);
         }
-        let p = self.producers.as_ref().expect("invariant: built above");
-        Ok(Some(p.plan(&headers)?))
+        Ok(self.producers.as_ref().expect("invariant: built above"))
+    }
+
+    /// `read_committed`: batches below the last stable offset and the aborted transactions
+    /// with records among them.
+    pub(super) fn read_committed(
+        &mut self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<CommittedRead, PartitionError> {
+        let hw = self.high_watermark;
+        let last_stable = Offset(self.ensure_producers()?.txns.last_stable_offset(hw.0));
+        let r = self.log().read_upto(from, max_bytes, last_stable);
+        let read = self.note_read(r, from)?;
+        let txns = &self.producers.as_ref().expect("invariant: built above").txns;
+        let aborted = txns.aborted_in(read.first_offset.0.min(from.0), read.next_offset.0);
+        Ok(CommittedRead { read, last_stable, aborted })
+    }
+
+    /// Retention moved the log start: aborted spans wholly below it are forgotten.
+    pub(super) fn trim_transactions(&mut self) {
+        let start = self.log_ref().log_start_offset().0;
+        if let Some(p) = self.producers.as_mut() {
+            p.txns.trim(start);
+        }
     }
 
     /// Drops the producers' state before the log is cut to `kept` (`None`: emptied), with the
