@@ -536,7 +536,11 @@ async fn a_kafka_member_and_a_grpc_member_share_a_group_and_its_offsets() {
         [0, 1].into_iter().map(|p| (p, if p == owned[0] { 42 } else { -1 })).collect();
     assert_eq!(committed, want);
     let fetched = groups
-        .fetch_offsets(v1::FetchOffsetsRequest { group: "g".into(), partitions: vec![] })
+        .fetch_offsets(v1::FetchOffsetsRequest {
+            group: "g".into(),
+            partitions: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::TestBroker;
 use silt_client::{
-    Client, ClientError, ConsumerConfig, Isolation, ProducerRecord, Seek, TopicPartition,
-    TransactionalConfig, TransactionalProducer,
+    Client, ClientError, CommitMode, ConsumerConfig, GroupConfig, GroupConsumer, GroupMetadata,
+    Isolation, ProducerRecord, Seek, TopicPartition, TransactionalConfig, TransactionalProducer,
 };
 use silt_core::batch::{BatchBuilder, Record};
 use silt_proto::v1::{self, ErrorCode};
@@ -236,4 +236,76 @@ async fn a_straggler_of_a_finished_transaction_cannot_join_the_next() {
     let r = data.produce(req).await.unwrap().into_inner();
     assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::InvalidRequest as i32);
     assert_eq!(read_all(&client, "t", 1, Isolation::ReadUncommitted).await, sorted(&["one"]));
+}
+
+/// FetchOffsets of group `g`, partition `in`/0: (error code, offset).
+async fn committed_offset(b: &TestBroker, require_stable: bool) -> (i32, i64) {
+    let mut groups =
+        v1::groups_client::GroupsClient::connect(format!("http://{}", b.addr)).await.unwrap();
+    let req = v1::FetchOffsetsRequest {
+        group: "g".into(),
+        partitions: vec![v1::TopicPartitions { topic: "in".into(), partitions: vec![0] }],
+        require_stable,
+    };
+    let r = groups.fetch_offsets(req).await.unwrap().into_inner();
+    (r.error_code, r.offsets.first().map_or(-2, |o| o.offset))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_in_a_transaction_count_only_when_it_commits() {
+    let (b, client) = broker_with_topic("in", 1).await;
+    assert_eq!(b.create_topic("out", 1, &[]).await.error_code, 0);
+    let mut input = producer(&client, "feeder", 60_000).await;
+    input.begin().unwrap();
+    send(&mut input, "in", 0, &["a", "b", "c", "d"]).await;
+    input.commit().await.unwrap();
+
+    let mut config = GroupConfig::new("g");
+    config.commit = CommitMode::Manual;
+    config.fetch.isolation = Isolation::ReadCommitted;
+    config.fetch.max_wait_ms = 100;
+    let mut consumer = GroupConsumer::subscribe(&client, config, vec!["in".into()]).await.unwrap();
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen += consumer.poll().await.unwrap().len();
+        if seen >= 4 {
+            break;
+        }
+    }
+    assert_eq!(seen, 4);
+    let tp = TopicPartition { topic: "in".into(), partition: 0 };
+    let meta = consumer.group_metadata();
+
+    let mut p = producer(&client, "processor-0", 60_000).await;
+    p.begin().unwrap();
+    send(&mut p, "out", 0, &["A", "B", "C", "D"]).await;
+    p.send_offsets(&meta, &[(tp.clone(), 4)]).await.unwrap();
+    assert_eq!(
+        committed_offset(&b, true).await.0,
+        ErrorCode::UnstableOffsetCommit as i32,
+        "a stable read waits while the transaction holds the offset"
+    );
+    assert_eq!(committed_offset(&b, false).await, (0, -1), "not visible before the commit");
+    p.commit().await.unwrap();
+    assert_eq!(committed_offset(&b, true).await, (0, 4), "visible once committed");
+
+    // An aborted transaction's offsets never count.
+    p.begin().unwrap();
+    send(&mut p, "out", 0, &["lost"]).await;
+    p.send_offsets(&meta, &[(tp.clone(), 2)]).await.unwrap();
+    p.abort().await.unwrap();
+    assert_eq!(committed_offset(&b, true).await, (0, 4));
+
+    // A member the group does not know (a zombie's) cannot commit the group's offsets.
+    p.begin().unwrap();
+    let zombie = GroupMetadata { member_id: "gone".into(), ..meta.clone() };
+    let e = p.send_offsets(&zombie, &[(tp.clone(), 3)]).await.expect_err("refused");
+    assert_eq!(e.code(), Some(ErrorCode::UnknownMemberId), "{e:?}");
+    p.abort().await.unwrap();
+    assert_eq!(committed_offset(&b, true).await, (0, 4));
+    assert_eq!(
+        read_all(&client, "out", 1, Isolation::ReadCommitted).await,
+        sorted(&["A", "B", "C", "D"])
+    );
+    consumer.close().await.unwrap();
 }

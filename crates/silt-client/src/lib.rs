@@ -17,7 +17,7 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Isolation, Seek, To
 pub use error::{ClientError, ProduceError};
 pub use group::{
     BoxFuture, CommitMode, Committer, Delivery, GroupConfig, GroupConsumer, GroupListing,
-    RebalanceListener, ResetPlan, ResetTo,
+    GroupMetadata, RebalanceListener, ResetPlan, ResetTo,
 };
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

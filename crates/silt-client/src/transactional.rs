@@ -16,7 +16,8 @@ use silt_proto::v1::transactions_client::TransactionsClient;
 use silt_proto::v1::{self, ErrorCode};
 
 use crate::client::Transport;
-use crate::{Client, ClientError, ProducerRecord, TopicPartition};
+use crate::group::link::GroupLink;
+use crate::{Client, ClientError, GroupMetadata, ProducerRecord, TopicPartition};
 
 /// Transactional producer settings.
 #[derive(Debug, Clone)]
@@ -193,6 +194,48 @@ impl TransactionalProducer {
             .map(|(tp, _)| tp.clone())
             .collect();
         self.write(&tps).await
+    }
+
+    /// Adds a group's offsets to the open transaction (Kafka's `sendOffsetsToTransaction`):
+    /// they become the group's committed offsets only if the transaction commits. `group` is
+    /// the consumer's [`GroupConsumer::group_metadata`](crate::GroupConsumer::group_metadata):
+    /// a member that has lost the partitions (a newer epoch took them) is refused, so a zombie
+    /// processor cannot commit. `offsets` are the next offsets to consume.
+    pub async fn send_offsets(
+        &mut self,
+        group: &GroupMetadata,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), ClientError> {
+        self.check_usable()?;
+        if !self.open {
+            return Err(ClientError::InvalidArgument("no transaction is open: begin first".into()));
+        }
+        let req = v1::TxnCommitOffsetsRequest {
+            transactional_id: self.config.transactional_id.clone(),
+            producer_id: self.producer_id,
+            producer_epoch: i32::from(self.epoch),
+            group: group.group.clone(),
+            member_id: group.member_id.clone(),
+            member_epoch: group.member_epoch,
+            offsets: offsets
+                .iter()
+                .map(|(tp, offset)| v1::OffsetCommit {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *offset,
+                    metadata: String::new(),
+                })
+                .collect(),
+        };
+        let link = GroupLink::new(self.client.clone(), &group.group);
+        let make = |l: &GroupLink, addr: &str| txn_client(l.client(), addr);
+        let r = link
+            .call_as(self.config.request_timeout, make, |mut c| {
+                let req = req.clone();
+                async move { c.commit_offsets(req).await }
+            })
+            .await;
+        r.map(drop).map_err(|e| self.fenced_by(e))
     }
 
     /// Writes what is buffered, then commits: every record of the transaction becomes visible

@@ -67,6 +67,7 @@ impl v1::ErrorCode {
                 | NotCoordinator
                 | CoordinatorLoadInProgress
                 | ConcurrentTransactions
+                | UnstableOffsetCommit
         )
     }
 

@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use silt_core::batch::{BatchIter, RecordIter};
+use silt_core::batch::{
+    BatchHeader, BatchIter, CONTROL_FLAG, Marker, RecordIter, TRANSACTIONAL_FLAG,
+};
 use silt_proto::v1::ErrorCode;
 use tokio::sync::OwnedMutexGuard;
 
 use super::offsets_topic::{offsets_topic_overrides, offsets_topic_rf};
 use super::records::{self, Entry, OFFSETS_TOPIC};
 use super::state::{Committed, Group};
+use super::txn_offsets;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::partition::{Appended, PartitionError, PartitionHandle, WaitFor};
@@ -40,6 +43,8 @@ pub(crate) struct Slot {
     pub groups: BTreeMap<String, Group>,
     /// Offset commits queued but not yet applied here (a snapshot waits for none).
     pub in_flight: Arc<std::sync::atomic::AtomicU32>,
+    /// Transactional offset commits whose transaction has not ended, by producer id.
+    pub pending: txn_offsets::Pending,
 }
 
 /// Counts a queued commit until it is applied or failed.
@@ -92,7 +97,7 @@ impl Coordinator {
         format!("{node}-{:x}-{n}", crate::service::now_ms())
     }
 
-    fn slot(&self, partition: u32) -> Arc<tokio::sync::Mutex<Slot>> {
+    pub(super) fn slot(&self, partition: u32) -> Arc<tokio::sync::Mutex<Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(partition).or_default().clone()
     }
 
@@ -270,12 +275,21 @@ async fn load(
 ) -> Result<(), WireError> {
     slot.loaded = None;
     slot.groups.clear();
+    slot.pending.clear();
     let started = Instant::now();
     let now = shared.coordinator.now_ms();
-    let records = replay(handle, OFFSETS_TOPIC, partition, |key, value, offset| {
-        let e = records::decode(key, value)?;
-        apply(slot, e, offset, now);
-        Some(())
+    let records = replay(handle, OFFSETS_TOPIC, partition, |item| match item {
+        Replayed::Record { key, value, offset, txn_producer: None } => {
+            apply(slot, records::decode(key, value)?, offset, now);
+            Some(())
+        }
+        Replayed::Record { key, value, offset, txn_producer: Some(producer) } => {
+            txn_offsets::replayed(slot, producer, records::decode(key, value)?, offset)
+        }
+        Replayed::Marker { producer_id, commit, .. } => {
+            txn_offsets::ended(slot, producer_id, commit);
+            Some(())
+        }
     })
     .await?;
     slot.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
@@ -289,15 +303,29 @@ async fn load(
     Ok(())
 }
 
+/// One item of a replayed internal partition, in log order.
+#[derive(Debug)]
+pub(crate) enum Replayed<'a> {
+    /// A record; `txn_producer` is the producer id of a transactional batch's record.
+    Record {
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        offset: u64,
+        txn_producer: Option<i64>,
+    },
+    /// A transaction marker ending `producer_id`'s transaction in this partition.
+    Marker { producer_id: i64, commit: bool },
+}
+
 /// Replays partition `partition` of the internal topic `topic` from its log start: waits until
 /// every record in the log is committed (`COORDINATOR_LOAD_IN_PROGRESS` after [`LOAD_WAIT`]),
-/// then gives each record's key, value and offset to `apply` in order. Returns how many records
-/// `apply` understood (answered `Some`).
+/// then gives each record and marker to `apply` in order. Returns how many items `apply`
+/// understood (answered `Some`).
 pub(crate) async fn replay(
     handle: &PartitionHandle,
     topic: &str,
     partition: u32,
-    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>, u64) -> Option<()>,
+    mut apply: impl FnMut(Replayed<'_>) -> Option<()>,
 ) -> Result<u64, WireError> {
     let end = handle.state().log_end;
     let mut watch = handle.watch();
@@ -320,14 +348,30 @@ pub(crate) async fn replay(
         }
         for batch in BatchIter::new(r.data) {
             let Ok(batch) = batch else { break };
+            let Some(h) = BatchHeader::parse(&batch) else { break };
+            if h.attributes & CONTROL_FLAG != 0 {
+                if h.base_offset >= pos
+                    && let Some(m) = Marker::decode(batch)
+                {
+                    let (producer_id, commit) = (m.producer_id, m.commit);
+                    let item = Replayed::Marker { producer_id, commit };
+                    records += u64::from(apply(item).is_some());
+                }
+                continue;
+            }
+            let txn_producer = (h.attributes & TRANSACTIONAL_FLAG != 0).then_some(h.producer_id);
             let Ok(iter) = RecordIter::new(batch) else { continue };
             for rec in iter.flatten() {
                 if rec.offset < pos {
                     continue;
                 }
-                if apply(rec.key.as_deref(), rec.value.as_deref(), rec.offset.0).is_some() {
-                    records += 1;
-                }
+                let item = Replayed::Record {
+                    key: rec.key.as_deref(),
+                    value: rec.value.as_deref(),
+                    offset: rec.offset.0,
+                    txn_producer,
+                };
+                records += u64::from(apply(item).is_some());
             }
         }
         pos = r.next_offset;
@@ -435,6 +479,7 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
                 let mut guard = guard;
                 guard.loaded = None;
                 guard.groups.clear();
+                guard.pending.clear();
                 continue;
             };
             let Some(handle) = shared.replicas.partition(OFFSETS_TOPIC, p) else { continue };
@@ -478,7 +523,9 @@ async fn maybe_snapshot(
     c: &mut Coordinated,
     partition: u32,
 ) -> Result<(), WireError> {
-    if c.slot.in_flight.load(Ordering::SeqCst) > 0 {
+    // Not while a transaction holds offsets here: the rewrite would delete their records
+    // before the marker that decides them.
+    if c.slot.in_flight.load(Ordering::SeqCst) > 0 || !c.slot.pending.is_empty() {
         return Ok(());
     }
     let state = c.handle.state();

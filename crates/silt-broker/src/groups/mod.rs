@@ -8,6 +8,7 @@ mod offsets_topic;
 pub(crate) mod records;
 mod service;
 pub(crate) mod state;
+pub(crate) mod txn_offsets;
 
 pub(crate) use coordinator::{Coordinator, expiry_loop};
 pub(crate) use service::GroupsService;

@@ -55,6 +55,24 @@ impl Entry {
 
 /// One batch holding `entries` in order.
 pub fn encode(entries: &[Entry], timestamp_ms: i64) -> Vec<u8> {
+    builder(entries, timestamp_ms).build_vec().expect("invariant: at least one entry")
+}
+
+/// One transactional batch of `producer_id` at `producer_epoch` holding `entries` (offsets a
+/// transaction commits; sequence-less: the coordinator writes it, nothing deduplicates it).
+pub fn encode_transactional(
+    entries: &[Entry],
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Vec<u8> {
+    let mut b = builder(entries, timestamp_ms);
+    b.set_producer(producer_id, producer_epoch, -1);
+    b.set_transactional();
+    b.build_vec().expect("invariant: at least one entry")
+}
+
+fn builder(entries: &[Entry], timestamp_ms: i64) -> BatchBuilder {
     let mut b = BatchBuilder::new();
     for e in entries {
         let key = serde_json::to_vec(&e.key()).expect("invariant: plain structs serialize");
@@ -65,7 +83,7 @@ pub fn encode(entries: &[Entry], timestamp_ms: i64) -> Vec<u8> {
             timestamp_ms,
         });
     }
-    b.build_vec().expect("invariant: at least one entry")
+    b
 }
 
 /// Decodes one stored record; `None` for records this version does not understand (skipped, so

@@ -54,7 +54,7 @@ fn invalid(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::InvalidRequest, message)
 }
 
-fn check_group(group: &str) -> Result<(), WireError> {
+pub(super) fn check_group(group: &str) -> Result<(), WireError> {
     if group.is_empty() || group.len() > MAX_ID_BYTES {
         return Err(WireError::new(
             ErrorCode::InvalidGroupId,
@@ -89,7 +89,7 @@ fn from_tps(set: &BTreeSet<Tp>) -> Vec<v1::TopicPartitions> {
 }
 
 /// Checks offsets to commit against the topics that exist.
-fn check_offsets(
+pub(super) fn check_offsets(
     topics: &BTreeMap<String, u32>,
     offsets: &[v1::OffsetCommit],
 ) -> Result<Vec<(Tp, OffsetValue)>, WireError> {
@@ -130,7 +130,7 @@ fn check_offsets(
         .collect()
 }
 
-fn offset_entries(group: &str, offsets: &[(Tp, OffsetValue)]) -> Vec<Entry> {
+pub(super) fn offset_entries(group: &str, offsets: &[(Tp, OffsetValue)]) -> Vec<Entry> {
     offsets
         .iter()
         .map(|((topic, partition), v)| Entry::Offset {
@@ -335,6 +335,14 @@ impl GroupsService {
         check_group(&req.group)?;
         let wanted = to_tps(req.partitions)?;
         let co = coordinate(&self.shared, &view(&self.shared), &req.group).await?;
+        if req.require_stable
+            && super::txn_offsets::unstable(&co.slot, &req.group, wanted.iter(), wanted.is_empty())
+        {
+            return Err(WireError::new(
+                ErrorCode::UnstableOffsetCommit,
+                "a transaction holding offsets of these partitions has not ended yet",
+            ));
+        }
         let empty = BTreeMap::new();
         let have = co.slot.groups.get(&req.group).map_or(&empty, |g| &g.offsets);
         let one = |tp: &Tp| match have.get(tp) {

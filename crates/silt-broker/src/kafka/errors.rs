@@ -54,6 +54,7 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         S::TransactionalIdAuthorizationFailed => K::TransactionalIdAuthorizationFailed,
         S::ProducerFenced => K::ProducerFenced,
         S::ConcurrentTransactions => K::ConcurrentTransactions,
+        S::UnstableOffsetCommit => K::UnstableOffsetCommit,
         S::InvalidTxnState => K::InvalidTxnState,
         S::InvalidTransactionTimeout => K::InvalidTransactionTimeout,
         S::TransactionalIdNotFound => K::TransactionalIdNotFound,

@@ -197,6 +197,7 @@ async fn fetch_group(
     k: &Kafka,
     group: &GroupId,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(TopicName, Vec<(i32, i64, String)>)>, i16> {
     let partitions = topics
         .iter()
@@ -209,7 +210,7 @@ async fn fetch_group(
     let r = call!(
         k,
         fetch_offsets,
-        v1::FetchOffsetsRequest { group: group.0.to_string(), partitions }
+        v1::FetchOffsetsRequest { group: group.0.to_string(), partitions, require_stable }
     )?;
     if r.error_code != 0 {
         return Err(code_of(r.error_code));
@@ -282,7 +283,7 @@ pub(crate) async fn offset_fetch(
         let topics = req.topics.map(|list| {
             list.into_iter().map(|t| (t.name, t.partition_indexes)).collect::<Vec<_>>()
         });
-        return match fetch_group(k, &req.group_id, topics).await {
+        return match fetch_group(k, &req.group_id, topics, req.require_stable).await {
             Ok(found) => OffsetFetchResponse::default().with_topics(offset_topics!(
                 OffsetFetchResponseTopic,
                 OffsetFetchResponsePartition,
@@ -296,7 +297,7 @@ pub(crate) async fn offset_fetch(
         let topics =
             g.topics.map(|list| list.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
         let answer = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-        groups.push(match fetch_group(k, &g.group_id, topics).await {
+        groups.push(match fetch_group(k, &g.group_id, topics, req.require_stable).await {
             Ok(found) => answer.with_topics(offset_topics!(
                 OffsetFetchResponseTopics,
                 OffsetFetchResponsePartitions,

@@ -245,6 +245,18 @@ fn decide(entry: Option<&Entry>, h: &BatchHeader) -> Result<Decision, SequenceEr
             _ => Ok(Decision::Append),
         };
     }
+    if seq < 0 {
+        // The group coordinator's transactional offset commit (clients' batches are numbered,
+        // checked at produce): not deduplicated, only never from an older epoch.
+        return match entry {
+            Some(e) if h.producer_epoch < e.epoch => Err(SequenceError::InvalidEpoch {
+                producer_id: id,
+                current: e.epoch,
+                got: h.producer_epoch,
+            }),
+            _ => Ok(Decision::Append),
+        };
+    }
     let Some(e) = entry else {
         return if seq == 0 {
             Ok(Decision::Append)
@@ -293,6 +305,10 @@ fn apply(entry: &mut Option<Entry>, h: &BatchHeader, base_offset: Offset, last_o
         Some(e) if e.epoch > h.producer_epoch => return, // a fenced epoch's batch (rebuild)
         _ => entry.insert(Entry::new(h.producer_epoch, h.max_timestamp)),
     };
+    e.last_timestamp_ms = e.last_timestamp_ms.max(h.max_timestamp);
+    if h.base_sequence < 0 {
+        return; // a coordinator's sequence-less batch: nothing to deduplicate against
+    }
     if e.batches.len() == WINDOW {
         e.batches.pop_front();
     }
@@ -302,7 +318,6 @@ fn apply(entry: &mut Option<Entry>, h: &BatchHeader, base_offset: Offset, last_o
         base_offset,
         last_offset,
     });
-    e.last_timestamp_ms = e.last_timestamp_ms.max(h.max_timestamp);
 }
 
 #[cfg(test)]

@@ -233,6 +233,14 @@ fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>,
                 "control batches are written by brokers only",
             ));
         }
+        if h.producer_id >= 0 && h.base_sequence < 0 {
+            // Sequence-less batches of a producer are the group coordinator's own
+            // (transactional offset commits); a client's must be numbered.
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                "a batch with a producer id needs a base sequence of 0 or more",
+            ));
+        }
         out.push(b.to_vec());
     }
     Ok(out)

@@ -20,7 +20,7 @@ use super::records::{self, TXN_TOPIC, TxnRecord};
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::groups::coordinator::{
-    Location, append_error, committed, ensure_internal_topic, led_here, locate_in,
+    Location, Replayed, append_error, committed, ensure_internal_topic, led_here, locate_in,
     not_available, partition_of, replay,
 };
 use crate::partition::{PartitionHandle, WaitFor};
@@ -136,7 +136,8 @@ async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinat
         slot.txns.clear();
         let started = std::time::Instant::now();
         let txns = &mut slot.txns;
-        let records = replay(&handle, TXN_TOPIC, loc.partition, |key, value, _| {
+        let records = replay(&handle, TXN_TOPIC, loc.partition, |item| {
+            let Replayed::Record { key, value, .. } = item else { return None };
             match records::decode(key, value)? {
                 (id, Some(t)) => txns.insert(id, t),
                 (id, None) => txns.remove(&id),

@@ -158,6 +158,9 @@ pub(crate) async fn write_marker(
 async fn write_here(shared: &Shared, tp: &Tp, marker: Marker) -> Result<(), WireError> {
     let handle = shared.leader_handle(&tp.0, tp.1)?;
     handle.write_marker(marker).await?;
+    if tp.0 == crate::groups::records::OFFSETS_TOPIC {
+        crate::groups::txn_offsets::on_marker(shared, tp.1, &marker).await;
+    }
     Ok(())
 }
 

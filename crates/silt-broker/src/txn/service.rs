@@ -162,4 +162,39 @@ impl v1::transactions_server::Transactions for TransactionsService {
             transaction: r.ok().map(|t| state_of(&self.shared, &id, &t)),
         }))
     }
+
+    async fn commit_offsets(
+        &self,
+        req: Request<v1::TxnCommitOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        // WRITE on the transactional id, READ on the group and on every topic (Kafka's rights
+        // for TxnOffsetCommit).
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let shared = &self.shared;
+        let allowed = access
+            .transactional_id(shared, AclOperation::Write, &req.transactional_id)
+            .and_then(|()| access.group(shared, AclOperation::Read, &req.group))
+            .and_then(|()| {
+                req.offsets
+                    .iter()
+                    .try_for_each(|o| access.topic(shared, AclOperation::Read, &o.topic))
+            });
+        let r = match allowed.and_then(|()| check_id(&req.transactional_id)) {
+            Ok(()) => crate::groups::txn_offsets::commit(shared, &req).await,
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = parts(&r);
+        let partitions = req
+            .offsets
+            .iter()
+            .map(|o| v1::CommitOffsetsResult {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                error_code,
+                error_message: error_message.clone(),
+            })
+            .collect();
+        Ok(Response::new(v1::CommitOffsetsResponse { error_code, error_message, partitions }))
+    }
 }

@@ -85,7 +85,7 @@ impl Admin {
         &self,
         group: &str,
     ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
-        super::consumer::fetch_committed(&self.link(group), &[]).await
+        super::consumer::fetch_committed(&self.link(group), &[], false).await
     }
 
     /// What [`reset_offsets`](Self::reset_offsets) would set, without setting it: per partition

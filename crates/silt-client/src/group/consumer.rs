@@ -82,6 +82,14 @@ impl GroupConfig {
     }
 }
 
+/// A member's identity in its group, as transactional offset commits carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetadata {
+    pub group: String,
+    pub member_id: String,
+    pub member_epoch: u32,
+}
+
 /// A boxed future for the listener's methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -262,6 +270,33 @@ impl GroupConsumer {
         self.inner.position(tp)
     }
 
+    /// Every owned partition with the next offset to be delivered.
+    pub fn positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.inner.positions().iter().map(|(tp, o)| (tp.clone(), *o)).collect()
+    }
+
+    /// Moves an owned partition's position (e.g. back to what a transaction that was aborted
+    /// had consumed from); false when the partition is not owned.
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> bool {
+        if self.inner.position(tp).is_none() {
+            return false;
+        }
+        self.inner.set_position(tp.clone(), offset);
+        true
+    }
+
+    /// The membership a transactional producer sends with the offsets it commits
+    /// ([`TransactionalProducer::send_offsets`](crate::TransactionalProducer::send_offsets)),
+    /// so a member that lost its partitions cannot commit them.
+    pub fn group_metadata(&self) -> GroupMetadata {
+        let m = self.lock();
+        GroupMetadata {
+            group: self.config.group.clone(),
+            member_id: m.member_id.clone(),
+            member_epoch: m.epoch,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Membership> {
         self.membership.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -345,7 +380,9 @@ impl GroupConsumer {
         }
         let added: Vec<TopicPartition> = assignment.difference(&owned).cloned().collect();
         if !added.is_empty() {
-            let committed = fetch_committed(&self.link, &added).await?;
+            // read_committed: wait out offsets a transaction still holds (KIP-447).
+            let stable = self.config.fetch.isolation == crate::Isolation::ReadCommitted;
+            let committed = fetch_committed(&self.link, &added, stable).await?;
             for tp in &added {
                 let start = match committed.get(tp) {
                     Some(&o) if o >= 0 => o,
@@ -477,8 +514,13 @@ fn to_wire<'a>(tps: impl IntoIterator<Item = &'a TopicPartition>) -> Vec<v1::Top
 pub(super) async fn fetch_committed(
     link: &GroupLink,
     tps: &[TopicPartition],
+    require_stable: bool,
 ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
-    let req = v1::FetchOffsetsRequest { group: link.group.clone(), partitions: to_wire(tps) };
+    let req = v1::FetchOffsetsRequest {
+        group: link.group.clone(),
+        partitions: to_wire(tps),
+        require_stable,
+    };
     let r = link
         .call(COMMIT_DEADLINE, |mut c| {
             let req = req.clone();

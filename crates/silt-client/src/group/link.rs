@@ -101,16 +101,34 @@ impl GroupLink {
         *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Calls the coordinator, retrying retriable failures until `deadline` has passed.
+    /// Calls the coordinator's Groups service, retrying retriable failures until `deadline`
+    /// has passed.
     pub async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, ClientError>
     where
         T: Coded,
         F: Fn(GroupsClient<Transport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_as(deadline, |link: &GroupLink, addr: &str| link.groups(addr), f).await
+    }
+
+    /// Like [`call`](Self::call) with another service of the coordinator (`make` builds its
+    /// client for an address).
+    pub async fn call_as<C, T, M, F, Fut>(
+        &self,
+        deadline: Duration,
+        make: M,
+        f: F,
+    ) -> Result<T, ClientError>
+    where
+        T: Coded,
+        M: Fn(&GroupLink, &str) -> Result<C, ClientError>,
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let err = match self.attempt(&f).await {
+            let err = match self.attempt(&make, &f).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
@@ -127,10 +145,11 @@ impl GroupLink {
         }
     }
 
-    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, ClientError>
+    async fn attempt<C, T, M, F, Fut>(&self, make: &M, f: &F) -> Result<T, ClientError>
     where
         T: Coded,
-        F: Fn(GroupsClient<Transport>) -> Fut,
+        M: Fn(&GroupLink, &str) -> Result<C, ClientError>,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let cached = self.coordinator.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -142,7 +161,7 @@ impl GroupLink {
                 a
             }
         };
-        match tokio::time::timeout(CALL_TIMEOUT, f(self.groups(&addr)?)).await {
+        match tokio::time::timeout(CALL_TIMEOUT, f(make(self, &addr)?)).await {
             Err(_) => {
                 self.forget();
                 Err(ClientError::Timeout)

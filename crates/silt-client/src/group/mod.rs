@@ -4,10 +4,10 @@
 mod admin;
 mod committer;
 mod consumer;
-mod link;
+pub(crate) mod link;
 
 pub use admin::{GroupListing, ResetPlan, ResetTo};
 pub use committer::Committer;
 pub use consumer::{
-    BoxFuture, CommitMode, Delivery, GroupConfig, GroupConsumer, RebalanceListener,
+    BoxFuture, CommitMode, Delivery, GroupConfig, GroupConsumer, GroupMetadata, RebalanceListener,
 };
