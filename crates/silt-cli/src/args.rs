@@ -71,6 +71,31 @@ pub enum Command {
     /// Add, remove and list ACLs (brokers with --auth).
     #[command(subcommand)]
     Acl(AclCmd),
+    /// List and describe transactions (by transactional id).
+    #[command(subcommand)]
+    Txn(TxnCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TxnCmd {
+    /// Every transactional id the coordinators hold, with its state.
+    List,
+    /// One transactional id: state, producer id and epoch, partitions, start, timeout.
+    Describe {
+        /// Transactional id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// Every record below the high watermark, including open and aborted transactions'.
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+    /// Only committed transactions' records (and non-transactional ones), below the last
+    /// stable offset.
+    #[value(name = "read_committed")]
+    ReadCommitted,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +292,17 @@ pub struct ProduceArgs {
     /// [default: true with --acks all, else false].
     #[arg(long)]
     pub idempotence: Option<bool>,
+    /// Produce in transactions of this transactional id: one per --transaction-records input
+    /// lines (the last when stdin ends); an older producer with the id is fenced and what it
+    /// left open is aborted.
+    #[arg(long, conflicts_with_all = ["idempotence", "acks"])]
+    pub transactional_id: Option<String>,
+    /// Input lines per transaction (with --transactional-id).
+    #[arg(long, default_value_t = 1000, requires = "transactional_id")]
+    pub transaction_records: u64,
+    /// How long a transaction may stay open before the coordinator aborts it.
+    #[arg(long, default_value_t = 60_000, requires = "transactional_id")]
+    pub transaction_timeout_ms: u32,
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +336,9 @@ pub struct ConsumeArgs {
     /// Stop once every partition's end (its high watermark when consume started) is reached.
     #[arg(short = 'e', long)]
     pub exit_at_end: bool,
+    /// Which records of transactions to read.
+    #[arg(long, value_enum, default_value_t = IsolationArg::ReadUncommitted)]
+    pub isolation: IsolationArg,
     /// %t topic, %p partition, %o offset, %k key, %v value, %T timestamp, %h headers; `\t`,
     /// `\n`. Ignored with -o json (one JSON object per record).
     #[arg(short, long, default_value = "%v")]
@@ -380,6 +419,13 @@ pub struct BenchProduceArgs {
     /// partition in flight (at most 5), without it one per partition.
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
+    /// Produce in transactions (acks=all), each producer with its own transactional id,
+    /// committing every --commit-interval-ms.
+    #[arg(long, conflicts_with_all = ["idempotence", "rate"])]
+    pub transactional: bool,
+    /// How long each transaction stays open (with --transactional).
+    #[arg(long, default_value_t = 100, requires = "transactional")]
+    pub commit_interval_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,10 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use silt_client::{Client, ConsumerConfig, ProducerConfig, ProducerRecord, Seek, TopicPartition};
+use silt_client::{
+    Client, ConsumerConfig, ProducerConfig, ProducerRecord, Seek, TopicPartition,
+    TransactionalConfig, TransactionalProducer,
+};
 
 use crate::args::{BenchConsumeArgs, BenchProduceArgs, Output};
 use crate::error::CliError;
@@ -78,6 +81,9 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
         return Err(CliError::usage("--producers and --record-size must be positive"));
     }
     client.partition_count(&a.topic).await?;
+    if a.transactional {
+        return produce_transactional(client, a, out).await;
+    }
     let hist = Arc::new(Mutex::new(histogram()));
     let value = Bytes::from(vec![b'x'; a.record_size]);
     let per_producer = a.records / a.producers as u64;
@@ -144,6 +150,16 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
     let latency_us = Arc::try_unwrap(hist)
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
         .unwrap_or_else(|_| histogram());
+    produce_report(&a, seconds, latency_us, failed, out)
+}
+
+fn produce_report(
+    a: &BenchProduceArgs,
+    seconds: f64,
+    latency_us: Histogram<u64>,
+    failed: u64,
+    out: Output,
+) -> Result<(), CliError> {
     let ok = a.records - failed;
     let report =
         Report { records: ok, bytes: ok * a.record_size as u64, seconds, latency_us, failed };
@@ -155,6 +171,66 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
         ));
     }
     Ok(())
+}
+
+/// `bench produce --transactional`: each producer commits a transaction every
+/// `--commit-interval-ms` (acks=all); a record's latency is from its send to its commit. A
+/// failed transaction is aborted and its records count as failed.
+async fn produce_transactional(
+    client: &Client,
+    a: BenchProduceArgs,
+    out: Output,
+) -> Result<(), CliError> {
+    let value = Bytes::from(vec![b'x'; a.record_size]);
+    let per_producer = a.records / a.producers as u64;
+    let extra = a.records % a.producers as u64;
+    let interval = Duration::from_millis(a.commit_interval_ms.max(1));
+    let run = format!("{:x}", silt_core::random_u64());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..a.producers {
+        let n = per_producer + u64::from((i as u64) < extra);
+        let mut config = TransactionalConfig::new(format!("silt-bench-{run}-{i}"));
+        config.batch_max_bytes = a.batch_bytes;
+        let mut p = TransactionalProducer::new(client, config).await?;
+        let (topic, value) = (a.topic.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let (mut sent, mut failed) = (0u64, 0u64);
+            while sent < n {
+                p.begin()?;
+                let opened = Instant::now();
+                let mut times = Vec::new();
+                while sent < n && opened.elapsed() < interval {
+                    times.push(Instant::now());
+                    p.send(ProducerRecord::new(topic.clone(), value.clone())).await?;
+                    sent += 1;
+                }
+                match p.commit().await {
+                    Ok(()) => {
+                        for t in times {
+                            let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("warning: transaction failed, aborting it: {e}");
+                        failed += times.len() as u64;
+                        p.abort().await?;
+                    }
+                }
+            }
+            Ok::<_, silt_client::ClientError>((hist, failed))
+        }));
+    }
+    let (mut latency_us, mut failed) = (histogram(), 0);
+    for t in tasks {
+        let (h, f) =
+            t.await.map_err(|e| CliError::failed(format!("producer task: {e}"), "INTERNAL"))??;
+        let _ = latency_us.add(h);
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    produce_report(&a, seconds, latency_us, failed, out)
 }
 
 /// Stop a consume bench after this long without any record.

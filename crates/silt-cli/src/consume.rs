@@ -8,11 +8,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use silt_client::{
-    Client, ClientError, CommitMode, ConsumerConfig, ConsumerRecord, Delivery, GroupConfig, Seek,
-    TopicPartition,
+    Client, ClientError, CommitMode, ConsumerConfig, ConsumerRecord, Delivery, GroupConfig,
+    Isolation, Seek, TopicPartition,
 };
 
-use crate::args::{ConsumeArgs, Output};
+use crate::args::{ConsumeArgs, IsolationArg, Output};
 use crate::error::CliError;
 use crate::output::write_error;
 use crate::produce::unescape;
@@ -184,6 +184,13 @@ impl Stop {
     }
 }
 
+fn isolation(a: IsolationArg) -> Isolation {
+    match a {
+        IsolationArg::ReadUncommitted => Isolation::ReadUncommitted,
+        IsolationArg::ReadCommitted => Isolation::ReadCommitted,
+    }
+}
+
 pub async fn run(client: &Client, a: ConsumeArgs, output: Output) -> Result<(), CliError> {
     let start = start_from_flags(&a)?;
     if let Some(group) = a.group.clone() {
@@ -193,7 +200,8 @@ pub async fn run(client: &Client, a: ConsumeArgs, output: Output) -> Result<(), 
         Some(p) => vec![p],
         None => (0..client.partition_count(&a.topic).await?).collect(),
     };
-    let mut consumer = client.consumer(ConsumerConfig::default());
+    let mut consumer =
+        client.consumer(ConsumerConfig { isolation: isolation(a.isolation), ..Default::default() });
     let tps = partitions
         .iter()
         .map(|&partition| TopicPartition { topic: a.topic.clone(), partition })
@@ -242,6 +250,7 @@ async fn run_group(
     config.commit = CommitMode::Manual;
     config.delivery = Delivery::AtLeastOnce;
     config.reset = start.unwrap_or(Seek::Earliest);
+    config.fetch.isolation = isolation(a.isolation);
     let mut consumer = client.subscribe(config, vec![a.topic.clone()]).await?;
     let committer = consumer.committer();
     let mut printer = Printer::new(&a, output);

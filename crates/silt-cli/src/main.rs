@@ -19,6 +19,7 @@ mod record_json;
 mod security;
 mod time;
 mod topic;
+mod txn;
 
 use clap::Parser;
 
@@ -167,6 +168,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(BenchCmd::Commit(a)) => bench_group::commit(&client, a, out).await,
         Command::User(cmd) => security::user(&client, cmd, out, logged_in).await,
         Command::Acl(cmd) => security::acl(&client, cmd, out).await,
+        Command::Txn(cmd) => txn::run(&client, cmd, out).await,
         Command::Dev(_) => unreachable!("handled before connecting"),
     }
 }

@@ -1,7 +1,9 @@
 //! `silt produce`: stdin lines to records; exit 0 only if every record was acknowledged.
 
 use bytes::Bytes;
-use silt_client::{Client, ProducerConfig, ProducerRecord};
+use silt_client::{
+    Client, ClientError, ProducerConfig, ProducerRecord, TransactionalConfig, TransactionalProducer,
+};
 use silt_core::batch::Header;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -100,11 +102,90 @@ fn line_record(
     Ok(record)
 }
 
+fn produced(n: u64) {
+    eprintln!("produced {n} record{}", if n == 1 { "" } else { "s" });
+}
+
+/// `--transactional-id`: one transaction per `--transaction-records` lines, the last when stdin
+/// ends. A failure aborts the open transaction (what earlier ones committed stays); an
+/// interrupted run leaves it open for the coordinator's timeout or the id's next producer.
+async fn run_transactional(
+    client: &Client,
+    a: &ProduceArgs,
+    id: &str,
+    sep: Option<&str>,
+    headers: &[Header],
+) -> Result<(), CliError> {
+    if a.transaction_records == 0 {
+        return Err(CliError::usage("--transaction-records must be at least 1"));
+    }
+    let mut config = TransactionalConfig::new(id);
+    config.transaction_timeout_ms = a.transaction_timeout_ms;
+    let mut p = TransactionalProducer::new(client, config).await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let (mut committed, mut in_txn) = (0u64, 0u64);
+    let mut bad_input = None;
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| CliError::failed(format!("reading stdin: {e}"), "IO"))?;
+        let Some(line) = line else { break };
+        if a.input == InputArg::Json && line.trim().is_empty() {
+            continue;
+        }
+        let record = match line_record(a, sep, headers, &line) {
+            Ok(r) => r,
+            Err(mut e) => {
+                // Stop reading; commit what was read before the bad line.
+                e.what = format!("line {}: {}", committed + in_txn + 1, e.what);
+                bad_input = Some(e);
+                break;
+            }
+        };
+        if in_txn == 0 {
+            p.begin()?;
+        }
+        let sent = p.send(record).await;
+        in_txn += 1;
+        if let Err(e) = sent {
+            return Err(abort_after(&mut p, committed, e).await);
+        }
+        if in_txn == a.transaction_records {
+            if let Err(e) = p.commit().await {
+                return Err(abort_after(&mut p, committed, e).await);
+            }
+            committed += in_txn;
+            in_txn = 0;
+        }
+    }
+    if in_txn > 0 {
+        if let Err(e) = p.commit().await {
+            return Err(abort_after(&mut p, committed, e).await);
+        }
+        committed += in_txn;
+    }
+    produced(committed);
+    bad_input.map_or(Ok(()), Err)
+}
+
+/// Aborts the open transaction after `e` (best effort) and reports what was committed.
+async fn abort_after(p: &mut TransactionalProducer, committed: u64, e: ClientError) -> CliError {
+    if let Err(abort) = p.abort().await {
+        eprintln!("warning: aborting the transaction failed: {abort}");
+    }
+    produced(committed);
+    CliError::from(e)
+}
+
 pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
     let headers = parse_headers(&a.headers)?;
     let sep = a.key_separator.as_deref().map(unescape);
     if sep.as_deref() == Some("") {
         return Err(CliError::usage("--key-separator is empty"));
+    }
+    if let Some(id) = &a.transactional_id {
+        return run_transactional(client, &a, id, sep.as_deref(), &headers).await;
     }
     let producer = client
         .try_producer(ProducerConfig {
@@ -151,7 +232,7 @@ pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
         }
     }
     producer.close().await?;
-    eprintln!("produced {acked} record{}", if acked == 1 { "" } else { "s" });
+    produced(acked);
     if let Some(e) = bad_input {
         return Err(e);
     }

@@ -32,6 +32,28 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The civil date of a day count from 1970-01-01 (the inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Ms since the Unix epoch as an RFC 3339 UTC date-time with milliseconds.
+pub fn format_rfc3339(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, sec, milli) =
+        (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{sec:02}.{milli:03}Z")
+}
+
 fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
@@ -99,6 +121,15 @@ mod tests {
         assert_eq!(parse_time("2025-12-01T01:00:00.5+01:00").unwrap(), 1_764_547_200_500);
         assert_eq!(parse_time("2025-11-30t19:00:00.123-05:00").unwrap(), 1_764_547_200_123);
         assert_eq!(parse_time("2024-02-29T12:00:00Z").unwrap(), 1_709_208_000_000);
+    }
+
+    #[test]
+    fn formatted_times_parse_back() {
+        assert_eq!(format_rfc3339(1_764_547_200_123), "2025-12-01T00:00:00.123Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        for ms in [1_709_208_000_000, 951_825_600_999, 4_102_444_799_000] {
+            assert_eq!(parse_time(&format_rfc3339(ms)).unwrap(), ms);
+        }
     }
 
     #[test]

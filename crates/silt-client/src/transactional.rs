@@ -473,3 +473,54 @@ async fn produce_once(
     }
     Ok(())
 }
+
+impl crate::Admin {
+    /// Every transactional id the cluster's coordinators hold (each broker lists its own).
+    pub async fn list_transactions(&self) -> Result<Vec<v1::TransactionState>, ClientError> {
+        let meta = self.client.metadata(&[]).await?;
+        let mut out: BTreeMap<String, v1::TransactionState> = BTreeMap::new();
+        for b in meta.brokers.iter().filter(|b| b.alive) {
+            let call = async {
+                let r = txn_client(&self.client, &b.address)?
+                    .list_transactions(v1::ListTransactionsRequest {})
+                    .await?;
+                Ok::<_, ClientError>(r.into_inner())
+            };
+            let r = tokio::time::timeout(CALL_TIMEOUT, call)
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            for t in r.transactions {
+                out.insert(t.transactional_id.clone(), t);
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// One transactional id's state, from its coordinator.
+    pub async fn describe_transaction(
+        &self,
+        id: &str,
+    ) -> Result<v1::TransactionState, ClientError> {
+        let until = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let r = async {
+                let addr = find_coordinator(&self.client, id).await?;
+                let req = v1::DescribeTransactionRequest { transactional_id: id.to_string() };
+                let r = txn_client(&self.client, &addr)?.describe_transaction(req).await?;
+                let r = r.into_inner();
+                if r.error_code != 0 {
+                    return Err(ClientError::server(r.error_code, &r.error_message));
+                }
+                r.transaction.ok_or_else(|| ClientError::Corrupt("no transaction state".into()))
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, r).await {
+                Ok(Ok(t)) => return Ok(t),
+                Ok(Err(e)) if retriable(&e) && tokio::time::Instant::now() < until => {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ClientError::Timeout),
+            }
+        }
+    }
+}
