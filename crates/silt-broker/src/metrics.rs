@@ -233,8 +233,65 @@ pub(crate) fn render(shared: &Shared) -> String {
             let _ = writeln!(out, "{name}{{topic=\"{t}\",partition=\"{p}\"}} {}", f(s));
         }
     }
+    // Where the producers' state is built here (leaders that served read_committed or
+    // transactional produce, and followers): records not yet readable by read_committed.
+    let _ = writeln!(
+        out,
+        "# HELP silt_last_stable_offset_lag High watermark minus last stable offset: records \
+         held back from read_committed consumers by open transactions.\n\
+         # TYPE silt_last_stable_offset_lag gauge"
+    );
+    for (t, p, s) in &rows {
+        if let Some(lso) = s.last_stable {
+            let lag = s.high_watermark.0.saturating_sub(lso.0);
+            let _ = writeln!(
+                out,
+                "silt_last_stable_offset_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}"
+            );
+        }
+    }
+    render_transactions(shared, &mut out);
     render_groups(shared, &mut out);
     out
+}
+
+/// The transaction coordinator's counters and the transactions open in it now.
+fn render_transactions(shared: &Shared, out: &mut String) {
+    use silt_core::txn::TxnState;
+    let t = &shared.txn;
+    counter(
+        out,
+        "silt_transactions_committed_total",
+        "Transactions committed by this coordinator.",
+        &t.commits,
+    );
+    counter(
+        out,
+        "silt_transactions_aborted_total",
+        "Transactions aborted by this coordinator (by the producer, a new incarnation, or the timeout).",
+        &t.aborts,
+    );
+    counter(
+        out,
+        "silt_transactions_timed_out_total",
+        "Transactions this coordinator aborted at their timeout.",
+        &t.timed_out,
+    );
+    let open = crate::txn::coordinator::listed(shared)
+        .iter()
+        .filter(|l| {
+            matches!(
+                l.txn.state,
+                TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+            )
+        })
+        .count();
+    gauge(
+        out,
+        "silt_transactions_ongoing",
+        "Transactions open or being completed at this coordinator.",
+        open,
+    );
 }
 
 /// Consumer groups this broker coordinates: members, committed offsets and lag.

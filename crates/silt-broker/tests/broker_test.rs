@@ -496,15 +496,6 @@ async fn corrupt_bytes_found_while_serving_are_refused_and_counted() {
 }
 
 /// The body of an HTTP/1.1 GET.
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("http port");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
-}
-
 /// Raft, controller and replication RPCs are served on the internal listener only: the client
 /// port answers them `Unimplemented`, so a client cannot drive them there by accident.
 #[tokio::test]

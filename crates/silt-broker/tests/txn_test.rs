@@ -119,7 +119,15 @@ async fn read_committed_sees_committed_transactions_only_and_read_uncommitted_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_transaction_holds_the_lso_until_it_commits() {
-    let (b, client) = broker_with_topic("t", 1).await;
+    let http =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let config = {
+        let http = http.clone();
+        move |dir| silt_broker::BrokerConfig { http, ..silt_broker::BrokerConfig::for_test(dir) }
+    };
+    let b = TestBroker::start_with(config).await;
+    assert_eq!(b.create_topic("t", 1, &[]).await.error_code, 0);
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
     let plain = client.producer(Default::default());
     plain.send(ProducerRecord::new("t", "before")).await.unwrap().await.unwrap();
     let mut p = producer(&client, "app-2", 60_000).await;
@@ -130,9 +138,25 @@ async fn an_open_transaction_holds_the_lso_until_it_commits() {
     let (hw, lso) = offsets(&b, "t", 0).await;
     assert_eq!((hw, lso), (4, 1), "the LSO stays at the open transaction's first offset");
     assert_eq!(read_all(&client, "t", 1, Isolation::ReadCommitted).await, sorted(&["before"]));
+    let metrics = common::http_get(&http, "/metrics").await;
+    for line in [
+        "silt_last_stable_offset_lag{topic=\"t\",partition=\"0\"} 3",
+        "silt_transactions_ongoing 1",
+        "silt_transactions_committed_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     p.commit().await.unwrap();
     let (hw, lso) = offsets(&b, "t", 0).await;
     assert_eq!((hw, lso), (5, 5), "the marker is in and the LSO is the high watermark");
+    let metrics = common::http_get(&http, "/metrics").await;
+    for line in [
+        "silt_last_stable_offset_lag{topic=\"t\",partition=\"0\"} 0",
+        "silt_transactions_ongoing 0",
+        "silt_transactions_committed_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     assert_eq!(
         read_all(&client, "t", 1, Isolation::ReadCommitted).await,
         sorted(&["before", "x1", "x2", "after"])
