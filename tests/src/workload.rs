@@ -261,3 +261,70 @@ pub fn replica_bytes(dir: &Path, upto: u64) -> Result<Vec<u8>, String> {
     log.close().map_err(|e| e.to_string())?;
     Ok(out)
 }
+
+/// A keyed feeder for the group and transaction chaos tests: values `v-<n>` (key = value) sent
+/// with `config`, one every `pause`, each remembered as sent before the send and as
+/// acknowledged once its future resolves (awaited 20 at a time).
+#[derive(Debug)]
+pub struct Feeder {
+    pub sent: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    pub acked: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Feeder {
+    pub fn start(client: Client, topic: &str, config: ProducerConfig, pause: Duration) -> Feeder {
+        type Values = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+        let (sent, acked): (Values, Values) = (Arc::default(), Arc::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = {
+            let (sent, acked, stop, topic) =
+                (sent.clone(), acked.clone(), stop.clone(), topic.to_string());
+            tokio::spawn(async move {
+                let producer = client.producer(config);
+                let mut pending = Vec::new();
+                let mut i = 0u64;
+                let settle = |pending: &mut Vec<(String, _)>| {
+                    let acked = acked.clone();
+                    let batch = std::mem::take(pending);
+                    async move {
+                        for (v, f) in batch {
+                            let f: silt_client::DeliveryFuture = f;
+                            if f.await.is_ok() {
+                                acked.lock().unwrap().insert(v);
+                            }
+                        }
+                    }
+                };
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let v = format!("v-{i}");
+                    i += 1;
+                    sent.lock().unwrap().insert(v.clone());
+                    let r = ProducerRecord::new(topic.clone(), v.clone()).with_key(v.clone());
+                    if let Ok(f) = producer.send(r).await {
+                        pending.push((v, f));
+                    }
+                    if pending.len() >= 20 {
+                        settle(&mut pending).await;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                settle(&mut pending).await;
+                let _ = producer.close().await;
+            })
+        };
+        Feeder { sent, acked, stop, task }
+    }
+
+    /// Stops sending, waits for the outstanding answers; (sent, acknowledged).
+    pub async fn stop(
+        self,
+    ) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the feeder task ends");
+        let sent = self.sent.lock().unwrap().clone();
+        let acked = self.acked.lock().unwrap().clone();
+        (sent, acked)
+    }
+}

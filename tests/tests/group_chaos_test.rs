@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use silt_client::{Acks, Client, ProducerConfig, ProducerRecord};
+use silt_client::{Acks, Client, ProducerConfig};
 use silt_tests::cluster::{ClusterSettings, ProcessCluster};
 use silt_tests::group_load::{Commits, OffsetWatch, committed_to_end, drain, spawn_member_with};
-use silt_tests::workload::fault_topic_configs;
+use silt_tests::workload::{Feeder, fault_topic_configs};
 
 const TOPIC: &str = "chaos";
 const GROUP: &str = "chaos-group";
@@ -41,45 +41,16 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
     }
 
     // Load: acks=all sends, about 200/s, each acknowledged value remembered.
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let sent = Arc::new(Mutex::new(BTreeSet::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer_task = {
-        let (client, acked, sent, stop) =
-            (client.clone(), acked.clone(), sent.clone(), stop.clone());
-        tokio::spawn(async move {
-            let producer = client.producer(ProducerConfig {
-                acks: Acks::All,
-                delivery_timeout_ms: 10_000,
-                ..ProducerConfig::default()
-            });
-            let mut i = 0u64;
-            let mut pending = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let v = format!("v-{i}");
-                i += 1;
-                sent.lock().unwrap().insert(v.clone());
-                if let Ok(f) =
-                    producer.send(ProducerRecord::new(TOPIC, v.clone()).with_key(v.clone())).await
-                {
-                    pending.push((v, f));
-                }
-                if pending.len() >= 20 {
-                    for (v, f) in pending.drain(..) {
-                        if f.await.is_ok() {
-                            acked.lock().unwrap().insert(v);
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            for (v, f) in pending {
-                if f.await.is_ok() {
-                    acked.lock().unwrap().insert(v);
-                }
-            }
-        })
-    };
+    let feeder = Feeder::start(
+        client.clone(),
+        TOPIC,
+        ProducerConfig {
+            acks: Acks::All,
+            delivery_timeout_ms: 10_000,
+            ..ProducerConfig::default()
+        },
+        Duration::from_millis(5),
+    );
 
     // Committed offsets, watched: never backwards.
     let watch = OffsetWatch::start(client.clone(), GROUP);
@@ -115,10 +86,7 @@ async fn members_and_the_coordinator_killed_under_load_lose_nothing() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     cluster.wait_alive(3, Duration::from_secs(60)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    producer_task.await.unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let sent = sent.lock().unwrap().clone();
+    let (sent, acked) = feeder.stop().await;
 
     // Drain: the group (members still running) catches up with everything acknowledged, and
     // its committed offsets reach the end without passing the high watermark.

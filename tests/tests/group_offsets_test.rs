@@ -163,3 +163,48 @@ async fn a_revoked_member_cannot_overwrite_the_new_owners_commit() {
     let _ = b.stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
 }
+
+/// `__transaction_state` is kept bounded the same way: with small segments, a stream of
+/// transactions makes the coordinator rewrite every id's record and delete the older segments,
+/// and a restarted broker reloads the same state from what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_transaction_states_are_deleted_and_the_last_survives_a_restart() {
+    use silt_client::{ProducerRecord, TransactionalConfig, TransactionalProducer};
+    let tmp = tempfile::tempdir().unwrap();
+    let b = start(tmp.path()).await;
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+    client.admin().create_topic("t", 1, 1, Default::default()).await.unwrap();
+    let mut p =
+        TransactionalProducer::new(&client, TransactionalConfig::new("bounded")).await.unwrap();
+    let log_start = |client: Client| async move {
+        let t = client.admin().describe_topics(&["__transaction_state".to_string()]).await;
+        t.unwrap()[0].partitions[0].log_start_offset
+    };
+    // Three state records per transaction (Ongoing, PrepareCommit, CompleteCommit), about
+    // 200 bytes each: 600 transactions fill several 64 KiB segments.
+    for i in 0..600 {
+        p.begin().unwrap();
+        p.send(ProducerRecord::new("t", format!("v{i}"))).await.unwrap();
+        p.commit().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_start(client.clone()).await < 1_000 {
+        assert!(Instant::now() < deadline, "no segment of __transaction_state was deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = client.admin().describe_transaction("bounded").await.unwrap();
+    assert_eq!(before.state, "CompleteCommit");
+    drop(p);
+    let _ = b.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+
+    let b = start(tmp.path()).await;
+    let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
+    let after = client.admin().describe_transaction("bounded").await.unwrap();
+    assert_eq!(after, before, "the last state survives the rewrite and a restart");
+    // The id carries on from there: the next incarnation gets the next epoch.
+    let p = TransactionalProducer::new(&client, TransactionalConfig::new("bounded")).await.unwrap();
+    assert_eq!(p.producer_id_and_epoch(), (before.producer_id, before.producer_epoch as i16 + 1));
+    let _ = b.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+}

@@ -24,3 +24,5 @@ pub use broker::{Broker, StartError};
 pub use config::BrokerConfig;
 #[cfg(feature = "fault-injection")]
 pub use service::CRASH_BEFORE_ANSWER_FILE;
+#[cfg(feature = "fault-injection")]
+pub use txn::coordinator::CRASH_AFTER_PREPARE_COMMIT_FILE;

@@ -31,7 +31,7 @@ const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
 /// Superseded records a partition must hold (beyond twice the live ones) before a snapshot.
 const SNAPSHOT_MIN_GARBAGE: u64 = 1_000;
 /// Records per batch of a snapshot.
-const SNAPSHOT_BATCH: usize = 100;
+pub(crate) const SNAPSHOT_BATCH: usize = 100;
 /// How often sessions are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
@@ -512,6 +512,18 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Whether an internal partition in `state` holding `live` live records is due for a rewrite
+/// of them (more than two segments, and at least twice as many records as are live).
+pub(crate) fn rewrite_due(
+    shared: &Shared,
+    state: &crate::partition::PartitionState,
+    live: u64,
+) -> bool {
+    let records = state.log_end.0.saturating_sub(state.log_start.0);
+    state.size_bytes > 2 * shared.config.offsets_topic_segment_bytes
+        && records >= 2 * live + SNAPSHOT_MIN_GARBAGE
+}
+
 /// Keeps `__consumer_offsets` bounded (there is no log compaction): once a partition holds more
 /// than two segments and at least twice as many records as are live, the coordinator rewrites
 /// every live record (memberships and committed offsets) at the end of the log, then deletes the
@@ -531,9 +543,7 @@ async fn maybe_snapshot(
     let state = c.handle.state();
     let live: u64 = c.slot.groups.values().map(|g| g.offsets.len() as u64 + 1).sum();
     let records = state.log_end.0.saturating_sub(state.log_start.0);
-    if state.size_bytes <= 2 * shared.config.offsets_topic_segment_bytes
-        || records < 2 * live + SNAPSHOT_MIN_GARBAGE
-    {
+    if !rewrite_due(shared, &state, live) {
         return Ok(());
     }
     let mut entries = Vec::new();

@@ -96,7 +96,8 @@ pub(crate) async fn produce(
         _ => return refuse(K::InvalidRequiredAcks.code()),
     };
     if req.transactional_id.is_some() {
-        // Transactions are issue 18: an incompatible request for this broker, as Kafka says.
+        // Kafka clients' transactions are not served (docs/transactions.md, "Not built"): an
+        // incompatible request for this broker, as Kafka says.
         return refuse(K::InvalidRequest.code());
     }
     // Partitions with a negative index are answered here; the rest go to the Data service.
@@ -377,8 +378,8 @@ pub(crate) async fn list_offsets(k: &Kafka, req: ListOffsetsRequest) -> ListOffs
 }
 
 /// `InitProducerId` for idempotent producers: a fresh producer id at epoch 0 (also when the
-/// client asks to bump an existing one, which Kafka clients accept). Transactional ids wait for
-/// transactions (issue 18).
+/// client asks to bump an existing one, which Kafka clients accept). Transactional ids are
+/// refused: Kafka clients' transactions are not served (docs/transactions.md, "Not built").
 pub(crate) async fn init_producer_id(
     k: &Kafka,
     req: InitProducerIdRequest,

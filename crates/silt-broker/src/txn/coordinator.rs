@@ -20,8 +20,8 @@ use super::records::{self, TXN_TOPIC, TxnRecord};
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::groups::coordinator::{
-    Location, Replayed, append_error, committed, ensure_internal_topic, led_here, locate_in,
-    not_available, partition_of, replay,
+    Location, Replayed, SNAPSHOT_BATCH, append_error, committed, ensure_internal_topic, led_here,
+    locate_in, not_available, partition_of, replay, rewrite_due,
 };
 use crate::partition::{PartitionHandle, WaitFor};
 use crate::service::metadata::{View, view};
@@ -158,13 +158,18 @@ async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinat
 }
 
 /// Writes the current state of `ids` and waits for the commit (the caller keeps the lock); on
-/// failure the slot is reloaded on next use, since memory may be ahead of the log.
-async fn write(shared: &Shared, c: &mut Coordinated, ids: &[&str]) -> Result<(), WireError> {
+/// failure the slot is reloaded on next use, since memory may be ahead of the log. Answers
+/// where the batch went.
+async fn write(
+    shared: &Shared,
+    c: &mut Coordinated,
+    ids: &[&str],
+) -> Result<silt_core::Offset, WireError> {
     let entries: Vec<(&str, Option<TxnRecord>)> =
         ids.iter().map(|id| (*id, c.slot.txns.get(*id).map(TxnRecord::of))).collect();
     let batch = records::encode(&entries, now_ms());
     let r = match c.handle.append_queued(vec![batch], WaitFor::Commit).await {
-        Ok(rx) => committed(shared, rx).await.map(|_| ()),
+        Ok(rx) => committed(shared, rx).await.map(|a| a.base_offset),
         Err(e) => Err(append_error(e)),
     };
     if r.is_err() {
@@ -251,7 +256,7 @@ pub(crate) async fn add_partition(
         return Ok(());
     }
     t.add_partition(producer_id, epoch, tp, clock()).map_err(txn_error)?;
-    write(shared, &mut c, &[id]).await
+    write(shared, &mut c, &[id]).await.map(drop)
 }
 
 /// EndTxn: commits or aborts the ongoing transaction. Once the decision is durable the markers
@@ -282,6 +287,8 @@ pub(crate) async fn end_txn(
         return Ok(next); // a retried EndTxn: already decided
     }
     write(shared, &mut c, &[id]).await?;
+    #[cfg(feature = "fault-injection")]
+    crash_after_prepare(shared, commit);
     if let Action::WriteMarkers { .. } = action {
         let counter = if commit { &shared.txn.commits } else { &shared.txn.aborts };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +299,20 @@ pub(crate) async fn end_txn(
         }
     }
     Ok(next)
+}
+
+/// With the `fault-injection` feature (fault tests only): a file of this name in the broker's
+/// data directory makes the coordinator abort right after a PrepareCommit is durable, before
+/// any marker is written (the next coordinator must finish the commit).
+#[cfg(feature = "fault-injection")]
+pub const CRASH_AFTER_PREPARE_COMMIT_FILE: &str = "CRASH_AFTER_PREPARE_COMMIT";
+
+#[cfg(feature = "fault-injection")]
+fn crash_after_prepare(shared: &Shared, commit: bool) {
+    if commit && shared.config.data_dir.join(CRASH_AFTER_PREPARE_COMMIT_FILE).exists() {
+        eprintln!("fault injection: aborting after PrepareCommit, before the markers");
+        std::process::abort();
+    }
 }
 
 /// Starts the task that writes a decided transaction's markers (unless one runs already);
@@ -450,6 +471,34 @@ async fn maintain(shared: &Arc<Shared>, c: &mut Coordinated) -> Result<(), WireE
     for id in decided {
         start_completion(shared, c, &id);
     }
+    maybe_rewrite(shared, c).await
+}
+
+/// Keeps `__transaction_state` bounded the way `__consumer_offsets` is (there is no log
+/// compaction yet): once the partition is due, every id's current record is written again at
+/// the end of the log and the segments wholly below the rewrite are deleted. Each record holds
+/// an id's whole state, so replaying from the new log start gives the same ids.
+async fn maybe_rewrite(shared: &Shared, c: &mut Coordinated) -> Result<(), WireError> {
+    let state = c.handle.state();
+    if !rewrite_due(shared, &state, c.slot.txns.len() as u64) {
+        return Ok(());
+    }
+    let ids: Vec<String> = c.slot.txns.keys().cloned().collect();
+    let mut start = None;
+    for chunk in ids.chunks(SNAPSHOT_BATCH) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let appended = write(shared, c, &chunk).await?;
+        start.get_or_insert(appended);
+    }
+    let start = start.unwrap_or(state.log_end);
+    let new_start = c.handle.delete_before(start).await.map_err(append_error)?;
+    tracing::info!(
+        partition = c.partition,
+        ids = ids.len(),
+        from = state.log_start.0,
+        to = new_start.0,
+        "rewrote the transaction state and deleted older segments"
+    );
     Ok(())
 }
 
