@@ -137,6 +137,9 @@ async fn an_open_transaction_holds_the_lso_until_it_commits() {
     plain.send(ProducerRecord::new("t", "after")).await.unwrap().await.unwrap();
     let (hw, lso) = offsets(&b, "t", 0).await;
     assert_eq!((hw, lso), (4, 1), "the LSO stays at the open transaction's first offset");
+    let tp = TopicPartition { topic: "t".into(), partition: 0 };
+    assert_eq!(client.end_offset(&tp, Isolation::ReadCommitted).await.unwrap(), 1);
+    assert_eq!(client.end_offset(&tp, Isolation::ReadUncommitted).await.unwrap(), 4);
     assert_eq!(read_all(&client, "t", 1, Isolation::ReadCommitted).await, sorted(&["before"]));
     let metrics = common::http_get(&http, "/metrics").await;
     for line in [
@@ -149,6 +152,7 @@ async fn an_open_transaction_holds_the_lso_until_it_commits() {
     p.commit().await.unwrap();
     let (hw, lso) = offsets(&b, "t", 0).await;
     assert_eq!((hw, lso), (5, 5), "the marker is in and the LSO is the high watermark");
+    assert_eq!(client.end_offset(&tp, Isolation::ReadCommitted).await.unwrap(), 5);
     let metrics = common::http_get(&http, "/metrics").await;
     for line in [
         "silt_last_stable_offset_lag{topic=\"t\",partition=\"0\"} 0",

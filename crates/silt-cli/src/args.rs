@@ -333,7 +333,8 @@ pub struct ConsumeArgs {
     /// Stop after this long with no new record [default: wait forever].
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Stop once every partition's end (its high watermark when consume started) is reached.
+    /// Stop once every partition's end when consume started is reached (its high watermark;
+    /// with --isolation read_committed its last stable offset).
     #[arg(short = 'e', long)]
     pub exit_at_end: bool,
     /// Which records of transactions to read.

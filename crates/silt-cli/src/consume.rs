@@ -135,7 +135,8 @@ impl Printer {
 struct Stop {
     count: Option<u64>,
     idle: Option<Duration>,
-    /// Each partition's high watermark when consume started (`-e`).
+    /// Each partition's end when consume started (`-e`): its high watermark, or its last
+    /// stable offset with `--isolation read_committed`.
     ends: Option<BTreeMap<TopicPartition, i64>>,
     printed: u64,
     last_record: Instant,
@@ -147,7 +148,7 @@ impl Stop {
             let mut ends = BTreeMap::new();
             for &partition in partitions {
                 let tp = TopicPartition { topic: a.topic.clone(), partition };
-                let end = client.offset(&tp, Seek::Latest).await?;
+                let end = client.end_offset(&tp, isolation(a.isolation)).await?;
                 ends.insert(tp, end);
             }
             Some(ends)

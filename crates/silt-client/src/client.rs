@@ -363,6 +363,19 @@ impl Client {
         crate::consumer::resolve(self, tp, to).await
     }
 
+    /// Where a consumer of `isolation` reading a partition ends for now: the high watermark,
+    /// or for `ReadCommitted` the last stable offset (below it every transaction is decided).
+    pub async fn end_offset(
+        &self,
+        tp: &crate::TopicPartition,
+        isolation: crate::Isolation,
+    ) -> Result<i64, ClientError> {
+        match isolation {
+            crate::Isolation::ReadUncommitted => self.offset(tp, crate::Seek::Latest).await,
+            crate::Isolation::ReadCommitted => crate::consumer::last_stable(self, tp).await,
+        }
+    }
+
     pub fn admin(&self) -> Admin {
         Admin::new(self.clone())
     }

@@ -219,6 +219,12 @@ async fn list_offset_retrying(
     }
 }
 
+/// The last stable offset of `tp` (retried like the other lookups).
+pub(crate) async fn last_stable(client: &Client, tp: &TopicPartition) -> Result<i64, ClientError> {
+    let spec = v1::partition_list_offsets::Spec::Position(v1::OffsetSpec::LastStable as i32);
+    list_offset_retrying(client, tp, spec).await
+}
+
 async fn list_offset(
     client: &Client,
     tp: &TopicPartition,

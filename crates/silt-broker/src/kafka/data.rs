@@ -340,6 +340,10 @@ pub(crate) async fn list_offsets(k: &Kafka, req: ListOffsetsRequest) -> ListOffs
             };
             let spec = match p.timestamp {
                 EARLIEST => Spec::Position(v1::OffsetSpec::Earliest as i32),
+                // read_committed's latest is the last stable offset, as in Kafka.
+                LATEST if req.isolation_level == 1 => {
+                    Spec::Position(v1::OffsetSpec::LastStable as i32)
+                }
                 LATEST => Spec::Position(v1::OffsetSpec::Latest as i32),
                 ts if ts >= 0 => Spec::TimestampMs(ts),
                 // -3 (max timestamp, v7+) and the tiered-storage specs are not advertised.

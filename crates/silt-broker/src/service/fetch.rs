@@ -337,6 +337,14 @@ async fn list_partition(
         Some(Spec::Position(pos)) => match v1::OffsetSpec::try_from(pos) {
             Ok(v1::OffsetSpec::Earliest) => Ok((state.log_start.0 as i64, -1)),
             Ok(v1::OffsetSpec::Latest) => Ok((state.high_watermark.0 as i64, -1)),
+            Ok(v1::OffsetSpec::LastStable) => {
+                let lso = match state.last_stable {
+                    Some(lso) => lso,
+                    // Not known yet: a read_committed read of nothing builds it.
+                    None => handle.read_committed(state.high_watermark, 1).await?.last_stable,
+                };
+                Ok((lso.0 as i64, -1))
+            }
             _ => Err(WireError::new(
                 ErrorCode::InvalidRequest,
                 format!("unknown offset position {pos}"),
