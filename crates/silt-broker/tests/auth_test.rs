@@ -298,3 +298,38 @@ async fn with_tls_principal_san_a_certificates_alternative_name_is_its_principal
     root.admin().create_acls(vec![grant]).await.expect("SAN admin is User:admin, a super user");
     assert!(carol.admin().list_users().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_id_needs_its_write_acl() {
+    use silt_client::{TransactionalConfig, TransactionalProducer};
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Silt auth test CA");
+    let (addr, _stop) = auth_broker(tmp.path(), &ca).await;
+    let root = admin(&addr, &ca).await;
+    let ra = root.admin();
+    ra.create_topic("orders", 1, 1, Default::default()).await.unwrap();
+    ra.put_user("bob", "pw-bob").await.unwrap();
+    let write = acl("User:bob", v1::ResourceType::Topic, "orders", v1::AclOperation::Write);
+    ra.create_acls(vec![write]).await.unwrap();
+    let bob = connect(&addr, trusting(&ca), Some(("bob", "pw-bob"))).await.unwrap();
+
+    // WRITE on the topic is not enough: the transactional id is a resource of its own.
+    let refused = TransactionalProducer::new(&bob, TransactionalConfig::new("bob-app"))
+        .await
+        .expect_err("no right on the transactional id");
+    assert_eq!(refused.code(), Some(ErrorCode::TransactionalIdAuthorizationFailed));
+    let id = acl("User:bob", v1::ResourceType::TransactionalId, "bob-app", v1::AclOperation::Write);
+    ra.create_acls(vec![id]).await.unwrap();
+    let mut p = TransactionalProducer::new(&bob, TransactionalConfig::new("bob-app"))
+        .await
+        .expect("WRITE on the transactional id");
+    p.begin().unwrap();
+    p.send(ProducerRecord::new("orders", "in a transaction".to_string())).await.unwrap();
+    p.commit().await.expect("commits");
+    // Another id stays closed to bob.
+    let other = TransactionalProducer::new(&bob, TransactionalConfig::new("someone-else")).await;
+    assert_eq!(
+        other.expect_err("not bob's").code(),
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    );
+}
