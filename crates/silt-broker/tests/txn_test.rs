@@ -337,3 +337,46 @@ async fn offsets_sent_in_a_transaction_count_only_when_it_commits() {
     );
     consumer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_times_out_a_transaction_nobody_asks_about() {
+    let (b, client) = broker_with_topic("t", 1).await;
+    let mut p = producer(&client, "gone-app", 2_000).await;
+    p.begin().unwrap();
+    send(&mut p, "t", 0, &["orphan"]).await;
+    p.flush().await.unwrap();
+    drop(p);
+    drop(client);
+    // The broker restarts; the producer never comes back, nobody calls the coordinator.
+    let tmp = b.stop().await.expect("the test broker owns its directory");
+    let dir = tmp.path().to_path_buf();
+    let b = TestBroker::start_in(dir, silt_broker::BrokerConfig::for_test).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (hw, lso) = offsets(&b, "t", 0).await;
+        if lso == hw && hw == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still open: hw {hw}, lso {lso}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(tmp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_write_failed_can_only_be_aborted() {
+    let (_b, client) = broker_with_topic("t", 1).await;
+    let mut p = producer(&client, "app-5", 60_000).await;
+    p.begin().unwrap();
+    send(&mut p, "t", 0, &["kept-out"]).await;
+    // Partition 7 does not exist: the write fails, and with it the transaction.
+    send(&mut p, "t", 7, &["nowhere"]).await;
+    assert!(p.flush().await.is_err());
+    let e = p.commit().await.expect_err("a transaction missing a write cannot commit");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidTxnState), "{e:?}");
+    p.abort().await.unwrap();
+    p.begin().unwrap();
+    send(&mut p, "t", 0, &["next"]).await;
+    p.commit().await.unwrap();
+    assert_eq!(read_all(&client, "t", 1, Isolation::ReadCommitted).await, sorted(&["next"]));
+}

@@ -71,6 +71,9 @@ pub struct TransactionalProducer {
     sticky: HashMap<String, u32>,
     open: bool,
     fenced: bool,
+    /// A write or an offset commit of the open transaction failed: some of it may be missing,
+    /// so it can only be aborted (Kafka's abortable error).
+    must_abort: Option<String>,
 }
 
 fn txn_client(client: &Client, addr: &str) -> Result<TransactionsClient<Transport>, ClientError> {
@@ -104,6 +107,7 @@ impl TransactionalProducer {
             sticky: HashMap::new(),
             open: false,
             fenced: false,
+            must_abort: None,
         };
         let req = v1::InitProducerIdRequest {
             transactional_id: Some(p.config.transactional_id.clone()),
@@ -235,7 +239,7 @@ impl TransactionalProducer {
                 async move { c.commit_offsets(req).await }
             })
             .await;
-        r.map(drop).map_err(|e| self.fenced_by(e))
+        r.map(drop).map_err(|e| self.failed(e))
     }
 
     /// Writes what is buffered, then commits: every record of the transaction becomes visible
@@ -244,6 +248,12 @@ impl TransactionalProducer {
         self.check_usable()?;
         if !self.open {
             return Err(ClientError::InvalidArgument("no transaction is open".into()));
+        }
+        if let Some(why) = &self.must_abort {
+            return Err(ClientError::Server {
+                code: ErrorCode::InvalidTxnState,
+                message: format!("the transaction can only be aborted: {why}"),
+            });
         }
         // On a failed write the transaction cannot commit: the caller aborts it.
         self.flush().await?;
@@ -283,6 +293,14 @@ impl TransactionalProducer {
         e
     }
 
+    /// A part of the open transaction failed: from now on it can only be aborted.
+    fn failed(&mut self, e: ClientError) -> ClientError {
+        if self.open {
+            self.must_abort.get_or_insert_with(|| e.to_string());
+        }
+        self.fenced_by(e)
+    }
+
     async fn end(&mut self, commit: bool) -> Result<(), ClientError> {
         let req = v1::EndTxnRequest {
             transactional_id: self.config.transactional_id.clone(),
@@ -307,6 +325,7 @@ impl TransactionalProducer {
         self.epoch = epoch16(epoch)?;
         self.parts.clear();
         self.open = false;
+        self.must_abort = None;
         Ok(())
     }
 
@@ -330,7 +349,7 @@ impl TransactionalProducer {
             async move { produce_until(&client, &id, &tp, bytes, until).await }
         });
         for r in join_all(writes).await {
-            r.map_err(|e| self.fenced_by(e))?;
+            r.map_err(|e| self.failed(e))?;
         }
         Ok(())
     }

@@ -87,6 +87,14 @@ pub struct Txn {
     /// When the current transaction started (its first partition joined).
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// The producer id before the last bump when that bump moved to a fresh id (-1
+    /// otherwise): a decided transaction's markers carry it (at `i16::MAX`, its epoch + 1,
+    /// where the partitions know the transaction), and a retried EndTxn may still name it.
+    pub previous_producer_id: i64,
+    /// The open transaction was aborted by a newer incarnation's InitProducerId: the old
+    /// incarnation's EndTxn is fenced, never answered as a retry (that would hand it the new
+    /// epoch).
+    pub fenced_abort: bool,
 }
 
 fn check_timeout(timeout_ms: u64) -> Result<(), TxnError> {
@@ -108,16 +116,31 @@ impl Txn {
             partitions: BTreeSet::new(),
             started_ms: now_ms,
             updated_ms: now_ms,
+            previous_producer_id: -1,
+            fenced_abort: false,
         })
     }
 
     /// The next epoch; at the top of the range, a fresh producer id at epoch 0 (Kafka's rule).
+    /// (The epoch never passes `i16::MAX - 1`, so the markers' epoch + 1 always fits.)
     fn bump(&mut self, fresh_id: impl FnOnce() -> i64) {
         if self.epoch >= i16::MAX - 1 {
+            self.previous_producer_id = self.producer_id;
             self.producer_id = fresh_id();
             self.epoch = 0;
         } else {
+            self.previous_producer_id = -1;
             self.epoch += 1;
+        }
+    }
+
+    /// The producer id and epoch the markers of a decided transaction carry: the transaction's
+    /// producer id at its epoch + 1 (after a move to a fresh id, the old id at `i16::MAX`).
+    pub fn marker_identity(&self) -> (i64, i16) {
+        if self.previous_producer_id >= 0 {
+            (self.previous_producer_id, i16::MAX)
+        } else {
+            (self.producer_id, self.epoch)
         }
     }
 
@@ -141,9 +164,14 @@ impl Txn {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 Err(TxnError::ConcurrentTransactions)
             }
-            TxnState::Ongoing => Ok(Init::AbortFirst(self.abort(now_ms, fresh_id))),
+            TxnState::Ongoing => {
+                let action = self.abort(now_ms, fresh_id);
+                self.fenced_abort = true;
+                Ok(Init::AbortFirst(action))
+            }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 self.bump(fresh_id);
+                self.fenced_abort = false;
                 self.timeout_ms = timeout_ms;
                 self.state = TxnState::Empty;
                 self.partitions.clear();
@@ -186,23 +214,29 @@ impl Txn {
     }
 
     /// EndTxn: commit or abort the open transaction; the epoch is bumped (v2) and the markers
-    /// carry the new one. A retried EndTxn of the transaction just ended (the previous epoch,
-    /// the same decision) succeeds without doing anything again.
+    /// carry the new one. A retried EndTxn of the transaction just ended (its producer id and
+    /// epoch, the same decision) succeeds without doing anything again, unless a newer
+    /// incarnation aborted that transaction (then the caller is fenced).
     pub fn end(
         &mut self,
+        producer_id: i64,
         epoch: i16,
         commit: bool,
         now_ms: u64,
         fresh_id: impl FnOnce() -> i64,
     ) -> Result<Action, TxnError> {
-        let retried = epoch == self.epoch.wrapping_sub(1)
+        let (marker_id, marker_epoch) = self.marker_identity();
+        let retried = (producer_id, epoch) == (marker_id, marker_epoch.wrapping_sub(1))
             && matches!(
                 (self.state, commit),
                 (TxnState::PrepareCommit | TxnState::CompleteCommit, true)
                     | (TxnState::PrepareAbort | TxnState::CompleteAbort, false)
             );
-        if retried {
+        if retried && !self.fenced_abort {
             return Ok(Action::Nothing);
+        }
+        if producer_id != self.producer_id {
+            return Err(TxnError::ProducerFenced { asked: epoch, current: self.epoch });
         }
         self.check_epoch(epoch)?;
         match self.state {
@@ -230,16 +264,13 @@ impl Txn {
     }
 
     fn markers(&self, commit: bool) -> Action {
-        Action::WriteMarkers {
-            commit,
-            producer_id: self.producer_id,
-            epoch: self.epoch,
-            partitions: self.partitions.clone(),
-        }
+        let (producer_id, epoch) = self.marker_identity();
+        Action::WriteMarkers { commit, producer_id, epoch, partitions: self.partitions.clone() }
     }
 
     fn abort(&mut self, now_ms: u64, fresh_id: impl FnOnce() -> i64) -> Action {
         self.bump(fresh_id);
+        self.fenced_abort = false;
         self.state = TxnState::PrepareAbort;
         self.updated_ms = now_ms;
         self.markers(false)
@@ -283,7 +314,7 @@ mod tests {
         assert_eq!(t.init(60_000, 0, no_fresh), Ok(Init::Ready { producer_id: 7, epoch: 1 }));
         t.add_partition(7, 1, tp(0), 10).unwrap();
         t.add_partition(7, 1, tp(1), 11).unwrap();
-        let action = t.end(1, true, 20, no_fresh).unwrap();
+        let action = t.end(7, 1, true, 20, no_fresh).unwrap();
         assert_eq!(
             action,
             Action::WriteMarkers {
@@ -300,7 +331,7 @@ mod tests {
             Err(TxnError::ProducerFenced { asked: 1, current: 2 })
         );
         assert_eq!(t.add_partition(7, 2, tp(2), 21), Err(TxnError::ConcurrentTransactions));
-        assert_eq!(t.end(1, true, 22, no_fresh), Ok(Action::Nothing), "a retried EndTxn");
+        assert_eq!(t.end(7, 1, true, 22, no_fresh), Ok(Action::Nothing), "a retried EndTxn");
         t.markers_written(30).unwrap();
         assert_eq!((t.state, t.partitions.len()), (TxnState::CompleteCommit, 0));
         // The next transaction runs at the new epoch.
@@ -322,7 +353,53 @@ mod tests {
         assert_eq!(t.init(60_000, 5, no_fresh), Ok(Init::Ready { producer_id: 7, epoch: 2 }));
         // The zombie (epoch 0) can neither write nor commit.
         assert!(matches!(t.add_partition(7, 0, tp(0), 6), Err(TxnError::ProducerFenced { .. })));
-        assert!(matches!(t.end(0, true, 6, no_fresh), Err(TxnError::ProducerFenced { .. })));
+        assert!(matches!(t.end(7, 0, true, 6, no_fresh), Err(TxnError::ProducerFenced { .. })));
+    }
+
+    #[test]
+    fn a_zombies_abort_is_not_taken_for_a_retry_of_the_fencing_abort() {
+        let mut t = Txn::new(7, 60_000, 0).unwrap();
+        t.add_partition(7, 0, tp(0), 1).unwrap();
+        assert!(matches!(t.init(60_000, 2, no_fresh), Ok(Init::AbortFirst(_))));
+        // The old incarnation aborts (epoch 0, the epoch just before the markers'): fenced,
+        // not handed epoch 1 as if it had asked for this abort.
+        assert!(matches!(t.end(7, 0, false, 3, no_fresh), Err(TxnError::ProducerFenced { .. })));
+        t.markers_written(4).unwrap();
+        assert!(matches!(t.end(7, 0, false, 5, no_fresh), Err(TxnError::ProducerFenced { .. })));
+        // A producer's own abort retried is still a retry.
+        assert_eq!(t.init(60_000, 6, no_fresh), Ok(Init::Ready { producer_id: 7, epoch: 2 }));
+        t.add_partition(7, 2, tp(0), 7).unwrap();
+        assert!(matches!(t.end(7, 2, false, 8, no_fresh), Ok(Action::WriteMarkers { .. })));
+        assert_eq!(t.end(7, 2, false, 9, no_fresh), Ok(Action::Nothing));
+    }
+
+    #[test]
+    fn markers_at_the_move_to_a_fresh_id_carry_the_transactions_id_and_a_retry_still_works() {
+        let mut t = Txn::new(7, 60_000, 0).unwrap();
+        t.epoch = i16::MAX - 1;
+        t.add_partition(7, i16::MAX - 1, tp(0), 1).unwrap();
+        let action = t.end(7, i16::MAX - 1, true, 2, || 8).unwrap();
+        // The partitions know the transaction as producer 7: the markers say 7, epoch MAX.
+        assert_eq!(
+            action,
+            Action::WriteMarkers {
+                commit: true,
+                producer_id: 7,
+                epoch: i16::MAX,
+                partitions: [tp(0)].into()
+            }
+        );
+        assert_eq!((t.producer_id, t.epoch), (8, 0), "the next transaction's identity");
+        // The EndTxn retried with the old id is a retry, not a fenced producer.
+        assert_eq!(t.end(7, i16::MAX - 1, true, 3, no_fresh), Ok(Action::Nothing));
+        t.markers_written(4).unwrap();
+        assert_eq!(t.end(7, i16::MAX - 1, true, 5, no_fresh), Ok(Action::Nothing));
+        t.add_partition(8, 0, tp(0), 6).unwrap();
+        assert!(matches!(
+            t.end(8, 0, true, 7, no_fresh),
+            Ok(Action::WriteMarkers { producer_id: 8, epoch: 1, .. })
+        ));
+        assert_eq!(t.previous_producer_id, -1);
     }
 
     #[test]
@@ -337,7 +414,7 @@ mod tests {
         };
         assert_eq!(partitions, [tp(0)].into());
         assert_eq!(t.state, TxnState::PrepareAbort);
-        assert!(matches!(t.end(0, true, 1_200, no_fresh), Err(TxnError::ProducerFenced { .. })));
+        assert!(matches!(t.end(7, 0, true, 1_200, no_fresh), Err(TxnError::ProducerFenced { .. })));
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Producers {
                 continue;
             }
             let entry = scratch.get(&h.producer_id).or_else(|| self.by_id.get(&h.producer_id));
-            let d = decide(entry, h)?;
+            let d = decide(entry, h, self.txns.is_open(h.producer_id))?;
             if d == Decision::Append {
                 // Placeholder offsets: later batches of the request only look at sequences.
                 let mut e = entry.cloned();
@@ -232,16 +232,23 @@ impl Producers {
     }
 }
 
-fn decide(entry: Option<&Entry>, h: &BatchHeader) -> Result<Decision, SequenceError> {
+/// `open`: the producer has a transaction open in this partition.
+fn decide(entry: Option<&Entry>, h: &BatchHeader, open: bool) -> Result<Decision, SequenceError> {
     let (id, seq) = (h.producer_id, h.base_sequence);
     if h.attributes & CONTROL_FLAG != 0 {
-        // A marker (written by brokers only): never from an epoch older than the producer's.
+        // A marker (written by brokers only): never from an epoch older than the producer's,
+        // and one ending an open transaction must be above its data's epoch (v2: the markers
+        // carry the bumped epoch). A late marker of an earlier transaction, from a deposed
+        // coordinator, has the epoch the next transaction's data has: refused, so it cannot
+        // end that transaction.
         return match entry {
-            Some(e) if h.producer_epoch < e.epoch => Err(SequenceError::InvalidEpoch {
-                producer_id: id,
-                current: e.epoch,
-                got: h.producer_epoch,
-            }),
+            Some(e) if h.producer_epoch < e.epoch || (open && h.producer_epoch <= e.epoch) => {
+                Err(SequenceError::InvalidEpoch {
+                    producer_id: id,
+                    current: e.epoch,
+                    got: h.producer_epoch,
+                })
+            }
             _ => Ok(Decision::Append),
         };
     }
@@ -446,6 +453,14 @@ mod tests {
             one(&p, marker(5, 1, true, 14).0),
             Err(SequenceError::InvalidEpoch { .. })
         ));
+        // A late marker of the previous transaction (epoch 2, from a deposed coordinator)
+        // cannot end the next transaction, whose data has epoch 2 too.
+        p.record(&next);
+        assert!(matches!(
+            one(&p, marker(5, 2, false, 15).0),
+            Err(SequenceError::InvalidEpoch { .. })
+        ));
+        assert_eq!(one(&p, marker(5, 3, true, 15).0), Ok(Decision::Append));
     }
 
     #[test]

@@ -51,8 +51,11 @@ pub(crate) async fn fetch(
         Duration::from_millis(u64::from(req.max_wait_ms).min(shared.config.max_fetch_wait_ms));
     let deadline = Instant::now() + wait;
     let isolation = match (v1::IsolationLevel::try_from(req.isolation_level), req.report_aborted) {
-        (Ok(v1::IsolationLevel::ReadCommitted), false) => Isolation::Committed,
-        (Ok(v1::IsolationLevel::ReadCommitted), true) => Isolation::CommittedReported,
+        // Decoded records carry no producer id to skip by: the broker leaves them out.
+        (Ok(v1::IsolationLevel::ReadCommitted), true) if !req.decode_records => {
+            Isolation::CommittedReported
+        }
+        (Ok(v1::IsolationLevel::ReadCommitted), _) => Isolation::Committed,
         _ => Isolation::Uncommitted,
     };
     let mode = (isolation, req.decode_records);

@@ -34,6 +34,10 @@ const MARKER_RETRY: Duration = Duration::from_millis(200);
 /// Verified (partition, producer) pairs remembered before the cache starts afresh.
 const VERIFIED_MAX: usize = 100_000;
 
+/// A partition and a producer id the coordinator verified (for the transactional id and
+/// epoch kept with it).
+type Verified = (String, u32, i64);
+
 /// The transactional ids of one `__transaction_state` partition.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
@@ -50,7 +54,7 @@ pub(crate) struct TxnCoordinator {
     slots: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Slot>>>>,
     /// (topic, partition, producer id) -> the epoch whose transaction the coordinator confirmed
     /// this partition joined: later batches of that transaction skip the round trip.
-    verified: Mutex<HashMap<(String, u32, i64), i16>>,
+    verified: Mutex<HashMap<Verified, (String, i16)>>,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
     pub timed_out: AtomicU64,
@@ -68,17 +72,20 @@ impl TxnCoordinator {
     }
 
     /// Whether this partition already joined `producer_id`'s transaction at `epoch`.
-    pub fn is_verified(&self, topic: &str, partition: u32, producer_id: i64, epoch: i16) -> bool {
+    /// Whether the coordinator of transactional id `id` has added `tp` to the transaction of
+    /// `producer_id` at `epoch` (the id is part of the key: a principal allowed to write its
+    /// own id cannot ride on another id's verification).
+    pub fn is_verified(&self, id: &str, tp: &Tp, producer_id: i64, epoch: i16) -> bool {
         let m = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(topic.to_string(), partition, producer_id)) == Some(&epoch)
+        m.get(&(tp.0.clone(), tp.1, producer_id)).is_some_and(|(i, e)| i == id && *e == epoch)
     }
 
-    pub fn set_verified(&self, topic: &str, partition: u32, producer_id: i64, epoch: i16) {
+    pub fn set_verified(&self, id: &str, tp: &Tp, producer_id: i64, epoch: i16) {
         let mut m = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= VERIFIED_MAX {
             m.clear();
         }
-        m.insert((topic.to_string(), partition, producer_id), epoch);
+        m.insert((tp.0.clone(), tp.1, producer_id), (id.to_string(), epoch));
     }
 }
 
@@ -274,14 +281,9 @@ pub(crate) async fn end_txn(
     let t = c.slot.txns.get_mut(id).ok_or_else(|| {
         WireError::new(ErrorCode::TransactionalIdNotFound, format!("no transactional id {id}"))
     })?;
-    if t.producer_id != producer_id {
-        return Err(WireError::new(
-            ErrorCode::ProducerFenced,
-            format!("producer id {producer_id} is not {id}'s current one"),
-        ));
-    }
     let before = t.clone();
-    let action = t.end(epoch, commit, clock(), fresh_from(fresh)).map_err(txn_error)?;
+    let action =
+        t.end(producer_id, epoch, commit, clock(), fresh_from(fresh)).map_err(txn_error)?;
     let next = (t.producer_id, t.epoch);
     if *t == before {
         return Ok(next); // a retried EndTxn: already decided
@@ -348,24 +350,27 @@ async fn complete(shared: &Arc<Shared>, partition: u32, id: &str) -> Result<(), 
             TxnState::PrepareAbort => false,
             _ => return Ok(()),
         };
+        let (producer_id, producer_epoch) = t.marker_identity();
         let marker = Marker {
             commit,
-            producer_id: t.producer_id,
-            producer_epoch: t.epoch,
+            producer_id,
+            producer_epoch,
             coordinator_epoch: c.leader_epoch as i32,
         };
         (marker, t.partitions.clone(), c.leader_epoch)
     };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(shared.config.request_timeout_ms);
-    let writes = partitions.iter().map(|tp| write_marker_until(shared, tp, marker, deadline));
+    let writes = partitions
+        .iter()
+        .map(|tp| write_marker_until(shared, tp, marker, (partition, leader_epoch), deadline));
     for r in futures_util::future::join_all(writes).await {
         r?;
     }
     let mut c = coordinate_partition(shared, partition).await?;
     let Some(t) = c.slot.txns.get_mut(id) else { return Ok(()) };
     let same = c.leader_epoch == leader_epoch
-        && (t.producer_id, t.epoch) == (marker.producer_id, marker.producer_epoch);
+        && t.marker_identity() == (marker.producer_id, marker.producer_epoch);
     if !same || !matches!(t.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
         return Ok(());
     }
@@ -376,14 +381,28 @@ async fn complete(shared: &Arc<Shared>, partition: u32, id: &str) -> Result<(), 
 }
 
 /// Writes one marker, retrying while the partition's leader moves or is unreachable, until
-/// `deadline`. A deleted topic needs no marker.
+/// `deadline`, and only while this broker still coordinates (`coordinating`: the
+/// `__transaction_state` partition and the leader epoch the decision was read in); a deposed
+/// coordinator's late marker could otherwise land after its successor finished. A deleted
+/// topic needs no marker.
 async fn write_marker_until(
     shared: &Shared,
     tp: &Tp,
     marker: Marker,
+    coordinating: (u32, u32),
     deadline: tokio::time::Instant,
 ) -> Result<(), WireError> {
     loop {
+        let (partition, epoch) = coordinating;
+        let me = Some(shared.config.node_id);
+        let leading = locate_in(&view(shared), TXN_TOPIC, partition)
+            .is_ok_and(|l| l.leader == me && l.leader_epoch == epoch);
+        if !leading {
+            return Err(WireError::new(
+                ErrorCode::NotCoordinator,
+                "no longer the coordinator: the successor writes the markers",
+            ));
+        }
         let r = super::markers::write_marker(shared, tp, marker).await;
         match r {
             Ok(()) => return Ok(()),
@@ -401,6 +420,7 @@ async fn write_marker_until(
 pub(crate) async fn maintenance_loop(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(MAINTENANCE_TICK).await;
+        load_led_partitions(&shared).await;
         let slots = shared.txn.slots();
         if slots.is_empty() {
             continue;
@@ -426,6 +446,30 @@ pub(crate) async fn maintenance_loop(shared: Arc<Shared>) {
             if let Err(e) = maintain(&shared, &mut c).await {
                 tracing::warn!(partition = p, error = %e.message, "transaction maintenance failed");
             }
+        }
+    }
+}
+
+/// Loads every `__transaction_state` partition this broker leads and has not loaded in the
+/// current leader epoch, so that transactions nobody asks about any more (their producer gone)
+/// still time out and decided ones still get their markers after a failover.
+async fn load_led_partitions(shared: &Shared) {
+    if shared.serving().is_err() {
+        return; // a stale image must not place coordinators
+    }
+    let v = view(shared);
+    let Some(n) = v.topics.get(TXN_TOPIC).map(|t| t.partitions.len() as u32) else { return };
+    let me = Some(shared.config.node_id);
+    for p in 0..n {
+        let Ok(loc) = locate_in(&v, TXN_TOPIC, p) else { continue };
+        if loc.leader != me {
+            continue;
+        }
+        let loaded = shared.txn.slot(p).try_lock().map(|s| s.loaded);
+        if matches!(loaded, Ok(l) if l != Some(loc.leader_epoch))
+            && let Err(e) = coordinate_partition(shared, p).await
+        {
+            tracing::debug!(partition = p, error = %e.message, "transaction state not loaded yet");
         }
     }
 }

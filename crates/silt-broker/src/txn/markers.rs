@@ -86,7 +86,7 @@ pub(crate) async fn verify(
     epoch: i16,
     tp: &Tp,
 ) -> Result<(), WireError> {
-    if shared.txn.is_verified(&tp.0, tp.1, producer_id, epoch) {
+    if shared.txn.is_verified(id, tp, producer_id, epoch) {
         return Ok(());
     }
     let loc = coordinator::locate(&view(shared), id)?;
@@ -117,7 +117,7 @@ pub(crate) async fn verify(
         }
     };
     if r.is_ok() {
-        shared.txn.set_verified(&tp.0, tp.1, producer_id, epoch);
+        shared.txn.set_verified(id, tp, producer_id, epoch);
     }
     r
 }

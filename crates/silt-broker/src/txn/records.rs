@@ -25,6 +25,16 @@ pub struct TxnRecord {
     /// When the current transaction started (ms since the Unix epoch).
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// The id before a move to a fresh producer id (-1: none; absent in older records).
+    #[serde(default = "no_producer")]
+    pub previous_producer_id: i64,
+    /// The transaction was aborted by a newer incarnation (absent in older records: false).
+    #[serde(default)]
+    pub fenced_abort: bool,
+}
+
+fn no_producer() -> i64 {
+    -1
 }
 
 /// The state's name (Kafka's).
@@ -61,6 +71,8 @@ impl TxnRecord {
             partitions: t.partitions.iter().cloned().collect(),
             started_ms: t.started_ms,
             updated_ms: t.updated_ms,
+            previous_producer_id: t.previous_producer_id,
+            fenced_abort: t.fenced_abort,
         }
     }
 
@@ -74,6 +86,8 @@ impl TxnRecord {
             partitions: self.partitions.into_iter().collect(),
             started_ms: self.started_ms,
             updated_ms: self.updated_ms,
+            previous_producer_id: self.previous_producer_id,
+            fenced_abort: self.fenced_abort,
         })
     }
 }
