@@ -102,6 +102,23 @@ fn line_record(
     Ok(record)
 }
 
+/// The next input line (`None` at the end of stdin); blank lines are skipped in JSON input.
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>,
+    input: InputArg,
+) -> Result<Option<String>, CliError> {
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| CliError::failed(format!("reading stdin: {e}"), "IO"))?;
+        match line {
+            Some(l) if input == InputArg::Json && l.trim().is_empty() => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
 fn produced(n: u64) {
     eprintln!("produced {n} record{}", if n == 1 { "" } else { "s" });
 }
@@ -126,14 +143,7 @@ async fn run_transactional(
     let (mut committed, mut in_txn) = (0u64, 0u64);
     let mut bad_input = None;
     loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| CliError::failed(format!("reading stdin: {e}"), "IO"))?;
-        let Some(line) = line else { break };
-        if a.input == InputArg::Json && line.trim().is_empty() {
-            continue;
-        }
+        let Some(line) = next_line(&mut lines, a.input).await? else { break };
         let record = match line_record(a, sep, headers, &line) {
             Ok(r) => r,
             Err(mut e) => {
@@ -200,14 +210,7 @@ pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
     let mut sent = 0u64;
     let mut bad_input = None;
     loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| CliError::failed(format!("reading stdin: {e}"), "IO"))?;
-        let Some(line) = line else { break };
-        if a.input == InputArg::Json && line.trim().is_empty() {
-            continue;
-        }
+        let Some(line) = next_line(&mut lines, a.input).await? else { break };
         let record = match line_record(&a, sep.as_deref(), &headers, &line) {
             Ok(r) => r,
             Err(mut e) => {
