@@ -7,7 +7,9 @@ the committed offsets and reads only what came after, and two members split the 
 both with KIP-848 groups (group.protocol=consumer) and with the classic protocol; the admin
 client lists the group and deletes it once empty,
 creates a topic with a config, describes and alters that config, describes the cluster and
-deletes the topic.
+deletes the topic. Compression (issue 19): librdkafka produces with gzip, snappy, lz4 and zstd;
+`silt consume` (the Rust client) and a librdkafka consumer read every record; batches that
+`silt produce --compression` wrote (lz4, zstd, snappy, gzip) are read by librdkafka.
 
 Usage: confluent_smoke.py SILTD SILT. Every wait is bounded; the broker is stopped on exit.
 """
@@ -79,6 +81,60 @@ def consume(bootstrap, protocol, group, want, deadline_s):
     return c, got
 
 
+def compression(silt, grpc, bootstrap, log):
+    """Batches compressed by librdkafka read by Silt's Rust client, and the other way round."""
+    topic = "zipped"
+    subprocess.run([silt, "-b", grpc, "topic", "create", topic, "-p", "1"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=60)
+    want = []
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        errors = []
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
+                      "compression.type": codec})
+        for i in range(100):
+            v = f'{{"codec":"{codec}","i":{i},"pad":"{"x" * (i % 50)}"}}'
+            want.append(v)
+            p.produce(topic, value=v,
+                      on_delivery=lambda err, msg: errors.append(err) if err else None)
+        if p.flush(30) or errors:
+            fail(f"{codec}: librdkafka produce failed: {errors[:3]}", log)
+    out = subprocess.run([silt, "-b", grpc, "consume", topic, "--from-beginning", "-n",
+                          str(len(want)), "-f", "%v"], capture_output=True, text=True, timeout=60)
+    got = out.stdout.splitlines()
+    if out.returncode != 0 or got != want:
+        fail(f"silt consume of librdkafka's compressed batches: rc {out.returncode}, "
+             f"{len(got)} lines, first {got[:2]}; {out.stderr[-300:]}", log)
+    print("compression: silt consume read 400 records librdkafka compressed with gzip, snappy, "
+          "lz4 and zstd")
+    mine = []
+    for codec in ("lz4", "zstd", "snappy", "gzip"):
+        lines = [f"silt-{codec}-{i}" for i in range(50)]
+        mine += lines
+        r = subprocess.run([silt, "-b", grpc, "produce", topic, "--compression", codec],
+                           input="\n".join(lines) + "\n", capture_output=True, text=True,
+                           timeout=60)
+        if r.returncode != 0:
+            fail(f"silt produce --compression {codec}: {r.stderr}", log)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "zipped-reader",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < len(want) + len(mine) and time.monotonic() < end:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            fail(f"librdkafka consumer error on compressed batches: {m.error()}", log)
+        got.append(m.value().decode())
+    c.close()
+    if got != want + mine:
+        fail(f"librdkafka read {len(got)} of {len(want) + len(mine)} records "
+             f"(last {got[-2:]})", log)
+    print("compression: librdkafka read the 200 records silt produce compressed with lz4, zstd, "
+          "snappy and gzip")
+
+
 def main():
     silt = sys.argv[2]
     work = tempfile.mkdtemp()
@@ -141,6 +197,8 @@ def main():
                 fail(f"{protocol}: two members did not split the partitions: {a} and {b}", log)
             print(f"{protocol} group: two members split the partitions: {sorted(a)} and "
                   f"{sorted(b)}")
+
+        compression(silt, grpc, bootstrap, log)
 
         admin = AdminClient({"bootstrap.servers": bootstrap})
         listed = admin.list_consumer_groups().result(timeout=30)

@@ -70,6 +70,8 @@ pub struct TopicDefaults {
     pub max_message_bytes: usize,
     /// `fsync` or `replicated`.
     pub durability: crate::topic_config::Durability,
+    /// `producer` (keep the producer's codec) or a codec every batch is stored in.
+    pub compression_type: String,
 }
 
 impl Default for TopicDefaults {
@@ -85,6 +87,7 @@ impl Default for TopicDefaults {
             min_insync_replicas: t.min_insync_replicas,
             max_message_bytes: t.max_message_bytes,
             durability: t.durability,
+            compression_type: "producer".to_string(),
         }
     }
 }
@@ -101,6 +104,16 @@ impl TopicDefaults {
             max_message_bytes: self.max_message_bytes,
             unclean_leader_election: false,
             durability: self.durability,
+            compression: self.compression().ok().flatten(),
+            ..TopicConfig::default()
+        }
+    }
+
+    /// `compression_type` parsed (`None`: producer).
+    fn compression(&self) -> Result<Option<silt_core::batch::Compression>, String> {
+        match self.compression_type.as_str() {
+            "producer" => Ok(None),
+            codec => codec.parse().map(Some),
         }
     }
 }
@@ -161,6 +174,9 @@ pub struct BrokerConfig {
     /// The most of `max_queued_produce_bytes` one connection may hold (at most all of it).
     pub max_queued_produce_bytes_per_connection: usize,
     pub max_response_bytes: usize,
+    /// The most a produced compressed batch's records may decompress to; a batch past it is
+    /// refused with CORRUPT_MESSAGE (a decompression bomb). 1 MiB to 256 MiB.
+    pub max_decompressed_batch_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_fetch_wait_ms: u64,
     pub retention_check_interval_ms: u64,
@@ -225,6 +241,7 @@ impl Default for BrokerConfig {
             max_queued_produce_bytes_per_connection:
                 DEFAULT_MAX_QUEUED_PRODUCE_BYTES_PER_CONNECTION,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_decompressed_batch_bytes: silt_core::batch::DEFAULT_MAX_DECOMPRESSED_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_fetch_wait_ms: DEFAULT_MAX_FETCH_WAIT_MS,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
@@ -345,6 +362,11 @@ impl BrokerConfig {
                 return Err(bad("peers", "a node id appears twice"));
             }
         }
+        if !(1 << 20..=silt_core::batch::MAX_BATCH_LEN_LIMIT)
+            .contains(&self.max_decompressed_batch_bytes)
+        {
+            return Err(bad("max_decompressed_batch_bytes", "must be 1 MiB to 256 MiB"));
+        }
         if self.max_request_bytes < 2 * REQUEST_OVERHEAD_BYTES {
             return Err(bad(
                 "max_request_bytes",
@@ -453,6 +475,7 @@ impl BrokerConfig {
         if d.replication_factor == 0 {
             return Err(bad("topic_defaults.replication_factor", "must be at least 1"));
         }
+        d.compression().map_err(|e| bad("topic_defaults.compression_type", &e))?;
         d.topic_config()
             .validate(self.max_request_bytes)
             .map_err(|e| bad(&format!("topic_defaults.{}", e.key.replace('.', "_")), e.reason))?;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use silt_core::batch::Compression;
 use silt_storage::LogConfig;
 
 /// `retention.ms`
@@ -24,9 +25,16 @@ pub const CLEANUP_POLICY: &str = "cleanup.policy";
 pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
 /// `durability`: `fsync` (default) or `replicated`.
 pub const DURABILITY: &str = "durability";
+/// `compression.type`: `producer` (keep the producer's codec) or a codec the broker stores
+/// every batch in (`uncompressed`/`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+pub const COMPRESSION_TYPE: &str = "compression.type";
+/// `compression.gzip.level` (1-9) when the broker compresses with gzip.
+pub const COMPRESSION_GZIP_LEVEL: &str = "compression.gzip.level";
+/// `compression.zstd.level` (-7..-1, 1-22) when the broker compresses with zstd.
+pub const COMPRESSION_ZSTD_LEVEL: &str = "compression.zstd.level";
 
 /// Every key a topic accepts.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 12] = [
     RETENTION_MS,
     RETENTION_BYTES,
     SEGMENT_BYTES,
@@ -36,6 +44,9 @@ pub const KEYS: [&str; 9] = [
     CLEANUP_POLICY,
     UNCLEAN_LEADER_ELECTION,
     DURABILITY,
+    COMPRESSION_TYPE,
+    COMPRESSION_GZIP_LEVEL,
+    COMPRESSION_ZSTD_LEVEL,
 ];
 
 /// When a write counts as stored.
@@ -61,7 +72,7 @@ fn err(key: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The effective configuration of a topic.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     /// `None` = keep forever (Kafka's `-1`).
     pub retention_ms: Option<i64>,
@@ -73,6 +84,10 @@ pub struct TopicConfig {
     pub max_message_bytes: usize,
     pub unclean_leader_election: bool,
     pub durability: Durability,
+    /// `None`: `producer` (batches are stored with the codec they came with).
+    pub compression: Option<Compression>,
+    pub gzip_level: i32,
+    pub zstd_level: i32,
 }
 
 impl Default for TopicConfig {
@@ -86,6 +101,9 @@ impl Default for TopicConfig {
             max_message_bytes: 1024 * 1024 + 12 * 1024,
             unclean_leader_election: false,
             durability: Durability::Fsync,
+            compression: None,
+            gzip_level: 6,
+            zstd_level: 3,
         }
     }
 }
@@ -102,7 +120,25 @@ fn parse_limit(key: &str, v: &str) -> Result<Option<i64>, ConfigError> {
     }
 }
 
+fn parse_level(key: &str, v: &str, codec: Compression) -> Result<i32, ConfigError> {
+    let level = parse_num(key, v)?;
+    codec.check_level(Some(level)).map_err(|e| err(key, e))?;
+    Ok(level)
+}
+
 impl TopicConfig {
+    /// The codec and level the broker stores batches in, when the topic names one.
+    pub fn broker_compression(&self) -> Option<(Compression, Option<i32>)> {
+        self.compression.map(|c| {
+            let level = match c {
+                Compression::Gzip => Some(self.gzip_level),
+                Compression::Zstd => Some(self.zstd_level),
+                _ => None,
+            };
+            (c, level)
+        })
+    }
+
     /// Applies `overrides` (key -> value, as clients send them) on top of `self`, checking each
     /// key and the rules between keys. `max_request_bytes` is the broker's gRPC request limit,
     /// which a batch must fit in.
@@ -143,6 +179,14 @@ impl TopicConfig {
                         }
                     }
                 }
+                COMPRESSION_TYPE => {
+                    c.compression = match v.as_str() {
+                        "producer" => None,
+                        codec => Some(codec.parse().map_err(|e: String| err(key, e))?),
+                    }
+                }
+                COMPRESSION_GZIP_LEVEL => c.gzip_level = parse_level(key, v, Compression::Gzip)?,
+                COMPRESSION_ZSTD_LEVEL => c.zstd_level = parse_level(key, v, Compression::Zstd)?,
                 other => return Err(err(other, "unknown config key")),
             }
         }
@@ -199,6 +243,12 @@ impl TopicConfig {
             (MAX_MESSAGE_BYTES.to_string(), self.max_message_bytes.to_string()),
             (CLEANUP_POLICY.to_string(), "delete".to_string()),
             (UNCLEAN_LEADER_ELECTION.to_string(), self.unclean_leader_election.to_string()),
+            (
+                COMPRESSION_TYPE.to_string(),
+                self.compression.map_or("producer", Compression::name).to_string(),
+            ),
+            (COMPRESSION_GZIP_LEVEL.to_string(), self.gzip_level.to_string()),
+            (COMPRESSION_ZSTD_LEVEL.to_string(), self.zstd_level.to_string()),
             (
                 DURABILITY.to_string(),
                 match self.durability {
@@ -323,6 +373,28 @@ mod tests {
         assert_eq!(bad("cleanup.policy", "compact").key, "cleanup.policy");
         assert_eq!(bad("max.message.bytes", "100000000").key, "max.message.bytes");
         assert_eq!(bad("segment.bytes", "10").key, "segment.bytes");
+        assert_eq!(bad("compression.type", "brotli").key, "compression.type");
+        assert_eq!(bad("compression.gzip.level", "10").key, "compression.gzip.level");
+        assert_eq!(bad("compression.zstd.level", "0").key, "compression.zstd.level");
+    }
+
+    #[test]
+    fn compression_type_is_producer_or_a_codec() {
+        let with = |pairs: &[(&str, &str)]| {
+            TopicConfig::default().with_overrides(&map(pairs), LIMIT).expect("valid")
+        };
+        let d = TopicConfig::default();
+        assert_eq!(d.broker_compression(), None);
+        assert_eq!(d.to_map()["compression.type"], "producer");
+        let z = with(&[("compression.type", "zstd"), ("compression.zstd.level", "9")]);
+        assert_eq!(z.broker_compression(), Some((Compression::Zstd, Some(9))));
+        assert_eq!(z.to_map()["compression.type"], "zstd");
+        let u = with(&[("compression.type", "uncompressed")]);
+        assert_eq!(u.broker_compression(), Some((Compression::None, None)));
+        assert_eq!(
+            with(&[("compression.type", "lz4")]).broker_compression(),
+            Some((Compression::Lz4, None))
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ async fn produce_then_fetch_round_trips_raw_and_decoded_at_every_acks_level() {
             headers: vec![],
             timestamp_ms: 0,
         }],
+        ..Default::default()
     };
     let resp = c
         .produce(produce_req("orders", 1, v1::Acks::All, Data::Records(records)))

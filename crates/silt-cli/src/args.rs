@@ -254,6 +254,25 @@ pub enum AcksArg {
     All,
 }
 
+/// A batch codec (Kafka's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+/// What `silt bench produce` sends as record values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadArg {
+    /// Zero bytes (compresses to almost nothing: not for compression figures).
+    Zeros,
+    /// Varied JSON-like events (ids, names, paths, numbers), as real payloads compress.
+    Json,
+}
+
 /// How `silt produce` reads stdin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InputArg {
@@ -303,6 +322,12 @@ pub struct ProduceArgs {
     /// How long a transaction may stay open before the coordinator aborts it.
     #[arg(long, default_value_t = 60_000, requires = "transactional_id")]
     pub transaction_timeout_ms: u32,
+    /// Compress batches with this codec.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// The codec's level (gzip 1-9, zstd -7..-1 or 1-22) [default: the codec's].
+    #[arg(long, allow_hyphen_values = true)]
+    pub compression_level: Option<i32>,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +452,15 @@ pub struct BenchProduceArgs {
     /// How long each transaction stays open (with --transactional).
     #[arg(long, default_value_t = 100, requires = "transactional")]
     pub commit_interval_ms: u64,
+    /// Compress batches with this codec.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// The codec's level (gzip 1-9, zstd -7..-1 or 1-22) [default: the codec's].
+    #[arg(long, allow_hyphen_values = true)]
+    pub compression_level: Option<i32>,
+    /// Record values: zeros, or varied JSON-like events (for compression figures).
+    #[arg(long, value_enum, default_value_t = PayloadArg::Zeros)]
+    pub payload: PayloadArg,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
@@ -17,7 +16,7 @@ use silt_client::{
 
 use crate::args::{BenchConsumeArgs, BenchProduceArgs, Output};
 use crate::error::CliError;
-use crate::produce::acks;
+use crate::produce::{acks, compression};
 
 /// What a run measured.
 #[derive(Debug)]
@@ -85,7 +84,8 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
         return produce_transactional(client, a, out).await;
     }
     let hist = Arc::new(Mutex::new(histogram()));
-    let value = Bytes::from(vec![b'x'; a.record_size]);
+    let values = Arc::new(crate::payload::values(a.payload, a.record_size));
+    let (codec, level) = compression(a.compression, a.compression_level)?;
     let per_producer = a.records / a.producers as u64;
     let extra = a.records % a.producers as u64;
     let rate_each = a.rate as f64 / a.producers as f64;
@@ -100,10 +100,12 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
                 batch_max_bytes: a.batch_bytes,
                 enable_idempotence: a.idempotence,
                 max_in_flight: a.max_in_flight,
+                compression: codec,
+                compression_level: level,
                 ..ProducerConfig::default()
             })
             .map_err(|e| CliError::usage(e.to_string()))?;
-        let (topic, value, hist) = (a.topic.clone(), value.clone(), hist.clone());
+        let (topic, values, hist) = (a.topic.clone(), values.clone(), hist.clone());
         tasks.push(tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();
             let mut failed = 0u64;
@@ -126,7 +128,9 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let sent = Instant::now();
-                let fut = producer.send(ProducerRecord::new(topic.clone(), value.clone())).await?;
+                let value =
+                    values[(i as u64 + j * a.producers as u64) as usize % values.len()].clone();
+                let fut = producer.send(ProducerRecord::new(topic.clone(), value)).await?;
                 pending.push(async move { (fut.await, sent.elapsed()) });
                 while let Some(Some((r, t))) = futures_util::FutureExt::now_or_never(pending.next())
                 {
@@ -181,7 +185,8 @@ async fn produce_transactional(
     a: BenchProduceArgs,
     out: Output,
 ) -> Result<(), CliError> {
-    let value = Bytes::from(vec![b'x'; a.record_size]);
+    let values = Arc::new(crate::payload::values(a.payload, a.record_size));
+    let (codec, level) = compression(a.compression, a.compression_level)?;
     let per_producer = a.records / a.producers as u64;
     let extra = a.records % a.producers as u64;
     let interval = Duration::from_millis(a.commit_interval_ms.max(1));
@@ -192,8 +197,9 @@ async fn produce_transactional(
         let n = per_producer + u64::from((i as u64) < extra);
         let mut config = TransactionalConfig::new(format!("silt-bench-{run}-{i}"));
         config.batch_max_bytes = a.batch_bytes;
+        (config.compression, config.compression_level) = (codec, level);
         let mut p = TransactionalProducer::new(client, config).await?;
-        let (topic, value) = (a.topic.clone(), value.clone());
+        let (topic, values) = (a.topic.clone(), values.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let (mut sent, mut failed) = (0u64, 0u64);
@@ -203,7 +209,8 @@ async fn produce_transactional(
                 let mut times = Vec::new();
                 while sent < n && opened.elapsed() < interval {
                     times.push(Instant::now());
-                    p.send(ProducerRecord::new(topic.clone(), value.clone())).await?;
+                    let value = values[sent as usize % values.len()].clone();
+                    p.send(ProducerRecord::new(topic.clone(), value)).await?;
                     sent += 1;
                 }
                 match p.commit().await {

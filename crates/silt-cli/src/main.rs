@@ -13,6 +13,7 @@ mod dev;
 mod dev_pki;
 mod error;
 mod group;
+mod payload;
 mod produce;
 mod profile;
 mod record_json;

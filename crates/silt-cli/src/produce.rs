@@ -7,7 +7,7 @@ use silt_client::{
 use silt_core::batch::Header;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::args::{AcksArg, InputArg, ProduceArgs};
+use crate::args::{AcksArg, CompressionArg, InputArg, ProduceArgs};
 use crate::error::CliError;
 use crate::record_json::record_from_json;
 
@@ -18,6 +18,23 @@ pub fn acks(a: AcksArg) -> silt_client::Acks {
         AcksArg::One => silt_client::Acks::Leader,
         AcksArg::All => silt_client::Acks::All,
     }
+}
+
+/// The codec and level of `--compression` / `--compression-level`, checked.
+pub fn compression(
+    codec: CompressionArg,
+    level: Option<i32>,
+) -> Result<(silt_client::Compression, Option<i32>), CliError> {
+    use silt_client::Compression as C;
+    let codec = match codec {
+        CompressionArg::None => C::None,
+        CompressionArg::Gzip => C::Gzip,
+        CompressionArg::Snappy => C::Snappy,
+        CompressionArg::Lz4 => C::Lz4,
+        CompressionArg::Zstd => C::Zstd,
+    };
+    codec.check_level(level).map_err(CliError::usage)?;
+    Ok((codec, level))
 }
 
 /// `\t`, `\n` and `\\` in a flag value, as in `--format`.
@@ -138,6 +155,8 @@ async fn run_transactional(
     }
     let mut config = TransactionalConfig::new(id);
     config.transaction_timeout_ms = a.transaction_timeout_ms;
+    (config.compression, config.compression_level) =
+        compression(a.compression, a.compression_level)?;
     let mut p = TransactionalProducer::new(client, config).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let (mut committed, mut in_txn) = (0u64, 0u64);
@@ -197,11 +216,14 @@ pub async fn run(client: &Client, a: ProduceArgs) -> Result<(), CliError> {
     if let Some(id) = &a.transactional_id {
         return run_transactional(client, &a, id, sep.as_deref(), &headers).await;
     }
+    let (codec, level) = compression(a.compression, a.compression_level)?;
     let producer = client
         .try_producer(ProducerConfig {
             acks: acks(a.acks),
             linger_ms: a.linger_ms,
             enable_idempotence: a.idempotence,
+            compression: codec,
+            compression_level: level,
             ..ProducerConfig::default()
         })
         .map_err(|e| CliError::usage(e.to_string()))?;

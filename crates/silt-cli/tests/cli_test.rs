@@ -113,6 +113,51 @@ fn produce_and_consume_round_trip_with_keys_formats_and_replay() {
 }
 
 #[test]
+fn compressed_produce_round_trips_and_bad_levels_are_usage_errors() {
+    let b = TestBroker::start();
+    assert!(b.silt(&["topic", "create", "zipped"]).status.success());
+    let input: String = (0..30).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let o = b.silt_stdin(&["produce", "zipped", "--compression", codec], &input);
+        assert!(o.status.success(), "{codec}: {}", stderr(&o));
+    }
+    let o = b.silt_stdin(
+        &["produce", "zipped", "--compression", "zstd", "--compression-level", "-3"],
+        &input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.silt(&["consume", "zipped", "--from-beginning", "-n", "150", "-f", "%o %v"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 150);
+    assert_eq!(lines[31], "31 {\"n\":1}");
+    let o = b.silt_stdin(
+        &["produce", "zipped", "--compression", "gzip", "--compression-level", "12"],
+        "x\n",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("outside 1-9"), "{}", stderr(&o));
+    let o = b.silt(&[
+        "-o",
+        "json",
+        "bench",
+        "produce",
+        "--topic",
+        "zipped",
+        "--records",
+        "500",
+        "--record-size",
+        "300",
+        "--payload",
+        "json",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["records"], 500);
+}
+
+#[test]
 fn groups_consume_commit_describe_reset_and_delete() {
     let b = TestBroker::start();
     assert!(b.silt(&["topic", "create", "work", "-p", "2"]).status.success());

@@ -392,6 +392,10 @@ impl Client {
     /// A producer, or the configuration error (idempotence with acks other than `All`).
     pub fn try_producer(&self, config: ProducerConfig) -> Result<Producer, ClientError> {
         config.idempotent()?;
+        config
+            .compression
+            .check_level(config.compression_level)
+            .map_err(ClientError::InvalidArgument)?;
         Ok(Producer::new(self.clone(), config))
     }
 

@@ -22,4 +22,5 @@ pub use group::{
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use silt_core::batch::Compression;
 pub use transactional::{TransactionalConfig, TransactionalProducer};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use silt_core::batch::{BatchBuilder, Record};
+use silt_core::batch::{BatchBuilder, Compression, Record};
 use silt_proto::v1::transactions_client::TransactionsClient;
 use silt_proto::v1::{self, ErrorCode};
 
@@ -31,6 +31,9 @@ pub struct TransactionalConfig {
     pub batch_max_bytes: usize,
     /// How long a call is retried while leaders or the coordinator move.
     pub request_timeout: Duration,
+    /// The codec batches are compressed with, and its level (as in `ProducerConfig`).
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
 }
 
 impl TransactionalConfig {
@@ -40,6 +43,8 @@ impl TransactionalConfig {
             transaction_timeout_ms: 60_000,
             batch_max_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            compression: Compression::None,
+            compression_level: None,
         }
     }
 }
@@ -97,6 +102,10 @@ impl TransactionalProducer {
         client: &Client,
         config: TransactionalConfig,
     ) -> Result<TransactionalProducer, ClientError> {
+        config
+            .compression
+            .check_level(config.compression_level)
+            .map_err(ClientError::InvalidArgument)?;
         let mut p = TransactionalProducer {
             client: client.clone(),
             config,
@@ -338,6 +347,7 @@ impl TransactionalProducer {
             let count = b.len() as i32;
             b.set_producer(self.producer_id, self.epoch, part.next_seq);
             b.set_transactional();
+            b.set_compression(self.config.compression, self.config.compression_level);
             part.next_seq = part.next_seq.wrapping_add(count) & i32::MAX;
             let bytes = b.build().ok_or_else(|| ClientError::InvalidArgument("empty".into()))?;
             batches.push((tp.clone(), bytes));

@@ -10,6 +10,7 @@ pub mod liveness;
 mod offset;
 pub mod partitioner;
 pub mod placement;
+pub mod rng;
 pub mod scram;
 pub mod scram_server;
 pub mod stable;

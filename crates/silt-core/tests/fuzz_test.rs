@@ -3,38 +3,29 @@
 //! bit flips, length and count fields overwritten with random or extreme values, truncation,
 //! random tails, splices — half of them with the CRC fixed up afterwards so the record parser
 //! sees the garbage too, and every decoder runs on each: `BatchHeader::parse`, `check_framing`,
-//! `verify_crc`, `validate`, `BatchIter`, `RecordIter`. The test passes if nothing panics and
+//! `verify_crc`, `validate`, `validate_produced`, `BatchIter`, `RecordIter`; seeds include a
+//! batch of every codec, so the decompressors see the garbage too. The test passes if nothing panics and
 //! every accepted batch decodes to exactly its record count.
 //!
 //! CI runs `SILT_FUZZ_CASES` cases (default 300,000, a few seconds); for a long run:
 //! `SILT_FUZZ_CASES=10000000 cargo test --release -p silt-core --test fuzz_test`.
 
 use bytes::Bytes;
+use silt_core::batch::Compression;
 use silt_core::batch::{
     BatchBuilder, BatchHeader, BatchIter, CRC_POS, Header, LENGTH_POS, RECORD_COUNT_POS, Record,
-    RecordIter, check_framing, crc_of, validate, verify_crc,
+    RecordIter, check_framing, crc_of, validate, validate_produced, verify_crc,
 };
 
-/// xorshift64*: a small deterministic generator, so a failure names its case.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use silt_core::rng::XorShift as Rng;
 
 fn seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for shape in 0..6usize {
+    for shape in 0..6usize + Compression::ALL.len() {
         let mut b = BatchBuilder::new();
+        if let Some(&codec) = Compression::ALL.get(shape.saturating_sub(5)) {
+            b.set_compression(codec, None);
+        }
         for i in 0..(1 + shape * 3) {
             b.push(&Record {
                 key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
@@ -109,7 +100,11 @@ fn exercise(b: &[u8]) {
     let _ = BatchHeader::parse(b);
     let _ = check_framing(b, max);
     let _ = verify_crc(b, max);
-    let accepted = validate(b, max);
+    let stored = validate(b, max);
+    let accepted = validate_produced(b, max, max).map(|(h, _)| h);
+    if accepted.is_ok() {
+        assert!(stored.is_ok(), "produced but not storable: {b:?}");
+    }
     let bytes = Bytes::copy_from_slice(b);
     for item in BatchIter::new(bytes.clone()).take(1_000) {
         if item.is_err() {
@@ -133,7 +128,7 @@ fn mutated_batches_are_errors_never_panics() {
         std::env::var("SILT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
     let seeds = seeds();
     for s in &seeds {
-        validate(s, 1 << 20).expect("seeds are valid");
+        validate_produced(s, 1 << 20, 1 << 20).expect("seeds are valid");
         exercise(s);
     }
     let mut rng = Rng(0x005e_ed0f_5117);

@@ -8,20 +8,7 @@ use prost::Message;
 use silt_proto::internal::{ReplicaFetchPartitionResponse, ReplicaFetchResponse};
 use silt_proto::v1;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use silt_core::rng::XorShift as Rng;
 
 fn seeds() -> Vec<Vec<u8>> {
     let produce = v1::ProduceRequest {

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use futures_util::future::join_all;
 use silt_core::batch::{
-    BatchBuilder, BatchHeader, BatchIter, CONTROL_FLAG, TRANSACTIONAL_FLAG, validate,
+    BatchBuilder, BatchHeader, BatchIter, CONTROL_FLAG, Compression, HEADER_LEN,
+    TRANSACTIONAL_FLAG, recompress, validate_produced,
 };
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
@@ -114,8 +115,10 @@ async fn produce_partition(
 ) -> Result<Produced, WireError> {
     let handle = shared.leader_handle(topic, p.partition)?;
     let batches = match p.data {
-        Some(Data::RecordBatches(bytes)) => split_batches(bytes, config.max_message_bytes)?,
-        Some(Data::Records(list)) => vec![encode_records(list, config.max_message_bytes)?],
+        Some(Data::RecordBatches(bytes)) => {
+            split_batches(bytes, config, shared.config.max_decompressed_batch_bytes)?
+        }
+        Some(Data::Records(list)) => vec![encode_records(list, config)?],
         None => return Err(WireError::new(ErrorCode::InvalidRequest, "partition data is empty")),
     };
     if let Some((producer_id, epoch)) = transactional(&batches)? {
@@ -213,8 +216,16 @@ fn record_bytes(r: &v1::Record) -> usize {
     field(&r.key) + field(&r.value) + headers
 }
 
-/// Splits pre-encoded data into batches, checking each fully; any bad batch fails the partition.
-fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>, WireError> {
+/// Splits pre-encoded data into batches, checking each fully (a compressed batch's records are
+/// decompressed, within `max_decompressed`); any bad batch fails the partition. A topic whose
+/// `compression.type` names a codec gets every batch in that codec (recompressed if it came in
+/// another, as Kafka does).
+fn split_batches(
+    bytes: Bytes,
+    config: &TopicConfig,
+    max_decompressed: usize,
+) -> Result<Vec<Vec<u8>>, WireError> {
+    let max_message_bytes = config.max_message_bytes;
     if bytes.is_empty() {
         return Err(WireError::new(ErrorCode::InvalidRequest, "record_batches is empty"));
     }
@@ -224,8 +235,19 @@ fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>,
         if b.len() > max_message_bytes {
             return Err(too_large(b.len(), max_message_bytes));
         }
-        let h = validate(&b, max_message_bytes)
+        let (h, plain) = validate_produced(&b, max_message_bytes, max_decompressed)
             .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        let recompressed = match config.broker_compression() {
+            Some((codec, level)) if h.attributes & CONTROL_FLAG == 0 && h.codec() != Ok(codec) => {
+                let records = plain.as_deref().unwrap_or(&b[HEADER_LEN..]);
+                let batch = recompress(&b, records, codec, level);
+                if batch.len() > max_message_bytes {
+                    return Err(too_large(batch.len(), max_message_bytes));
+                }
+                Some(batch)
+            }
+            _ => None,
+        };
         if h.attributes & CONTROL_FLAG != 0 {
             // Only brokers write control batches (transaction markers).
             return Err(WireError::new(
@@ -241,7 +263,7 @@ fn split_batches(bytes: Bytes, max_message_bytes: usize) -> Result<Vec<Vec<u8>>,
                 "a batch with a producer id needs a base sequence of 0 or more",
             ));
         }
-        out.push(b.to_vec());
+        out.push(recompressed.unwrap_or_else(|| b.to_vec()));
     }
     Ok(out)
 }
@@ -282,20 +304,44 @@ fn too_large(size: usize, max: usize) -> WireError {
     )
 }
 
-/// Encodes plain records into one batch.
-fn encode_records(list: v1::RecordList, max_message_bytes: usize) -> Result<Vec<u8>, WireError> {
+/// Encodes plain records into one batch, compressed as the topic's `compression.type` says or,
+/// for `producer`, as the request asks.
+fn encode_records(list: v1::RecordList, config: &TopicConfig) -> Result<Vec<u8>, WireError> {
+    let max_message_bytes = config.max_message_bytes;
     let now = now_ms();
     let mut builder = BatchBuilder::new();
+    let (codec, level) = match config.broker_compression() {
+        Some(c) => c,
+        None => (codec_from_proto(list.compression)?, None),
+    };
     for r in list.records {
         let r = record_from_proto(r, now)
             .map_err(|e| WireError::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let size = builder.size_with(&r);
-        if size > max_message_bytes {
+        if size > max_message_bytes && codec == Compression::None {
+            return Err(too_large(size, max_message_bytes));
+        }
+        if size > max_message_bytes.saturating_mul(16) {
+            // Compressed, the batch may still fit; uncompressed, it is kept within a bound.
             return Err(too_large(size, max_message_bytes));
         }
         builder.push(&r);
     }
-    builder.build_vec().ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "no records"))
+    builder.set_compression(codec, level);
+    let batch = builder
+        .build_vec()
+        .ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "no records"))?;
+    if batch.len() > max_message_bytes {
+        return Err(too_large(batch.len(), max_message_bytes));
+    }
+    Ok(batch)
+}
+
+/// The codec a plain-record request asks for.
+fn codec_from_proto(value: i32) -> Result<Compression, WireError> {
+    u16::try_from(value).ok().and_then(Compression::from_id).ok_or_else(|| {
+        WireError::new(ErrorCode::InvalidRequest, format!("unknown compression {value}"))
+    })
 }
 
 fn partition_response(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use silt_core::batch::{BatchBuilder, Record};
+use silt_core::batch::{BatchBuilder, Compression, Record};
 use silt_core::partitioner::partition_for_key;
 
 /// A batch being filled for one partition, with a waiter per record.
@@ -92,12 +92,24 @@ impl Partitioner {
 pub(crate) struct Accumulator<W> {
     batch_max_bytes: usize,
     linger: Duration,
+    compression: (Compression, Option<i32>),
     open: HashMap<(String, u32), OpenBatch<W>>,
 }
 
 impl<W> Accumulator<W> {
     pub fn new(batch_max_bytes: usize, linger: Duration) -> Accumulator<W> {
-        Accumulator { batch_max_bytes, linger, open: HashMap::new() }
+        Accumulator {
+            batch_max_bytes,
+            linger,
+            compression: (Compression::None, None),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Compresses every batch with `codec` when it is sealed.
+    pub fn with_compression(mut self, codec: Compression, level: Option<i32>) -> Accumulator<W> {
+        self.compression = (codec, level);
+        self
     }
 
     /// Adds a record; returns a batch sealed to make room for it, if any. A record larger than
@@ -133,7 +145,8 @@ impl<W> Accumulator<W> {
     }
 
     fn seal(&mut self, key: &(String, u32)) -> Option<Sealed<W>> {
-        let open = self.open.remove(key)?;
+        let mut open = self.open.remove(key)?;
+        open.builder.set_compression(self.compression.0, self.compression.1);
         let data = open.builder.build()?;
         Some(Sealed {
             topic: key.0.clone(),

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use silt_core::batch::{Header, Record};
+use silt_core::batch::{Compression, Header, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Client, ClientError, ProduceError};
@@ -57,6 +57,11 @@ pub struct ProducerConfig {
     /// retried batch with its original offsets). `None` (the default): on with `Acks::All`, off
     /// otherwise. `Some(true)` needs `Acks::All` ([`Client::try_producer`] refuses the rest).
     pub enable_idempotence: Option<bool>,
+    /// Kafka's `compression.type`: the codec whole batches are compressed with.
+    pub compression: Compression,
+    /// Kafka's `compression.level` (gzip 1-9, zstd -7..-1 or 1-22; none for the others):
+    /// `None` is the codec's default.
+    pub compression_level: Option<i32>,
 }
 
 impl ProducerConfig {
@@ -87,6 +92,8 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 120_000,
             request_timeout_ms: 30_000,
             enable_idempotence: None,
+            compression: Compression::None,
+            compression_level: None,
         }
     }
 }
@@ -262,7 +269,8 @@ async fn run(
     counter: Arc<watch::Sender<u64>>,
 ) {
     let mut acc: Accumulator<Waiter> =
-        Accumulator::new(config.batch_max_bytes, Duration::from_millis(config.linger_ms));
+        Accumulator::new(config.batch_max_bytes, Duration::from_millis(config.linger_ms))
+            .with_compression(config.compression, config.compression_level);
     let pipeline =
         sender::Pipeline::new(config.max_in_flight, config.idempotent().unwrap_or(false));
     let config = Arc::new(config);

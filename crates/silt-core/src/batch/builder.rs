@@ -46,8 +46,10 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    /// Transactional and control bits (no compression).
+    /// Transactional and control bits (the codec's are set by `build`).
     attributes: u16,
+    compression: Compression,
+    level: Option<i32>,
 }
 
 fn bytes_len(b: Option<&[u8]>) -> usize {
@@ -92,6 +94,8 @@ impl BatchBuilder {
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
             attributes: 0,
+            compression: Compression::None,
+            level: None,
         }
     }
 
@@ -169,6 +173,14 @@ impl BatchBuilder {
         self.attributes |= CONTROL_FLAG;
     }
 
+    /// Compresses the records with `codec` when the batch is built (`level` as
+    /// [`Compression::check_level`] allows; out of range is clamped). Sizes reported before
+    /// `build` are uncompressed.
+    pub fn set_compression(&mut self, codec: Compression, level: Option<i32>) {
+        self.compression = codec;
+        self.level = level;
+    }
+
     /// Marks the batch as coming from an idempotent producer (used by a later stage).
     pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
         self.producer_id = producer_id;
@@ -186,6 +198,12 @@ impl BatchBuilder {
     pub fn build_vec(mut self) -> Option<Vec<u8>> {
         if self.count == 0 {
             return None;
+        }
+        if self.compression != Compression::None {
+            let packed = self.compression.compress(self.level, &self.buf[HEADER_LEN..]);
+            self.buf.truncate(HEADER_LEN);
+            self.buf.extend_from_slice(&packed);
+            self.attributes |= self.compression.id();
         }
         let batch_length = (self.buf.len() - LOG_OVERHEAD) as u32;
         let b = &mut self.buf;
@@ -209,4 +227,29 @@ impl BatchBuilder {
         b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         Some(self.buf)
     }
+}
+
+/// `batch` with its records section replaced by `plain_records` (the records uncompressed, as
+/// [`validate_produced`](super::validate_produced) returns them or as they stand in an
+/// uncompressed batch) compressed with `to`: the header is kept but for the codec bits, the
+/// length and the CRC. What a broker does when a topic's `compression.type` names a codec other
+/// than the producer's.
+pub fn recompress(
+    batch: &[u8],
+    plain_records: &[u8],
+    to: Compression,
+    level: Option<i32>,
+) -> Vec<u8> {
+    let packed = to.compress(level, plain_records);
+    let mut out = Vec::with_capacity(HEADER_LEN + packed.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(&packed);
+    let attributes = u16::from_be_bytes([out[ATTRIBUTES_POS], out[ATTRIBUTES_POS + 1]]);
+    let attributes = (attributes & !COMPRESSION_MASK) | to.id();
+    out[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+    let batch_length = (out.len() - LOG_OVERHEAD) as u32;
+    out[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc_of(&out);
+    out[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }

@@ -130,11 +130,14 @@ impl Iterator for BatchIter {
     }
 }
 
-/// Iterates the records of one batch. Build it from a batch that passed [`validate`]; on a batch
-/// that did not, it yields an error item and stops rather than panicking.
+/// Iterates the records of one batch, decompressing a compressed batch's records first. Build it
+/// from a batch that passed [`validate`]; on a batch that did not, it yields an error item and
+/// stops rather than panicking.
 #[derive(Debug, Clone)]
 pub struct RecordIter {
-    batch: Bytes,
+    /// The records section: the batch itself (records from `HEADER_LEN`), or the decompressed
+    /// records of a compressed batch (from 0).
+    records: Bytes,
     header: BatchHeader,
     pos: usize,
     index: u32,
@@ -142,11 +145,27 @@ pub struct RecordIter {
 }
 
 impl RecordIter {
-    /// Starts decoding `batch`; fails if it is shorter than its header says.
+    /// Starts decoding `batch`; fails if it is shorter than its header says, or if its records do
+    /// not decompress within [`DEFAULT_MAX_DECOMPRESSED_BYTES`].
     pub fn new(batch: Bytes) -> Result<RecordIter, BatchError> {
+        Self::with_limit(batch, DEFAULT_MAX_DECOMPRESSED_BYTES)
+    }
+
+    /// Like [`new`](Self::new), with the bound on the decompressed records given.
+    pub fn with_limit(
+        batch: Bytes,
+        max_decompressed_bytes: usize,
+    ) -> Result<RecordIter, BatchError> {
         let header = check_framing(&batch, MAX_BATCH_LEN_LIMIT)?;
         let batch = batch.slice(..header.total_len());
-        Ok(RecordIter { batch, header, pos: HEADER_LEN, index: 0, failed: false })
+        let (records, pos) = match header.codec()? {
+            Compression::None => (batch, HEADER_LEN),
+            codec => {
+                let plain = codec.decompress(&batch[HEADER_LEN..], max_decompressed_bytes)?;
+                (Bytes::from(plain), 0)
+            }
+        };
+        Ok(RecordIter { records, header, pos, index: 0, failed: false })
     }
 
     /// The batch header.
@@ -163,16 +182,16 @@ impl Iterator for RecordIter {
             return None;
         }
         let index = self.index;
-        let end = self.batch.len();
-        match parse_record(&self.batch, &mut self.pos, end, true) {
+        let end = self.records.len();
+        match parse_record(&self.records, &mut self.pos, end, true) {
             Ok(raw) => {
                 self.index += 1;
-                let slice = |r: Span| self.batch.slice(r.0..r.1);
+                let slice = |r: Span| self.records.slice(r.0..r.1);
                 let headers = raw
                     .headers
                     .into_iter()
                     .map(|(k, v)| Header {
-                        key: String::from_utf8_lossy(&self.batch[k.0..k.1]).into_owned(),
+                        key: String::from_utf8_lossy(&self.records[k.0..k.1]).into_owned(),
                         value: v.map(slice),
                     })
                     .collect();

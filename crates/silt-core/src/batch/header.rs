@@ -78,6 +78,12 @@ impl BatchHeader {
     pub fn compression(&self) -> u16 {
         self.attributes & COMPRESSION_MASK
     }
+
+    /// The batch's codec; ids 5-7 name none.
+    pub fn codec(&self) -> Result<Compression, BatchError> {
+        Compression::from_id(self.compression())
+            .ok_or(BatchError::UnsupportedCompression { codec: self.compression() })
+    }
 }
 
 /// Writes `base_offset` and `partition_leader_epoch` into a batch in place. Neither field is

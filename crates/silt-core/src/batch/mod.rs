@@ -26,17 +26,19 @@
 //! ```
 
 mod builder;
+mod compression;
 mod control;
 mod decode;
 mod header;
 mod validate;
 mod varint;
 
-pub use builder::{BatchBuilder, Header, Record};
+pub use builder::{BatchBuilder, Header, Record, recompress};
+pub use compression::{Compression, DEFAULT_MAX_DECOMPRESSED_BYTES};
 pub use control::Marker;
 pub use decode::{BatchIter, DecodedRecord, MAX_HEADERS_PER_RECORD, RecordIter};
 pub use header::{BatchHeader, patch_base_offset_and_epoch, stamp_producer};
-pub use validate::{BatchError, check_framing, validate, verify_crc};
+pub use validate::{BatchError, check_framing, validate, validate_produced, verify_crc};
 
 /// Position of `base_offset` (u64).
 pub const BASE_OFFSET_POS: usize = 0;
@@ -77,7 +79,7 @@ pub const MAGIC: u8 = 2;
 /// The format of Silt before Kafka parity: the same layout with magic 1 and CRC-32 (IEEE). It is
 /// not read; a data directory holding it is refused at start (see `docs/format.md`).
 pub const MAGIC_V1_SILT: u8 = 1;
-/// Mask of the compression codec bits in `attributes`. Only 0 (none) is supported so far.
+/// Mask of the compression codec bits in `attributes` ([`Compression`] ids).
 pub const COMPRESSION_MASK: u16 = 0b111;
 /// `attributes` bit marking a transactional batch.
 pub const TRANSACTIONAL_FLAG: u16 = 1 << 4;

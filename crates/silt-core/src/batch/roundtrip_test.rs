@@ -140,9 +140,15 @@ fn semantic_checks_fire_even_with_a_matching_crc() {
     let good = build(&sample());
     let v = |b: &[u8]| validate(b, 1 << 20);
     assert_eq!(
-        v(&with_field(&good, ATTRIBUTES_POS, &1u16.to_be_bytes())),
-        Err(BatchError::UnsupportedCompression { codec: 1 })
+        v(&with_field(&good, ATTRIBUTES_POS, &7u16.to_be_bytes())),
+        Err(BatchError::UnsupportedCompression { codec: 7 })
     );
+    // Plain records labelled gzip: storage trusts the CRC, the leader decompresses and refuses.
+    let gzip_label = with_field(&good, ATTRIBUTES_POS, &1u16.to_be_bytes());
+    assert!(matches!(
+        validate_produced(&gzip_label, 1 << 20, 1 << 20),
+        Err(BatchError::Decompression { codec: 1, .. })
+    ));
     assert_eq!(
         v(&with_field(&good, RECORD_COUNT_POS, &5u32.to_be_bytes())),
         Err(BatchError::BadRecordCount { record_count: 5, last_offset_delta: 3 })
@@ -190,4 +196,85 @@ fn verify_crc_catches_flips_and_accepts_stamped_batches() {
     let mut bad = batch.clone();
     bad[HEADER_LEN + 2] ^= 4;
     assert!(matches!(verify_crc(&bad, 1 << 20), Err(BatchError::CrcMismatch { .. })));
+}
+
+fn build_compressed(records: &[Record], codec: Compression) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    b.set_compression(codec, None);
+    for r in records {
+        b.push(r);
+    }
+    b.build_vec().expect("non-empty")
+}
+
+#[test]
+fn every_codec_round_trips_a_batch_through_build_validate_and_decode() {
+    let records = sample();
+    let plain: Vec<_> = RecordIter::new(Bytes::from(build(&records))).expect("plain").collect();
+    for codec in Compression::ALL {
+        let batch = build_compressed(&records, codec);
+        let (h, decompressed) =
+            validate_produced(&batch, 1 << 20, 1 << 20).expect("the leader's check");
+        assert_eq!(h.codec(), Ok(codec));
+        assert_eq!(h.record_count, 4);
+        assert_eq!(decompressed.is_some(), codec != Compression::None);
+        validate(&batch, 1 << 20).expect("storage's check");
+        let decoded: Vec<_> = RecordIter::new(Bytes::from(batch)).expect("iter").collect();
+        assert_eq!(decoded, plain, "{codec}");
+    }
+}
+
+#[test]
+fn a_compressed_batch_past_the_decompression_bound_is_refused() {
+    let zeros = Record::value(vec![0u8; 512 * 1024], 1);
+    let batch = build_compressed(&[zeros.clone(), zeros], Compression::Zstd);
+    assert!(batch.len() < 4096, "a bomb: {} bytes", batch.len());
+    assert_eq!(
+        validate_produced(&batch, 1 << 20, 1 << 20).map(|_| ()),
+        Err(BatchError::DecompressedTooLarge { limit: 1 << 20 })
+    );
+    assert!(RecordIter::with_limit(Bytes::from(batch), 1 << 20).is_err());
+}
+
+#[test]
+fn a_compressed_batch_with_bad_records_inside_is_refused_by_the_leader() {
+    // The records section compresses garbage: the CRC is right, the records are not.
+    let batch = build(&sample());
+    let mut records = batch[HEADER_LEN..].to_vec();
+    records[0] = 0x7f; // the first record's length
+    let bad = recompress(&batch, &records, Compression::Lz4, None);
+    assert!(validate(&bad, 1 << 20).is_ok(), "storage trusts the CRC");
+    assert!(matches!(
+        validate_produced(&bad, 1 << 20, 1 << 20),
+        Err(BatchError::CorruptRecord { index: 0, .. })
+    ));
+    let mut unknown = batch.clone();
+    unknown[ATTRIBUTES_POS + 1] |= 6;
+    let crc = crc_of(&unknown);
+    unknown[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(validate(&unknown, 1 << 20), Err(BatchError::UnsupportedCompression { codec: 6 }));
+}
+
+#[test]
+fn recompress_keeps_the_header_and_changes_the_codec() {
+    let mut b = BatchBuilder::new();
+    b.set_producer(7, 2, 40);
+    b.set_transactional();
+    b.set_compression(Compression::Gzip, Some(1));
+    for r in sample() {
+        b.push(&r);
+    }
+    let gz = b.build_vec().expect("batch");
+    let (h, plain) = validate_produced(&gz, 1 << 20, 1 << 20).expect("gzip batch");
+    let zs = recompress(&gz, &plain.expect("decompressed"), Compression::Zstd, None);
+    let (h2, _) = validate_produced(&zs, 1 << 20, 1 << 20).expect("zstd batch");
+    assert_eq!(h2.codec(), Ok(Compression::Zstd));
+    assert_eq!(h2.attributes & !COMPRESSION_MASK, h.attributes & !COMPRESSION_MASK);
+    assert_eq!(
+        (h2.producer_id, h2.producer_epoch, h2.base_sequence, h2.record_count),
+        (7, 2, 40, 4)
+    );
+    let a: Vec<_> = RecordIter::new(Bytes::from(gz)).expect("gz").collect();
+    let b: Vec<_> = RecordIter::new(Bytes::from(zs)).expect("zs").collect();
+    assert_eq!(a, b);
 }

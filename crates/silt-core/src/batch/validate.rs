@@ -2,6 +2,7 @@
 //!
 //! Neither re-encodes or copies: they read the header, hash the CRC range and walk the records.
 
+use super::compression::Compression;
 use super::decode::parse_record;
 use super::*;
 
@@ -21,6 +22,10 @@ pub enum BatchError {
     CrcMismatch { stored: u32, computed: u32 },
     #[error("compression codec {codec} is not supported")]
     UnsupportedCompression { codec: u16 },
+    #[error("the records do not decompress (codec {codec}): {reason}")]
+    Decompression { codec: u16, reason: String },
+    #[error("the records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
     #[error("record count {record_count} disagrees with last offset delta {last_offset_delta}")]
     BadRecordCount { record_count: u32, last_offset_delta: u32 },
     #[error("record {index} is corrupt: {reason}")]
@@ -67,41 +72,74 @@ pub fn verify_crc(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, B
     Ok(h)
 }
 
-/// The full check a leader runs on a produced batch, and a follower on a replicated one: framing,
-/// CRC, codec, record count against the offset delta, and every record's framing, offset delta
-/// and timestamp. `batch` must be exactly one batch. Returns its header.
+/// The check storage runs on every batch it appends or recovers: framing, CRC, a known codec,
+/// record count against the offset delta and, for an uncompressed batch, every record's framing,
+/// offset delta and timestamp. A compressed batch's records are covered by its CRC and were
+/// decompressed and checked by the leader that took it ([`validate_produced`]); storage does not
+/// decompress. `batch` must be exactly one batch. Returns its header.
 pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
-    let h = verify_crc(batch, max_batch_bytes)?;
-    if h.compression() != 0 {
-        return Err(BatchError::UnsupportedCompression { codec: h.compression() });
+    let h = check_header(batch, max_batch_bytes)?;
+    if h.compression() == 0 {
+        check_records(&h, batch, HEADER_LEN)?;
     }
+    Ok(h)
+}
+
+/// The full check a leader runs on a produced batch: everything [`validate`] checks and, for a
+/// compressed batch, that the records decompress within `max_decompressed_bytes` and check like
+/// an uncompressed batch's. Returns the header and, for a compressed batch, the records section
+/// decompressed (so a broker that recompresses does not decompress twice).
+pub fn validate_produced(
+    batch: &[u8],
+    max_batch_bytes: usize,
+    max_decompressed_bytes: usize,
+) -> Result<(BatchHeader, Option<Vec<u8>>), BatchError> {
+    let h = check_header(batch, max_batch_bytes)?;
+    let codec = h.codec()?;
+    if codec == Compression::None {
+        check_records(&h, batch, HEADER_LEN)?;
+        return Ok((h, None));
+    }
+    let records = codec.decompress(&batch[HEADER_LEN..], max_decompressed_bytes)?;
+    check_records(&h, &records, 0)?;
+    Ok((h, Some(records)))
+}
+
+fn check_header(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let h = verify_crc(batch, max_batch_bytes)?;
+    h.codec()?;
     if h.record_count == 0 || h.record_count.checked_sub(1) != Some(h.last_offset_delta) {
         return Err(BatchError::BadRecordCount {
             record_count: h.record_count,
             last_offset_delta: h.last_offset_delta,
         });
     }
-    let mut pos = HEADER_LEN;
+    Ok(h)
+}
+
+/// Walks `h.record_count` records in `buf` from `start` to its end.
+fn check_records(h: &BatchHeader, buf: &[u8], start: usize) -> Result<(), BatchError> {
+    let mut pos = start;
     let mut max_ts = i64::MIN;
     for index in 0..h.record_count {
-        if pos >= batch.len() {
+        if pos >= buf.len() {
             return Err(BatchError::CorruptRecord {
                 index,
                 reason: "batch ends before its records",
             });
         }
-        let raw = parse_record(batch, &mut pos, batch.len(), false)
+        let raw = parse_record(buf, &mut pos, buf.len(), false)
             .map_err(|reason| BatchError::CorruptRecord { index, reason })?;
         if i64::from(raw.offset_delta) != i64::from(index) {
             return Err(BatchError::BadOffsetDelta { index, found: raw.offset_delta });
         }
         max_ts = max_ts.max(h.base_timestamp.wrapping_add(raw.timestamp_delta));
     }
-    if pos != batch.len() {
-        return Err(BatchError::TrailingBytes { extra: batch.len() - pos });
+    if pos != buf.len() {
+        return Err(BatchError::TrailingBytes { extra: buf.len() - pos });
     }
     if max_ts != h.max_timestamp {
         return Err(BatchError::BadMaxTimestamp { stored: h.max_timestamp, computed: max_ts });
     }
-    Ok(h)
+    Ok(())
 }
