@@ -36,6 +36,17 @@ pub struct LogConfig {
     /// Check each batch's CRC when serving reads, so a bit flipped on disk after the write is
     /// reported instead of served.
     pub verify_crc_on_read: bool,
+    /// `cleanup.policy` has `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record per key.
+    pub cleanup_compact: bool,
+    /// Clean once dirty bytes are at least this share of the cleanable log.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Records younger than this (by timestamp) are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// Tombstones (and aborted transactions' records, once cleaned) are removed this long after
+    /// their timestamp.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -49,6 +60,11 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             verify_crc_on_read: true,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -78,6 +94,12 @@ impl LogConfig {
                 "max_batch_bytes = {} exceeds segment_max_bytes = {}",
                 self.max_batch_bytes, self.segment_max_bytes
             ));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return bad("min_cleanable_dirty_ratio must be within [0, 1]".into());
+        }
+        if self.min_compaction_lag_ms < 0 || self.delete_retention_ms < 0 {
+            return bad("min_compaction_lag_ms and delete_retention_ms must not be negative".into());
         }
         if matches!(self.retention_ms, Some(ms) if ms <= 0) {
             return bad("retention_ms must be positive (or unset for no limit)".into());

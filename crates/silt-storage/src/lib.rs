@@ -7,6 +7,7 @@
 //! and all of its `unsafe` lives in `mmap.rs`. The layout on disk is drawn in `docs/format.md`.
 
 mod checkpoint;
+mod cleaner;
 mod config;
 mod epoch_cache;
 mod error;
@@ -24,8 +25,9 @@ pub mod retention;
 mod segment;
 mod time_index;
 
+pub use cleaner::{AbortedCheck, CleanPlan, CleanStats, Cleaned, IoThrottle};
 pub use config::{LogConfig, MIN_SEGMENT_MAX_BYTES};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use error::StorageError;
-pub use log::{AppendInfo, Log, QUARANTINE_PREFIX, ReadResult, RetentionOutcome};
+pub use log::{AppendInfo, Log, QUARANTINE_PREFIX, ReadResult, RetentionOutcome, SwapStep};
 pub use segment::{SEGMENT_NAME_DIGITS, segment_file_name};

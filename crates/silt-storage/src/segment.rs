@@ -23,6 +23,11 @@ use crate::retention::SegmentSummary;
 use crate::time_index::{TIME_ENTRY_LEN, TimeIndex};
 use crate::{LeaderEpochCache, LogConfig, StorageError};
 
+/// Suffix of a cleaned copy of a segment's file, before it is swapped in.
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
+/// Suffix of a cleaned `.log` whose swap is committed (see `log/clean.rs`).
+pub(crate) const SWAP_SUFFIX: &str = "swap";
+
 /// Digits in a segment file name: the base offset, zero padded.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 
@@ -177,6 +182,48 @@ impl Segment {
         seg.rebuild_indexes(config)?;
         seg.seal()?;
         Ok((seg, stop))
+    }
+
+    /// Writes `data` (whole batches, contiguous offsets from `base`) as the cleaned copy of the
+    /// segment at `base`: `<base>.log.cleaned` with its `.index.cleaned` and `.timeindex.cleaned`,
+    /// each fsynced, then the directory. Leftovers of an earlier attempt are replaced.
+    pub(crate) fn write_cleaned(
+        dir: &Path,
+        base: Offset,
+        data: &[u8],
+        config: &LogConfig,
+    ) -> Result<(), StorageError> {
+        let path =
+            |ext: &str| dir.join(format!("{}.{CLEANED_SUFFIX}", segment_file_name(base, ext)));
+        let log_path = path("log");
+        for p in [&log_path, &path("index"), &path("timeindex")] {
+            let _ = std::fs::remove_file(p);
+        }
+        let file = open_log_file(&log_path, true)?;
+        file.write_all_at(data, 0).at(&log_path)?;
+        file.sync_all().at(&log_path)?;
+        let mapped = map_read(&file, data.len() as u64).at(&log_path)?;
+        let o = IndexFile::open_empty_writable(
+            &path("index"),
+            OFFSET_ENTRY_LEN,
+            config.index_max_bytes,
+        )?;
+        let t = IndexFile::open_empty_writable(
+            &path("timeindex"),
+            TIME_ENTRY_LEN,
+            config.index_max_bytes,
+        )?;
+        let mut seg = Segment::assemble(
+            base,
+            log_path,
+            file,
+            mapped,
+            (OffsetIndex::new(o), TimeIndex::new(t)),
+        );
+        seg.size = data.len() as u64;
+        seg.rebuild_indexes(config)?;
+        seg.seal_indexes()?;
+        sync_dir(dir)
     }
 
     /// A segment over opened files with no batches accounted yet; callers set what they know.

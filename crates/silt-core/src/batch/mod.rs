@@ -26,6 +26,7 @@
 //! ```
 
 mod builder;
+mod compact;
 mod compression;
 mod control;
 mod decode;
@@ -34,6 +35,7 @@ mod validate;
 mod varint;
 
 pub use builder::{BatchBuilder, Header, Record, recompress};
+pub use compact::{Filtered, RecordRef, filter_records, for_each_record};
 pub use compression::{Compression, DEFAULT_MAX_DECOMPRESSED_BYTES};
 pub use control::Marker;
 pub use decode::{BatchIter, DecodedRecord, MAX_HEADERS_PER_RECORD, RecordIter};

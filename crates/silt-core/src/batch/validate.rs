@@ -30,7 +30,7 @@ pub enum BatchError {
     BadRecordCount { record_count: u32, last_offset_delta: u32 },
     #[error("record {index} is corrupt: {reason}")]
     CorruptRecord { index: u32, reason: &'static str },
-    #[error("record {index} has offset delta {found}, expected {index}")]
+    #[error("record {index} has offset delta {found}, out of order or out of the batch")]
     BadOffsetDelta { index: u32, found: i32 },
     #[error("max timestamp {stored} disagrees with the records' maximum {computed}")]
     BadMaxTimestamp { stored: i64, computed: i64 },
@@ -76,39 +76,49 @@ pub fn verify_crc(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, B
 /// record count against the offset delta and, for an uncompressed batch, every record's framing,
 /// offset delta and timestamp. A compressed batch's records are covered by its CRC and were
 /// decompressed and checked by the leader that took it ([`validate_produced`]); storage does not
-/// decompress. `batch` must be exactly one batch. Returns its header.
+/// decompress. A batch the log cleaner rewrote (compaction) may hold fewer records than its offset
+/// range — its offset deltas rise with gaps, and it may be empty — so storage accepts that; a
+/// produced batch must be dense. `batch` must be exactly one batch. Returns its header.
 pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
-    let h = check_header(batch, max_batch_bytes)?;
+    let h = check_header(batch, max_batch_bytes, false)?;
     if h.compression() == 0 {
-        check_records(&h, batch, HEADER_LEN)?;
+        check_records(&h, batch, HEADER_LEN, false)?;
     }
     Ok(h)
 }
 
-/// The full check a leader runs on a produced batch: everything [`validate`] checks and, for a
-/// compressed batch, that the records decompress within `max_decompressed_bytes` and check like
-/// an uncompressed batch's. Returns the header and, for a compressed batch, the records section
-/// decompressed (so a broker that recompresses does not decompress twice).
+/// The full check a leader runs on a produced batch: everything [`validate`] checks, a dense
+/// batch (offset deltas 0, 1, 2, …, at least one record) and, for a compressed batch, that the
+/// records decompress within `max_decompressed_bytes` and check like an uncompressed batch's.
+/// Returns the header and, for a compressed batch, the records section decompressed (so a broker
+/// that recompresses does not decompress twice).
 pub fn validate_produced(
     batch: &[u8],
     max_batch_bytes: usize,
     max_decompressed_bytes: usize,
 ) -> Result<(BatchHeader, Option<Vec<u8>>), BatchError> {
-    let h = check_header(batch, max_batch_bytes)?;
+    let h = check_header(batch, max_batch_bytes, true)?;
     let codec = h.codec()?;
     if codec == Compression::None {
-        check_records(&h, batch, HEADER_LEN)?;
+        check_records(&h, batch, HEADER_LEN, true)?;
         return Ok((h, None));
     }
     let records = codec.decompress(&batch[HEADER_LEN..], max_decompressed_bytes)?;
-    check_records(&h, &records, 0)?;
+    check_records(&h, &records, 0, true)?;
     Ok((h, Some(records)))
 }
 
-fn check_header(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+fn check_header(
+    batch: &[u8],
+    max_batch_bytes: usize,
+    dense: bool,
+) -> Result<BatchHeader, BatchError> {
     let h = verify_crc(batch, max_batch_bytes)?;
     h.codec()?;
-    if h.record_count == 0 || h.record_count.checked_sub(1) != Some(h.last_offset_delta) {
+    let room = u64::from(h.last_offset_delta) + 1;
+    let fits =
+        if dense { u64::from(h.record_count) == room } else { u64::from(h.record_count) <= room };
+    if !fits || (dense && h.record_count == 0) {
         return Err(BatchError::BadRecordCount {
             record_count: h.record_count,
             last_offset_delta: h.last_offset_delta,
@@ -117,10 +127,12 @@ fn check_header(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Bat
     Ok(h)
 }
 
-/// Walks `h.record_count` records in `buf` from `start` to its end.
-fn check_records(h: &BatchHeader, buf: &[u8], start: usize) -> Result<(), BatchError> {
+/// Walks `h.record_count` records in `buf` from `start` to its end. Offset deltas must be 0, 1,
+/// 2, … when `dense`, else rising within `[0, last_offset_delta]`.
+fn check_records(h: &BatchHeader, buf: &[u8], start: usize, dense: bool) -> Result<(), BatchError> {
     let mut pos = start;
     let mut max_ts = i64::MIN;
+    let mut prev: i64 = -1;
     for index in 0..h.record_count {
         if pos >= buf.len() {
             return Err(BatchError::CorruptRecord {
@@ -130,15 +142,22 @@ fn check_records(h: &BatchHeader, buf: &[u8], start: usize) -> Result<(), BatchE
         }
         let raw = parse_record(buf, &mut pos, buf.len(), false)
             .map_err(|reason| BatchError::CorruptRecord { index, reason })?;
-        if i64::from(raw.offset_delta) != i64::from(index) {
+        let delta = i64::from(raw.offset_delta);
+        let ok = if dense {
+            delta == i64::from(index)
+        } else {
+            delta > prev && delta <= i64::from(h.last_offset_delta)
+        };
+        if !ok {
             return Err(BatchError::BadOffsetDelta { index, found: raw.offset_delta });
         }
+        prev = delta;
         max_ts = max_ts.max(h.base_timestamp.wrapping_add(raw.timestamp_delta));
     }
     if pos != buf.len() {
         return Err(BatchError::TrailingBytes { extra: buf.len() - pos });
     }
-    if max_ts != h.max_timestamp {
+    if h.record_count > 0 && max_ts != h.max_timestamp {
         return Err(BatchError::BadMaxTimestamp { stored: h.max_timestamp, computed: max_ts });
     }
     Ok(())

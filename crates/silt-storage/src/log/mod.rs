@@ -5,6 +5,7 @@
 //! starts at or past the log end, and everything below `synced_offset` survives a crash.
 //! Opening (with crash recovery) and closing live in `open.rs`; reads and lookups in `read.rs`.
 
+mod clean;
 mod open;
 mod read;
 
@@ -18,6 +19,7 @@ use crate::retention::segments_to_delete;
 use crate::segment::Segment;
 use crate::{LeaderEpochCache, LogConfig, StorageError};
 
+pub use clean::SwapStep;
 pub use open::QUARANTINE_PREFIX;
 pub use read::ReadResult;
 
@@ -54,6 +56,8 @@ pub struct Log {
     damaged_on_open: bool,
     /// Why a sync failed, once one has: the log is offline (see [`StorageError::Offline`]).
     failed_sync: Option<String>,
+    /// Truncations since the open: a cleaning planned before one is not installed.
+    layout: u64,
 }
 
 impl Log {
@@ -262,6 +266,7 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
+        self.layout += 1;
         if offset <= self.log_start {
             self.truncate_fully_and_start_at(offset)?;
             return Ok(offset);
@@ -289,6 +294,7 @@ impl Log {
     /// deleted everything it had).
     pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<(), StorageError> {
         self.check_online()?;
+        self.layout += 1;
         for seg in self.segments.drain(..) {
             seg.delete()?;
         }
@@ -304,6 +310,13 @@ impl Log {
 
     /// Deletes whole segments past `retention_ms` / `retention_bytes` and moves the log start.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
+        if !self.config.cleanup_delete {
+            return Ok(RetentionOutcome {
+                deleted_segments: 0,
+                deleted_bytes: 0,
+                log_start: self.log_start,
+            });
+        }
         let summaries: Vec<_> = self.segments.iter().map(Segment::summary).collect();
         let n = segments_to_delete(
             &summaries,

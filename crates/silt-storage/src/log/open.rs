@@ -76,6 +76,7 @@ impl Log {
         };
         let mut segments: Vec<Segment> = Vec::new();
         let mut damaged = false;
+        super::clean::finish_swaps(dir)?;
         let bases = list_segments(dir)?;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(prev) = segments.last()
@@ -138,6 +139,7 @@ impl Log {
             synced: end,
             damaged_on_open: damaged,
             failed_sync: None,
+            layout: 0,
         };
         if !epochs_ok {
             log.rebuild_epochs()?;
