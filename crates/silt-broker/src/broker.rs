@@ -482,6 +482,9 @@ impl Broker {
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
         let txn_maintenance = tokio::spawn(crate::txn::maintenance_loop(shared.clone()));
+        let cleaners: Vec<_> = (0..shared.config.log_cleaner_threads)
+            .map(|i| tokio::spawn(crate::cleaner::run(shared.clone(), i)))
+            .collect();
         let kafka_tls = self.tls.clone();
         let kafka =
             self.kafka.map(|l| tokio::spawn(crate::kafka::serve(l, shared.clone(), kafka_tls)));
@@ -583,6 +586,9 @@ impl Broker {
         follower.abort();
         groups_expiry.abort();
         txn_maintenance.abort();
+        for c in &cleaners {
+            c.abort();
+        }
         if let Some(k) = kafka {
             k.abort();
         }

@@ -177,6 +177,17 @@ pub struct BrokerConfig {
     /// The most a produced compressed batch's records may decompress to; a batch past it is
     /// refused with CORRUPT_MESSAGE (a decompression bomb). 1 MiB to 256 MiB.
     pub max_decompressed_batch_bytes: usize,
+    /// Log cleaner threads (compacted topics; Kafka's `log.cleaner.threads`); 0 turns the
+    /// cleaner off.
+    pub log_cleaner_threads: usize,
+    /// Bytes per second the cleaners read and write together, at most (0: no limit; Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`).
+    pub log_cleaner_io_max_bytes_per_second: u64,
+    /// How long a cleaner waits between passes over its partitions (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory for the key map of one cleaning, over all cleaner threads
+    /// (`log.cleaner.dedupe.buffer.size`).
+    pub log_cleaner_dedupe_buffer_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_fetch_wait_ms: u64,
     pub retention_check_interval_ms: u64,
@@ -242,6 +253,10 @@ impl Default for BrokerConfig {
                 DEFAULT_MAX_QUEUED_PRODUCE_BYTES_PER_CONNECTION,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_decompressed_batch_bytes: silt_core::batch::DEFAULT_MAX_DECOMPRESSED_BYTES,
+            log_cleaner_threads: 1,
+            log_cleaner_io_max_bytes_per_second: 0,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_fetch_wait_ms: DEFAULT_MAX_FETCH_WAIT_MS,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
@@ -426,7 +441,14 @@ impl BrokerConfig {
                 "must be at least max_request_bytes, so any stored batch can be fetched",
             ));
         }
+        if self.log_cleaner_threads > 64 {
+            return Err(bad("log_cleaner_threads", "must be at most 64"));
+        }
+        if self.log_cleaner_dedupe_buffer_bytes < 1 << 20 {
+            return Err(bad("log_cleaner_dedupe_buffer_bytes", "must be at least 1 MiB"));
+        }
         for (key, v) in [
+            ("log_cleaner_backoff_ms", self.log_cleaner_backoff_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("retention_check_interval_ms", self.retention_check_interval_ms),
             ("flush_interval_ms", self.flush_interval_ms),

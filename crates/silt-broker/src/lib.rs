@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod broker;
+mod cleaner;
 mod cluster;
 pub mod config;
 mod error;

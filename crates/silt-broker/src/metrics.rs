@@ -60,6 +60,67 @@ pub(crate) struct Metrics {
     pub leader_elections: AtomicU64,
     /// Partition logs taken offline by a failed sync since the start.
     pub offline_logs: AtomicU64,
+    pub cleaner: CleanerMetrics,
+}
+
+/// What the log cleaners did (compacted topics).
+#[derive(Debug, Default)]
+pub(crate) struct CleanerMetrics {
+    pub runs: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_freed: AtomicU64,
+    pub records_removed: AtomicU64,
+    pub last_run_micros: AtomicU64,
+    /// The dirty ratio of every compacted partition hosted here, at its last check.
+    pub dirty_ratio: std::sync::Mutex<std::collections::BTreeMap<(String, u32), f64>>,
+}
+
+impl CleanerMetrics {
+    fn render(&self, out: &mut String) {
+        counter(
+            out,
+            "silt_log_cleaner_runs_total",
+            "Cleanings of compacted partitions.",
+            &self.runs,
+        );
+        counter(
+            out,
+            "silt_log_cleaner_bytes_cleaned_total",
+            "Bytes of sealed segments the cleaners read and rewrote.",
+            &self.bytes_read,
+        );
+        counter(
+            out,
+            "silt_log_cleaner_bytes_freed_total",
+            "Bytes the cleaners removed from compacted logs.",
+            &self.bytes_freed,
+        );
+        counter(
+            out,
+            "silt_log_cleaner_records_removed_total",
+            "Records the cleaners removed (superseded, expired tombstones, aborted).",
+            &self.records_removed,
+        );
+        gauge(
+            out,
+            "silt_log_cleaner_last_run_seconds",
+            "How long the last cleaning took.",
+            self.last_run_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP silt_log_cleaner_dirty_ratio Dirty share of a compacted partition's cleanable              log (the cleaner's lag; cleaned at min.cleanable.dirty.ratio).
+             # TYPE silt_log_cleaner_dirty_ratio gauge"
+        );
+        let ratios = self.dirty_ratio.lock().unwrap_or_else(|p| p.into_inner());
+        for ((t, p), r) in ratios.iter() {
+            let t = label(t);
+            let _ = writeln!(
+                out,
+                "silt_log_cleaner_dirty_ratio{{topic=\"{t}\",partition=\"{p}\"}} {r}"
+            );
+        }
+    }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
@@ -252,6 +313,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
     render_transactions(shared, &mut out);
     render_groups(shared, &mut out);
+    shared.metrics.cleaner.render(&mut out);
     out
 }
 

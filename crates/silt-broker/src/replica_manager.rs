@@ -207,6 +207,14 @@ impl ReplicaManager {
         out
     }
 
+    /// Every hosted partition, with its topic and index.
+    pub fn all_named(&self) -> Vec<(String, u32, PartitionHandle)> {
+        self.read()
+            .iter()
+            .flat_map(|(t, m)| m.iter().map(|(p, h)| (t.clone(), *p, h.clone())))
+            .collect()
+    }
+
     /// Every hosted partition.
     pub fn all(&self) -> Vec<PartitionHandle> {
         self.read().values().flat_map(|m| m.values().cloned()).collect()

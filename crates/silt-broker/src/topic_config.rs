@@ -33,8 +33,15 @@ pub const COMPRESSION_GZIP_LEVEL: &str = "compression.gzip.level";
 /// `compression.zstd.level` (-7..-1, 1-22) when the broker compresses with zstd.
 pub const COMPRESSION_ZSTD_LEVEL: &str = "compression.zstd.level";
 
+/// `min.cleanable.dirty.ratio` (0-1): compacted logs are cleaned once this share is dirty.
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
+/// `min.compaction.lag.ms`: records younger than this are not compacted.
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+/// `delete.retention.ms`: how long tombstones stay in a compacted log.
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+
 /// Every key a topic accepts.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 15] = [
     RETENTION_MS,
     RETENTION_BYTES,
     SEGMENT_BYTES,
@@ -47,6 +54,9 @@ pub const KEYS: [&str; 12] = [
     COMPRESSION_TYPE,
     COMPRESSION_GZIP_LEVEL,
     COMPRESSION_ZSTD_LEVEL,
+    MIN_CLEANABLE_DIRTY_RATIO,
+    MIN_COMPACTION_LAG_MS,
+    DELETE_RETENTION_MS,
 ];
 
 /// When a write counts as stored.
@@ -88,6 +98,13 @@ pub struct TopicConfig {
     pub compression: Option<Compression>,
     pub gzip_level: i32,
     pub zstd_level: i32,
+    /// `cleanup.policy` has `delete` (retention deletes old segments).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact` (the cleaner keeps the latest record per key).
+    pub cleanup_compact: bool,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
 }
 
 impl Default for TopicConfig {
@@ -104,6 +121,11 @@ impl Default for TopicConfig {
             compression: None,
             gzip_level: 6,
             zstd_level: 3,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -117,6 +139,13 @@ fn parse_limit(key: &str, v: &str) -> Result<Option<i64>, ConfigError> {
         -1 => Ok(None),
         n if n > 0 => Ok(Some(n)),
         n => Err(err(key, format!("{n} must be positive, or -1 for no limit"))),
+    }
+}
+
+fn parse_non_negative(key: &str, v: &str) -> Result<i64, ConfigError> {
+    match parse_num::<i64>(key, v)? {
+        n if n >= 0 => Ok(n),
+        n => Err(err(key, format!("{n} must not be negative"))),
     }
 }
 
@@ -156,13 +185,28 @@ impl TopicConfig {
                 SEGMENT_MS => c.segment_ms = parse_num(key, v)?,
                 MIN_INSYNC_REPLICAS => c.min_insync_replicas = parse_num(key, v)?,
                 MAX_MESSAGE_BYTES => c.max_message_bytes = parse_num(key, v)?,
-                CLEANUP_POLICY => match v.as_str() {
-                    "delete" => {}
-                    "compact" | "compact,delete" | "delete,compact" => {
-                        return Err(err(key, "compaction is not supported yet; use \"delete\""));
+                CLEANUP_POLICY => {
+                    (c.cleanup_delete, c.cleanup_compact) = match v.replace(' ', "").as_str() {
+                        "delete" => (true, false),
+                        "compact" => (false, true),
+                        "compact,delete" | "delete,compact" => (true, true),
+                        other => {
+                            return Err(err(
+                                key,
+                                format!("{other:?} is not delete, compact or compact,delete"),
+                            ));
+                        }
                     }
-                    other => return Err(err(key, format!("{other:?} is not delete or compact"))),
-                },
+                }
+                MIN_CLEANABLE_DIRTY_RATIO => {
+                    let r: f64 = parse_num(key, v)?;
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err(err(key, format!("{r} is not within 0 and 1")));
+                    }
+                    c.min_cleanable_dirty_ratio = r;
+                }
+                MIN_COMPACTION_LAG_MS => c.min_compaction_lag_ms = parse_non_negative(key, v)?,
+                DELETE_RETENTION_MS => c.delete_retention_ms = parse_non_negative(key, v)?,
                 UNCLEAN_LEADER_ELECTION => {
                     c.unclean_leader_election = match v.as_str() {
                         "true" => true,
@@ -241,7 +285,18 @@ impl TopicConfig {
             (SEGMENT_MS.to_string(), self.segment_ms.to_string()),
             (MIN_INSYNC_REPLICAS.to_string(), self.min_insync_replicas.to_string()),
             (MAX_MESSAGE_BYTES.to_string(), self.max_message_bytes.to_string()),
-            (CLEANUP_POLICY.to_string(), "delete".to_string()),
+            (
+                CLEANUP_POLICY.to_string(),
+                match (self.cleanup_delete, self.cleanup_compact) {
+                    (true, true) => "compact,delete",
+                    (false, true) => "compact",
+                    _ => "delete",
+                }
+                .to_string(),
+            ),
+            (MIN_CLEANABLE_DIRTY_RATIO.to_string(), self.min_cleanable_dirty_ratio.to_string()),
+            (MIN_COMPACTION_LAG_MS.to_string(), self.min_compaction_lag_ms.to_string()),
+            (DELETE_RETENTION_MS.to_string(), self.delete_retention_ms.to_string()),
             (UNCLEAN_LEADER_ELECTION.to_string(), self.unclean_leader_election.to_string()),
             (
                 COMPRESSION_TYPE.to_string(),
@@ -268,6 +323,11 @@ impl TopicConfig {
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
             max_batch_bytes: self.max_message_bytes,
+            cleanup_delete: self.cleanup_delete,
+            cleanup_compact: self.cleanup_compact,
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            delete_retention_ms: self.delete_retention_ms,
             ..LogConfig::default()
         }
     }
@@ -370,12 +430,38 @@ mod tests {
         assert_eq!(bad("min.insync.replicas", "0").key, "min.insync.replicas");
         assert_eq!(bad("durability", "maybe").key, "durability");
         assert_eq!(bad("no.such.key", "1").key, "no.such.key");
-        assert_eq!(bad("cleanup.policy", "compact").key, "cleanup.policy");
+        assert_eq!(bad("cleanup.policy", "shred").key, "cleanup.policy");
+        assert_eq!(bad("min.cleanable.dirty.ratio", "1.5").key, "min.cleanable.dirty.ratio");
+        assert_eq!(bad("delete.retention.ms", "-1").key, "delete.retention.ms");
         assert_eq!(bad("max.message.bytes", "100000000").key, "max.message.bytes");
         assert_eq!(bad("segment.bytes", "10").key, "segment.bytes");
         assert_eq!(bad("compression.type", "brotli").key, "compression.type");
         assert_eq!(bad("compression.gzip.level", "10").key, "compression.gzip.level");
         assert_eq!(bad("compression.zstd.level", "0").key, "compression.zstd.level");
+    }
+
+    #[test]
+    fn cleanup_policy_and_compaction_keys_reach_the_log_config() {
+        let c = TopicConfig::default()
+            .with_overrides(
+                &map(&[
+                    ("cleanup.policy", "compact"),
+                    ("min.cleanable.dirty.ratio", "0.1"),
+                    ("min.compaction.lag.ms", "5000"),
+                    ("delete.retention.ms", "1000"),
+                ]),
+                LIMIT,
+            )
+            .unwrap();
+        let l = c.log_config();
+        assert!(l.cleanup_compact && !l.cleanup_delete);
+        assert_eq!((l.min_compaction_lag_ms, l.delete_retention_ms), (5000, 1000));
+        assert_eq!(c.to_map()["cleanup.policy"], "compact");
+        let both = TopicConfig::default()
+            .with_overrides(&map(&[("cleanup.policy", "delete, compact")]), LIMIT)
+            .unwrap();
+        assert_eq!(both.to_map()["cleanup.policy"], "compact,delete");
+        assert!(both.log_config().cleanup_delete);
     }
 
     #[test]

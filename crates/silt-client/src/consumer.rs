@@ -275,6 +275,11 @@ pub(crate) fn decode_batches(
             next = next.max(h.next_offset().0 as i64);
             continue;
         }
+        // A compacted batch may have lost its last records (or all of them): the position
+        // still moves past the batch's whole offset range.
+        if h.next_offset().0 as i64 > position {
+            next = next.max(h.next_offset().0 as i64);
+        }
         for r in RecordIter::new(batch).map_err(corrupt)? {
             let r = r.map_err(corrupt)?;
             let offset = r.offset.0 as i64;

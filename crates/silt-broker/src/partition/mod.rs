@@ -28,6 +28,11 @@ use crate::topic_config::TopicConfig;
 /// Commands queued per partition before senders wait.
 const QUEUE_DEPTH: usize = 1024;
 
+/// The log cleaner's view of a partition: the dirty ratio of its cleanable part, and a plan with
+/// the aborted transactions it covers when a cleaning is due.
+pub type CleanOutlook =
+    (f64, Option<(silt_storage::CleanPlan, Vec<silt_core::stable::AbortedTxn>)>);
+
 /// Offsets a partition publishes after every change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PartitionState {
@@ -196,6 +201,17 @@ enum Command {
         change: IsrChange,
         answer: IsrAnswer,
     },
+    /// The log cleaner: the dirty ratio of the cleanable part, and a plan (with the aborted
+    /// transactions it covers) if the log is compacted and due.
+    CleanPlan {
+        now_ms: i64,
+        reply: Reply<CleanOutlook>,
+    },
+    /// The log cleaner: swap cleaned segments in; answers the bytes freed.
+    InstallCleaned {
+        cleaned: silt_storage::Cleaned,
+        reply: Reply<u64>,
+    },
     /// Retention (and the expiry of producers silent longer than `producer_expiry_ms`), the
     /// background flush of `replicated` topics, the HW checkpoint.
     Tick {
@@ -226,6 +242,8 @@ impl std::fmt::Debug for Command {
             Command::IsrCheck { .. } => "IsrCheck",
             Command::IsrAnswered { .. } => "IsrAnswered",
             Command::Tick { .. } => "Tick",
+            Command::CleanPlan { .. } => "CleanPlan",
+            Command::InstallCleaned { .. } => "InstallCleaned",
             Command::Close { .. } => "Close",
         })
     }
@@ -398,6 +416,26 @@ impl PartitionHandle {
     /// Deletes the segments wholly below `offset` (at most the HW); returns the new log start.
     pub async fn delete_before(&self, offset: Offset) -> Result<Offset, PartitionError> {
         self.call(|reply| Command::DeleteBefore { offset, reply }).await
+    }
+
+    /// The log cleaner's view: the dirty ratio, and what to clean now if anything (see
+    /// `Command::CleanPlan`).
+    pub async fn clean_plan(
+        &self,
+        now_ms: i64,
+    ) -> Result<
+        (f64, Option<(silt_storage::CleanPlan, Vec<silt_core::stable::AbortedTxn>)>),
+        PartitionError,
+    > {
+        self.call(|reply| Command::CleanPlan { now_ms, reply }).await
+    }
+
+    /// Swaps cleaned segments in; the bytes freed.
+    pub async fn install_cleaned(
+        &self,
+        cleaned: silt_storage::Cleaned,
+    ) -> Result<u64, PartitionError> {
+        self.call(|reply| Command::InstallCleaned { cleaned, reply }).await
     }
 
     /// Applies a changed topic configuration.

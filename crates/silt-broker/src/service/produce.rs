@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use silt_core::batch::{
     BatchBuilder, BatchHeader, BatchIter, CONTROL_FLAG, Compression, HEADER_LEN,
-    TRANSACTIONAL_FLAG, recompress, validate_produced,
+    TRANSACTIONAL_FLAG, for_each_record, recompress, validate_produced,
 };
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
@@ -237,6 +237,14 @@ fn split_batches(
         }
         let (h, plain) = validate_produced(&b, max_message_bytes, max_decompressed)
             .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        if config.cleanup_compact && h.attributes & CONTROL_FLAG == 0 {
+            let mut keyless = false;
+            for_each_record(&b, max_decompressed, |r| keyless |= r.key.is_none())
+                .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+            if keyless {
+                return Err(keyless_refused());
+            }
+        }
         let recompressed = match config.broker_compression() {
             Some((codec, level)) if h.attributes & CONTROL_FLAG == 0 && h.codec() != Ok(codec) => {
                 let records = plain.as_deref().unwrap_or(&b[HEADER_LEN..]);
@@ -317,6 +325,9 @@ fn encode_records(list: v1::RecordList, config: &TopicConfig) -> Result<Vec<u8>,
     for r in list.records {
         let r = record_from_proto(r, now)
             .map_err(|e| WireError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        if config.cleanup_compact && r.key.is_none() {
+            return Err(keyless_refused());
+        }
         let size = builder.size_with(&r);
         if size > max_message_bytes && codec == Compression::None {
             return Err(too_large(size, max_message_bytes));
@@ -335,6 +346,11 @@ fn encode_records(list: v1::RecordList, config: &TopicConfig) -> Result<Vec<u8>,
         return Err(too_large(batch.len(), max_message_bytes));
     }
     Ok(batch)
+}
+
+/// A record without a key for a compacted topic (Kafka refuses it the same way).
+fn keyless_refused() -> WireError {
+    WireError::new(ErrorCode::CorruptMessage, "a compacted topic takes only records with a key")
 }
 
 /// The codec a plain-record request asks for.

@@ -533,8 +533,40 @@ impl Worker {
                 self.trim_transactions();
                 self.checkpoint_hw();
             }
+            Command::CleanPlan { now_ms, reply } => {
+                let _ = reply.send(self.clean_plan(now_ms));
+            }
+            Command::InstallCleaned { cleaned, reply } => {
+                let r = self.log().install_cleaned(cleaned);
+                self.publish(state);
+                let _ = reply.send(r.map_err(Into::into));
+            }
             Command::Append { .. } | Command::Close { .. } => unreachable!("handled by run"),
         }
+    }
+
+    /// The cleanable part's dirty ratio and, if due, a cleaning plan bounded by the high
+    /// watermark and the last stable offset (open transactions are never cleaned), with the
+    /// aborted transactions whose records it may drop.
+    #[allow(clippy::type_complexity)]
+    fn clean_plan(
+        &mut self,
+        now_ms: i64,
+    ) -> Result<
+        (f64, Option<(silt_storage::CleanPlan, Vec<silt_core::stable::AbortedTxn>)>),
+        PartitionError,
+    > {
+        if !self.log_ref().config().cleanup_compact {
+            return Ok((0.0, None));
+        }
+        let hw = self.high_watermark;
+        let upper = Offset(self.ensure_producers()?.txns.last_stable_offset(hw.0));
+        let log = self.log_ref();
+        let ratio = log.dirty_ratio(upper, now_ms);
+        let Some(plan) = log.clean_plan(upper, now_ms) else { return Ok((ratio, None)) };
+        let txns = &self.producers.as_ref().expect("invariant: built above").txns;
+        let aborted = txns.aborted_in(log.log_start_offset().0, upper.0);
+        Ok((ratio, Some((plan, aborted))))
     }
 
     fn checkpoint_hw(&mut self) {
