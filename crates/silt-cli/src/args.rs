@@ -461,6 +461,10 @@ pub struct BenchProduceArgs {
     /// Record values: zeros, or varied JSON-like events (for compression figures).
     #[arg(long, value_enum, default_value_t = PayloadArg::Zeros)]
     pub payload: PayloadArg,
+    /// Key records `key-0` .. `key-(N-1)` in turn (a compacted topic needs keys) [default: no
+    /// keys].
+    #[arg(long)]
+    pub keys: Option<u64>,
 }
 
 #[derive(Debug, Args)]

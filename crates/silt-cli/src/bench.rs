@@ -106,6 +106,7 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
             })
             .map_err(|e| CliError::usage(e.to_string()))?;
         let (topic, values, hist) = (a.topic.clone(), values.clone(), hist.clone());
+        let keys = a.keys;
         tasks.push(tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();
             let mut failed = 0u64;
@@ -118,7 +119,12 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
                             .unwrap_or_else(|p| p.into_inner())
                             .record(t.as_micros().max(1) as u64);
                     }
-                    Err(_) => failed += 1,
+                    Err(e) => {
+                        if failed == 0 {
+                            eprintln!("warning: a record failed: {e}");
+                        }
+                        failed += 1;
+                    }
                 }
             };
             let start = Instant::now();
@@ -128,9 +134,13 @@ pub async fn produce(client: &Client, a: BenchProduceArgs, out: Output) -> Resul
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let sent = Instant::now();
-                let value =
-                    values[(i as u64 + j * a.producers as u64) as usize % values.len()].clone();
-                let fut = producer.send(ProducerRecord::new(topic.clone(), value)).await?;
+                let n = i as u64 + j * a.producers as u64;
+                let value = values[n as usize % values.len()].clone();
+                let mut rec = ProducerRecord::new(topic.clone(), value);
+                if let Some(k) = keys {
+                    rec = rec.with_key(format!("key-{}", n % k.max(1)));
+                }
+                let fut = producer.send(rec).await?;
                 pending.push(async move { (fut.await, sent.elapsed()) });
                 while let Some(Some((r, t))) = futures_util::FutureExt::now_or_never(pending.next())
                 {
@@ -199,7 +209,7 @@ async fn produce_transactional(
         config.batch_max_bytes = a.batch_bytes;
         (config.compression, config.compression_level) = (codec, level);
         let mut p = TransactionalProducer::new(client, config).await?;
-        let (topic, values) = (a.topic.clone(), values.clone());
+        let (topic, values, keys) = (a.topic.clone(), values.clone(), a.keys);
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let (mut sent, mut failed) = (0u64, 0u64);
@@ -210,7 +220,11 @@ async fn produce_transactional(
                 while sent < n && opened.elapsed() < interval {
                     times.push(Instant::now());
                     let value = values[sent as usize % values.len()].clone();
-                    p.send(ProducerRecord::new(topic.clone(), value)).await?;
+                    let mut record = ProducerRecord::new(topic.clone(), value);
+                    if let Some(k) = keys {
+                        record = record.with_key(format!("key-{}", sent % k.max(1)));
+                    }
+                    p.send(record).await?;
                     sent += 1;
                 }
                 match p.commit().await {

@@ -55,11 +55,32 @@ pub struct CleanPlan {
     pub(crate) layout: u64,
 }
 
-/// One segment's cleaned copy, written next to it as `.cleaned` files.
+/// The cleaned copy of a run of consecutive segments, merged into one (named by the first's
+/// base) and written next to them as `.cleaned` files.
 #[derive(Debug, Clone)]
 pub(crate) struct CleanedSegment {
     pub base: Offset,
-    pub next_offset: Offset,
+    /// `(base, next_offset)` of every segment it replaces, in order (the first at `base`).
+    pub replaces: Vec<(Offset, Offset)>,
+}
+
+/// A merged output being filled.
+struct Group {
+    replaces: Vec<(Offset, Offset)>,
+    bytes: Vec<u8>,
+}
+
+impl Group {
+    /// Whether `out`, the cleaned bytes of the segment `(base, next)`, fits in this group:
+    /// within `segment_max_bytes`, relative offsets within u32, and indexes within their files.
+    fn fits(&self, out: &[u8], next: Offset, config: &LogConfig) -> bool {
+        let base = self.replaces[0].0;
+        let total = (self.bytes.len() + out.len()) as u64;
+        let index_entries = total / config.index_interval_bytes.max(1) + 2;
+        total <= config.segment_max_bytes
+            && next.0 - base.0 <= u64::from(u32::MAX)
+            && index_entries * 12 <= config.index_max_bytes
+    }
 }
 
 /// What [`CleanPlan::run`] wrote.
@@ -202,6 +223,7 @@ impl CleanPlan {
         // 2. The cleaned copies.
         let horizon = now_ms.saturating_sub(self.config.delete_retention_ms);
         let mut written = Vec::new();
+        let mut group: Option<Group> = None;
         for seg in &self.segments[..end] {
             let mut out = Vec::with_capacity(seg.data.len() / 2);
             let mut filler = Filler::default();
@@ -249,11 +271,24 @@ impl CleanPlan {
                 }
             }
             filler.flush(&mut out);
-            Segment::write_cleaned(&self.dir, seg.base, &out, &self.config)?;
-            throttle.consumed(out.len() as u64);
-            stats.bytes_written += out.len() as u64;
             stats.segments += 1;
-            written.push(CleanedSegment { base: seg.base, next_offset: seg.next_offset });
+            // Small cleaned segments are merged with their neighbours (as Kafka's cleaner
+            // groups them), so a compacted log's file count stays bounded.
+            match &mut group {
+                Some(g) if g.fits(&out, seg.next_offset, &self.config) => {
+                    g.bytes.extend_from_slice(&out);
+                    g.replaces.push((seg.base, seg.next_offset));
+                }
+                _ => {
+                    if let Some(g) = group.take() {
+                        written.push(self.write_group(g, throttle, &mut stats)?);
+                    }
+                    group = Some(Group { replaces: vec![(seg.base, seg.next_offset)], bytes: out });
+                }
+            }
+        }
+        if let Some(g) = group.take() {
+            written.push(self.write_group(g, throttle, &mut stats)?);
         }
         stats.duration = started.elapsed();
         let clean_end = self.segments[end - 1].next_offset;
@@ -264,6 +299,21 @@ impl CleanPlan {
             clean_end,
             stats,
         })
+    }
+}
+
+impl CleanPlan {
+    fn write_group(
+        &self,
+        g: Group,
+        throttle: &mut IoThrottle,
+        stats: &mut CleanStats,
+    ) -> Result<CleanedSegment, StorageError> {
+        let base = g.replaces[0].0;
+        Segment::write_cleaned(&self.dir, base, &g.bytes, &self.config)?;
+        throttle.consumed(g.bytes.len() as u64);
+        stats.bytes_written += g.bytes.len() as u64;
+        Ok(CleanedSegment { base, replaces: g.replaces })
     }
 }
 

@@ -98,7 +98,7 @@ fn a_million_records_over_a_thousand_keys_compact_to_the_latest_value_per_key() 
     assert_eq!(latest(&after), latest(&before));
     assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
     assert_eq!(log.log_end_offset(), Offset(1_000_000));
-    assert_eq!(log.segment_count(), segments, "segments keep their ranges");
+    assert!(log.segment_count() < segments / 4, "cleaned segments merged: {}", log.segment_count());
     // Sealed segments hold one record per key; the active segment is untouched.
     let active = log.active_base_offset().0;
     let sealed: Vec<_> = after.iter().filter(|r| r.0 < active).collect();

@@ -6,10 +6,13 @@
 //!    fsynced, and fsynced the directory;
 //! 2. **commit**: rename `<base>.log.cleaned` to `<base>.log.swap`, fsync the directory;
 //! 3. rename the two `.cleaned` indexes over the segment's indexes;
-//! 4. rename `<base>.log.swap` over `<base>.log`, fsync the directory.
+//! 4. delete the files of the segments merged into this one (cleaned segments are merged with
+//!    their neighbours while they fit in `segment_max_bytes`), rename `<base>.log.swap` over
+//!    `<base>.log`, fsync the directory.
 //!
 //! On open ([`finish_swaps`]), a `.swap` file means the swap was committed: steps 3 and 4 are
-//! done (the indexes that are still `.cleaned`, then the log); any other `.cleaned` file is from
+//! done (the indexes that are still `.cleaned`, the merged segments — those whose base lies in
+//! the swap's offset range — deleted, then the log); any other `.cleaned` file is from
 //! an uncommitted cleaning and is deleted. The old segment's bytes stay readable through the maps
 //! readers hold (a rename unlinks the old file; it does not change it).
 
@@ -125,11 +128,16 @@ impl Log {
         let same_log = cleaned.layout == self.layout && cleaned.dir == self.dir;
         let mut all = same_log;
         for c in &cleaned.segments {
+            let n = c.replaces.len();
             let last = self.segments.len() - 1;
-            let i = self.segments[..last]
-                .iter()
-                .position(|s| s.base() == c.base && s.next_offset() == c.next_offset)
-                .filter(|_| same_log);
+            let i = self.segments[..last].iter().position(|s| s.base() == c.base).filter(|i| {
+                same_log
+                    && i + n <= last
+                    && self.segments[*i..*i + n]
+                        .iter()
+                        .zip(&c.replaces)
+                        .all(|(s, (b, e))| s.base() == *b && s.next_offset() == *e)
+            });
             let Some(i) = i else {
                 discard_cleaned(&self.dir, c.base);
                 all = false;
@@ -138,14 +146,16 @@ impl Log {
             if stop == SwapStep::Written {
                 return Ok(0);
             }
-            let old_size = self.segments[i].size();
-            swap_in(&self.dir, c.base, stop)?;
+            let old_size: u64 = self.segments[i..i + n].iter().map(Segment::size).sum();
+            let others: Vec<Offset> = c.replaces[1..].iter().map(|(b, _)| *b).collect();
+            swap_in(&self.dir, c.base, &others, stop)?;
             if stop != SwapStep::Done {
                 return Ok(0);
             }
             let seg = Segment::open_trusted(&self.dir, c.base, &self.config)?;
             freed += old_size.saturating_sub(seg.size());
-            self.segments[i] = seg;
+            // The replaced segments' maps stay alive in the readers' slices.
+            drop(self.segments.splice(i..i + n, [seg]));
         }
         if all && cleaned.clean_end > self.first_dirty_offset() {
             write_u64(&self.dir, CLEANER_CHECKPOINT_FILE, cleaned.clean_end.0)?;
@@ -169,20 +179,31 @@ fn discard_cleaned(dir: &Path, base: Offset) {
     }
 }
 
-/// Steps 2-4 of the swap (the module doc), stopping after `stop`.
-fn swap_in(dir: &Path, base: Offset, stop: SwapStep) -> Result<(), StorageError> {
+/// Steps 2-4 of the swap (the module doc), stopping after `stop`. `others`: the segments merged
+/// into the one at `base`.
+fn swap_in(
+    dir: &Path,
+    base: Offset,
+    others: &[Offset],
+    stop: SwapStep,
+) -> Result<(), StorageError> {
     let swap = swap_path(dir, base);
     std::fs::rename(cleaned_path(dir, base, "log"), &swap).at(&swap)?;
     sync_dir(dir)?;
     if stop == SwapStep::Committed {
         return Ok(());
     }
-    finish_swap(dir, base, stop == SwapStep::IndexesSwapped)
+    finish_swap(dir, base, others, stop == SwapStep::IndexesSwapped)
 }
 
 /// Steps 3-4 for a committed swap: the indexes still `.cleaned`, then (unless `indexes_only`)
-/// the log.
-fn finish_swap(dir: &Path, base: Offset, indexes_only: bool) -> Result<(), StorageError> {
+/// the merged segments' files are deleted and the log renamed.
+fn finish_swap(
+    dir: &Path,
+    base: Offset,
+    others: &[Offset],
+    indexes_only: bool,
+) -> Result<(), StorageError> {
     for ext in ["index", "timeindex"] {
         let from = cleaned_path(dir, base, ext);
         if from.exists() {
@@ -193,9 +214,45 @@ fn finish_swap(dir: &Path, base: Offset, indexes_only: bool) -> Result<(), Stora
     if indexes_only {
         return Ok(());
     }
+    for other in others {
+        for ext in ["log", "index", "timeindex"] {
+            let p = dir.join(segment_file_name(*other, ext));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(p, e)),
+            }
+        }
+    }
     let to = dir.join(segment_file_name(base, "log"));
     std::fs::rename(swap_path(dir, base), &to).at(&to)?;
     sync_dir(dir)
+}
+
+/// The segments a committed `.swap` at `base` replaces besides the one at `base`: those whose
+/// base lies inside the swap's offset range (read from its batches' headers).
+fn merged_into(dir: &Path, base: Offset) -> Result<Vec<Offset>, StorageError> {
+    let path = swap_path(dir, base);
+    let data = std::fs::read(&path).at(&path)?;
+    let mut end = base;
+    for b in silt_core::batch::BatchIter::new(bytes::Bytes::from(data)) {
+        let Ok(b) = b else { break };
+        if let Some(h) = silt_core::batch::BatchHeader::parse(&b) {
+            end = h.next_offset();
+        }
+    }
+    let mut others = Vec::new();
+    for e in std::fs::read_dir(dir).at(dir)? {
+        let name = e.at(dir)?.file_name();
+        if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log"))
+            && let Ok(b) = stem.parse::<u64>()
+            && b > base.0
+            && b < end.0
+        {
+            others.push(Offset(b));
+        }
+    }
+    Ok(others)
 }
 
 /// At open: finishes every committed swap and deletes uncommitted cleaned files.
@@ -210,7 +267,8 @@ pub(crate) fn finish_swaps(dir: &Path) -> Result<(), StorageError> {
             && let Ok(base) = stem.parse::<u64>()
         {
             tracing::warn!(dir = %dir.display(), base, "finishing a cleaned segment's swap that a crash interrupted");
-            finish_swap(dir, Offset(base), false)?;
+            let others = merged_into(dir, Offset(base))?;
+            finish_swap(dir, Offset(base), &others, false)?;
             changed = true;
         }
     }

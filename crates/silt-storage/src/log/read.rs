@@ -99,26 +99,28 @@ impl Log {
         timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, StorageError> {
         let max_batch = self.config.max_batch_bytes;
-        let Some(seg) =
-            self.segments.iter().find(|s| s.size() > 0 && s.max_timestamp() >= timestamp_ms)
-        else {
-            return Ok(None);
-        };
-        let mut pos = seg.time_search_start(timestamp_ms, max_batch)?;
-        while pos < seg.size() {
-            let h = seg.header_at(pos, true, max_batch)?;
-            let len = h.total_len() as u64;
-            if h.max_timestamp >= timestamp_ms {
-                let batch = seg.slice(pos, pos + len);
-                let records = RecordIter::new(batch).map_err(|e| corrupt(seg.path(), pos, e))?;
-                for r in records {
-                    let r = r.map_err(|e| corrupt(seg.path(), pos, e))?;
-                    if r.timestamp_ms >= timestamp_ms && r.offset >= self.log_start {
-                        return Ok(Some((r.offset, r.timestamp_ms)));
+        // Usually the first candidate segment answers; a compacted one whose newest records were
+        // cleaned away (an empty batch keeps the time) passes the search on to the next.
+        for seg in
+            self.segments.iter().filter(|s| s.size() > 0 && s.max_timestamp() >= timestamp_ms)
+        {
+            let mut pos = seg.time_search_start(timestamp_ms, max_batch)?;
+            while pos < seg.size() {
+                let h = seg.header_at(pos, true, max_batch)?;
+                let len = h.total_len() as u64;
+                if h.max_timestamp >= timestamp_ms {
+                    let batch = seg.slice(pos, pos + len);
+                    let records =
+                        RecordIter::new(batch).map_err(|e| corrupt(seg.path(), pos, e))?;
+                    for r in records {
+                        let r = r.map_err(|e| corrupt(seg.path(), pos, e))?;
+                        if r.timestamp_ms >= timestamp_ms && r.offset >= self.log_start {
+                            return Ok(Some((r.offset, r.timestamp_ms)));
+                        }
                     }
                 }
+                pos += len;
             }
-            pos += len;
         }
         Ok(None)
     }
