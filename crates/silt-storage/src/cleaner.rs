@@ -235,6 +235,17 @@ impl CleanPlan {
                     out.extend_from_slice(&batch);
                     continue;
                 }
+                if h.record_count == 0 {
+                    // Emptied by an earlier cleaning: kept while it is its producer's last
+                    // batch, else folded into this cleaning's fillers (so fillers never pile up).
+                    if last_batches.contains(&h.base_offset) {
+                        filler.flush(&mut out);
+                        out.extend_from_slice(&batch);
+                    } else {
+                        filler.cover(&h, &mut out);
+                    }
+                    continue;
+                }
                 let producer = h.producer_id;
                 let mut read = 0u64;
                 let filtered = filter_records(&batch, limit, |r| {

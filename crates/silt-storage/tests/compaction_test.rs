@@ -121,6 +121,38 @@ fn a_million_records_over_a_thousand_keys_compact_to_the_latest_value_per_key() 
 }
 
 #[test]
+fn repeated_cleanings_keep_the_log_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { min_cleanable_dirty_ratio: 0.01, ..compact_config() };
+    let mut log = Log::open(dir.path(), config, NOW).unwrap();
+    let mut sizes = Vec::new();
+    for cycle in 0..30u64 {
+        for round in 0..30 {
+            let n = cycle * 30 + round;
+            log.append(&mut keyed(n * 13, 100, 200, n, NOW, false), EPOCH, NOW).unwrap();
+        }
+        clean(&mut log, NOW);
+        // The cleaned (sealed) part: bytes and batches below the active segment.
+        let active = log.active_base_offset();
+        let sealed: Vec<usize> = BatchIter::new(Bytes::from(read_all(&log)))
+            .map(|b| b.unwrap())
+            .filter(|b| silt_core::batch::BatchHeader::parse(b).unwrap().base_offset < active)
+            .map(|b| b.len())
+            .collect();
+        sizes.push((sealed.iter().sum::<usize>(), sealed.len(), log.segment_count()));
+    }
+    // The same 200 keys over and over: the cleaned part's bytes and batches (the empty batches
+    // earlier cleanings left included) and the segment count stay flat.
+    for (bytes, batches, segments) in &sizes[5..] {
+        assert!(*bytes < 20 * 1024, "{sizes:?}");
+        assert!(*batches < 20, "{sizes:?}");
+        assert!(*segments <= 3, "{sizes:?}");
+    }
+    let recs = records(&log);
+    assert_eq!(latest(&recs).len(), 200);
+}
+
+#[test]
 fn tombstones_remove_their_key_and_go_after_delete_retention() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
