@@ -8,8 +8,9 @@
 //!
 //! A record is kept if it is its key's latest (or its key was not seen in the dirty part, so an
 //! earlier cleaning kept it as the latest), unless it is a tombstone older than
-//! `delete_retention_ms` or belongs to an aborted transaction. Control batches (transaction
-//! markers) are kept. Offsets never move: a batch that loses records is rebuilt around the ones
+//! `delete_retention_ms` or belongs to an aborted transaction. A transaction marker is kept
+//! while a record of its transaction is, and for `delete_retention_ms` after it was written.
+//! Offsets never move: a batch that loses records is rebuilt around the ones
 //! left (`silt_core::batch::filter_records`), a run of batches that lose every record becomes
 //! one empty "filler" batch spanning their offsets (split where the leader epoch changes), and a
 //! producer's last batch stays as an empty batch, so segments keep their offset ranges,
@@ -24,8 +25,8 @@ use silt_core::batch::{
     BASE_SEQUENCE_POS, BASE_TIMESTAMP_POS, BatchHeader, BatchIter, CONTROL_FLAG, CRC_POS,
     DEFAULT_MAX_DECOMPRESSED_BYTES, Filtered, HEADER_LEN, LAST_OFFSET_DELTA_POS, LENGTH_POS,
     LOG_OVERHEAD, MAGIC, MAGIC_POS, MAX_TIMESTAMP_POS, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
-    NO_SEQUENCE, PRODUCER_EPOCH_POS, PRODUCER_ID_POS, crc_of, filter_records, for_each_record,
-    patch_base_offset_and_epoch,
+    NO_SEQUENCE, PRODUCER_EPOCH_POS, PRODUCER_ID_POS, TRANSACTIONAL_FLAG, crc_of, filter_records,
+    for_each_record, patch_base_offset_and_epoch,
 };
 use silt_core::{LeaderEpoch, Offset};
 
@@ -224,21 +225,39 @@ impl CleanPlan {
         let horizon = now_ms.saturating_sub(self.config.delete_retention_ms);
         let mut written = Vec::new();
         let mut group: Option<Group> = None;
+        // Producers whose transaction (since their last marker) still has a batch kept: its
+        // marker must stay, or a reader would take the records for an open transaction.
+        let mut in_txn_kept: HashSet<i64> = HashSet::new();
         for seg in &self.segments[..end] {
             let mut out = Vec::with_capacity(seg.data.len() / 2);
             let mut filler = Filler::default();
             for batch in BatchIter::new(seg.data.clone()) {
                 let batch = batch.map_err(|e| corrupt(seg, e))?;
                 let h = BatchHeader::parse(&batch).expect("invariant: framed");
+                let transactional = h.attributes & TRANSACTIONAL_FLAG != 0;
                 if h.attributes & CONTROL_FLAG != 0 {
-                    filler.flush(&mut out);
-                    out.extend_from_slice(&batch);
+                    // A marker goes (as Kafka's cleaner removes them) once its transaction has no
+                    // record left, it is past delete.retention.ms, and it is not its producer's
+                    // last batch (which carries the producer's epoch).
+                    let needed = in_txn_kept.remove(&h.producer_id)
+                        || last_batches.contains(&h.base_offset)
+                        || h.max_timestamp >= horizon;
+                    if needed {
+                        filler.flush(&mut out);
+                        out.extend_from_slice(&batch);
+                    } else {
+                        stats.records_removed += 1;
+                        filler.cover(&h, &mut out);
+                    }
                     continue;
                 }
                 if h.record_count == 0 {
                     // Emptied by an earlier cleaning: kept while it is its producer's last
                     // batch, else folded into this cleaning's fillers (so fillers never pile up).
                     if last_batches.contains(&h.base_offset) {
+                        if transactional {
+                            in_txn_kept.insert(h.producer_id);
+                        }
                         filler.flush(&mut out);
                         out.extend_from_slice(&batch);
                     } else {
@@ -259,6 +278,13 @@ impl CleanPlan {
                 })
                 .map_err(|e| corrupt(seg, e))?;
                 stats.records_read += read;
+                let kept_any = match &filtered {
+                    Filtered::Emptied(_) => last_batches.contains(&h.base_offset),
+                    Filtered::Unchanged | Filtered::Rewritten(_) => true,
+                };
+                if transactional && kept_any {
+                    in_txn_kept.insert(h.producer_id);
+                }
                 match filtered {
                     Filtered::Unchanged => {
                         filler.flush(&mut out);

@@ -367,3 +367,64 @@ fn a_reader_keeps_reading_in_offset_order_across_a_swap() {
     }
     assert_eq!(per_key.len(), 500, "every key seen");
 }
+
+#[test]
+fn markers_go_once_their_transaction_has_nothing_left_and_the_horizon_passed() {
+    use silt_core::batch::{CONTROL_FLAG, Marker};
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    let old = NOW - 3_600_000;
+    let txn = |log: &mut Log, producer: i64, seq: i32, tag: &str, ts: i64| {
+        let mut b = BatchBuilder::new();
+        b.set_producer(producer, 0, seq);
+        b.set_transactional();
+        for i in 0..10 {
+            b.push(&Record {
+                key: Some(Bytes::from(format!("t{producer}-{i}"))),
+                value: Some(Bytes::from(tag.to_string())),
+                headers: vec![],
+                timestamp_ms: ts,
+            });
+        }
+        log.append(&mut b.build_vec().unwrap(), EPOCH, NOW).unwrap().base_offset
+    };
+    let marker = |log: &mut Log, producer: i64, commit: bool, ts: i64| {
+        let m = Marker { commit, producer_id: producer, producer_epoch: 0, coordinator_epoch: 1 };
+        log.append(&mut m.encode(ts), EPOCH, NOW).unwrap().base_offset
+    };
+    txn(&mut log, 7, 0, "first", old);
+    let first_marker = marker(&mut log, 7, true, old);
+    let aborted_from = txn(&mut log, 7, 10, "aborted", old);
+    let abort_marker = marker(&mut log, 7, false, old);
+    txn(&mut log, 7, 20, "second", old);
+    let last_marker = marker(&mut log, 7, true, old);
+    // Producer 8: a superseded transaction whose marker is recent, then a later one.
+    txn(&mut log, 8, 0, "first", NOW);
+    let recent_marker = marker(&mut log, 8, true, NOW);
+    txn(&mut log, 8, 10, "second", NOW);
+    marker(&mut log, 8, true, NOW);
+    for round in 0..100 {
+        log.append(&mut keyed(0, 100, 10_000, round, NOW, false), EPOCH, NOW).unwrap();
+    }
+    let plan = log.clean_plan(log.log_end_offset(), NOW).unwrap();
+    let aborted = |p: i64, o: Offset| p == 7 && o >= aborted_from && o <= abort_marker;
+    let cleaned = plan.run(&aborted, NOW, 64 << 20, &mut IoThrottle::new(None)).unwrap();
+    log.install_cleaned(cleaned).unwrap();
+    let markers: Vec<u64> = BatchIter::new(Bytes::from(read_all(&log)))
+        .map(|b| silt_core::batch::BatchHeader::parse(&b.unwrap()).unwrap())
+        .filter(|h| h.attributes & CONTROL_FLAG != 0)
+        .map(|h| h.base_offset.0)
+        .collect();
+    // Producer 7's first commit and its abort: nothing of their transactions is left and they
+    // are old: gone. Its last marker stays (the producer's last batch), and so do producer 8's
+    // (recent, and the second one's records are there).
+    assert!(!markers.contains(&first_marker.0), "{markers:?}");
+    assert!(!markers.contains(&abort_marker.0), "{markers:?}");
+    assert!(markers.contains(&last_marker.0), "{markers:?}");
+    assert!(markers.contains(&recent_marker.0), "{markers:?}");
+    assert_eq!(markers.len(), 3, "{markers:?}");
+    let recs = records(&log);
+    let t7: Vec<_> = recs.iter().filter(|r| r.1.starts_with("t7-")).collect();
+    assert_eq!(t7.len(), 10);
+    assert!(t7.iter().all(|r| r.2.as_deref() == Some("second")));
+}

@@ -513,18 +513,26 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
 }
 
 /// Whether an internal partition in `state` holding `live` live records is due for a rewrite
-/// of them (more than two segments, and at least twice as many records as are live).
+/// of them (more than two segments, and at least twice as many records as are live). Never for
+/// an internal topic that is compacted (every one created since log compaction exists): the
+/// cleaner keeps it bounded. The rewrite remains for internal topics created before, whose
+/// stored config says `delete`.
 pub(crate) fn rewrite_due(
     shared: &Shared,
+    topic: &str,
     state: &crate::partition::PartitionState,
     live: u64,
 ) -> bool {
+    if shared.topic_config(topic).is_none_or(|c| c.cleanup_compact) {
+        return false;
+    }
     let records = state.log_end.0.saturating_sub(state.log_start.0);
     state.size_bytes > 2 * shared.config.offsets_topic_segment_bytes
         && records >= 2 * live + SNAPSHOT_MIN_GARBAGE
 }
 
-/// Keeps `__consumer_offsets` bounded (there is no log compaction): once a partition holds more
+/// Keeps a `__consumer_offsets` created before log compaction existed bounded (see
+/// [`rewrite_due`]; a compacted one is the cleaner's): once a partition holds more
 /// than two segments and at least twice as many records as are live, the coordinator rewrites
 /// every live record (memberships and committed offsets) at the end of the log, then deletes the
 /// segments wholly below the rewrite. Replaying from the new log start gives the same state: the
@@ -543,7 +551,7 @@ async fn maybe_snapshot(
     let state = c.handle.state();
     let live: u64 = c.slot.groups.values().map(|g| g.offsets.len() as u64 + 1).sum();
     let records = state.log_end.0.saturating_sub(state.log_start.0);
-    if !rewrite_due(shared, &state, live) {
+    if !rewrite_due(shared, OFFSETS_TOPIC, &state, live) {
         return Ok(());
     }
     let mut entries = Vec::new();

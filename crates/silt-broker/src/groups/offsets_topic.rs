@@ -33,11 +33,13 @@ pub(crate) fn offsets_topic_rf(
     Ok(needed)
 }
 
-/// The topic's config overrides for replication factor `rf`: kept forever, fsynced, small
-/// segments (commits are small records, and the coordinator's snapshots free space a segment at
-/// a time), and `min.insync.replicas` 2 once there are three replicas to lose one of.
+/// The topic's config overrides for replication factor `rf`: compacted (each key's latest record
+/// stays: a group's membership, each committed offset, each transactional id's state; deletions
+/// are tombstones), fsynced, small segments (commits are small records, and the cleaner works on
+/// sealed segments), and `min.insync.replicas` 2 once there are three replicas to lose one of.
 pub(crate) fn offsets_topic_overrides(rf: u32, segment_bytes: u64) -> BTreeMap<String, String> {
     BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
         ("retention.bytes".to_string(), "-1".to_string()),
         ("min.insync.replicas".to_string(), if rf >= 3 { "2" } else { "1" }.to_string()),

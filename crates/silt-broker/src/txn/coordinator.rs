@@ -518,13 +518,14 @@ async fn maintain(shared: &Arc<Shared>, c: &mut Coordinated) -> Result<(), WireE
     maybe_rewrite(shared, c).await
 }
 
-/// Keeps `__transaction_state` bounded the way `__consumer_offsets` is (there is no log
-/// compaction yet): once the partition is due, every id's current record is written again at
+/// Keeps a `__transaction_state` created before log compaction existed bounded the way such a
+/// `__consumer_offsets` is (a compacted one is the cleaner's; see `rewrite_due`): once the
+/// partition is due, every id's current record is written again at
 /// the end of the log and the segments wholly below the rewrite are deleted. Each record holds
 /// an id's whole state, so replaying from the new log start gives the same ids.
 async fn maybe_rewrite(shared: &Shared, c: &mut Coordinated) -> Result<(), WireError> {
     let state = c.handle.state();
-    if !rewrite_due(shared, &state, c.slot.txns.len() as u64) {
+    if !rewrite_due(shared, TXN_TOPIC, &state, c.slot.txns.len() as u64) {
         return Ok(());
     }
     let ids: Vec<String> = c.slot.txns.keys().cloned().collect();
