@@ -249,10 +249,16 @@ pub(crate) fn led_here(
             },
         ));
     }
-    shared
-        .replicas
-        .partition(topic, loc.partition)
-        .ok_or_else(|| not_available("the coordinator partition is still opening here"))
+    // Just elected (the internal topic was just created, or leadership just moved): the image
+    // names this broker before its replica has opened. That is a load in progress, as Kafka
+    // says of a coordinator not ready yet — a code every client retries (librdkafka gives up an
+    // OffsetFetch answered COORDINATOR_NOT_AVAILABLE and waits forever).
+    shared.replicas.partition(topic, loc.partition).ok_or_else(|| {
+        WireError::new(
+            ErrorCode::CoordinatorLoadInProgress,
+            "the coordinator partition is still opening here",
+        )
+    })
 }
 
 async fn coordinate_location(shared: &Shared, loc: Location) -> Result<Coordinated, WireError> {
