@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use silt_core::batch::{
     BatchBuilder, BatchHeader, BatchIter, CONTROL_FLAG, Compression, HEADER_LEN,
-    TRANSACTIONAL_FLAG, for_each_record, recompress, validate_produced,
+    TRANSACTIONAL_FLAG, for_each_record_in, recompress, validate_produced,
 };
 use silt_proto::record_from_proto;
 use silt_proto::v1::{self, ErrorCode, partition_produce_data::Data};
@@ -239,7 +239,8 @@ fn split_batches(
             .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
         if config.cleanup_compact && h.attributes & CONTROL_FLAG == 0 {
             let mut keyless = false;
-            for_each_record(&b, max_decompressed, |r| keyless |= r.key.is_none())
+            let (records, start) = plain.as_deref().map_or((&b[..], HEADER_LEN), |p| (p, 0));
+            for_each_record_in(&h, records, start, |r| keyless |= r.key.is_none())
                 .map_err(|e| WireError::new(ErrorCode::CorruptMessage, e.to_string()))?;
             if keyless {
                 return Err(keyless_refused());

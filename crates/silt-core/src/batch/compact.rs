@@ -54,6 +54,19 @@ pub fn for_each_record(
     Ok(h)
 }
 
+/// Calls `f` for every record of a batch whose records section is already at hand: `records`
+/// from `start` (the batch itself from `HEADER_LEN`, or its decompressed records from 0, as
+/// [`validate_produced`](super::validate_produced) returns them), so nothing is decompressed
+/// twice.
+pub fn for_each_record_in(
+    h: &BatchHeader,
+    records: &[u8],
+    start: usize,
+    mut f: impl FnMut(RecordRef<'_>),
+) -> Result<(), BatchError> {
+    walk(h, records, start, |r, _| f(r))
+}
+
 /// Walks the records of `buf` from `start`, calling `f` with each and its byte span.
 fn walk(
     h: &BatchHeader,

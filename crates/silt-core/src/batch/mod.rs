@@ -35,7 +35,7 @@ mod validate;
 mod varint;
 
 pub use builder::{BatchBuilder, Header, Record, recompress};
-pub use compact::{Filtered, RecordRef, filter_records, for_each_record};
+pub use compact::{Filtered, RecordRef, filter_records, for_each_record, for_each_record_in};
 pub use compression::{Compression, DEFAULT_MAX_DECOMPRESSED_BYTES};
 pub use control::Marker;
 pub use decode::{BatchIter, DecodedRecord, MAX_HEADERS_PER_RECORD, RecordIter};
