@@ -94,8 +94,10 @@ pub(crate) struct Shared {
     pub kafka_advertised: Option<String>,
     /// The transactional ids this broker coordinates, and its leaders' verification cache.
     pub txn: crate::txn::TxnCoordinator,
-    /// Clients of other brokers' transaction calls.
-    pub txn_peers: crate::txn::Peers,
+    /// Channels to other brokers' internal services (transaction and share calls).
+    pub peers: crate::peers::Peers,
+    /// The share groups this broker coordinates.
+    pub share: crate::share::ShareCoordinator,
 }
 
 impl Shared {
@@ -431,7 +433,8 @@ impl Broker {
             auth,
             kafka_advertised,
             txn: Default::default(),
-            txn_peers: Default::default(),
+            peers: Default::default(),
+            share: Default::default(),
         });
         tracing::info!(addr = %local_addr, advertised = %shared.advertised, node_id = shared.config.node_id, tls = tls.is_some(), auth = shared.auth.enabled(), "broker bound");
         tracing::info!(addr = %internal_addr, advertised = %internal_advertised, mtls = internal_tls.is_some(), "internal services bound (Raft, controller, replication)");
@@ -482,6 +485,7 @@ impl Broker {
         let follower = tokio::spawn(crate::cluster::run(shared.clone()));
         let groups_expiry = tokio::spawn(crate::groups::expiry_loop(shared.clone()));
         let txn_maintenance = tokio::spawn(crate::txn::maintenance_loop(shared.clone()));
+        let share_expiry = tokio::spawn(crate::share::expiry_loop(shared.clone()));
         let cleaners: Vec<_> = (0..shared.config.log_cleaner_threads)
             .map(|i| tokio::spawn(crate::cleaner::run(shared.clone(), i)))
             .collect();
@@ -519,6 +523,11 @@ impl Broker {
         let groups = GroupsServer::new(crate::groups::GroupsService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
+        let share = silt_proto::v1::share_server::ShareServer::new(
+            crate::share::ShareService::new(shared.clone()),
+        )
+        .max_decoding_message_size(c.max_request_bytes)
+        .max_encoding_message_size(c.max_response_bytes);
         let metadata = MetadataServer::new(MetadataService::new(shared.clone()))
             .max_decoding_message_size(c.max_request_bytes)
             .max_encoding_message_size(c.max_response_bytes);
@@ -542,11 +551,17 @@ impl Broker {
         )
         .max_decoding_message_size(CONTROLLER_MESSAGE_BYTES)
         .max_encoding_message_size(CONTROLLER_MESSAGE_BYTES);
+        let share_broker = silt_proto::internal::share_broker_server::ShareBrokerServer::new(
+            crate::share::ShareBrokerService::new(shared.clone()),
+        )
+        .max_decoding_message_size(c.max_request_bytes)
+        .max_encoding_message_size(c.max_response_bytes);
         let internal_router = server()
             .add_service(raft)
             .add_service(controller)
             .add_service(replication)
-            .add_service(txn_broker);
+            .add_service(txn_broker)
+            .add_service(share_broker);
         let internal_stop = async {
             let _ = internal_stopped.await;
         };
@@ -567,6 +582,7 @@ impl Broker {
             .add_service(Authenticated::new(admin, shared.clone()))
             .add_service(Authenticated::new(metadata, shared.clone()))
             .add_service(Authenticated::new(groups, shared.clone()))
+            .add_service(Authenticated::new(share, shared.clone()))
             .add_service(Authenticated::new(transactions, shared.clone()))
             .add_service(Authenticated::new(security, shared.clone()));
         let stop = async {
@@ -586,6 +602,7 @@ impl Broker {
         follower.abort();
         groups_expiry.abort();
         txn_maintenance.abort();
+        share_expiry.abort();
         for c in &cleaners {
             c.abort();
         }

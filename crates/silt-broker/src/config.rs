@@ -222,6 +222,19 @@ pub struct BrokerConfig {
     pub group_heartbeat_interval_ms: u64,
     /// A member that keeps revoked partitions this long is removed from its group.
     pub group_rebalance_timeout_ms: u64,
+    /// How long a share group member holds a record it was handed before it goes back to the
+    /// group (Kafka's `share.record.lock.duration.ms`).
+    pub share_record_lock_duration_ms: u64,
+    /// Deliveries of a record after which a release or an expired lock archives it (and
+    /// dead-letters it when the topic names a dead-letter topic): `share.delivery.count.limit`.
+    pub share_delivery_count_limit: u16,
+    /// Most records in flight per share-partition (`group.share.partition.max.record.locks`):
+    /// the window from the start offset over which states are kept.
+    pub share_partition_max_record_locks: u32,
+    /// A share group member that sends nothing for this long leaves (its records are released).
+    pub share_session_timeout_ms: u64,
+    /// How often share group members heartbeat.
+    pub share_heartbeat_interval_ms: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -273,6 +286,11 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
             group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
             group_rebalance_timeout_ms: DEFAULT_GROUP_REBALANCE_TIMEOUT_MS,
+            share_record_lock_duration_ms: 30_000,
+            share_delivery_count_limit: 5,
+            share_partition_max_record_locks: 2_000,
+            share_session_timeout_ms: 45_000,
+            share_heartbeat_interval_ms: 5_000,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -461,6 +479,10 @@ impl BrokerConfig {
             ("group_min_session_timeout_ms", self.group_min_session_timeout_ms),
             ("group_heartbeat_interval_ms", self.group_heartbeat_interval_ms),
             ("group_rebalance_timeout_ms", self.group_rebalance_timeout_ms),
+            ("share_record_lock_duration_ms", self.share_record_lock_duration_ms),
+            ("share_delivery_count_limit", u64::from(self.share_delivery_count_limit)),
+            ("share_session_timeout_ms", self.share_session_timeout_ms),
+            ("share_heartbeat_interval_ms", self.share_heartbeat_interval_ms),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be positive"));
@@ -488,6 +510,15 @@ impl BrokerConfig {
             return Err(bad(
                 "group_session_timeout_ms",
                 "must lie within group_min_session_timeout_ms..=group_max_session_timeout_ms",
+            ));
+        }
+        if !(1..=100_000).contains(&self.share_partition_max_record_locks) {
+            return Err(bad("share_partition_max_record_locks", "must be in [1, 100000]"));
+        }
+        if self.share_session_timeout_ms < 2 * self.share_heartbeat_interval_ms {
+            return Err(bad(
+                "share_session_timeout_ms",
+                "must be at least twice share_heartbeat_interval_ms",
             ));
         }
         let d = &self.topic_defaults;

@@ -313,6 +313,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
     render_transactions(shared, &mut out);
     render_groups(shared, &mut out);
+    render_share_groups(shared, &mut out);
     shared.metrics.cleaner.render(&mut out);
     out
 }
@@ -398,6 +399,51 @@ fn render_groups(shared: &Shared, out: &mut String) {
                     label(t)
                 );
             }
+        }
+    }
+}
+
+/// Share groups this broker coordinates: members, records held, and what was redelivered,
+/// archived and dead-lettered since the coordinator loaded them.
+fn render_share_groups(shared: &Shared, out: &mut String) {
+    let groups = crate::share::coordinator::metrics(shared);
+    type Pick = fn(&crate::share::coordinator::GroupMetrics) -> u64;
+    let series: [(&str, &str, &str, Pick); 5] = [
+        (
+            "silt_share_group_members",
+            "gauge",
+            "Members of each share group coordinated here.",
+            |g| g.members as u64,
+        ),
+        (
+            "silt_share_group_in_flight",
+            "gauge",
+            "Records held by members (acquired, not yet acknowledged).",
+            |g| g.in_flight,
+        ),
+        (
+            "silt_share_group_redeliveries_total",
+            "counter",
+            "Records delivered again (released, or their lock expired).",
+            |g| g.counters.redeliveries,
+        ),
+        (
+            "silt_share_group_archived_total",
+            "counter",
+            "Records archived (rejected, or at the delivery limit).",
+            |g| g.counters.archived,
+        ),
+        (
+            "silt_share_group_dead_lettered_total",
+            "counter",
+            "Archived records written to the topic's share.dead.letter.topic.",
+            |g| g.counters.dead_lettered,
+        ),
+    ];
+    for (name, kind, help, pick) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for g in &groups {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", label(&g.group), pick(g));
         }
     }
 }

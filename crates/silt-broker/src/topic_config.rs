@@ -40,8 +40,12 @@ pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
 /// `delete.retention.ms`: how long tombstones stay in a compacted log.
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 
+/// `share.dead.letter.topic`: where share groups write the records of this topic they archive
+/// (rejected, or delivered `share_delivery_count_limit` times); empty = nowhere.
+pub const SHARE_DEAD_LETTER_TOPIC: &str = "share.dead.letter.topic";
+
 /// Every key a topic accepts.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     RETENTION_MS,
     RETENTION_BYTES,
     SEGMENT_BYTES,
@@ -57,6 +61,7 @@ pub const KEYS: [&str; 15] = [
     MIN_CLEANABLE_DIRTY_RATIO,
     MIN_COMPACTION_LAG_MS,
     DELETE_RETENTION_MS,
+    SHARE_DEAD_LETTER_TOPIC,
 ];
 
 /// When a write counts as stored.
@@ -105,6 +110,8 @@ pub struct TopicConfig {
     pub min_cleanable_dirty_ratio: f64,
     pub min_compaction_lag_ms: i64,
     pub delete_retention_ms: i64,
+    /// `None`: archived records of share groups are dropped.
+    pub share_dead_letter_topic: Option<String>,
 }
 
 impl Default for TopicConfig {
@@ -126,6 +133,7 @@ impl Default for TopicConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             delete_retention_ms: 24 * 3600 * 1000,
+            share_dead_letter_topic: None,
         }
     }
 }
@@ -231,6 +239,15 @@ impl TopicConfig {
                 }
                 COMPRESSION_GZIP_LEVEL => c.gzip_level = parse_level(key, v, Compression::Gzip)?,
                 COMPRESSION_ZSTD_LEVEL => c.zstd_level = parse_level(key, v, Compression::Zstd)?,
+                SHARE_DEAD_LETTER_TOPIC => {
+                    c.share_dead_letter_topic = match v.trim() {
+                        "" => None,
+                        t => {
+                            silt_core::TopicName::new(t).map_err(|e| err(key, e.to_string()))?;
+                            Some(t.to_string())
+                        }
+                    }
+                }
                 other => return Err(err(other, "unknown config key")),
             }
         }
@@ -304,6 +321,10 @@ impl TopicConfig {
             ),
             (COMPRESSION_GZIP_LEVEL.to_string(), self.gzip_level.to_string()),
             (COMPRESSION_ZSTD_LEVEL.to_string(), self.zstd_level.to_string()),
+            (
+                SHARE_DEAD_LETTER_TOPIC.to_string(),
+                self.share_dead_letter_topic.clone().unwrap_or_default(),
+            ),
             (
                 DURABILITY.to_string(),
                 match self.durability {

@@ -9,6 +9,7 @@ mod error;
 mod group;
 mod producer;
 mod security;
+mod share;
 mod transactional;
 
 pub use admin::Admin;
@@ -21,6 +22,10 @@ pub use group::{
 };
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use share::{
+    AckFailure, AckKind, AckMode, ShareConfig, ShareConsumer, ShareGroupListing, ShareRecord,
+    ShareStart,
 };
 pub use silt_core::batch::Compression;
 pub use transactional::{TransactionalConfig, TransactionalProducer};

@@ -48,6 +48,7 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         S::UnreleasedInstanceId => K::UnreleasedInstanceId,
         S::StaleMemberEpoch => K::StaleMemberEpoch,
         S::InconsistentGroupProtocol => K::InconsistentGroupProtocol,
+        S::InvalidRecordState => K::InvalidRecordState,
         S::OutOfOrderSequenceNumber => K::OutOfOrderSequenceNumber,
         S::InvalidProducerEpoch => K::InvalidProducerEpoch,
         S::UnknownProducerId => K::UnknownProducerId,

@@ -4,8 +4,7 @@
 //! verification), and the coordinator asks partition leaders to write markers. Either side
 //! calls itself in process when it is both.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use silt_core::batch::Marker;
@@ -24,33 +23,9 @@ use crate::service::metadata::view;
 /// Longest wait for one broker-to-broker transaction call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Clients of other brokers' internal services, by address.
-#[derive(Debug, Default)]
-pub(crate) struct Peers {
-    clients: Mutex<HashMap<String, TxnBrokerClient<Channel>>>,
-}
-
-impl Peers {
-    fn client(&self, shared: &Shared, node: u64) -> Result<TxnBrokerClient<Channel>, WireError> {
-        let unreachable = |m: String| {
-            WireError::new(ErrorCode::BrokerNotAvailable, format!("broker {node}: {m}"))
-        };
-        let addr = shared.peer_address(node).ok_or_else(|| unreachable("no address".into()))?;
-        let mut m = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = m.get(&addr) {
-            return Ok(c.clone());
-        }
-        let channel = shared
-            .cluster
-            .internal_endpoint(&addr)
-            .map_err(unreachable)?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let c = TxnBrokerClient::new(channel);
-        m.insert(addr, c.clone());
-        Ok(c)
-    }
+/// A client of broker `node`'s `TxnBroker` service.
+fn client(shared: &Shared, node: u64) -> Result<TxnBrokerClient<Channel>, WireError> {
+    Ok(TxnBrokerClient::new(shared.peers.channel(shared, node)?))
 }
 
 fn answer_of(r: Result<(), WireError>) -> pb::TxnAnswer {
@@ -98,7 +73,7 @@ pub(crate) async fn verify(
             coordinator::add_partition(shared, id, producer_id, epoch, tp.clone()).await
         }
         Some(node) => {
-            let mut c = shared.txn_peers.client(shared, node)?;
+            let mut c = client(shared, node)?;
             let req = pb::AddPartitionRequest {
                 transactional_id: id.to_string(),
                 producer_id,
@@ -137,7 +112,7 @@ pub(crate) async fn write_marker(
     if leader == shared.config.node_id {
         return write_here(shared, tp, marker).await;
     }
-    let mut c = shared.txn_peers.client(shared, leader)?;
+    let mut c = client(shared, leader)?;
     let req = pb::WriteMarkerRequest {
         topic: tp.0.clone(),
         partition: tp.1,

@@ -9,5 +9,5 @@ pub(crate) mod records;
 mod service;
 
 pub(crate) use coordinator::{TxnCoordinator, maintenance_loop};
-pub(crate) use markers::{Peers, TxnBrokerService};
+pub(crate) use markers::TxnBrokerService;
 pub(crate) use service::{TransactionsService, check_id};

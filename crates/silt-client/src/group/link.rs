@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::client::Transport;
 use silt_proto::v1::groups_client::GroupsClient;
+use silt_proto::v1::share_client::ShareClient;
 use silt_proto::v1::{self, ErrorCode};
 
 use crate::{Client, ClientError};
@@ -41,8 +42,23 @@ coded!(
     v1::ListGroupsResponse,
     v1::DescribeGroupResponse,
     v1::ResetOffsetsResponse,
-    v1::DeleteGroupResponse
+    v1::DeleteGroupResponse,
+    v1::FindShareCoordinatorResponse,
+    v1::ShareGroupHeartbeatResponse,
+    v1::ShareFetchResponse,
+    v1::ShareAcknowledgeResponse,
+    v1::DescribeShareGroupResponse,
+    v1::DeleteShareGroupResponse
 );
+
+/// Which coordinator a link talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A consumer group's (`__consumer_offsets`).
+    Group,
+    /// A share group's (`__share_group_state`).
+    Share,
+}
 
 /// Calls to one group's coordinator (cheap to clone).
 #[derive(Debug, Clone)]
@@ -50,6 +66,7 @@ pub(crate) struct GroupLink {
     client: Client,
     pub group: String,
     coordinator: Arc<Mutex<Option<String>>>,
+    kind: Kind,
 }
 
 /// Codes after which the coordinator is looked up again.
@@ -59,7 +76,56 @@ fn moved(code: ErrorCode) -> bool {
 
 impl GroupLink {
     pub fn new(client: Client, group: &str) -> GroupLink {
-        GroupLink { client, group: group.to_string(), coordinator: Arc::default() }
+        GroupLink {
+            client,
+            group: group.to_string(),
+            coordinator: Arc::default(),
+            kind: Kind::Group,
+        }
+    }
+
+    /// A link to a share group's coordinator.
+    pub fn share(client: Client, group: &str) -> GroupLink {
+        GroupLink { kind: Kind::Share, ..GroupLink::new(client, group) }
+    }
+
+    pub(crate) fn share_client(&self, addr: &str) -> Result<ShareClient<Transport>, ClientError> {
+        Ok(ShareClient::new(self.client.channel(addr)?)
+            .max_decoding_message_size(crate::client::MAX_DECODE_BYTES)
+            .max_encoding_message_size(crate::client::MAX_ENCODE_BYTES))
+    }
+
+    /// One broker's answer to where the coordinator is: (code, message, address).
+    async fn ask(
+        &self,
+        addr: &str,
+    ) -> Result<Result<(i32, String, String), tonic::Status>, ClientError> {
+        let group = self.group.clone();
+        Ok(match self.kind {
+            Kind::Group => {
+                let mut c = self.groups(addr)?;
+                let call = c.find_coordinator(v1::FindCoordinatorRequest { group });
+                match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                    Err(_) => return Err(ClientError::Timeout),
+                    Ok(r) => r.map(|r| {
+                        let r = r.into_inner();
+                        (r.error_code, r.error_message, r.address)
+                    }),
+                }
+            }
+            Kind::Share => {
+                let req = v1::FindShareCoordinatorRequest { group };
+                let mut c = self.share_client(addr)?;
+                let call = c.find_share_coordinator(req);
+                match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                    Err(_) => return Err(ClientError::Timeout),
+                    Ok(r) => r.map(|r| {
+                        let r = r.into_inner();
+                        (r.error_code, r.error_message, r.address)
+                    }),
+                }
+            }
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -76,22 +142,18 @@ impl GroupLink {
     async fn find(&self) -> Result<String, ClientError> {
         let mut last = ClientError::Connect("no broker answered".into());
         for addr in self.client.any_addresses() {
-            let req = v1::FindCoordinatorRequest { group: self.group.clone() };
-            let mut groups = self.groups(&addr)?;
-            let call = groups.find_coordinator(req);
-            match tokio::time::timeout(CALL_TIMEOUT, call).await {
-                Ok(Ok(r)) => {
-                    let r = r.into_inner();
-                    if r.error_code == 0 && !r.address.is_empty() {
-                        return Ok(r.address);
+            match self.ask(&addr).await {
+                Ok(Ok((code, message, address))) => {
+                    if code == 0 && !address.is_empty() {
+                        return Ok(address);
                     }
-                    last = ClientError::server(r.error_code, &r.error_message);
+                    last = ClientError::server(code, &message);
                     if !last.code().is_some_and(ErrorCode::is_retriable) {
                         return Err(last);
                     }
                 }
                 Ok(Err(status)) => last = ClientError::Transport(status),
-                Err(_) => last = ClientError::Timeout,
+                Err(e) => last = e,
             }
         }
         Err(last)
@@ -110,6 +172,16 @@ impl GroupLink {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call_as(deadline, |link: &GroupLink, addr: &str| link.groups(addr), f).await
+    }
+
+    /// Like [`call`](Self::call) with the coordinator's `Share` service.
+    pub async fn call_share<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, ClientError>
+    where
+        T: Coded,
+        F: Fn(ShareClient<Transport>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_as(deadline, |link: &GroupLink, addr: &str| link.share_client(addr), f).await
     }
 
     /// Like [`call`](Self::call) with another service of the coordinator (`make` builds its
