@@ -74,6 +74,67 @@ pub enum Command {
     /// List and describe transactions (by transactional id).
     #[command(subcommand)]
     Txn(TxnCmd),
+    /// List, describe and delete share groups (queues: `consume --share-group`).
+    #[command(subcommand)]
+    ShareGroup(ShareGroupCmd),
+    /// Request/reply over topics: call a service, or serve one with a command.
+    #[command(subcommand)]
+    Rpc(RpcCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareGroupCmd {
+    /// Every share group with its member count and records in flight.
+    List,
+    /// Members, and per partition: start and end offsets (SPSO/SPEO), records in flight, lag;
+    /// redelivered, archived and dead-lettered counts.
+    Describe {
+        /// Share group id.
+        group: String,
+    },
+    /// Delete a share group's state (it must have no members).
+    Delete {
+        /// Share group id.
+        group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RpcCmd {
+    /// Send one request to TOPIC and print the reply (exit 1 on timeout).
+    Call(RpcCallArgs),
+    /// Answer requests from TOPIC: each request's value is the stdin of CMD (run by `sh -c`),
+    /// its stdout the reply. Requests are shared by every server of the same --group.
+    Serve(RpcServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RpcCallArgs {
+    /// Request topic.
+    pub topic: String,
+    /// The request (UTF-8); read from stdin when absent.
+    pub data: Option<String>,
+    /// How long to wait for the reply.
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Reply topic [default: TOPIC.replies, created when missing].
+    #[arg(long)]
+    pub reply_topic: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RpcServeArgs {
+    /// Request topic.
+    pub topic: String,
+    /// Shell command answering one request: the request on stdin, the reply on stdout.
+    #[arg(long)]
+    pub exec: String,
+    /// Share group of the servers.
+    #[arg(long, default_value = "silt-rpc")]
+    pub group: String,
+    /// Stop after answering this many requests.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +399,15 @@ pub struct ConsumeArgs {
     /// --offset/--from-timestamp), commit after printing; Ctrl-C commits and leaves.
     #[arg(long, conflicts_with = "partition")]
     pub group: Option<String>,
+    /// Join this share group (a queue): records are shared one by one among every consumer of
+    /// the group, each printed then acknowledged (ACCEPT). Starts where the group is; a group
+    /// new to a partition starts at its end (--from-beginning: at its start).
+    #[arg(long, conflicts_with_all = ["group", "partition", "offset", "from_timestamp", "exit_at_end"])]
+    pub share_group: Option<String>,
+    /// With --share-group: REJECT (do not print) records whose value matches this regular
+    /// expression; they go to the topic's dead-letter topic if it has one.
+    #[arg(long, requires = "share_group")]
+    pub reject_if: Option<String>,
     /// Read only this partition [default: every partition].
     #[arg(long)]
     pub partition: Option<u32>,
@@ -477,8 +547,18 @@ pub struct BenchConsumeArgs {
     pub records: u64,
     /// Consume as a member of this group (committing as it goes) [default: no group, every
     /// partition assigned, from the earliest offset].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "share_group")]
     pub group: Option<String>,
+    /// Consume as --members members of this share group (from the earliest offset, every
+    /// record accepted).
+    #[arg(long)]
+    pub share_group: Option<String>,
+    /// Members of the share group, each its own connection.
+    #[arg(long, default_value_t = 1, requires = "share_group")]
+    pub members: usize,
+    /// Work per record: each member sleeps this long per record before accepting it.
+    #[arg(long, default_value_t = 0, requires = "share_group")]
+    pub work_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -273,6 +273,9 @@ impl Source {
 }
 
 pub async fn consume(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<(), CliError> {
+    if a.share_group.is_some() {
+        return crate::share::bench(client, a, out).await;
+    }
     let mut consumer = match &a.group {
         Some(g) => {
             let mut config = silt_client::GroupConfig::new(g);

@@ -83,7 +83,7 @@ pub fn start_from_flags(a: &ConsumeArgs) -> Result<Option<Seek>, CliError> {
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -193,6 +193,9 @@ fn isolation(a: IsolationArg) -> Isolation {
 }
 
 pub async fn run(client: &Client, a: ConsumeArgs, output: Output) -> Result<(), CliError> {
+    if a.share_group.is_some() {
+        return crate::share::consume(client, a, output).await;
+    }
     let start = start_from_flags(&a)?;
     if let Some(group) = a.group.clone() {
         return run_group(client, a, output, &group, start).await;

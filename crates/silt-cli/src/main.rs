@@ -17,7 +17,9 @@ mod payload;
 mod produce;
 mod profile;
 mod record_json;
+mod rpc;
 mod security;
+mod share;
 mod time;
 mod topic;
 mod txn;
@@ -170,6 +172,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::User(cmd) => security::user(&client, cmd, out, logged_in).await,
         Command::Acl(cmd) => security::acl(&client, cmd, out).await,
         Command::Txn(cmd) => txn::run(&client, cmd, out).await,
+        Command::ShareGroup(cmd) => share::run(&client, cmd, out).await,
+        Command::Rpc(cmd) => rpc::run(&client, cmd, out).await,
         Command::Dev(_) => unreachable!("handled before connecting"),
     }
 }

@@ -78,3 +78,14 @@ pub struct ProduceError {
     /// when the outcome is unknown (timeouts, transport errors after sending).
     pub definitely_not_stored: bool,
 }
+
+impl From<ProduceError> for ClientError {
+    /// A record that was not (or may not have been) stored, as a client error: the broker's
+    /// code, or UNKNOWN_SERVER_ERROR when none answered.
+    fn from(e: ProduceError) -> ClientError {
+        ClientError::Server {
+            code: e.code.unwrap_or(ErrorCode::UnknownServerError),
+            message: e.message,
+        }
+    }
+}

@@ -8,6 +8,7 @@ mod consumer;
 mod error;
 mod group;
 mod producer;
+pub mod rpc;
 mod security;
 mod share;
 mod transactional;
