@@ -9,61 +9,21 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::TestBroker;
+use common::kafka::{call, kafka_broker};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, DescribeAclsResponse,
     FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use silt_broker::BrokerConfig;
 use silt_proto::v1::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn kafka_broker() -> (TestBroker, String) {
-    let b = TestBroker::start_with(|dir| BrokerConfig {
-        kafka_listen: Some("127.0.0.1:0".into()),
-        ..BrokerConfig::for_test(dir)
-    })
-    .await;
-    let kafka = b.kafka.clone().expect("a Kafka listener");
-    (b, kafka)
-}
-
-/// Sends one request and reads its response body (after the response header).
-async fn call(
-    sock: &mut TcpStream,
-    key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &impl Encodable,
-) -> std::io::Result<Bytes> {
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("silt-test")));
-    let mut buf = BytesMut::new();
-    header.encode(&mut buf, key.request_header_version(version)).unwrap();
-    body.encode(&mut buf, version).unwrap();
-    sock.write_i32(buf.len() as i32).await?;
-    sock.write_all(&buf).await?;
-    let len = sock.read_i32().await?;
-    let mut resp = BytesMut::zeroed(len as usize);
-    sock.read_exact(&mut resp).await?;
-    let mut resp = resp.freeze();
-    let answered =
-        if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
-    let h = ResponseHeader::decode(&mut resp, answered).unwrap();
-    assert_eq!(h.correlation_id, correlation_id);
-    Ok(resp)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_v0() {
@@ -100,6 +60,9 @@ async fn api_versions_advertises_what_is_served_and_answers_unknown_versions_in_
         (ApiKey::SaslHandshake, 1, 1),
         (ApiKey::SaslAuthenticate, 0, 2),
         (ApiKey::ConsumerGroupHeartbeat, 1, 1),
+        (ApiKey::ShareGroupHeartbeat, 1, 1),
+        (ApiKey::ShareFetch, 1, 1),
+        (ApiKey::ShareAcknowledge, 1, 1),
     ];
     assert_eq!(keys, want.map(|(k, min, max)| (k as i16, min, max)));
 

@@ -329,6 +329,7 @@ impl ShareConsumer {
             max_records: self.config.max_records,
             max_wait_ms: self.config.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
             max_bytes: 0,
+            partitions: Vec::new(),
         };
         let r = self
             .link

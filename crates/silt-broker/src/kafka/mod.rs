@@ -16,6 +16,7 @@ mod errors;
 mod groups;
 mod metadata;
 mod sasl;
+mod share;
 mod unsupported;
 
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use kafka_protocol::messages::{
     HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslHandshakeRequest, SyncGroupRequest,
+    SaslHandshakeRequest, ShareAcknowledgeRequest, ShareFetchRequest, ShareGroupHeartbeatRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -81,6 +83,9 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 1, 1),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 /// Members whose last heartbeat one connection remembers (more are forgotten, and then read
@@ -146,6 +151,10 @@ pub(crate) struct Connection {
     client_id: String,
     /// KIP-848 members' last heartbeats, by (group, member id).
     members: std::collections::HashMap<(String, String), groups::MemberState>,
+    /// Share group members' subscriptions (a null one in a heartbeat means unchanged).
+    share_topics: std::collections::BTreeMap<(String, String), Vec<String>>,
+    /// Share sessions: the partitions each share group member fetches through this connection.
+    share_sessions: share::Sessions,
 }
 
 impl Connection {
@@ -159,6 +168,8 @@ impl Connection {
             close_after_answer: false,
             client_id: String::new(),
             members: std::collections::HashMap::new(),
+            share_topics: Default::default(),
+            share_sessions: Default::default(),
         }
     }
 }
@@ -472,6 +483,18 @@ async fn handle(
         ApiKey::DescribeCluster => {
             let req: DescribeClusterRequest = decode(key, &mut frame, version)?;
             respond(key, version, cid, &admin::describe_cluster(k, &req)).map(Some)
+        }
+        ApiKey::ShareGroupHeartbeat => {
+            let req: ShareGroupHeartbeatRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &share::heartbeat(k, conn, req).await).map(Some)
+        }
+        ApiKey::ShareFetch => {
+            let req: ShareFetchRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &share::fetch(k, conn, req).await).map(Some)
+        }
+        ApiKey::ShareAcknowledge => {
+            let req: ShareAcknowledgeRequest = decode(key, &mut frame, version)?;
+            respond(key, version, cid, &share::acknowledge(k, req).await).map(Some)
         }
         _ => Err(format!("{key:?} is advertised but has no handler")),
     }

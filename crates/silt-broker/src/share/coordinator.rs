@@ -20,7 +20,7 @@ use crate::groups::coordinator::{
     Replayed, committed, ensure_internal_topic, led_here, locate_in, not_available, partition_of,
     replay,
 };
-use crate::partition::{PartitionHandle, WaitFor};
+use crate::partition::{Appended, PartitionError, PartitionHandle, WaitFor};
 use crate::service::metadata::{View, view};
 
 /// How often locks and sessions are checked.
@@ -67,7 +67,7 @@ impl ShareCoordinator {
         format!("share-{node}-{:x}-{n}", crate::service::now_ms())
     }
 
-    fn slot(&self, partition: u32) -> Arc<tokio::sync::Mutex<Slot>> {
+    pub(crate) fn slot(&self, partition: u32) -> Arc<tokio::sync::Mutex<Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(partition).or_default().clone()
     }
 
@@ -112,6 +112,8 @@ pub(crate) async fn ensure_state_topic(shared: &Arc<Shared>) -> Result<(), WireE
 pub(crate) struct Coordinated {
     pub slot: OwnedMutexGuard<Slot>,
     pub handle: PartitionHandle,
+    /// The `__share_group_state` partition.
+    pub partition: u32,
 }
 
 /// Locks `group`'s slot after checking this broker coordinates it (loading it if leadership
@@ -136,7 +138,7 @@ pub(crate) async fn coordinate_partition(
         load(&handle, &mut slot, loc.partition).await?;
         slot.loaded = Some(loc.leader_epoch);
     }
-    Ok(Coordinated { slot, handle })
+    Ok(Coordinated { slot, handle, partition: loc.partition })
 }
 
 /// Rebuilds the slot from its partition: the latest snapshot of every share-partition.
@@ -187,8 +189,50 @@ pub(crate) fn entries(slot: &Slot, group: &str, tps: &[Tp]) -> Vec<Entry> {
         .collect()
 }
 
-/// Writes the state of `group`'s partitions `tps` and waits for the commit (acks=all). On
-/// failure the slot is marked for a reload: memory may be ahead of the log.
+/// State writes queued to a slot's partition, not yet committed.
+#[must_use = "answer only once the writes are committed"]
+pub(crate) struct Queued {
+    partition: u32,
+    writes: Vec<tokio::sync::oneshot::Receiver<Result<Appended, PartitionError>>>,
+}
+
+/// Queues the state of `group`'s partitions `tps` (in the order of the slot lock). Wait for them
+/// with [`committed_all`], which may run after the lock is released: the writes are ordered by
+/// the queue, and each carries the whole window of its share-partition, so a later one
+/// includes every change before it.
+pub(crate) async fn queue(
+    c: &mut Coordinated,
+    group: &str,
+    tps: &[Tp],
+) -> Result<Queued, WireError> {
+    let mut q = Queued { partition: c.partition, writes: Vec::new() };
+    let all = entries(&c.slot, group, tps);
+    for chunk in all.chunks(WRITE_BATCH) {
+        let batch = records::encode(chunk, crate::service::now_ms());
+        match c.handle.append_queued(vec![batch], WaitFor::Commit).await {
+            Ok(rx) => q.writes.push(rx),
+            Err(e) => {
+                c.slot.loaded = None;
+                return Err(crate::groups::coordinator::append_error(e));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// Waits until the queued writes are committed (acks=all). On failure the slot is marked for a
+/// reload: memory may be ahead of the log.
+pub(crate) async fn committed_all(shared: &Shared, q: Queued) -> Result<(), WireError> {
+    for rx in q.writes {
+        if let Err(e) = committed(shared, rx).await {
+            shared.share.slot(q.partition).lock().await.loaded = None;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the state of `group`'s partitions `tps` and waits for the commit, holding the lock.
 pub(crate) async fn persist(
     shared: &Shared,
     c: &mut Coordinated,
@@ -198,14 +242,9 @@ pub(crate) async fn persist(
     if tps.is_empty() {
         return Ok(());
     }
-    let all = entries(&c.slot, group, tps);
-    for chunk in all.chunks(WRITE_BATCH) {
-        let batch = records::encode(chunk, crate::service::now_ms());
-        let r = match c.handle.append_queued(vec![batch], WaitFor::Commit).await {
-            Ok(rx) => committed(shared, rx).await,
-            Err(e) => Err(crate::groups::coordinator::append_error(e)),
-        };
-        if let Err(e) = r {
+    let q = queue(c, group, tps).await?;
+    for rx in q.writes {
+        if let Err(e) = committed(shared, rx).await {
             c.slot.loaded = None;
             return Err(e);
         }
@@ -243,7 +282,7 @@ pub(crate) async fn expiry_loop(shared: Arc<Shared>) {
                 continue;
             }
             let Some(handle) = shared.replicas.partition(SHARE_STATE_TOPIC, p) else { continue };
-            let mut c = Coordinated { slot: guard, handle };
+            let mut c = Coordinated { slot: guard, handle, partition: p };
             if let Err(e) = expire_slot(&shared, &mut c, &existing).await {
                 tracing::warn!(partition = p, error = %e.message, "share group expiry failed");
             }

@@ -10,7 +10,7 @@ use silt_core::batch::{
 };
 use silt_proto::v1::{self, ErrorCode};
 
-use super::coordinator::{Coordinated, limits, persist};
+use super::coordinator::{Coordinated, limits};
 use super::group::{Reset, Tp};
 use super::peer;
 use super::state::{AckType, Archived, SharePartition};
@@ -100,18 +100,22 @@ async fn read_offsets(
     Ok((found, log_start, pos))
 }
 
+/// What a request changed: each partition named with its outcome, and the share-partitions to
+/// persist before answering.
+pub(crate) type Acked = (Vec<(Tp, Result<(), WireError>)>, Vec<Tp>);
+
 /// Applies `acks` of `member`: per partition, all or nothing (INVALID_RECORD_STATE when one
-/// offset is not held by the member). Dead-letters what is archived, then persists, then
-/// answers: the result per partition named.
+/// offset is not held by the member), and dead-letters what is archived. The caller persists
+/// the changed share-partitions before answering.
 pub(crate) async fn acknowledge(
     shared: &Shared,
     c: &mut Coordinated,
     group: &str,
     member: &str,
     acks: Vec<AckBatch>,
-) -> Result<Vec<(Tp, Result<(), WireError>)>, WireError> {
+) -> Result<Acked, WireError> {
     if acks.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let now = shared.share.now_ms();
     let limits = limits(shared);
@@ -152,8 +156,7 @@ pub(crate) async fn acknowledge(
         }
     }
     archive(shared, c, group, &archived).await?;
-    persist(shared, c, group, &changed).await?;
-    Ok(results)
+    Ok((results, changed))
 }
 
 /// Counts `archived` and writes those of topics with a `share.dead.letter.topic` there
@@ -250,24 +253,30 @@ async fn start_of(shared: &Shared, tp: &Tp, reset: Reset) -> Result<SharePartiti
     }))
 }
 
-/// Hands `member` up to `max_records` records (about `max_bytes`) of its assignment: records
-/// waiting for redelivery first, then new ones, partition by partition from the group's
-/// cursor. Persists the start of partitions the group had no state for.
+/// Hands `member` up to `max_records` records (about `max_bytes`) of its assignment (of the
+/// partitions in `only`, when it names any): records waiting for redelivery first, then new
+/// ones, partition by partition from the group's cursor. Returns them with the partitions the
+/// group had no state for: the caller persists their start before answering (so a coordinator
+/// failover does not move a "latest" group forward).
 pub(crate) async fn acquire(
     shared: &Shared,
     c: &mut Coordinated,
     group: &str,
     member: &str,
+    only: &BTreeSet<Tp>,
     max_records: usize,
     max_bytes: usize,
-) -> Result<Vec<v1::AcquiredRecord>, WireError> {
+) -> Result<(Vec<v1::AcquiredRecord>, Vec<Tp>), WireError> {
     let now = shared.share.now_ms();
     let limits = limits(shared);
-    let Some(g) = c.slot.groups.get_mut(group) else { return Ok(Vec::new()) };
-    let Some(m) = g.members.get(member) else { return Ok(Vec::new()) };
-    let (assignment, reset) = (m.assignment.clone(), m.reset);
+    let none = || Ok((Vec::new(), Vec::new()));
+    let Some(g) = c.slot.groups.get_mut(group) else { return none() };
+    let Some(m) = g.members.get(member) else { return none() };
+    let assignment: Vec<Tp> =
+        m.assignment.iter().filter(|tp| only.is_empty() || only.contains(*tp)).cloned().collect();
+    let reset = m.reset;
     if assignment.is_empty() {
-        return Ok(Vec::new());
+        return none();
     }
     let start = g.cursor % assignment.len();
     g.cursor = g.cursor.wrapping_add(1);
@@ -307,10 +316,7 @@ pub(crate) async fn acquire(
             }
         }
     }
-    // A new share-partition's start is decided once: persisted before records from it are
-    // handed out, so a coordinator failover does not move a "latest" group forward.
-    persist(shared, c, group, &created).await?;
-    Ok(out)
+    Ok((out, created))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,6 +5,7 @@
 
 pub(crate) mod coordinator;
 mod fetch;
+pub(crate) mod forward;
 pub(crate) mod group;
 mod peer;
 pub(crate) mod records;

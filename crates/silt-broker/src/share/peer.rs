@@ -207,6 +207,13 @@ impl pb::share_broker_server::ShareBroker for ShareBrokerService {
         }))
     }
 
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        Ok(Response::new(super::forward::serve(&self.shared, req.into_inner()).await))
+    }
+
     async fn append_committed(
         &self,
         req: Request<pb::AppendCommittedRequest>,

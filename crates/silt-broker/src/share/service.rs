@@ -148,7 +148,7 @@ impl ShareService {
         })
     }
 
-    async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         req: v1::ShareGroupHeartbeatRequest,
     ) -> Result<v1::ShareGroupHeartbeatResponse, WireError> {
@@ -223,7 +223,10 @@ impl ShareService {
         })
     }
 
-    async fn fetch(&self, req: v1::ShareFetchRequest) -> Result<v1::ShareFetchResponse, WireError> {
+    pub(crate) async fn fetch(
+        &self,
+        req: v1::ShareFetchRequest,
+    ) -> Result<v1::ShareFetchResponse, WireError> {
         let shared = &self.shared;
         shared.serving()?;
         check_group(&req.group)?;
@@ -236,6 +239,11 @@ impl ShareService {
             0 => DEFAULT_MAX_BYTES,
             n => n,
         } as usize;
+        let only: BTreeSet<Tp> = req
+            .partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.clone(), *p)))
+            .collect();
         let wait =
             Duration::from_millis(u64::from(req.max_wait_ms).min(shared.config.max_fetch_wait_ms));
         let deadline = tokio::time::Instant::now() + wait;
@@ -247,14 +255,28 @@ impl ShareService {
             let mut c = coord::coordinate(shared, &v, &req.group).await?;
             let now = shared.share.now_ms();
             member(&mut c, &req.group, &req.member_id, req.member_epoch, now)?;
+            let mut changed = Vec::new();
             if first {
-                results =
+                let acked =
                     acknowledge(shared, &mut c, &req.group, &req.member_id, acks.clone()).await?;
+                (results, changed) = acked;
                 first = false;
             }
-            let records =
-                acquire(shared, &mut c, &req.group, &req.member_id, max_records, max_bytes).await?;
+            let (records, created) =
+                acquire(shared, &mut c, &req.group, &req.member_id, &only, max_records, max_bytes)
+                    .await?;
+            changed.extend(created);
+            // The state writes are queued in lock order; the wait for their commit runs
+            // unlocked, so other members' requests go on meanwhile.
+            let queued = if changed.is_empty() {
+                None
+            } else {
+                Some(coord::queue(&mut c, &req.group, &changed).await?)
+            };
             drop(c);
+            if let Some(q) = queued {
+                coord::committed_all(shared, q).await?;
+            }
             if !records.is_empty()
                 || tokio::time::Instant::now() >= deadline
                 || *stopping.borrow_and_update()
@@ -276,7 +298,7 @@ impl ShareService {
         }
     }
 
-    async fn acknowledge(
+    pub(crate) async fn acknowledge(
         &self,
         req: v1::ShareAcknowledgeRequest,
     ) -> Result<v1::ShareAcknowledgeResponse, WireError> {
@@ -288,7 +310,11 @@ impl ShareService {
         let mut c = coord::coordinate(shared, &v, &req.group).await?;
         let now = shared.share.now_ms();
         member(&mut c, &req.group, &req.member_id, req.member_epoch, now)?;
-        let results = acknowledge(shared, &mut c, &req.group, &req.member_id, acks).await?;
+        let (results, changed) =
+            acknowledge(shared, &mut c, &req.group, &req.member_id, acks).await?;
+        let queued = coord::queue(&mut c, &req.group, &changed).await?;
+        drop(c);
+        coord::committed_all(shared, queued).await?;
         Ok(v1::ShareAcknowledgeResponse {
             error_code: 0,
             error_message: String::new(),

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod pki;
 
 use std::collections::HashMap;
