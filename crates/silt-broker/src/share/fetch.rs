@@ -36,30 +36,48 @@ fn corrupt(tp: &Tp, e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::CorruptMessage, format!("{}/{}: {e}", tp.0, tp.1))
 }
 
-/// Decodes the records of `data` at or after `from` (control batches hold none); returns them
-/// with their stored sizes.
-fn decode(tp: &Tp, data: Bytes, from: u64) -> Result<Vec<(v1::FetchedRecord, usize)>, WireError> {
+/// Bytes one read asks for: enough for a fetch's records, small enough that a fetch does not
+/// decode far more than it hands out (a larger first batch is still returned whole).
+const READ_BYTES: usize = 1024 * 1024;
+
+/// Decodes the records of `data` in `from..until` (control batches hold none), at most `limit`;
+/// returns them with their stored sizes, and whether every batch of `data` was looked at.
+fn decode(
+    tp: &Tp,
+    data: Bytes,
+    from: u64,
+    until: u64,
+    limit: usize,
+) -> Result<(Vec<(v1::FetchedRecord, usize)>, bool), WireError> {
     let mut out = Vec::new();
     for b in BatchIter::new(data) {
         let b = b.map_err(|e| corrupt(tp, e))?;
-        if BatchHeader::parse(&b).is_some_and(|h| h.attributes & CONTROL_FLAG != 0) {
+        let Some(h) = BatchHeader::parse(&b) else { continue };
+        if h.attributes & CONTROL_FLAG != 0 || h.last_offset().0 < from {
             continue;
+        }
+        if out.len() >= limit || h.base_offset.0 >= until {
+            return Ok((out, false));
         }
         for r in RecordIter::new(b).map_err(|e| corrupt(tp, e))? {
             let r = r.map_err(|e| corrupt(tp, e))?;
-            if r.offset.0 >= from {
-                let size = r.key.as_ref().map_or(0, Bytes::len)
-                    + r.value.as_ref().map_or(0, Bytes::len)
-                    + r.headers
-                        .iter()
-                        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
-                        .sum::<usize>()
-                    + 16;
-                out.push((silt_proto::decoded_to_fetched(r), size));
+            if r.offset.0 < from {
+                continue;
             }
+            if out.len() >= limit || r.offset.0 >= until {
+                return Ok((out, false));
+            }
+            let size = r.key.as_ref().map_or(0, Bytes::len)
+                + r.value.as_ref().map_or(0, Bytes::len)
+                + r.headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+                    .sum::<usize>()
+                + 16;
+            out.push((silt_proto::decoded_to_fetched(r), size));
         }
     }
-    Ok(out)
+    Ok((out, true))
 }
 
 /// The stored records at `wanted` offsets of `tp` (those the log still holds), with the log
@@ -86,7 +104,8 @@ async fn read_offsets(
         if r.data.is_empty() || r.next_offset <= pos {
             break;
         }
-        for (rec, _) in decode(tp, r.data, pos)? {
+        let (records, _) = decode(tp, r.data, pos, last + 1, usize::MAX)?;
+        for (rec, _) in records {
             let o = rec.offset as u64;
             if wanted.contains(&o) {
                 found.insert(o, rec);
@@ -209,7 +228,7 @@ async fn dead_letter(
         )
     })?;
     let wanted: BTreeSet<u64> = list.iter().map(|a| a.offset).collect();
-    let (found, _, _) = read_offsets(shared, tp, &wanted, peer::MAX_READ_BYTES).await?;
+    let (found, _, _) = read_offsets(shared, tp, &wanted, READ_BYTES as u32).await?;
     let mut b = BatchBuilder::new();
     let mut any = false;
     for a in list {
@@ -333,8 +352,7 @@ async fn acquire_partition(
 ) -> Result<Vec<(v1::AcquiredRecord, usize)>, WireError> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    let read_bytes = u32::try_from(max_bytes.clamp(1, peer::MAX_READ_BYTES as usize))
-        .unwrap_or(peer::MAX_READ_BYTES);
+    let read_bytes = u32::try_from(max_bytes.clamp(1, READ_BYTES)).unwrap_or(peer::MAX_READ_BYTES);
     fn sp<'a>(c: &'a mut Coordinated, group: &str, tp: &Tp) -> Option<&'a mut SharePartition> {
         c.slot.groups.get_mut(group).and_then(|g| g.partitions.get_mut(tp))
     }
@@ -390,7 +408,7 @@ async fn acquire_partition(
     if r.data.is_empty() {
         return Ok(out);
     }
-    let records = decode(tp, r.data, from)?;
+    let (records, complete) = decode(tp, r.data, from, u64::MAX, room)?;
     let total = records.len();
     let mut taken = 0;
     for (rec, size) in records {
@@ -404,7 +422,7 @@ async fn acquire_partition(
             out.push((to_acquired(rec, d.deliveries), size));
         }
     }
-    if taken == total {
+    if complete && taken == total {
         // Everything read was taken: what follows up to the read's end holds no records.
         p.skip_to(r.next_offset.min(r.high_watermark));
     }
