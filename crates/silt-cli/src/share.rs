@@ -249,7 +249,8 @@ fn describe_text(d: &v1::DescribeShareGroupResponse) -> Result<(), CliError> {
 
 /// `bench consume --share-group G --members N [--work-ms MS]`: N members share the topic from
 /// its start, each accepting its records (after sleeping `work_ms` per record); stops when
-/// `--records` were accepted in all. Latency is each poll's round trip.
+/// `--records` were accepted in all. Latency is each poll's round trip; `per_member` says how
+/// the records were shared.
 pub async fn bench(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<(), CliError> {
     let group = a.share_group.clone().unwrap_or_default();
     if a.members == 0 {
@@ -276,6 +277,7 @@ pub async fn bench(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<
             };
             let mut c = ShareConsumer::join(&member_client, config).await?;
             let mut hist = histogram();
+            let mut mine = 0u64;
             let mut last = Instant::now();
             while done.load(Ordering::Relaxed) < target && last.elapsed() < Duration::from_secs(10)
             {
@@ -296,16 +298,19 @@ pub async fn bench(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<
                     );
                 }
                 done.fetch_add(records.len() as u64, Ordering::Relaxed);
+                mine += records.len() as u64;
             }
             c.close().await?;
-            Ok::<_, silt_client::ClientError>(hist)
+            Ok::<_, silt_client::ClientError>((hist, mine))
         }));
     }
     let mut hist = histogram();
+    let mut per_member = Vec::new();
     for t in tasks {
-        let h =
+        let (h, mine) =
             t.await.map_err(|e| CliError::failed(format!("member task: {e}"), "INTERNAL"))??;
         let _ = hist.add(h);
+        per_member.push(mine);
     }
     let records = done.load(Ordering::Relaxed);
     let report = Report {
@@ -315,7 +320,17 @@ pub async fn bench(client: &Client, a: BenchConsumeArgs, out: Output) -> Result<
         latency_us: hist,
         failed: 0,
     };
-    report.print("consumed", out)?;
+    match out {
+        Output::Json => {
+            let mut j = report.to_json();
+            j["per_member"] = json!(per_member);
+            outln!("{j}");
+        }
+        Output::Text => {
+            report.print("consumed", out)?;
+            outln!("records per member: {per_member:?}");
+        }
+    }
     if records < target {
         return Err(CliError::failed(
             format!("only {records} of {target} records arrived"),

@@ -95,6 +95,9 @@ fn share_group_consume_reject_describe_bench_and_delete() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&o);
     assert_eq!(r["records"], 40);
+    let per_member: Vec<u64> =
+        r["per_member"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!((per_member.len(), per_member.iter().sum::<u64>()), (3, 40), "{r}");
 }
 
 /// A child killed when the test ends, also when it fails.
