@@ -45,7 +45,7 @@ async fn eight_members_share_one_partition_and_accept_every_record_once() {
     let b = TestBroker::start().await;
     assert_eq!(b.create_topic("jobs", 1, &[]).await.error_code(), ErrorCode::None);
     let client = Client::connect(std::slice::from_ref(&b.addr)).await.unwrap();
-    const N: usize = 20_000;
+    const N: usize = 100_000;
     fill(&client, "jobs", N).await;
     let mut tasks = Vec::new();
     for m in 0..8 {
@@ -53,7 +53,7 @@ async fn eight_members_share_one_partition_and_accept_every_record_once() {
         tasks.push(tokio::spawn(async move {
             let mut c = ShareConsumer::join(
                 &client,
-                ShareConfig { max_records: 50, ..config("workers", "jobs", AckMode::Implicit) },
+                ShareConfig { max_records: 100, ..config("workers", "jobs", AckMode::Implicit) },
             )
             .await
             .unwrap();
