@@ -118,6 +118,19 @@ fn resolve(
     Ok((out, acks))
 }
 
+/// The outcome of each partition's acknowledgements, as Kafka's code and message.
+fn ack_codes(results: &[v1::PartitionAckResult]) -> BTreeMap<(String, u32), (i16, String)> {
+    results
+        .iter()
+        .map(|a| {
+            (
+                (a.topic.clone(), a.partition),
+                (kafka_code_i32(a.error_code), a.error_message.clone()),
+            )
+        })
+        .collect()
+}
+
 /// Record batches holding `records` (acquired, of one partition, in offset order): one batch per
 /// run of consecutive offsets, each stamped with its first offset.
 fn batches(records: &[&v1::AcquiredRecord]) -> Bytes {
@@ -348,16 +361,7 @@ pub(crate) async fn fetch(
     for a in &r.records {
         by_tp.entry((a.topic.clone(), a.partition)).or_default().push(a);
     }
-    let ack_results: BTreeMap<(String, u32), (i16, String)> = r
-        .acknowledgements
-        .iter()
-        .map(|a| {
-            (
-                (a.topic.clone(), a.partition),
-                (kafka_code_i32(a.error_code), a.error_message.clone()),
-            )
-        })
-        .collect();
+    let ack_results = ack_codes(&r.acknowledgements);
     let mut tps: BTreeSet<(String, u32)> = named.iter().map(|(_, t, p)| (t.clone(), *p)).collect();
     tps.extend(by_tp.keys().cloned());
     let mut topics: BTreeMap<String, Vec<PartitionData>> = BTreeMap::new();
@@ -420,16 +424,7 @@ pub(crate) async fn acknowledge(
         Ok(r) => r,
         Err(e) => return failed(kafka_code(e.code), e.message),
     };
-    let results: BTreeMap<(String, u32), (i16, String)> = r
-        .acknowledgements
-        .iter()
-        .map(|a| {
-            (
-                (a.topic.clone(), a.partition),
-                (kafka_code_i32(a.error_code), a.error_message.clone()),
-            )
-        })
-        .collect();
+    let results = ack_codes(&r.acknowledgements);
     let mut by_topic: BTreeMap<uuid::Uuid, Vec<AckPartitionData>> = BTreeMap::new();
     for (id, t, p) in named {
         let (code, why) = results.get(&(t, p)).cloned().unwrap_or((0, String::new()));
