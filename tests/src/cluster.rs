@@ -33,6 +33,12 @@ pub struct ClusterSettings {
     pub tls: bool,
     /// A Kafka-protocol listener on every broker ([`ProcessCluster::kafka_bootstrap`]).
     pub kafka: bool,
+    /// Brokers 1..=voters vote in the metadata quorum (`peers`); the others join it as
+    /// learners. `None`: every broker votes.
+    pub voters: Option<u64>,
+    /// Brokers configured but not started by [`ProcessCluster::start`] (started later with
+    /// [`ProcessCluster::restart`]: a broker joining a running cluster).
+    pub held_back: Vec<u64>,
 }
 
 impl ClusterSettings {
@@ -48,6 +54,8 @@ impl ClusterSettings {
             extra: String::new(),
             tls: false,
             kafka: false,
+            voters: None,
+            held_back: Vec::new(),
         }
     }
 }
@@ -174,7 +182,9 @@ impl ProcessCluster {
                 Some(k) => format!("{tls}kafka_listen = \"{k}\"\n"),
                 None => tls,
             };
-            let peers: Vec<String> = ids.iter().map(|p| format!("{p}@{}", addrs[p])).collect();
+            let voters = settings.voters.unwrap_or(settings.brokers);
+            let peers: Vec<String> =
+                ids.iter().filter(|p| **p <= voters).map(|p| format!("{p}@{}", addrs[p])).collect();
             let routes: Vec<String> = ids
                 .iter()
                 .map(|p| {
@@ -218,11 +228,14 @@ impl ProcessCluster {
             };
             drop(held.remove(id));
             drop(kafka_held.remove(id));
-            b.spawn();
+            if !settings.held_back.contains(id) {
+                b.spawn();
+            }
             brokers.insert(*id, b);
         }
+        let started = ids.len() - settings.held_back.len();
         let cluster = ProcessCluster { brokers, links, settings, kafka, tmp };
-        cluster.wait_alive(ids.len(), Duration::from_secs(60)).await;
+        cluster.wait_alive(started, Duration::from_secs(60)).await;
         if let Some(pki) = &pki {
             crate::tls::grant_harness(&cluster.bootstrap(), pki).await;
         }

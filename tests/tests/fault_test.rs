@@ -510,8 +510,12 @@ async fn sighup_rotates_the_tls_certificate_and_the_broker_keeps_serving() {
     let identity = silt_tests::tls::client_tls().and_then(|t| t.identity);
     let trusting_new = TlsOptions { ca_pem: new_ca.ca_pem.clone().into_bytes(), identity };
     let connect = |tls: TlsOptions| {
-        let options =
-            ConnectOptions { within: Duration::from_secs(2), tls: Some(tls), credentials: None };
+        let options = ConnectOptions {
+            within: Duration::from_secs(2),
+            tls: Some(tls),
+            credentials: None,
+            ..Default::default()
+        };
         let bootstrap = cluster.bootstrap();
         async move { Client::connect_with(&bootstrap, options).await }
     };

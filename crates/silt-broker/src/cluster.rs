@@ -305,7 +305,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let heartbeats = tokio::spawn(heartbeat_loop(shared.clone()));
     let controller = tokio::spawn(controller_loop(shared.clone()));
     let isr = tokio::spawn(crate::replication::isr_loop(shared.clone()));
-    let _abort = AbortOnDrop(vec![heartbeats, controller, isr]);
+    let balance = tokio::spawn(crate::balance::leader_balance_loop(shared.clone()));
+    let progress = tokio::spawn(crate::balance::reassignment_progress_loop(shared.clone()));
+    let _abort = AbortOnDrop(vec![heartbeats, controller, isr, balance, progress]);
     let mut fetchers = crate::replication::Fetchers::default();
     let mut images = cluster.node.subscribe();
     let mut swept = !migrated;
@@ -446,6 +448,16 @@ async fn reconcile(shared: &Shared, image: &ClusterImage) {
             }
         }
         shared.set_topic_config(name, Some(config));
+    }
+    // Replicas a completed or cancelled move took off this broker: their data goes.
+    for (name, p, _) in shared.replicas.all_named() {
+        let moved_off = image.topics.get(&name).is_some_and(|t| {
+            t.partitions.get(p as usize).is_some_and(|part| !part.replicas.contains(&me))
+        });
+        if moved_off {
+            shared.replicas.delete_partition(&name, p).await;
+            tracing::info!(topic = %name, partition = p, "deleted a replica moved off this broker");
+        }
     }
     for name in shared.replicas.topics() {
         if !image.topics.contains_key(&name) {

@@ -235,6 +235,14 @@ pub struct BrokerConfig {
     pub share_session_timeout_ms: u64,
     /// How often share group members heartbeat.
     pub share_heartbeat_interval_ms: u64,
+    /// The controller moves leadership back to preferred replicas when a broker leads too few
+    /// of the partitions it is preferred for (Kafka's `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the controller checks the leader balance (seconds).
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// A broker is rebalanced when more than this percentage of the partitions it is preferred
+    /// for are led elsewhere.
+    pub leader_imbalance_per_broker_percentage: u64,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -291,6 +299,9 @@ impl Default for BrokerConfig {
             share_partition_max_record_locks: 2_000,
             share_session_timeout_ms: 45_000,
             share_heartbeat_interval_ms: 5_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -483,10 +494,17 @@ impl BrokerConfig {
             ("share_delivery_count_limit", u64::from(self.share_delivery_count_limit)),
             ("share_session_timeout_ms", self.share_session_timeout_ms),
             ("share_heartbeat_interval_ms", self.share_heartbeat_interval_ms),
+            (
+                "leader_imbalance_check_interval_seconds",
+                self.leader_imbalance_check_interval_seconds,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be positive"));
             }
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(bad("leader_imbalance_per_broker_percentage", "must be in [0, 100]"));
         }
         if self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms {
             return Err(bad(

@@ -3,6 +3,7 @@
 //! tests start brokers in-process on port 0.
 
 pub mod auth;
+mod balance;
 mod broker;
 mod cleaner;
 mod cluster;

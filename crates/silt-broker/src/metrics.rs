@@ -60,6 +60,8 @@ pub(crate) struct Metrics {
     pub leader_elections: AtomicU64,
     /// Partition logs taken offline by a failed sync since the start.
     pub offline_logs: AtomicU64,
+    /// Bytes the new replicas of the moves this broker leads have yet to copy.
+    pub reassignment_bytes_remaining: AtomicU64,
     pub cleaner: CleanerMetrics,
 }
 
@@ -311,11 +313,41 @@ pub(crate) fn render(shared: &Shared) -> String {
             );
         }
     }
+    render_balance(shared, &mut out);
     render_transactions(shared, &mut out);
     render_groups(shared, &mut out);
     render_share_groups(shared, &mut out);
     shared.metrics.cleaner.render(&mut out);
     out
+}
+
+/// Reassignment progress, and leader imbalance per broker (from the image: every broker
+/// reports the same).
+fn render_balance(shared: &Shared, out: &mut String) {
+    gauge(
+        out,
+        "silt_reassignment_bytes_remaining",
+        "Bytes the new replicas of partitions this broker leads still have to copy (replica moves).",
+        shared.metrics.reassignment_bytes_remaining.load(Ordering::Relaxed),
+    );
+    let image = shared.cluster.image();
+    let moving =
+        image.topics.values().flat_map(|t| &t.partitions).filter(|p| p.reassignment.is_some());
+    gauge(
+        out,
+        "silt_reassignments_in_progress",
+        "Partitions being moved (cluster-wide).",
+        moving.count(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP silt_leader_imbalance_ratio Of the partitions a broker is the preferred replica of, \
+         the fraction another broker leads.\n# TYPE silt_leader_imbalance_ratio gauge"
+    );
+    for (b, (preferred, not_led)) in crate::balance::imbalance(&image) {
+        let ratio = if preferred == 0 { 0.0 } else { not_led as f64 / preferred as f64 };
+        let _ = writeln!(out, "silt_leader_imbalance_ratio{{broker=\"{b}\"}} {ratio}");
+    }
 }
 
 /// The transaction coordinator's counters and the transactions open in it now.

@@ -230,6 +230,23 @@ impl ReplicaManager {
         }
     }
 
+    /// Stops one partition's worker and deletes its directory (a replica moved off this broker).
+    pub async fn delete_partition(&self, topic: &str, partition: u32) {
+        let handle = {
+            let mut topics = self.write();
+            let h = topics.get_mut(topic).and_then(|m| m.remove(&partition));
+            if topics.get(topic).is_some_and(|m| m.is_empty()) {
+                topics.remove(topic);
+            }
+            h
+        };
+        if let Some(h) = handle
+            && let Err(e) = h.close(true).await
+        {
+            tracing::warn!(topic, partition, error = %e, "deleting partition failed");
+        }
+    }
+
     /// Applies a changed config to every partition of `topic`.
     pub async fn set_config(&self, topic: &str, config: &TopicConfig) -> Result<(), String> {
         for h in self.partitions(topic).unwrap_or_default().into_values() {

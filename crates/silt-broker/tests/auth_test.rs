@@ -69,7 +69,12 @@ async fn connect(
 ) -> Result<Client, ClientError> {
     let credentials =
         login.map(|(u, p)| Credentials { user: u.to_string(), password: p.to_string() });
-    let options = ConnectOptions { within: Duration::from_secs(30), tls: Some(tls), credentials };
+    let options = ConnectOptions {
+        within: Duration::from_secs(30),
+        tls: Some(tls),
+        credentials,
+        ..Default::default()
+    };
     Client::connect_with(&[addr.to_string()], options).await
 }
 

@@ -42,9 +42,12 @@ async fn tls_broker(
 }
 
 async fn connect(addr: &str, tls: Option<TlsOptions>, within: Duration) -> Result<Client, String> {
-    Client::connect_with(&[addr.to_string()], ConnectOptions { within, tls, credentials: None })
-        .await
-        .map_err(|e| e.to_string())
+    Client::connect_with(
+        &[addr.to_string()],
+        ConnectOptions { within, tls, credentials: None, ..Default::default() },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn trusting(ca: &Ca) -> TlsOptions {

@@ -80,6 +80,65 @@ pub enum Command {
     /// Request/reply over topics: call a service, or serve one with a command.
     #[command(subcommand)]
     Rpc(RpcCmd),
+    /// Move partition replicas between brokers (and list the moves in progress).
+    #[command(subcommand)]
+    Partition(PartitionCmd),
+    /// Decommission a broker (move every replica off it), or cancel that.
+    #[command(subcommand)]
+    Broker(BrokerCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartitionCmd {
+    /// Move a partition to other replicas (or many, with --plan); the new replicas catch up,
+    /// join the ISR, then the removed ones are dropped. Changing the replica count is a move.
+    Reassign {
+        /// Topic (with PARTITION and --replicas, or --cancel).
+        topic: Option<String>,
+        /// Partition index.
+        partition: Option<u32>,
+        /// Target replicas, preferred leader first, e.g. 4,2,3.
+        #[arg(long, value_delimiter = ',', conflicts_with = "plan")]
+        replicas: Option<Vec<u64>>,
+        /// JSON plan: {"partitions": [{"topic": T, "partition": P, "replicas": [..]}, ...]}
+        /// (Kafka's reassignment file).
+        #[arg(long)]
+        plan: Option<std::path::PathBuf>,
+        /// Check the moves and print them; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Bytes per second each new replica copies while catching up [default: unthrottled].
+        #[arg(long)]
+        throttle_bytes_per_sec: Option<u64>,
+        /// Cancel the move(s) instead: back to the original replicas.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// The moves in progress: replicas, target, and bytes each new replica is behind.
+    Reassignments,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCmd {
+    /// Move every replica off broker N (it takes no new ones), and wait until it holds none.
+    Decommission {
+        /// The broker's node id.
+        id: u64,
+        /// Bytes per second each new replica copies while catching up [default: unthrottled].
+        #[arg(long)]
+        throttle_bytes_per_sec: Option<u64>,
+        /// Start the moves and return.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this long (the moves go on).
+        #[arg(long, default_value_t = 3_600_000)]
+        timeout_ms: u64,
+    },
+    /// Cancel a decommission: the moves still running go back; the broker takes replicas again.
+    Recommission {
+        /// The broker's node id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +320,13 @@ pub struct DevArgs {
 pub enum ClusterCmd {
     /// Brokers, controller and Raft term.
     Info,
+    /// Move leadership of each partition to its preferred (first) replica where that replica
+    /// is in sync and live.
+    ElectLeaders {
+        /// Only this topic's partitions [default: every topic].
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,13 +353,17 @@ pub enum TopicCmd {
         /// Topic name.
         name: String,
     },
-    /// Change a topic's config.
+    /// Change a topic's config, or raise its partition count.
     Alter {
         /// Topic name.
         name: String,
         /// KEY=VALUE to set (repeatable); KEY= (empty value) returns KEY to its default.
-        #[arg(short, long = "config", required = true)]
+        #[arg(short, long = "config", required_unless_present = "partitions")]
         config: Vec<String>,
+        /// New partition count (larger than today; keyed records of existing keys may map to
+        /// other partitions afterwards).
+        #[arg(short, long)]
+        partitions: Option<u32>,
     },
     /// Delete a topic and its data.
     Delete {

@@ -15,7 +15,7 @@ pub async fn run(client: &Client, cmd: ClusterCmd, out: Output) -> Result<(), Cl
                     let brokers: Vec<_> = c
                         .brokers
                         .iter()
-                        .map(|b| json!({"id": b.node_id, "address": b.address, "rack": b.rack, "alive": b.alive}))
+                        .map(|b| json!({"id": b.node_id, "address": b.address, "rack": b.rack, "alive": b.alive, "decommissioning": b.decommissioning}))
                         .collect();
                     let doc = json!({"controller": c.controller_id, "raft_term": c.raft_term, "cluster_id": c.cluster_id, "brokers": brokers});
                     outln!("{doc}");
@@ -31,7 +31,12 @@ pub async fn run(client: &Client, cmd: ClusterCmd, out: Output) -> Result<(), Cl
                     );
                     outln!("{:<6} {:<24} {:<10} ALIVE", "ID", "ADDRESS", "RACK");
                     for b in &c.brokers {
-                        let alive = if b.alive { "yes" } else { "no" };
+                        let alive = match (b.alive, b.decommissioning) {
+                            (true, false) => "yes",
+                            (true, true) => "yes (decommissioning)",
+                            (false, false) => "no",
+                            (false, true) => "no (decommissioning)",
+                        };
                         outln!(
                             "{:<6} {:<24} {:<10} {alive}",
                             b.node_id,
@@ -42,6 +47,9 @@ pub async fn run(client: &Client, cmd: ClusterCmd, out: Output) -> Result<(), Cl
                 }
             }
             Ok(())
+        }
+        ClusterCmd::ElectLeaders { topic } => {
+            crate::reassign::elect_leaders(client, topic, out).await
         }
     }
 }

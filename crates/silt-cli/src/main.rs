@@ -16,6 +16,7 @@ mod group;
 mod payload;
 mod produce;
 mod profile;
+mod reassign;
 mod record_json;
 mod rpc;
 mod security;
@@ -145,7 +146,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let tls = tls_options(&settings)?;
     let credentials = credentials(&settings)?;
     let logged_in = credentials.is_some();
-    let options = silt_client::ConnectOptions { within, tls, credentials };
+    let options = silt_client::ConnectOptions { within, tls, credentials, ..Default::default() };
     let client = match silt_client::Client::connect_with(&bootstrap, options).await {
         Ok(c) => c,
         Err(e) => {
@@ -174,6 +175,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Txn(cmd) => txn::run(&client, cmd, out).await,
         Command::ShareGroup(cmd) => share::run(&client, cmd, out).await,
         Command::Rpc(cmd) => rpc::run(&client, cmd, out).await,
+        Command::Partition(cmd) => reassign::partition(&client, cmd, out).await,
+        Command::Broker(cmd) => reassign::broker(&client, cmd, out).await,
         Command::Dev(_) => unreachable!("handled before connecting"),
     }
 }

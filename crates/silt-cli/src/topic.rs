@@ -29,7 +29,8 @@ fn describe_json(t: &v1::TopicDescription) -> serde_json::Value {
         .map(|p| {
             json!({"partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
                    "replicas": p.replicas, "isr": p.isr, "log_start_offset": p.log_start_offset,
-                   "high_watermark": p.high_watermark})
+                   "high_watermark": p.high_watermark, "adding_replicas": p.adding_replicas,
+                   "removing_replicas": p.removing_replicas})
         })
         .collect();
     let config: BTreeMap<_, _> = t.configs.iter().collect();
@@ -164,6 +165,14 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                             offset(p.log_start_offset),
                             offset(p.high_watermark)
                         );
+                        if !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty() {
+                            outln!(
+                                "{:>9} moving: adding {} removing {}",
+                                "",
+                                list_ids(&p.adding_replicas),
+                                list_ids(&p.removing_replicas)
+                            );
+                        }
                     }
                     if !unreachable.is_empty() {
                         let ps: Vec<String> = unreachable.iter().map(u32::to_string).collect();
@@ -175,14 +184,28 @@ pub async fn run(client: &Client, cmd: TopicCmd, out: Output) -> Result<(), CliE
                 }
             }
         }
-        TopicCmd::Alter { name, config } => {
+        TopicCmd::Alter { name, config, partitions } => {
             let pairs = parse_configs(&config)?;
-            let (delete, set): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                pairs.into_iter().partition(|(_, v)| v.is_empty());
-            admin.alter_topic_config(&name, set, delete.into_keys().collect()).await?;
-            match out {
-                Output::Json => outln!("{}", json!({"name": name, "altered": true})),
-                Output::Text => outln!("altered topic {name}"),
+            if partitions == Some(0) {
+                return Err(CliError::failed(
+                    "a topic needs at least 1 partition",
+                    "INVALID_PARTITIONS",
+                ));
+            }
+            if let Some(count) = partitions {
+                admin.create_partitions(&name, count).await?;
+            }
+            if !pairs.is_empty() {
+                let (delete, set): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                    pairs.into_iter().partition(|(_, v)| v.is_empty());
+                admin.alter_topic_config(&name, set, delete.into_keys().collect()).await?;
+            }
+            match (out, partitions) {
+                (Output::Json, _) => {
+                    outln!("{}", json!({"name": name, "altered": true, "partitions": partitions}))
+                }
+                (Output::Text, Some(n)) => outln!("altered topic {name}: {n} partitions"),
+                (Output::Text, None) => outln!("altered topic {name}"),
             }
         }
         TopicCmd::Delete { name } => {

@@ -186,4 +186,124 @@ impl Admin {
         )
         .await
     }
+
+    /// Raises `topic`'s partition count to `count` (larger than today).
+    pub async fn create_partitions(&self, topic: &str, count: u32) -> Result<(), ClientError> {
+        let req = v1::CreatePartitionsRequest { topic: topic.into(), count, validate_only: false };
+        let r = self
+            .with_admin(|mut c| {
+                let req = req.clone();
+                async move { c.create_partitions(req).await }
+            })
+            .await?;
+        r.result.as_ref().map_or(Err(ClientError::Corrupt("empty response".into())), check)?;
+        self.client.metadata(&[topic.to_string()]).await?;
+        Ok(())
+    }
+
+    /// Starts (or, with `cancel` entries, cancels) replica moves; one result per entry, each
+    /// with its own error code. `validate_only`: checked, nothing changed.
+    pub async fn alter_partition_reassignments(
+        &self,
+        reassignments: Vec<v1::PartitionReassignment>,
+        validate_only: bool,
+        throttle_bytes_per_sec: u64,
+    ) -> Result<Vec<v1::ReassignmentResult>, ClientError> {
+        let req = v1::AlterPartitionReassignmentsRequest {
+            reassignments,
+            validate_only,
+            throttle_bytes_per_sec,
+        };
+        Ok(self
+            .with_admin(|mut c| {
+                let req = req.clone();
+                async move { c.alter_partition_reassignments(req).await }
+            })
+            .await?
+            .results)
+    }
+
+    /// The ongoing replica moves, with the progress of each new replica as its partition's
+    /// leader sees it (asked of each leader; a leader that does not answer leaves its entries
+    /// without progress).
+    pub async fn list_partition_reassignments(
+        &self,
+    ) -> Result<Vec<v1::OngoingReassignment>, ClientError> {
+        let list = |mut c: AdminClient<Transport>| async move {
+            c.list_partition_reassignments(v1::ListPartitionReassignmentsRequest {}).await
+        };
+        let first = self.with_admin(list).await?;
+        if first.error_code != ErrorCode::None as i32 {
+            return Err(ClientError::server(first.error_code, &first.error_message));
+        }
+        let mut out = first.reassignments;
+        let leaders: std::collections::BTreeSet<u64> =
+            out.iter().filter(|r| !r.progress_known).filter_map(|r| r.leader).collect();
+        if leaders.is_empty() {
+            return Ok(out);
+        }
+        let cluster = self.describe_cluster().await?;
+        for leader in leaders {
+            let Some(b) = cluster.brokers.iter().find(|b| b.node_id == leader) else { continue };
+            let c = AdminClient::new(self.client.channel(&b.address)?)
+                .max_decoding_message_size(crate::client::MAX_DECODE_BYTES);
+            let Ok(Ok(r)) = tokio::time::timeout(std::time::Duration::from_secs(10), list(c)).await
+            else {
+                continue;
+            };
+            for known in r.into_inner().reassignments.into_iter().filter(|r| r.progress_known) {
+                if let Some(e) = out
+                    .iter_mut()
+                    .find(|e| (&e.topic, e.partition) == (&known.topic, known.partition))
+                {
+                    *e = known;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Preferred leader election for every partition of `topics` (empty: of every topic).
+    pub async fn elect_leaders(
+        &self,
+        topics: Vec<String>,
+    ) -> Result<Vec<v1::ElectionResult>, ClientError> {
+        let req = v1::ElectLeadersRequest { topics };
+        let r = self
+            .with_admin(|mut c| {
+                let req = req.clone();
+                async move { c.elect_leaders(req).await }
+            })
+            .await?;
+        if r.error_code != ErrorCode::None as i32 {
+            return Err(ClientError::server(r.error_code, &r.error_message));
+        }
+        Ok(r.results)
+    }
+
+    /// Starts moving every replica off broker `node_id`; answers how many moves started.
+    pub async fn decommission_broker(
+        &self,
+        node_id: u64,
+        throttle_bytes_per_sec: u64,
+    ) -> Result<u32, ClientError> {
+        let req = v1::DecommissionBrokerRequest { node_id, throttle_bytes_per_sec };
+        let r = self.with_admin(|mut c| async move { c.decommission_broker(req).await }).await?;
+        moves(r)
+    }
+
+    /// Ends a decommission: cancels the moves taking replicas off `node_id`; answers how many.
+    pub async fn recommission_broker(&self, node_id: u64) -> Result<u32, ClientError> {
+        let req = v1::RecommissionBrokerRequest { node_id };
+        let r = self.with_admin(|mut c| async move { c.recommission_broker(req).await }).await?;
+        moves(r)
+    }
+}
+
+fn moves(r: v1::DecommissionBrokerResponse) -> Result<u32, ClientError> {
+    if r.error_code == ErrorCode::None as i32 {
+        Ok(r.moves)
+    } else {
+        Err(ClientError::server(r.error_code, &r.error_message))
+    }
 }

@@ -36,7 +36,14 @@ struct MetaCache {
     topics: HashMap<String, Vec<Option<u64>>>,
     /// Leader epoch per partition, as the metadata said.
     epochs: HashMap<String, Vec<u32>>,
+    /// When each topic's entry was last fetched (entries older than the max age are fetched
+    /// again before use, so added partitions are picked up).
+    fetched: HashMap<String, tokio::time::Instant>,
 }
+
+/// How old cached topic metadata may be before it is fetched again (Kafka's
+/// `metadata.max.age.ms`, 5 minutes there).
+pub const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// TLS to the brokers (their listeners started with `--tls-cert`).
 #[derive(Debug, Clone, Default)]
@@ -82,11 +89,19 @@ pub struct ConnectOptions {
     pub tls: Option<TlsOptions>,
     /// A password login; `None`: none (a client certificate, or no authentication).
     pub credentials: Option<Credentials>,
+    /// Cached topic metadata older than this is fetched again before use (producers and
+    /// consumers then see added partitions).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { within: DEFAULT_CONNECT_WITHIN, tls: None, credentials: None }
+        ConnectOptions {
+            within: DEFAULT_CONNECT_WITHIN,
+            tls: None,
+            credentials: None,
+            metadata_max_age: DEFAULT_METADATA_MAX_AGE,
+        }
     }
 }
 
@@ -125,6 +140,7 @@ struct Inner {
     login: Login,
     channels: Mutex<HashMap<String, Channel>>,
     meta: RwLock<MetaCache>,
+    metadata_max_age: Duration,
 }
 
 /// A handle on a Silt cluster (cheap to clone).
@@ -166,6 +182,7 @@ impl Client {
                 login: Login::new(options.credentials.as_ref()),
                 channels: Mutex::new(HashMap::new()),
                 meta: RwLock::new(MetaCache::default()),
+                metadata_max_age: options.metadata_max_age,
             }),
         };
         let deadline = tokio::time::Instant::now() + within;
@@ -266,7 +283,9 @@ impl Client {
         if all {
             meta.topics.clear();
             meta.epochs.clear();
+            meta.fetched.clear();
         }
+        let now = tokio::time::Instant::now();
         for t in &resp.topics {
             if t.error_code == ErrorCode::None as i32 {
                 let mut leaders = vec![None; t.partitions.len()];
@@ -281,9 +300,11 @@ impl Client {
                 }
                 meta.topics.insert(t.name.clone(), leaders);
                 meta.epochs.insert(t.name.clone(), epochs);
+                meta.fetched.insert(t.name.clone(), now);
             } else {
                 meta.topics.remove(&t.name);
                 meta.epochs.remove(&t.name);
+                meta.fetched.remove(&t.name);
             }
         }
     }
@@ -293,6 +314,16 @@ impl Client {
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         if let Some(n) = self.cached_partitions(topic) {
             return Ok(n);
+        }
+        if let Some(n) = self.stale_partitions(topic) {
+            // One caller refreshes; the others go on with the count they had meanwhile.
+            let refreshed = self.metadata(&[topic.to_string()]).await;
+            if let Some(n) = self.cached_partitions(topic) {
+                return Ok(n);
+            }
+            if refreshed.is_err() {
+                return Ok(n);
+            }
         }
         let deadline = tokio::time::Instant::now() + UNKNOWN_TOPIC_GRACE;
         loop {
@@ -313,9 +344,21 @@ impl Client {
         }
     }
 
+    /// The partition count of an entry past the metadata max age; marks it fetched now, so
+    /// that only this caller refreshes it.
+    fn stale_partitions(&self, topic: &str) -> Option<u32> {
+        let mut meta = self.inner.meta.write().unwrap_or_else(|p| p.into_inner());
+        let n = meta.topics.get(topic)?.len() as u32;
+        meta.fetched.insert(topic.to_string(), tokio::time::Instant::now());
+        Some(n)
+    }
+
+    /// The cached partition count, unless the entry is older than the metadata max age.
     fn cached_partitions(&self, topic: &str) -> Option<u32> {
         let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
-        meta.topics.get(topic).map(|l| l.len() as u32)
+        let fresh =
+            meta.fetched.get(topic).is_some_and(|t| t.elapsed() < self.inner.metadata_max_age);
+        meta.topics.get(topic).filter(|_| fresh).map(|l| l.len() as u32)
     }
 
     /// The leader epoch of a partition as the cached metadata has it (sent on fetches, so a

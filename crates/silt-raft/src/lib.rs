@@ -19,8 +19,8 @@ pub mod typ;
 
 pub use image::{
     AclBinding, AclFilter, AclOperation, AclPermission, BrokerRecord, CLUSTER_RESOURCE,
-    ClusterImage, Command, CommandResponse, PartitionImage, PatternType, Rejection, ResourceType,
-    ScramCredential, TopicImage, WILDCARD, elect_leader,
+    ClusterImage, Command, CommandResponse, ElectionOutcome, PartitionImage, PatternType,
+    Reassignment, Rejection, ResourceType, ScramCredential, TopicImage, WILDCARD, elect_leader,
 };
 pub use log_store::{LogStore, MAX_ENTRY_BYTES};
 pub use network::{MAX_RAFT_MESSAGE_BYTES, Network};

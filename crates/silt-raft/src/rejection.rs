@@ -54,4 +54,25 @@ pub enum Rejection {
     /// `DeleteUser` for a name without a credential.
     #[error("unknown user {name}")]
     UnknownUser { name: String },
+    /// A reassignment naming no replicas, a broker twice, or an unregistered broker.
+    #[error("{topic}/{partition}: invalid replicas: {reason}")]
+    InvalidReplicas { topic: String, partition: u32, reason: String },
+    /// A reassignment of a partition that is already moving (cancel that first).
+    #[error("{topic}/{partition} is already being reassigned; cancel that move first")]
+    ReassignmentInProgress { topic: String, partition: u32 },
+    /// A cancel of a partition that is not moving.
+    #[error("{topic}/{partition} is not being reassigned")]
+    NoReassignmentInProgress { topic: String, partition: u32 },
+    /// A cancel when no original replica is in sync: only completing the move keeps the data.
+    #[error("{topic}/{partition}: no original replica is in sync, so the move cannot be cancelled")]
+    CannotCancel { topic: String, partition: u32 },
+    /// A decommission with a replica that no other live broker can take.
+    #[error(
+        "broker {broker} cannot be decommissioned: no other live broker can take its replica \
+         of {topic}/{partition}"
+    )]
+    NoReplacement { broker: u64, topic: String, partition: u32 },
+    /// A move onto a broker being decommissioned.
+    #[error("broker {broker} is being decommissioned; it takes no new replicas")]
+    BrokerDecommissioning { broker: u64 },
 }

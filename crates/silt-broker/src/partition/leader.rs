@@ -39,6 +39,17 @@ struct Follower {
     broker_epoch: u64,
 }
 
+/// A follower not seen fetching yet; its lag clock starts `now`.
+fn unseen(now: Instant) -> Follower {
+    Follower {
+        leo: None,
+        last_caught_up: now,
+        prev_fetch_leader_leo: Offset::ZERO,
+        prev_fetch_time: now,
+        broker_epoch: 0,
+    }
+}
+
 /// A proposed ISR, with the epochs the controller checks against the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrChange {
@@ -86,24 +97,14 @@ impl LeaderState {
     /// Becoming leader: followers' positions are unknown until they fetch; the lag clock starts
     /// now, so nobody is shrunk for time spent before this broker led.
     pub fn new(view: LeaderView, log_end: Offset, now: Instant) -> LeaderState {
-        let followers = view
-            .replicas
-            .iter()
-            .filter(|r| **r != view.me)
-            .map(|r| {
-                (
-                    *r,
-                    Follower {
-                        leo: None,
-                        last_caught_up: now,
-                        prev_fetch_leader_leo: Offset::ZERO,
-                        prev_fetch_time: now,
-                        broker_epoch: 0,
-                    },
-                )
-            })
-            .collect();
+        let followers =
+            view.replicas.iter().filter(|r| **r != view.me).map(|r| (*r, unseen(now))).collect();
         LeaderState { view, followers, epoch_start: log_end, pending: None }
+    }
+
+    /// Each follower's position as last seen (None: not seen fetching since this broker led).
+    pub fn follower_positions(&self) -> Vec<(u64, Option<Offset>)> {
+        self.followers.iter().map(|(r, f)| (*r, f.leo)).collect()
     }
 
     /// A newer image for the same leadership (ISR or partition epoch changed). A replica that
@@ -119,6 +120,11 @@ impl LeaderState {
             {
                 f.last_caught_up = now;
             }
+        }
+        // A reassignment adds followers (unseen until they fetch) and removes others.
+        self.followers.retain(|r, _| view.replicas.contains(r));
+        for r in view.replicas.iter().filter(|r| **r != view.me) {
+            self.followers.entry(*r).or_insert_with(|| unseen(now));
         }
         self.view = view;
     }

@@ -196,6 +196,11 @@ enum Command {
         lag_max: std::time::Duration,
         reply: Reply<Option<IsrChange>>,
     },
+    /// Leader: each follower's last seen log end and the bytes of the log from there to the
+    /// end (all of it when not seen yet).
+    ReplicaProgress {
+        reply: Reply<Vec<(u64, Option<Offset>, u64)>>,
+    },
     /// Leader: the controller did not accept a change `IsrCheck` gave.
     IsrAnswered {
         change: IsrChange,
@@ -241,6 +246,7 @@ impl std::fmt::Debug for Command {
             Command::AppendReplicated { .. } => "AppendReplicated",
             Command::IsrCheck { .. } => "IsrCheck",
             Command::IsrAnswered { .. } => "IsrAnswered",
+            Command::ReplicaProgress { .. } => "ReplicaProgress",
             Command::Tick { .. } => "Tick",
             Command::CleanPlan { .. } => "CleanPlan",
             Command::InstallCleaned { .. } => "InstallCleaned",
@@ -508,6 +514,13 @@ impl PartitionHandle {
         lag_max: std::time::Duration,
     ) -> Result<Option<IsrChange>, PartitionError> {
         self.call(|reply| Command::IsrCheck { lag_max, reply }).await
+    }
+
+    /// Leader: each follower's last seen log end, and the bytes it is behind.
+    pub async fn replica_progress(
+        &self,
+    ) -> Result<Vec<(u64, Option<Offset>, u64)>, PartitionError> {
+        self.call(|reply| Command::ReplicaProgress { reply }).await
     }
 
     /// Leader: tells the worker how the controller answered a change `isr_check` gave, when it

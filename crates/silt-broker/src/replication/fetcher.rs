@@ -43,6 +43,8 @@ pub(crate) struct Followed {
     pub topic_id: String,
     pub partition: u32,
     pub leader_epoch: LeaderEpoch,
+    /// Bytes per second this replica copies while a move adds it; 0: unthrottled.
+    pub throttle_bytes_per_sec: u64,
 }
 
 /// The fetcher tasks, one per leader broker.
@@ -77,6 +79,12 @@ impl Fetchers {
                         topic_id: t.topic_id(),
                         partition: i as u32,
                         leader_epoch: LeaderEpoch(p.leader_epoch),
+                        // Only the copying a move adds is throttled.
+                        throttle_bytes_per_sec: p
+                            .reassignment
+                            .as_ref()
+                            .filter(|r| r.adding().contains(&me))
+                            .map_or(0, |r| r.throttle_bytes_per_sec),
                     });
                 }
             }
@@ -115,6 +123,7 @@ struct State {
     /// The next fetch offset (this replica's log end); None until truncated for `epoch`.
     offset: Option<Offset>,
     retry_at: Option<Instant>,
+    throttle_bytes_per_sec: u64,
 }
 
 type Key = (String, u32);
@@ -138,7 +147,8 @@ async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<F
         });
         for f in &list {
             let key = (f.topic.clone(), f.partition);
-            if states.contains_key(&key) {
+            if let Some(s) = states.get_mut(&key) {
+                s.throttle_bytes_per_sec = f.throttle_bytes_per_sec;
                 continue;
             }
             if let Some(handle) = shared.replicas.partition(&f.topic, f.partition) {
@@ -150,6 +160,7 @@ async fn run(shared: Arc<Shared>, leader: u64, mut wanted: watch::Receiver<Vec<F
                         handle,
                         offset: None,
                         retry_at: None,
+                        throttle_bytes_per_sec: f.throttle_bytes_per_sec,
                     },
                 );
             }
@@ -208,6 +219,22 @@ fn connect(
     Ok(ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_REPLICATION_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_REPLICATION_MESSAGE_BYTES))
+}
+
+/// Bytes to ask for per fetch of a partition: a quarter second's worth when throttled (at
+/// least 16 KiB; a batch larger than that still comes whole).
+fn max_bytes(throttle_bytes_per_sec: u64) -> u32 {
+    if throttle_bytes_per_sec == 0 {
+        return PARTITION_MAX_BYTES;
+    }
+    (throttle_bytes_per_sec / 4).clamp(16 * 1024, u64::from(PARTITION_MAX_BYTES)) as u32
+}
+
+/// How long a throttled partition waits after copying `copied` bytes, so that it copies at
+/// most its rate on average.
+fn throttle_pause(throttle_bytes_per_sec: u64, copied: u64) -> Option<Duration> {
+    (throttle_bytes_per_sec > 0 && copied > 0)
+        .then(|| Duration::from_secs_f64(copied as f64 / throttle_bytes_per_sec as f64))
 }
 
 fn retry_later(s: &mut State, after: Duration) {
@@ -311,7 +338,7 @@ async fn fetch(
             partition: k.1,
             leader_epoch: s.epoch.0,
             fetch_offset: s.offset.expect("invariant: filtered").0,
-            max_bytes: PARTITION_MAX_BYTES,
+            max_bytes: max_bytes(s.throttle_bytes_per_sec),
             high_watermark: s.handle.state().high_watermark.0,
             topic_id: s.topic_id.clone(),
         })
@@ -340,10 +367,14 @@ async fn fetch(
         let code = ErrorCode::try_from(p.error_code).unwrap_or(ErrorCode::UnknownServerError);
         match code {
             ErrorCode::None => {
+                let copied = p.records.len() as u64;
                 match s.handle.append_replicated(s.epoch, p.records, Offset(p.high_watermark)).await
                 {
                     Ok(end) => {
                         s.offset = Some(end);
+                        if let Some(pause) = throttle_pause(s.throttle_bytes_per_sec, copied) {
+                            s.retry_at = Some(Instant::now() + pause);
+                        }
                         // Follow the leader's log start when it deleted records (below the HW).
                         if p.log_start_offset > s.handle.state().log_start.0
                             && let Err(e) = s.handle.delete_before(Offset(p.log_start_offset)).await

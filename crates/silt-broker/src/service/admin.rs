@@ -14,7 +14,7 @@ use crate::auth::Access;
 use crate::broker::Shared;
 use crate::error::WireError;
 use crate::topic_config::TopicConfig;
-use silt_core::placement::{BrokerSlot, place_replicas};
+use silt_core::placement::place_replicas;
 use silt_raft::{AclOperation, Command, CommandResponse, Rejection};
 
 /// The most partitions one topic may have.
@@ -22,7 +22,7 @@ pub const MAX_PARTITIONS: u32 = 10_000;
 
 #[derive(Debug, Clone)]
 pub(crate) struct AdminService {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl AdminService {
@@ -65,9 +65,17 @@ pub(super) fn rejection_error(r: &Rejection) -> WireError {
         // No partitions, or one without distinct replicas: more replicas than brokers.
         Rejection::InvalidAssignment { .. } => ErrorCode::InvalidReplicationFactor,
         Rejection::UnknownUser { .. } => ErrorCode::ResourceNotFound,
+        Rejection::InvalidReplicas { .. }
+        | Rejection::NoReplacement { .. }
+        | Rejection::BrokerDecommissioning { .. } => ErrorCode::InvalidReplicaAssignment,
+        Rejection::ReassignmentInProgress { .. } | Rejection::CannotCancel { .. } => {
+            ErrorCode::ReassignmentInProgress
+        }
+        Rejection::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
+        // A decommission of an unregistered broker.
+        Rejection::UnknownBroker { .. } => ErrorCode::InvalidRequest,
         // Not proposed by admin calls; listed so a new kind needs a decision here.
-        Rejection::UnknownBroker { .. }
-        | Rejection::StaleBrokerEpoch { .. }
+        Rejection::StaleBrokerEpoch { .. }
         | Rejection::StaleEpochs { .. }
         | Rejection::InvalidIsr { .. }
         | Rejection::IneligibleReplica { .. }
@@ -186,13 +194,25 @@ impl AdminService {
             .topic_config(name)
             .unwrap_or_else(|| shared.config.topic_defaults.topic_config());
         let handles = shared.replicas.partitions(name).unwrap_or_default();
+        let image = shared.cluster.image();
+        let moves = |p: u32| {
+            image
+                .topics
+                .get(name)
+                .and_then(|t| t.partitions.get(p as usize))
+                .and_then(|p| p.reassignment.as_ref())
+                .map_or((Vec::new(), Vec::new()), |r| (r.adding(), r.removing()))
+        };
         let parts = t
             .partitions
             .iter()
             .map(|p| {
                 // Offsets are known where a replica is hosted; -1 elsewhere.
                 let state = handles.get(&p.partition).map(|h| h.state());
+                let (adding_replicas, removing_replicas) = moves(p.partition);
                 v1::PartitionDescription {
+                    adding_replicas,
+                    removing_replicas,
                     partition: p.partition,
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
@@ -224,17 +244,7 @@ impl AdminService {
         topic: &str,
         done: impl Fn(Option<TopicConfig>) -> bool,
     ) -> Result<(), WireError> {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !done(self.shared.topic_config(topic)) {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(WireError::new(
-                    ErrorCode::RequestTimedOut,
-                    "committed, but not yet applied on this broker",
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        Ok(())
+        super::reassign::wait_applied(|| done(self.shared.topic_config(topic))).await
     }
 
     /// Creates a checked topic (the caller holds the admin lock): places its replicas on the
@@ -245,12 +255,7 @@ impl AdminService {
         config: TopicConfig,
     ) -> Result<(), WireError> {
         let image = self.shared.cluster.image();
-        let brokers: Vec<BrokerSlot> = image
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| BrokerSlot { id: b.id, rack: b.rack.clone() })
-            .collect();
+        let brokers = super::reassign::placeable_brokers(&image);
         let start = silt_core::partitioner::murmur2(record.name.as_bytes()) as u32 as u64;
         let assignment =
             place_replicas(&brokers, record.partitions, record.replication_factor, start)
@@ -390,6 +395,109 @@ impl v1::admin_server::Admin for AdminService {
             raft_term: v.raft_term,
             cluster_id: v.cluster_id.to_string(),
         }))
+    }
+
+    async fn create_partitions(
+        &self,
+        req: Request<v1::CreatePartitionsRequest>,
+    ) -> Result<Response<v1::CreatePartitionsResponse>, Status> {
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let name = req.topic.clone();
+        let r = self.create_partitions(&access, req).await;
+        Ok(Response::new(v1::CreatePartitionsResponse { result: Some(result(name, r)) }))
+    }
+
+    async fn alter_partition_reassignments(
+        &self,
+        req: Request<v1::AlterPartitionReassignmentsRequest>,
+    ) -> Result<Response<v1::AlterPartitionReassignmentsResponse>, Status> {
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let results = match self.alter_reassignments(&access, req.clone()).await {
+            Ok(results) => results,
+            Err(e) => req
+                .reassignments
+                .iter()
+                .map(|r| v1::ReassignmentResult {
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    error_code: e.code as i32,
+                    error_message: e.message.clone(),
+                })
+                .collect(),
+        };
+        Ok(Response::new(v1::AlterPartitionReassignmentsResponse { results }))
+    }
+
+    async fn list_partition_reassignments(
+        &self,
+        req: Request<v1::ListPartitionReassignmentsRequest>,
+    ) -> Result<Response<v1::ListPartitionReassignmentsResponse>, Status> {
+        let access = Access::of(&req);
+        Ok(Response::new(match self.list_reassignments(&access).await {
+            Ok(r) => r,
+            Err(e) if e.code == ErrorCode::BrokerNotAvailable => {
+                return Err(Status::unavailable(e.message));
+            }
+            Err(e) => v1::ListPartitionReassignmentsResponse {
+                error_code: e.code as i32,
+                error_message: e.message,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn elect_leaders(
+        &self,
+        req: Request<v1::ElectLeadersRequest>,
+    ) -> Result<Response<v1::ElectLeadersResponse>, Status> {
+        let access = Access::of(&req);
+        Ok(Response::new(match self.elect_leaders(&access, req.into_inner()).await {
+            Ok(results) => v1::ElectLeadersResponse { results, ..Default::default() },
+            Err(e) if e.code == ErrorCode::BrokerNotAvailable => {
+                return Err(Status::unavailable(e.message));
+            }
+            Err(e) => v1::ElectLeadersResponse {
+                results: Vec::new(),
+                error_code: e.code as i32,
+                error_message: e.message,
+            },
+        }))
+    }
+
+    async fn decommission_broker(
+        &self,
+        req: Request<v1::DecommissionBrokerRequest>,
+    ) -> Result<Response<v1::DecommissionBrokerResponse>, Status> {
+        let access = Access::of(&req);
+        let req = req.into_inner();
+        let r = self.decommission(&access, req.node_id, Some(req.throttle_bytes_per_sec)).await;
+        Ok(Response::new(decommission_response(r)))
+    }
+
+    async fn recommission_broker(
+        &self,
+        req: Request<v1::RecommissionBrokerRequest>,
+    ) -> Result<Response<v1::DecommissionBrokerResponse>, Status> {
+        let access = Access::of(&req);
+        let r = self.decommission(&access, req.into_inner().node_id, None).await;
+        Ok(Response::new(decommission_response(r)))
+    }
+}
+
+fn decommission_response(r: Result<u32, WireError>) -> v1::DecommissionBrokerResponse {
+    match r {
+        Ok(moves) => v1::DecommissionBrokerResponse {
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+            moves,
+        },
+        Err(e) => v1::DecommissionBrokerResponse {
+            error_code: e.code as i32,
+            error_message: e.message,
+            moves: 0,
+        },
     }
 }
 

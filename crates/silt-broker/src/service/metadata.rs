@@ -46,6 +46,7 @@ pub(crate) fn view(shared: &Shared) -> View {
                 address: b.address.clone(),
                 rack: b.rack.clone(),
                 alive: !b.fenced,
+                decommissioning: b.decommissioning,
             })
             .collect(),
         controller: c.node.leader(),
@@ -66,7 +67,10 @@ pub(crate) fn view(shared: &Shared) -> View {
                         isr: p.isr.clone(),
                     })
                     .collect();
-                let rf = t.partitions.first().map_or(0, |p| p.replicas.len() as u32);
+                // While a partition moves, its target's size (replicas holds old and new).
+                let rf = t.partitions.first().map_or(0, |p| {
+                    p.reassignment.as_ref().map_or(p.replicas.len(), |r| r.target.len()) as u32
+                });
                 (name.clone(), TopicView { replication_factor: rf, partitions })
             })
             .collect(),

@@ -5,6 +5,7 @@ mod admin;
 mod fetch;
 pub(crate) mod metadata;
 mod produce;
+mod reassign;
 #[cfg(feature = "fault-injection")]
 pub use produce::CRASH_BEFORE_ANSWER_FILE;
 pub(crate) mod produce_budget;

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::rejection::Rejection;
 
+mod reassign;
 mod security;
+pub use reassign::{ElectionOutcome, Reassignment};
 pub use security::{
     AclBinding, AclFilter, AclOperation, AclPermission, CLUSTER_RESOURCE, PatternType,
     ResourceType, ScramCredential, WILDCARD, acls_allow, acls_allow_any,
@@ -40,6 +42,10 @@ pub struct BrokerRecord {
     /// may not rejoin one until it registers again.
     #[serde(default)]
     pub shutting_down: bool,
+    /// Being decommissioned (`DecommissionBroker`): its replicas move away, and it is given no
+    /// new ones. Kept across registrations until `RecommissionBroker`.
+    #[serde(default)]
+    pub decommissioning: bool,
 }
 
 /// One partition's replication state.
@@ -53,6 +59,10 @@ pub struct PartitionImage {
     /// Bumped at every change of leader or ISR (fences stale `AlterPartition` requests).
     pub partition_epoch: u32,
     pub isr: Vec<u64>,
+    /// An ongoing replica reassignment (KIP-455); while it runs, `replicas` holds the target
+    /// replicas followed by the ones it removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
 }
 
 /// One topic.
@@ -181,6 +191,37 @@ pub enum Command {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// Adds partitions to a topic: one replica list per new partition, appended.
+    CreatePartitions {
+        topic: String,
+        assignment: Vec<Vec<u64>>,
+    },
+    /// Starts moving a partition to `target` replicas (`Some`), or cancels its ongoing move
+    /// (`None`). See [`Reassignment`].
+    ReassignPartition {
+        topic: String,
+        partition: u32,
+        target: Option<Vec<u64>>,
+        /// Bytes per second each new replica may copy while catching up; 0: unthrottled.
+        #[serde(default)]
+        throttle_bytes_per_sec: u64,
+    },
+    /// Moves leadership of each named partition to its preferred replica (the first), when
+    /// that replica is in sync and live.
+    ElectPreferredLeaders {
+        partitions: Vec<(String, u32)>,
+    },
+    /// Marks broker `id` decommissioning and starts moving each of its replicas to another
+    /// broker (the whole command is refused when some replica has nowhere to go).
+    DecommissionBroker {
+        id: u64,
+        #[serde(default)]
+        throttle_bytes_per_sec: u64,
+    },
+    /// Ends a decommission: cancels the moves that take replicas off `id`.
+    RecommissionBroker {
+        id: u64,
+    },
 }
 
 /// What applying a command produced.
@@ -197,6 +238,10 @@ pub enum CommandResponse {
     },
     /// The ACLs a `DeleteAcls` removed.
     AclsDeleted(Vec<AclBinding>),
+    /// What `ElectPreferredLeaders` did for each partition, in request order.
+    Elections(Vec<ElectionOutcome>),
+    /// How many replica moves a `DecommissionBroker` started (or a recommission cancelled).
+    Moves(u32),
     /// The command was refused; the image is unchanged.
     Rejected(Rejection),
 }
@@ -216,7 +261,30 @@ pub fn elect_leader(
         .or_else(|| if unclean { replicas.iter().copied().find(|r| !fenced(*r)) } else { None })
 }
 
+/// Whether every partition of a non-empty assignment has distinct replicas.
+fn valid_assignment(assignment: &[Vec<u64>]) -> bool {
+    !assignment.is_empty()
+        && assignment
+            .iter()
+            .all(|r| !r.is_empty() && r.iter().collect::<BTreeSet<_>>().len() == r.len())
+}
+
 impl ClusterImage {
+    /// A new partition on `replicas`: led by the first live one, its live replicas in sync.
+    fn new_partition(&self, replicas: &[u64]) -> PartitionImage {
+        let leader = elect_leader(replicas, replicas, |b| self.is_fenced(b), false);
+        // Fenced replicas start out of the ISR: they join by catching up.
+        let live: Vec<u64> = replicas.iter().copied().filter(|b| !self.is_fenced(*b)).collect();
+        PartitionImage {
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: if live.is_empty() { replicas.to_vec() } else { live },
+            reassignment: None,
+        }
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
         match cmd {
@@ -237,6 +305,7 @@ impl ClusterImage {
                 }
                 self.next_broker_epoch += 1;
                 let epoch = self.next_broker_epoch;
+                let decommissioning = self.brokers.get(id).is_some_and(|b| b.decommissioning);
                 self.brokers.insert(
                     *id,
                     BrokerRecord {
@@ -249,6 +318,7 @@ impl ClusterImage {
                         fenced: false,
                         incarnation: *incarnation,
                         shutting_down: false,
+                        decommissioning,
                     },
                 );
                 self.elect_leaderless();
@@ -286,33 +356,14 @@ impl ClusterImage {
                         topic: name.clone(),
                     });
                 }
-                if assignment.is_empty()
-                    || assignment
-                        .iter()
-                        .any(|r| r.is_empty() || r.iter().collect::<BTreeSet<_>>().len() != r.len())
-                {
+                if !valid_assignment(assignment) {
                     return CommandResponse::Rejected(Rejection::InvalidAssignment {
                         topic: name.clone(),
                     });
                 }
                 self.next_topic_id += 1;
                 let id = self.next_topic_id;
-                let partitions = assignment
-                    .iter()
-                    .map(|replicas| {
-                        let leader = elect_leader(replicas, replicas, |b| self.is_fenced(b), false);
-                        // Fenced replicas start out of the ISR: they join by catching up.
-                        let live: Vec<u64> =
-                            replicas.iter().copied().filter(|b| !self.is_fenced(*b)).collect();
-                        PartitionImage {
-                            replicas: replicas.clone(),
-                            leader,
-                            leader_epoch: 0,
-                            partition_epoch: 0,
-                            isr: if live.is_empty() { replicas.clone() } else { live },
-                        }
-                    })
-                    .collect();
+                let partitions = assignment.iter().map(|r| self.new_partition(r)).collect();
                 let topic =
                     TopicImage { id, uuid: uuid.clone(), configs: configs.clone(), partitions };
                 self.topics.insert(name.clone(), topic);
@@ -383,6 +434,13 @@ impl ClusterImage {
                 };
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
+                let fenced = self.fenced_ids();
+                let p = match self.partition_mut(topic, *partition) {
+                    Ok(p) => p,
+                    Err(rejected) => return rejected,
+                };
+                // A new replica that joined the ISR may be the last one a move waited for.
+                reassign::complete_if_caught_up(p, &fenced);
                 CommandResponse::PartitionEpoch(p.partition_epoch)
             }
             Command::ReportDamagedReplica { broker, epoch, topic, partition } => {
@@ -452,6 +510,19 @@ impl ClusterImage {
                 self.acls = kept;
                 CommandResponse::AclsDeleted(removed.into_iter().collect())
             }
+            Command::CreatePartitions { topic, assignment } => {
+                self.create_partitions(topic, assignment)
+            }
+            Command::ReassignPartition { topic, partition, target, throttle_bytes_per_sec } => {
+                self.reassign(topic, *partition, target.as_deref(), *throttle_bytes_per_sec)
+            }
+            Command::ElectPreferredLeaders { partitions } => {
+                CommandResponse::Elections(self.elect_preferred(partitions))
+            }
+            Command::DecommissionBroker { id, throttle_bytes_per_sec } => {
+                self.decommission(*id, *throttle_bytes_per_sec)
+            }
+            Command::RecommissionBroker { id } => self.recommission(*id),
         }
     }
 
@@ -570,5 +641,7 @@ impl ClusterImage {
     }
 }
 
+#[cfg(test)]
+mod reassign_tests;
 #[cfg(test)]
 mod tests;

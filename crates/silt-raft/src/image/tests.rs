@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn register(id: u64, incarnation: u64) -> Command {
+pub(super) fn register(id: u64, incarnation: u64) -> Command {
     Command::RegisterBroker {
         kafka_address: String::new(),
         id,
@@ -61,7 +61,7 @@ fn entries_without_an_incarnation_still_decode() {
     );
 }
 
-fn image_with_brokers(ids: &[u64]) -> ClusterImage {
+pub(super) fn image_with_brokers(ids: &[u64]) -> ClusterImage {
     let mut img = ClusterImage::default();
     for &id in ids {
         img.apply(&register(id, id * 100));
@@ -69,7 +69,7 @@ fn image_with_brokers(ids: &[u64]) -> ClusterImage {
     img
 }
 
-fn create(img: &mut ClusterImage, name: &str, assignment: Vec<Vec<u64>>) {
+pub(super) fn create(img: &mut ClusterImage, name: &str, assignment: Vec<Vec<u64>>) {
     let r = img.apply(&Command::CreateTopic {
         name: name.into(),
         assignment,

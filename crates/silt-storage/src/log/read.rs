@@ -81,6 +81,20 @@ impl Log {
         Ok(empty)
     }
 
+    /// Bytes of the log from the batch holding `from` to the end (the whole log for an offset
+    /// before its start; 0 at or past its end).
+    pub fn bytes_from(&self, from: Offset) -> u64 {
+        if from >= self.log_end_offset() {
+            return 0;
+        }
+        let from = from.max(self.log_start);
+        let i = self.segments.partition_point(|s| s.base() <= from).saturating_sub(1);
+        let Some(first) = self.segments.get(i) else { return 0 };
+        let position = first.position_of(from, self.config.max_batch_bytes).unwrap_or(0);
+        first.size().saturating_sub(position)
+            + self.segments[i + 1..].iter().map(|s| s.size()).sum::<u64>()
+    }
+
     /// Where the damage a read from `from` ran into begins: the offset of the first batch of
     /// the segment holding `from` that fails a full check (the end of the last good batch
     /// before it). `None` if that segment checks whole.

@@ -510,6 +510,20 @@ impl Worker {
                 };
                 let _ = reply.send(r);
             }
+            Command::ReplicaProgress { reply } => {
+                let r = match &self.role {
+                    Role::Leader(s) => Ok(s
+                        .follower_positions()
+                        .into_iter()
+                        .map(|(r, leo)| {
+                            let from = leo.unwrap_or(Offset::ZERO);
+                            (r, leo, self.log_ref().bytes_from(from))
+                        })
+                        .collect()),
+                    Role::Follower { .. } => Err(PartitionError::NotLeader),
+                };
+                let _ = reply.send(r);
+            }
             Command::IsrAnswered { change, answer } => {
                 // A different leadership has its own state; the answer is not for it.
                 if let Role::Leader(s) = &mut self.role
