@@ -25,7 +25,7 @@ from smoke_util import start_dev, stop
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
-                                   NewTopic)
+                                   NewPartitions, NewTopic)
 
 TOPIC = "orders"
 PARTITIONS = 3
@@ -38,6 +38,17 @@ def fail(msg, log):
     with open(log) as f:
         print("".join(f.readlines()[-30:]), file=sys.stderr)
     sys.exit(1)
+
+
+def refused(future, code, what, log):
+    """Fails unless `future` fails with the Kafka error `code` (a KafkaException naming it)."""
+    try:
+        future.result(timeout=30)
+    except Exception as e:
+        if code not in str(e):
+            fail(f"{what}: {e}", log)
+        return
+    fail(f"{what} succeeded", log)
 
 
 def produce(bootstrap, first, count):
@@ -218,12 +229,7 @@ def main():
                                              config={"retention.ms": "3600000"})])
         made["made-by-kafka"].result(timeout=30)
         again = admin.create_topics([NewTopic("made-by-kafka", num_partitions=2)])
-        try:
-            again["made-by-kafka"].result(timeout=30)
-            fail("creating an existing topic succeeded", log)
-        except Exception as e:  # KafkaException(TOPIC_ALREADY_EXISTS)
-            if "TOPIC_ALREADY_EXISTS" not in str(e):
-                fail(f"creating an existing topic: {e}", log)
+        refused(again["made-by-kafka"], "TOPIC_ALREADY_EXISTS", "creating an existing topic", log)
         res = ConfigResource(ConfigResource.Type.TOPIC, "made-by-kafka")
         configs = admin.describe_configs([res])[res].result(timeout=30)
         if configs["retention.ms"].value != "3600000":
@@ -238,11 +244,18 @@ def main():
         cluster = admin.describe_cluster().result(timeout=30)
         if sorted(f"{n.host}:{n.port}" for n in cluster.nodes) != sorted(bootstrap.split(",")):
             fail(f"describe_cluster nodes {cluster.nodes}", log)
+        # kafka-topics --alter --partitions: CreatePartitions.
+        admin.create_partitions([NewPartitions("made-by-kafka", 3)])["made-by-kafka"].result(timeout=30)
+        count = len(admin.list_topics("made-by-kafka", timeout=30).topics["made-by-kafka"].partitions)
+        if count != 3:
+            fail(f"made-by-kafka has {count} partitions after create_partitions", log)
+        fewer = admin.create_partitions([NewPartitions("made-by-kafka", 2)])
+        refused(fewer["made-by-kafka"], "INVALID_PARTITIONS", "lowering the partition count", log)
         admin.delete_topics(["made-by-kafka"])["made-by-kafka"].result(timeout=30)
         if "made-by-kafka" in admin.list_topics(timeout=30).topics:
             fail("made-by-kafka still listed after delete", log)
-        print("admin: topic created, its config described and altered, cluster described, "
-              "topic deleted")
+        print("admin: topic created, its config described and altered, partitions added, "
+              "cluster described, topic deleted")
     finally:
         stop(broker, signal.SIGINT, work)
     print("confluent-kafka: ok")

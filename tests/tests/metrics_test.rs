@@ -65,6 +65,10 @@ async fn metrics_count_requests_and_show_partitions() {
         "{body}"
     );
     assert!(value(&body, "silt_log_size_bytes{topic=\"m\",partition=\"1\"}").unwrap() > 0.0);
+    // Nothing moving, every leadership on its preferred replica.
+    assert_eq!(value(&body, "silt_reassignments_in_progress "), Some(0.0), "{body}");
+    assert_eq!(value(&body, "silt_reassignment_bytes_remaining "), Some(0.0), "{body}");
+    assert_eq!(value(&body, "silt_leader_imbalance_ratio{broker=\"1\"}"), Some(0.0), "{body}");
 
     // A consumer group on a single broker: committed offsets and lag per partition.
     let mut config = silt_client::GroupConfig::new("mg");

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Read;
 
-use common::{TestBroker, cluster_config, eventually, free_ports, stderr, wait_exit};
+use common::{TestBroker, eventually, free_ports, start_cluster, stderr, wait_exit};
 
 #[test]
 fn a_consumer_started_during_a_cluster_restart_waits_and_reads_everything() {
@@ -47,15 +47,4 @@ fn a_consumer_started_during_a_cluster_restart_waits_and_reads_everything() {
     let mut want: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
     want.sort();
     assert_eq!(got, want);
-}
-
-/// Broker `i + 1` on `ports[i]` with its data in `dirs[i]`, for each.
-fn start_cluster(ports: &[u16], dirs: Vec<tempfile::TempDir>) -> Vec<TestBroker> {
-    dirs.into_iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let config = cluster_config(i as u64 + 1, ports, dir.path());
-            TestBroker::start_with(config, dir)
-        })
-        .collect()
 }

@@ -343,10 +343,21 @@ async fn fetch(
             topic_id: s.topic_id.clone(),
         })
         .collect();
+    // A throttled partition waiting out its pause joins the next fetch when its pause ends: the
+    // long poll of the others must not hold it back longer.
+    let max_wait_ms = states
+        .values()
+        .filter(|s| s.offset.is_some())
+        .filter_map(|s| s.retry_at.filter(|t| *t > now))
+        .min()
+        .map_or(FETCH_MAX_WAIT_MS, |t| {
+            let until = t.saturating_duration_since(now).as_millis();
+            u32::try_from(until).unwrap_or(u32::MAX).min(FETCH_MAX_WAIT_MS)
+        });
     let req = ReplicaFetchRequest {
         replica_id: me.id,
         broker_epoch: me.broker_epoch,
-        max_wait_ms: FETCH_MAX_WAIT_MS,
+        max_wait_ms,
         max_bytes: FETCH_MAX_BYTES,
         partitions,
     };
@@ -372,8 +383,9 @@ async fn fetch(
                 {
                     Ok(end) => {
                         s.offset = Some(end);
+                        // Counted from when the fetch was sent, so the copy runs at the rate.
                         if let Some(pause) = throttle_pause(s.throttle_bytes_per_sec, copied) {
-                            s.retry_at = Some(Instant::now() + pause);
+                            s.retry_at = Some(now + pause);
                         }
                         // Follow the leader's log start when it deleted records (below the HW).
                         if p.log_start_offset > s.handle.state().log_start.0

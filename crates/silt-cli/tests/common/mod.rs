@@ -107,6 +107,17 @@ pub fn cluster_config(id: u64, ports: &[u16], dir: &std::path::Path) -> BrokerCo
     }
 }
 
+/// Broker `i + 1` on `ports[i]` with its data in `dirs[i]`, for each.
+pub fn start_cluster(ports: &[u16], dirs: Vec<tempfile::TempDir>) -> Vec<TestBroker> {
+    dirs.into_iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let config = cluster_config(i as u64 + 1, ports, dir.path());
+            TestBroker::start_with(config, dir)
+        })
+        .collect()
+}
+
 /// `n` ports free right now, each with its port + 2 (the default internal port) free too.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let mut held = Vec::new();
