@@ -1,7 +1,7 @@
 //! A cluster that changes (issue 21), with `siltd` processes under acks=all load: a partition
-//! moved twice — onto a broker that joined the running cluster as a learner of the metadata
-//! quorum, and with the new replica killed mid-move (RELIABILITY T13); the replication factor
-//! raised and lowered; leadership handed back to preferred replicas after a restart; partitions
+//! moved onto a broker that joined the running cluster as a learner of the metadata quorum, then
+//! on with the new replica killed mid-move, then 3 -> 1 -> 3 replicas (RELIABILITY T13); the
+//! replication factor raised and lowered; leadership handed back to preferred replicas after a restart; partitions
 //! added while producers and a consumer group run; a broker decommissioned under load.
 
 use std::collections::BTreeMap;
@@ -141,6 +141,15 @@ async fn a_partition_moves_twice_under_load_onto_a_joined_broker_and_past_a_kill
     println!(
         "moves took {first:?} and {second:?} (the second counted from the killed replica's restart)"
     );
+
+    // 3 -> 1 -> 3 (RELIABILITY T13): down to broker 4 alone (acks=all sends are refused
+    // meanwhile, min.insync.replicas=2: nothing acknowledged is at risk), and back.
+    reassign(&admin, TOPIC, 0, vec![4]).await;
+    wait_moved(&cluster, TOPIC, 0, &[4], Duration::from_secs(30)).await;
+    wait_deleted(&cluster, 1, TOPIC, 0).await;
+    wait_deleted(&cluster, 3, TOPIC, 0).await;
+    reassign(&admin, TOPIC, 0, vec![4, 1, 3]).await;
+    wait_moved(&cluster, TOPIC, 0, &[4, 1, 3], Duration::from_secs(60)).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let history = load.stop().await;
