@@ -261,10 +261,16 @@ pub async fn elect_leaders(
             outln!("elected {elected} preferred leaders");
         }
     }
-    if let Some(r) = results.iter().find(hard)
-        && r.error_code == ErrorCode::UnknownTopic as i32
-    {
-        return Err(CliError::failed(r.error_message.clone(), code_name(r.error_code)));
+    // As kafka-leader-election: exit 1 when a partition could not be handed to its preferred
+    // replica (the others were).
+    let failed: Vec<&v1::ElectionResult> = results.iter().filter(hard).collect();
+    if let Some(r) = failed.first() {
+        let what = if failed.len() == 1 && r.error_code == ErrorCode::UnknownTopic as i32 {
+            r.error_message.clone()
+        } else {
+            format!("{} partitions keep their leader: {}", failed.len(), r.error_message)
+        };
+        return Err(CliError::failed(what, code_name(r.error_code)));
     }
     Ok(())
 }

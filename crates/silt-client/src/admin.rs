@@ -268,7 +268,7 @@ impl Admin {
         &self,
         topics: Vec<String>,
     ) -> Result<Vec<v1::ElectionResult>, ClientError> {
-        let req = v1::ElectLeadersRequest { topics };
+        let req = v1::ElectLeadersRequest { topics, partitions: Vec::new() };
         let r = self
             .with_admin(|mut c| {
                 let req = req.clone();

@@ -41,6 +41,14 @@ struct MetaCache {
     fetched: HashMap<String, tokio::time::Instant>,
 }
 
+/// A topic's entry in the metadata cache.
+enum Entry {
+    Absent,
+    Fresh(u32),
+    /// Past the max age: the caller given this refreshes it.
+    Stale(u32),
+}
+
 /// How old cached topic metadata may be before it is fetched again (Kafka's
 /// `metadata.max.age.ms`, 5 minutes there).
 pub const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(30);
@@ -312,23 +320,24 @@ impl Client {
     /// The number of partitions of `topic` (refreshing the cache when unknown; a topic no broker
     /// knows is asked for again for a moment, as it may just have been created).
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(n) = self.cached_partitions(topic) {
-            return Ok(n);
-        }
-        if let Some(n) = self.stale_partitions(topic) {
-            // One caller refreshes; the others go on with the count they had meanwhile.
-            let refreshed = self.metadata(&[topic.to_string()]).await;
-            if let Some(n) = self.cached_partitions(topic) {
-                return Ok(n);
+        match self.cache_entry(topic) {
+            Entry::Fresh(n) => return Ok(n),
+            Entry::Stale(n) => {
+                // This caller refreshes; the others go on with the count they had meanwhile.
+                let refreshed = self.metadata(&[topic.to_string()]).await;
+                if let Some(n) = self.known_partitions(topic) {
+                    return Ok(n);
+                }
+                if refreshed.is_err() {
+                    return Ok(n);
+                }
             }
-            if refreshed.is_err() {
-                return Ok(n);
-            }
+            Entry::Absent => {}
         }
         let deadline = tokio::time::Instant::now() + UNKNOWN_TOPIC_GRACE;
         loop {
             let m = self.metadata(&[topic.to_string()]).await?;
-            if let Some(n) = self.cached_partitions(topic) {
+            if let Some(n) = self.known_partitions(topic) {
                 return Ok(n);
             }
             if let Some(t) = m.topics.iter().find(|t| {
@@ -344,21 +353,34 @@ impl Client {
         }
     }
 
-    /// The partition count of an entry past the metadata max age; marks it fetched now, so
-    /// that only this caller refreshes it.
-    fn stale_partitions(&self, topic: &str) -> Option<u32> {
+    /// The cached entry of `topic`, judged (under the write lock) against the metadata max age.
+    /// A stale entry is marked fetched now, so that only the caller given `Stale` refreshes it.
+    fn cache_entry(&self, topic: &str) -> Entry {
+        {
+            let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+            let fresh =
+                meta.fetched.get(topic).is_some_and(|t| t.elapsed() < self.inner.metadata_max_age);
+            match meta.topics.get(topic) {
+                None => return Entry::Absent,
+                Some(l) if fresh => return Entry::Fresh(l.len() as u32),
+                Some(_) => {}
+            }
+        }
         let mut meta = self.inner.meta.write().unwrap_or_else(|p| p.into_inner());
-        let n = meta.topics.get(topic)?.len() as u32;
-        meta.fetched.insert(topic.to_string(), tokio::time::Instant::now());
-        Some(n)
-    }
-
-    /// The cached partition count, unless the entry is older than the metadata max age.
-    fn cached_partitions(&self, topic: &str) -> Option<u32> {
-        let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+        let Some(n) = meta.topics.get(topic).map(|l| l.len() as u32) else { return Entry::Absent };
         let fresh =
             meta.fetched.get(topic).is_some_and(|t| t.elapsed() < self.inner.metadata_max_age);
-        meta.topics.get(topic).filter(|_| fresh).map(|l| l.len() as u32)
+        if fresh {
+            return Entry::Fresh(n); // another caller refreshed or marked it meanwhile
+        }
+        meta.fetched.insert(topic.to_string(), tokio::time::Instant::now());
+        Entry::Stale(n)
+    }
+
+    /// The cached partition count, however old.
+    fn known_partitions(&self, topic: &str) -> Option<u32> {
+        let meta = self.inner.meta.read().unwrap_or_else(|p| p.into_inner());
+        meta.topics.get(topic).map(|l| l.len() as u32)
     }
 
     /// The leader epoch of a partition as the cached metadata has it (sent on fetches, so a
@@ -381,12 +403,12 @@ impl Client {
             return Ok(a);
         }
         self.metadata(&[topic.to_string()]).await?;
-        if self.cached_partitions(topic).is_none() {
+        if self.known_partitions(topic).is_none() {
             self.partition_count(topic).await?; // the grace for a topic just created
         }
         match self.leader_address(topic, partition) {
             Some(a) => Ok(a),
-            None if self.cached_partitions(topic).is_none() => {
+            None if self.known_partitions(topic).is_none() => {
                 Err(ClientError::UnknownTopic(topic.to_string()))
             }
             None => Err(ClientError::Server {

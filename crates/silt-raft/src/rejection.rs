@@ -75,4 +75,7 @@ pub enum Rejection {
     /// A move onto a broker being decommissioned.
     #[error("broker {broker} is being decommissioned; it takes no new replicas")]
     BrokerDecommissioning { broker: u64 },
+    /// `CreatePartitions` computed for another partition count than the topic has now.
+    #[error("topic {topic} has {current} partitions, not {expected}: look again and retry")]
+    PartitionCountChanged { topic: String, expected: u32, current: u32 },
 }

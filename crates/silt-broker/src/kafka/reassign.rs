@@ -108,8 +108,21 @@ pub(crate) async fn elect_leaders(k: &Kafka, req: ElectLeadersRequest) -> ElectL
     if req.election_type != PREFERRED {
         return refuse(K::InvalidRequest.code(), "only preferred elections are supported".into());
     }
-    let topics = wanted.as_ref().map_or_else(Vec::new, |w| w.keys().cloned().collect());
-    let r = match k.admin.elect_leaders(super::request(v1::ElectLeadersRequest { topics })).await {
+    // Exactly the named partitions (none named: nothing to do); null: every partition.
+    let partitions: Vec<v1::ElectPartition> = wanted
+        .iter()
+        .flatten()
+        .flat_map(|(t, ps)| {
+            ps.iter().filter_map(|p| {
+                Some(v1::ElectPartition { topic: t.clone(), partition: u32::try_from(*p).ok()? })
+            })
+        })
+        .collect();
+    if wanted.is_some() && partitions.is_empty() {
+        return refuse(0, String::new());
+    }
+    let call = v1::ElectLeadersRequest { topics: Vec::new(), partitions };
+    let r = match k.admin.elect_leaders(super::request(call)).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             let (code, why) = unavailable(&status);
@@ -121,17 +134,12 @@ pub(crate) async fn elect_leaders(k: &Kafka, req: ElectLeadersRequest) -> ElectL
     }
     let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
     for e in r.results {
-        let named = wanted.as_ref().is_none_or(|w| {
-            w.get(&e.topic).is_some_and(|ps| ps.is_empty() || ps.contains(&(e.partition as i32)))
-        });
-        if named {
-            by_topic.entry(e.topic).or_default().push(
-                PartitionResult::default()
-                    .with_partition_id(e.partition as i32)
-                    .with_error_code(kafka_code_i32(e.error_code))
-                    .with_error_message(message(e.error_message)),
-            );
-        }
+        by_topic.entry(e.topic).or_default().push(
+            PartitionResult::default()
+                .with_partition_id(e.partition as i32)
+                .with_error_code(kafka_code_i32(e.error_code))
+                .with_error_message(message(e.error_message)),
+        );
     }
     let results = by_topic
         .into_iter()

@@ -79,11 +79,12 @@ impl Fetchers {
                         topic_id: t.topic_id(),
                         partition: i as u32,
                         leader_epoch: LeaderEpoch(p.leader_epoch),
-                        // Only the copying a move adds is throttled.
+                        // Only the copying a move adds is throttled, until the new replica is
+                        // in sync (then the HW, and acks=all writes, wait for it).
                         throttle_bytes_per_sec: p
                             .reassignment
                             .as_ref()
-                            .filter(|r| r.adding().contains(&me))
+                            .filter(|r| r.adding().contains(&me) && !p.isr.contains(&me))
                             .map_or(0, |r| r.throttle_bytes_per_sec),
                     });
                 }

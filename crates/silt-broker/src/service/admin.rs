@@ -68,9 +68,10 @@ pub(super) fn rejection_error(r: &Rejection) -> WireError {
         Rejection::InvalidReplicas { .. }
         | Rejection::NoReplacement { .. }
         | Rejection::BrokerDecommissioning { .. } => ErrorCode::InvalidReplicaAssignment,
-        Rejection::ReassignmentInProgress { .. } | Rejection::CannotCancel { .. } => {
-            ErrorCode::ReassignmentInProgress
-        }
+        Rejection::ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
+        // Kafka has no code for it; the message says why.
+        Rejection::CannotCancel { .. } => ErrorCode::InvalidRequest,
+        Rejection::PartitionCountChanged { .. } => ErrorCode::InvalidPartitions,
         Rejection::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
         // A decommission of an unregistered broker.
         Rejection::UnknownBroker { .. } => ErrorCode::InvalidRequest,
@@ -405,6 +406,7 @@ impl v1::admin_server::Admin for AdminService {
         let req = req.into_inner();
         let name = req.topic.clone();
         let r = self.create_partitions(&access, req).await;
+        let r = not_ready_unavailable(r)?;
         Ok(Response::new(v1::CreatePartitionsResponse { result: Some(result(name, r)) }))
     }
 
@@ -414,19 +416,20 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::AlterPartitionReassignmentsResponse>, Status> {
         let access = Access::of(&req);
         let req = req.into_inner();
-        let results = match self.alter_reassignments(&access, req.clone()).await {
-            Ok(results) => results,
-            Err(e) => req
-                .reassignments
-                .iter()
-                .map(|r| v1::ReassignmentResult {
-                    topic: r.topic.clone(),
-                    partition: r.partition,
-                    error_code: e.code as i32,
-                    error_message: e.message.clone(),
-                })
-                .collect(),
-        };
+        let results =
+            match not_ready_unavailable(self.alter_reassignments(&access, req.clone()).await)? {
+                Ok(results) => results,
+                Err(e) => req
+                    .reassignments
+                    .iter()
+                    .map(|r| v1::ReassignmentResult {
+                        topic: r.topic.clone(),
+                        partition: r.partition,
+                        error_code: e.code as i32,
+                        error_message: e.message.clone(),
+                    })
+                    .collect(),
+            };
         Ok(Response::new(v1::AlterPartitionReassignmentsResponse { results }))
     }
 
@@ -435,11 +438,8 @@ impl v1::admin_server::Admin for AdminService {
         req: Request<v1::ListPartitionReassignmentsRequest>,
     ) -> Result<Response<v1::ListPartitionReassignmentsResponse>, Status> {
         let access = Access::of(&req);
-        Ok(Response::new(match self.list_reassignments(&access).await {
+        Ok(Response::new(match not_ready_unavailable(self.list_reassignments(&access).await)? {
             Ok(r) => r,
-            Err(e) if e.code == ErrorCode::BrokerNotAvailable => {
-                return Err(Status::unavailable(e.message));
-            }
             Err(e) => v1::ListPartitionReassignmentsResponse {
                 error_code: e.code as i32,
                 error_message: e.message,
@@ -453,17 +453,16 @@ impl v1::admin_server::Admin for AdminService {
         req: Request<v1::ElectLeadersRequest>,
     ) -> Result<Response<v1::ElectLeadersResponse>, Status> {
         let access = Access::of(&req);
-        Ok(Response::new(match self.elect_leaders(&access, req.into_inner()).await {
-            Ok(results) => v1::ElectLeadersResponse { results, ..Default::default() },
-            Err(e) if e.code == ErrorCode::BrokerNotAvailable => {
-                return Err(Status::unavailable(e.message));
-            }
-            Err(e) => v1::ElectLeadersResponse {
-                results: Vec::new(),
-                error_code: e.code as i32,
-                error_message: e.message,
+        Ok(Response::new(
+            match not_ready_unavailable(self.elect_leaders(&access, req.into_inner()).await)? {
+                Ok(results) => v1::ElectLeadersResponse { results, ..Default::default() },
+                Err(e) => v1::ElectLeadersResponse {
+                    results: Vec::new(),
+                    error_code: e.code as i32,
+                    error_message: e.message,
+                },
             },
-        }))
+        ))
     }
 
     async fn decommission_broker(
@@ -473,7 +472,7 @@ impl v1::admin_server::Admin for AdminService {
         let access = Access::of(&req);
         let req = req.into_inner();
         let r = self.decommission(&access, req.node_id, Some(req.throttle_bytes_per_sec)).await;
-        Ok(Response::new(decommission_response(r)))
+        decommission_response(r).map(Response::new)
     }
 
     async fn recommission_broker(
@@ -482,12 +481,23 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::DecommissionBrokerResponse>, Status> {
         let access = Access::of(&req);
         let r = self.decommission(&access, req.into_inner().node_id, None).await;
-        Ok(Response::new(decommission_response(r)))
+        decommission_response(r).map(Response::new)
     }
 }
 
-fn decommission_response(r: Result<u32, WireError>) -> v1::DecommissionBrokerResponse {
+/// A broker still catching up with the metadata answers `Unavailable` (the client asks another
+/// broker) instead of a result carrying `BROKER_NOT_AVAILABLE`.
+fn not_ready_unavailable<T>(r: Result<T, WireError>) -> Result<Result<T, WireError>, Status> {
     match r {
+        Err(e) if e.code == ErrorCode::BrokerNotAvailable => Err(Status::unavailable(e.message)),
+        r => Ok(r),
+    }
+}
+
+fn decommission_response(
+    r: Result<u32, WireError>,
+) -> Result<v1::DecommissionBrokerResponse, Status> {
+    Ok(match not_ready_unavailable(r)? {
         Ok(moves) => v1::DecommissionBrokerResponse {
             error_code: ErrorCode::None as i32,
             error_message: String::new(),
@@ -498,7 +508,7 @@ fn decommission_response(r: Result<u32, WireError>) -> v1::DecommissionBrokerRes
             error_message: e.message,
             moves: 0,
         },
-    }
+    })
 }
 
 #[cfg(test)]

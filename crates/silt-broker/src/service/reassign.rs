@@ -96,7 +96,8 @@ impl AdminService {
         if req.validate_only {
             return Ok(());
         }
-        propose(shared, Command::CreatePartitions { topic: req.topic.clone(), assignment }).await?;
+        let cmd = Command::CreatePartitions { topic: req.topic.clone(), from: current, assignment };
+        propose(shared, cmd).await?;
         let (topic, count) = (req.topic.clone(), req.count as usize);
         await_image(shared, |img| {
             img.topics.get(&topic).is_some_and(|t| t.partitions.len() >= count)
@@ -221,10 +222,14 @@ impl AdminService {
         access.cluster(shared, AclOperation::Alter)?;
         shared.serving()?;
         let image = shared.cluster.image();
-        let names: Vec<String> =
-            if req.topics.is_empty() { image.topics.keys().cloned().collect() } else { req.topics };
+        let names: Vec<String> = if req.topics.is_empty() && req.partitions.is_empty() {
+            image.topics.keys().cloned().collect()
+        } else {
+            req.topics
+        };
         let mut out = Vec::new();
-        let mut wanted = Vec::new();
+        let mut wanted: Vec<(String, u32)> =
+            req.partitions.into_iter().map(|p| (p.topic, p.partition)).collect();
         for name in names {
             match image.topics.get(&name) {
                 None => out.push(v1::ElectionResult {
@@ -234,7 +239,10 @@ impl AdminService {
                     partition: 0,
                     leader: None,
                 }),
-                Some(t) => wanted.extend((0..t.partitions.len() as u32).map(|p| (name.clone(), p))),
+                Some(t) => {
+                    let all = (0..t.partitions.len() as u32).map(|p| (name.clone(), p));
+                    wanted.extend(all.filter(|tp| !wanted.contains(tp)).collect::<Vec<_>>());
+                }
             }
         }
         if wanted.is_empty() {

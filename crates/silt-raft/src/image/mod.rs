@@ -191,9 +191,11 @@ pub enum Command {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
-    /// Adds partitions to a topic: one replica list per new partition, appended.
+    /// Adds partitions to a topic of `from` partitions: one replica list per new partition,
+    /// appended (refused when the topic no longer has `from`).
     CreatePartitions {
         topic: String,
+        from: u32,
         assignment: Vec<Vec<u64>>,
     },
     /// Starts moving a partition to `target` replicas (`Some`), or cancels its ongoing move
@@ -510,8 +512,8 @@ impl ClusterImage {
                 self.acls = kept;
                 CommandResponse::AclsDeleted(removed.into_iter().collect())
             }
-            Command::CreatePartitions { topic, assignment } => {
-                self.create_partitions(topic, assignment)
+            Command::CreatePartitions { topic, from, assignment } => {
+                self.create_partitions(topic, *from, assignment)
             }
             Command::ReassignPartition { topic, partition, target, throttle_bytes_per_sec } => {
                 self.reassign(topic, *partition, target.as_deref(), *throttle_bytes_per_sec)

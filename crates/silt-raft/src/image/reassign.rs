@@ -68,21 +68,39 @@ pub(crate) fn complete_if_caught_up(p: &mut PartitionImage, fenced: &BTreeSet<u6
     p.replicas = target;
     if p.leader.is_none_or(|l| !p.replicas.contains(&l)) {
         p.leader = elect_leader(&p.replicas, &p.isr, |b| fenced.contains(&b), false);
-        p.leader_epoch += 1;
     }
     p.reassignment = None;
-    p.partition_epoch += 1;
+    new_replica_set(p);
     true
 }
 
+/// Ends a change of `p`'s replica set (a move started, completed or cancelled): a new leader
+/// epoch, so the leader starts its follower tracking afresh and fetches sent before the change
+/// are fenced. Without it, a replica removed (its log deleted) and added again could be judged
+/// by a position its deleted log had, and join the ISR empty.
+fn new_replica_set(p: &mut PartitionImage) {
+    p.leader_epoch += 1;
+    p.partition_epoch += 1;
+}
+
 impl ClusterImage {
+    /// Appends `assignment` to a topic of `from` partitions (refused when the count changed
+    /// since the proposer looked: a retry or a concurrent call adds nothing twice).
     pub(super) fn create_partitions(
         &mut self,
         topic: &str,
+        from: u32,
         assignment: &[Vec<u64>],
     ) -> CommandResponse {
-        if !self.topics.contains_key(topic) {
+        let Some(t) = self.topics.get(topic) else {
             return CommandResponse::Rejected(Rejection::UnknownTopic { topic: topic.into() });
+        };
+        if t.partitions.len() != from as usize {
+            return CommandResponse::Rejected(Rejection::PartitionCountChanged {
+                topic: topic.into(),
+                expected: from,
+                current: t.partitions.len() as u32,
+            });
         }
         if !valid_assignment(assignment) {
             return CommandResponse::Rejected(Rejection::InvalidAssignment { topic: topic.into() });
@@ -151,7 +169,7 @@ impl ClusterImage {
         p.replicas = replicas;
         p.reassignment =
             Some(Reassignment { target: target.to_vec(), original, throttle_bytes_per_sec });
-        p.partition_epoch += 1;
+        new_replica_set(p);
         // Moving to a subset of the ISR (a lower replication factor) needs no copying.
         complete_if_caught_up(p, &fenced);
         CommandResponse::Done
@@ -241,11 +259,17 @@ impl ClusterImage {
                 moves.push((name.clone(), i as u32, target));
             }
         }
-        self.brokers.get_mut(&id).expect("invariant: checked above").decommissioning = true;
+        // All or nothing: applied to a copy, kept only if every move is accepted.
+        let mut next = self.clone();
+        next.brokers.get_mut(&id).expect("invariant: checked above").decommissioning = true;
         let count = moves.len() as u32;
         for (topic, partition, target) in moves {
-            self.reassign(&topic, partition, Some(&target), throttle_bytes_per_sec);
+            let r = next.reassign(&topic, partition, Some(&target), throttle_bytes_per_sec);
+            if let CommandResponse::Rejected(why) = r {
+                return CommandResponse::Rejected(why);
+            }
         }
+        *self = next;
         CommandResponse::Moves(count)
     }
 
@@ -300,8 +324,7 @@ fn cancel(
     p.reassignment = None;
     if p.leader.is_none_or(|l| !p.replicas.contains(&l)) {
         p.leader = elect_leader(&p.replicas, &p.isr, |b| fenced.contains(&b), false);
-        p.leader_epoch += 1;
     }
-    p.partition_epoch += 1;
+    new_replica_set(p);
     CommandResponse::Done
 }

@@ -34,20 +34,31 @@ fn part(img: &ClusterImage, partition: usize) -> PartitionImage {
 fn added_partitions_are_appended_and_led() {
     let mut img = image_with_brokers(&[1, 2, 3]);
     create(&mut img, "t", vec![vec![1, 2]]);
-    let r = img.apply(&Command::CreatePartitions {
+    let add = Command::CreatePartitions {
         topic: "t".into(),
+        from: 1,
         assignment: vec![vec![2, 3], vec![3, 1]],
-    });
-    assert_eq!(r, CommandResponse::Done);
+    };
+    assert_eq!(img.apply(&add), CommandResponse::Done);
+    // The same command again (a retry, or a second admin call from the same count) adds nothing.
+    assert!(matches!(
+        img.apply(&add),
+        CommandResponse::Rejected(Rejection::PartitionCountChanged { expected: 1, current: 3, .. })
+    ));
     let ps = &img.topics["t"].partitions;
     assert_eq!(ps.len(), 3);
     assert_eq!((ps[1].leader, ps[1].isr.clone()), (Some(2), vec![2, 3]));
     assert_eq!(ps[2].leader, Some(3));
     for bad in [vec![], vec![vec![1, 1]]] {
-        let r = img.apply(&Command::CreatePartitions { topic: "t".into(), assignment: bad });
+        let r =
+            img.apply(&Command::CreatePartitions { topic: "t".into(), from: 3, assignment: bad });
         assert!(matches!(r, CommandResponse::Rejected(Rejection::InvalidAssignment { .. })));
     }
-    let r = img.apply(&Command::CreatePartitions { topic: "u".into(), assignment: vec![vec![1]] });
+    let r = img.apply(&Command::CreatePartitions {
+        topic: "u".into(),
+        from: 0,
+        assignment: vec![vec![1]],
+    });
     assert!(matches!(r, CommandResponse::Rejected(Rejection::UnknownTopic { .. })));
     assert_eq!(img.topics["t"].partitions.len(), 3, "refusals change nothing");
 }
@@ -90,6 +101,26 @@ fn moving_the_leader_off_elects_an_in_sync_target_replica() {
     assert_eq!(p.replicas, vec![4, 2, 3]);
     assert_eq!(p.leader, Some(4));
     assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+}
+
+#[test]
+fn every_change_of_the_replica_set_starts_a_new_leader_epoch() {
+    // A replica removed (its log deleted) and added again must not be judged by what its
+    // leader saw of the deleted log, nor by fetches sent before: a new epoch fences both.
+    let mut img = image_with_brokers(&[1, 2]);
+    create(&mut img, "t", vec![vec![1]]);
+    let e0 = part(&img, 0).leader_epoch;
+    reassign(&mut img, 0, Some(vec![2]));
+    assert_eq!(part(&img, 0).leader_epoch, e0 + 1, "a move starts");
+    reassign(&mut img, 0, None);
+    assert_eq!(part(&img, 0).leader_epoch, e0 + 2, "a cancel");
+    reassign(&mut img, 0, Some(vec![1, 2]));
+    expand(&mut img, 0, vec![1, 2]);
+    let p = part(&img, 0);
+    assert_eq!((p.leader, p.leader_epoch), (Some(1), e0 + 4), "a start and a completion");
+    // Reordering the same replicas copies nothing and keeps the epoch.
+    reassign(&mut img, 0, Some(vec![2, 1]));
+    assert_eq!(part(&img, 0).leader_epoch, e0 + 4);
 }
 
 #[test]
