@@ -89,7 +89,7 @@ async fn partitions_are_added_and_moves_and_elections_answered_over_the_kafka_li
         .with_election_type(0)
         .with_timeout_ms(10_000)
         .with_topic_partitions(Some(vec![
-            TopicPartitions::default().with_topic(name("k")).with_partitions(vec![0, 2, 7]),
+            TopicPartitions::default().with_topic(name("k")).with_partitions(vec![0, 2, 7, -1]),
         ]));
     let mut body = call(&mut sock, ApiKey::ElectLeaders, 2, 4, &req).await.unwrap();
     let r = ElectLeadersResponse::decode(&mut body, 2).unwrap();
@@ -101,7 +101,11 @@ async fn partitions_are_added_and_moves_and_elections_answered_over_the_kafka_li
         .collect();
     let not_needed = K::ElectionNotNeeded.code();
     let unknown = K::UnknownTopicOrPartition.code();
-    assert_eq!(parts, vec![(0, not_needed), (2, not_needed), (7, unknown)], "only those named");
+    assert_eq!(
+        parts,
+        vec![(-1, unknown), (0, not_needed), (2, not_needed), (7, unknown)],
+        "only those named"
+    );
     // An empty list names nothing (it does not mean every partition).
     let none = ElectLeadersRequest::default().with_topic_partitions(Some(vec![]));
     let mut body = call(&mut sock, ApiKey::ElectLeaders, 2, 6, &none).await.unwrap();

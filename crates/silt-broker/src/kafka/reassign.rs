@@ -108,18 +108,38 @@ pub(crate) async fn elect_leaders(k: &Kafka, req: ElectLeadersRequest) -> ElectL
     if req.election_type != PREFERRED {
         return refuse(K::InvalidRequest.code(), "only preferred elections are supported".into());
     }
-    // Exactly the named partitions (none named: nothing to do); null: every partition.
-    let partitions: Vec<v1::ElectPartition> = wanted
-        .iter()
-        .flatten()
-        .flat_map(|(t, ps)| {
-            ps.iter().filter_map(|p| {
-                Some(v1::ElectPartition { topic: t.clone(), partition: u32::try_from(*p).ok()? })
+    // Exactly the named partitions (none named: nothing to do); null: every partition. A
+    // negative index names no partition: answered as unknown here.
+    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+    let mut partitions = Vec::new();
+    for (t, ps) in wanted.iter().flatten() {
+        for p in ps {
+            match u32::try_from(*p) {
+                Ok(partition) => {
+                    partitions.push(v1::ElectPartition { topic: t.clone(), partition })
+                }
+                Err(_) => by_topic.entry(t.clone()).or_default().push(
+                    PartitionResult::default()
+                        .with_partition_id(*p)
+                        .with_error_code(K::UnknownTopicOrPartition.code())
+                        .with_error_message(message(format!("{t} has no partition {p}"))),
+                ),
+            }
+        }
+    }
+    let results = |by_topic: BTreeMap<String, Vec<PartitionResult>>| {
+        let results = by_topic
+            .into_iter()
+            .map(|(t, ps)| {
+                ReplicaElectionResult::default()
+                    .with_topic(topic_name(&t))
+                    .with_partition_result(ps)
             })
-        })
-        .collect();
+            .collect();
+        ElectLeadersResponse::default().with_replica_election_results(results)
+    };
     if wanted.is_some() && partitions.is_empty() {
-        return refuse(0, String::new());
+        return results(by_topic);
     }
     let call = v1::ElectLeadersRequest { topics: Vec::new(), partitions };
     let r = match k.admin.elect_leaders(super::request(call)).await {
@@ -132,7 +152,6 @@ pub(crate) async fn elect_leaders(k: &Kafka, req: ElectLeadersRequest) -> ElectL
     if r.error_code != ErrorCode::None as i32 {
         return refuse(kafka_code_i32(r.error_code), r.error_message);
     }
-    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
     for e in r.results {
         by_topic.entry(e.topic).or_default().push(
             PartitionResult::default()
@@ -141,13 +160,7 @@ pub(crate) async fn elect_leaders(k: &Kafka, req: ElectLeadersRequest) -> ElectL
                 .with_error_message(message(e.error_message)),
         );
     }
-    let results = by_topic
-        .into_iter()
-        .map(|(t, ps)| {
-            ReplicaElectionResult::default().with_topic(topic_name(&t)).with_partition_result(ps)
-        })
-        .collect();
-    ElectLeadersResponse::default().with_replica_election_results(results)
+    results(by_topic)
 }
 
 /// `AlterPartitionReassignments`: replicas per partition, or none to cancel its move.
